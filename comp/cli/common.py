@@ -1,0 +1,128 @@
+"""What every command shares: options, config loading, error display, progress bars."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress as RichBars,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from comp.config import Config, load_config
+from comp.errors import CompError
+from comp.progress import Progress
+from comp.workspace import Workspace
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+T = TypeVar("T")
+console = Console()
+err_console = Console(stderr=True)
+
+WorkspaceOpt = Annotated[
+    Path, typer.Option("--workspace", "-w", help="Workspace folder (holds comp.yaml).", show_default=True)
+]
+ExperimentOpt = Annotated[
+    str, typer.Option("--experiment", "-e", help="Experiment name: experiments/<NAME>.yaml (may be absent for baseline).")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config key: --set train.lr=1e-3 (repeatable; value parsed as YAML)."),
+]
+
+
+def load(workspace: Path, experiment: str = "baseline", overrides: list[str] | None = None) -> tuple[Workspace, Config]:
+    ws = Workspace.at(workspace)
+    return ws, load_config(ws.root, experiment, tuple(overrides or ()))
+
+
+def handle_errors(fn: Callable[..., T]) -> Callable[..., T]:
+    """Show a CompError as one red line and exit 2, instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_RichLogHandler()])
+        try:
+            return fn(*args, **kwargs)
+        except CompError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+class _RichLogHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            err_console.print(f"[yellow]warning:[/] {record.getMessage()}", highlight=False, soft_wrap=True)
+        elif record.name.startswith("comp"):
+            err_console.print(record.getMessage(), highlight=False, soft_wrap=True, markup=False)
+
+
+class RichProgress(Progress):
+    """Progress bars on stderr with live fields (loss, metric) and ETA."""
+
+    def __init__(self) -> None:
+        self.bars = RichBars(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=err_console,
+            transient=False,
+        )
+        self.tasks: list[int] = []
+
+    def __enter__(self) -> "RichProgress":
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bars.stop()
+
+    def track(self, iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
+        if total is None and hasattr(iterable, "__len__"):
+            total = len(iterable)  # type: ignore[arg-type]
+        task = self.bars.add_task(description, total=total, info="")
+        self.tasks.append(task)
+        try:
+            for item in iterable:
+                yield item
+                self.bars.advance(task)
+        finally:
+            self.tasks.remove(task)
+            self.bars.remove_task(task)
+
+    def note(self, **fields: Any) -> None:
+        if self.tasks:
+            info = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+            self.bars.update(self.tasks[-1], info=info)
+
+    def log(self, message: str) -> None:
+        self.bars.console.print(message, highlight=False, markup=False)
+
+
+def print_table(frame: Any, title: str = "", float_digits: int = 4) -> None:
+    """A pandas DataFrame as a rich table on stdout."""
+    table = Table(title=title or None, show_lines=False)
+    for col in frame.columns:
+        table.add_column(str(col), justify="right")
+    for row in frame.itertuples(index=False):
+        table.add_row(*[f"{v:.{float_digits}f}" if isinstance(v, float) else str(v) for v in row])
+    console.print(table)

@@ -1,0 +1,1 @@
+"""`comp doctor`: is this machine ready to train."""

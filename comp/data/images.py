@@ -1,0 +1,89 @@
+"""Decode any image a competition ships into RGB uint8, and check many images in parallel (cached)."""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps
+
+from comp.progress import SILENT, Progress
+from comp.workspace import write_json
+
+CHECK_CACHE_VERSION = 1
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from grayscale, RGBA, palette, 16-bit or EXIF-rotated files."""
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(img, dtype=np.float64)
+            peak = 65535.0 if arr.max() > 255 else 255.0
+            img = Image.fromarray((arr / peak * 255.0).round().clip(0, 255).astype(np.uint8), mode="L")
+        elif img.mode == "F":
+            arr = np.asarray(img, dtype=np.float64)
+            lo, hi = float(arr.min()), float(arr.max())
+            img = Image.fromarray(((arr - lo) / max(hi - lo, 1e-12) * 255).astype(np.uint8), mode="L")
+        if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+            img = img.convert("RGBA")
+            background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(background, img)
+        return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+
+
+def _stamp(path: str) -> str:
+    st = os.stat(path)
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _inspect(path: str) -> dict:
+    """One file's facts: readable?, size, mode, format, bytes."""
+    info = {"path": path, "ok": False, "error": "", "width": 0, "height": 0, "mode": "", "format": "", "bytes": 0}
+    try:
+        info["bytes"] = os.path.getsize(path)
+        with Image.open(path) as img:
+            info.update(width=img.width, height=img.height, mode=img.mode, format=img.format or "")
+            img.load()  # a full decode: truncated files fail here, not in epoch 3
+        info["ok"] = True
+    except Exception as exc:  # any decoder error means "corrupt" to the user
+        info["error"] = f"{type(exc).__name__}: {exc}"
+    return info
+
+
+def check_images(
+    paths: list[str],
+    cache_file: Path | None = None,
+    *,
+    n_workers: int | None = None,
+    progress: Progress = SILENT,
+) -> pd.DataFrame:
+    """Decode every file once (in threads) and return path, ok, error, width, height, mode, format, bytes.
+
+    Results are cached in `cache_file` keyed by path, size and mtime, so a rerun only opens
+    new or changed files.
+    """
+    cache: dict[str, dict] = {}
+    if cache_file is not None and cache_file.is_file():
+        try:
+            doc = json.loads(cache_file.read_text())
+            if doc.get("version") == CHECK_CACHE_VERSION:
+                cache = doc["files"]
+        except (ValueError, KeyError):
+            cache = {}
+    stamps = {p: _stamp(p) for p in paths}
+    todo = [p for p in paths if cache.get(p, {}).get("stamp") != stamps[p]]
+    if todo:
+        workers = n_workers or min(8, (os.cpu_count() or 2) * 2)
+        with ThreadPoolExecutor(workers) as pool:
+            results = pool.map(_inspect, todo, chunksize=16)
+            for info in progress.track(results, total=len(todo), description="checking images"):
+                cache[info["path"]] = {**info, "stamp": stamps[info["path"]]}
+        if cache_file is not None:
+            write_json(cache_file, {"version": CHECK_CACHE_VERSION, "files": cache})
+    rows = [{k: v for k, v in cache[p].items() if k != "stamp"} for p in paths]
+    return pd.DataFrame(rows, columns=["path", "ok", "error", "width", "height", "mode", "format", "bytes"])

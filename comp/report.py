@@ -1,0 +1,69 @@
+"""HTML reports built from sections that each stage writes; plots are matplotlib PNGs beside them.
+
+An experiment's report is `experiments/<exp>/report.html`. Each stage adds or replaces its own
+section (`report/<order>-<key>.html` plus PNGs) and the page is re-rendered from all sections,
+so every later stage appends to the same report and reruns never duplicate a section.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on training machines
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from comp.workspace import Workspace, write_text, write_with  # noqa: E402
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
+h1{font-size:1.6rem}h2{border-bottom:1px solid #ddd;padding-bottom:.3rem;margin-top:2.2rem}
+table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}
+td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}th{background:#f4f4f4}
+img{max-width:100%;margin:.5rem 0;border:1px solid #eee}.note{color:#666;font-size:.85rem}
+"""
+
+
+def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
+    """Write a matplotlib figure atomically as PNG and close it."""
+    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
+    plt.close(fig)
+    return path
+
+
+def table_html(frame: pd.DataFrame, float_format: str = "{:.4f}") -> str:
+    formatters = {c: float_format.format for c in frame.columns if frame[c].dtype.kind == "f"}
+    return frame.to_html(index=False, border=0, formatters=formatters, escape=True)
+
+
+def img_html(src: str, alt: str = "") -> str:
+    return f'<img src="{html.escape(src)}" alt="{html.escape(alt)}">'
+
+
+def page(title: str, body: str) -> str:
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
+    )
+
+
+def add_section(ws: Workspace, exp: str, key: str, title: str, body: str, *, order: int = 50) -> Path:
+    """Write (or replace) one section of the experiment's report, then re-render report.html."""
+    fragment = f"<section id='{html.escape(key)}'><h2>{html.escape(title)}</h2>\n{body}\n</section>\n"
+    write_text(ws.report_dir(exp) / f"{order:02d}-{key}.html", fragment)
+    return render_report(ws, exp)
+
+
+def render_report(ws: Workspace, exp: str) -> Path:
+    """report.html = all sections in order; image paths inside sections are relative to report/."""
+    sections = sorted(ws.report_dir(exp).glob("*.html"))
+    body = "\n".join(p.read_text() for p in sections)
+    return write_text(ws.report_html(exp), page(f"comp report: {exp}", body))
+
+
+def report_image(ws: Workspace, exp: str, name: str) -> tuple[Path, str]:
+    """(absolute path to write a plot to, src to use in a section of report.html)."""
+    return ws.report_dir(exp) / name, f"report/{name}"

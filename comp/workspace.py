@@ -1,0 +1,186 @@
+"""The only module that knows where artifacts live, and how every artifact is written (atomically)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+import yaml
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+@contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_bytes(path: Path | str, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: Path | str, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path | str, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def write_yaml(path: Path | str, obj: Any) -> Path:
+    return write_text(path, yaml.safe_dump(obj, sort_keys=False))
+
+
+def write_csv(path: Path | str, frame: pd.DataFrame, float_format: str | None = "%.6f") -> Path:
+    """A CSV written byte-reproducibly (fixed float format, '\\n' line endings, no index)."""
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False, float_format=float_format, lineterminator="\n")
+    return write_text(path, buf.getvalue())
+
+
+def write_with(path: Path | str, writer: Callable[[Path], Any]) -> Path:
+    """Atomic write through any function that writes to a path (torch.save, savefig, ...)."""
+    with atomic_path(path) as tmp:
+        writer(tmp)
+    return Path(path)
+
+
+def read_json(path: Path | str) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+# ---------------------------------------------------------------- paths
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths of one workspace folder (see DESIGN.md, 'Workspace')."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: Path | str) -> "Workspace":
+        return cls(Path(root).resolve())
+
+    def path(self, relative: str | Path) -> Path:
+        """A path from config (relative to the workspace unless absolute)."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def comp_yaml(self) -> Path:
+        return self.root / "comp.yaml"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / ".cache"
+
+    @property
+    def folds_dir(self) -> Path:
+        return self.root / "folds"
+
+    def folds_csv(self, k: int, seed: int) -> Path:
+        return self.folds_dir / f"k{k}-s{seed}.csv"
+
+    @property
+    def experiments_dir(self) -> Path:
+        return self.root / "experiments"
+
+    def experiment_yaml(self, exp: str) -> Path:
+        return self.experiments_dir / f"{exp}.yaml"
+
+    def exp_dir(self, exp: str) -> Path:
+        return self.experiments_dir / exp
+
+    def fold_dir(self, exp: str, fold: int) -> Path:
+        return self.exp_dir(exp) / f"fold{fold}"
+
+    def best_ckpt(self, exp: str, fold: int) -> Path:
+        return self.fold_dir(exp, fold) / "best.pt"
+
+    def last_ckpt(self, exp: str, fold: int) -> Path:
+        return self.fold_dir(exp, fold) / "last.pt"
+
+    def history_csv(self, exp: str, fold: int) -> Path:
+        return self.fold_dir(exp, fold) / "history.csv"
+
+    def oof_csv(self, exp: str) -> Path:
+        return self.exp_dir(exp) / "oof.csv"
+
+    def scores_json(self, exp: str) -> Path:
+        return self.exp_dir(exp) / "scores.json"
+
+    def config_yaml(self, exp: str) -> Path:
+        return self.exp_dir(exp) / "config.yaml"
+
+    def test_probs_csv(self, exp: str, fold: int | None = None) -> Path:
+        name = "test.csv" if fold is None else f"fold{fold}/test.csv"
+        return self.exp_dir(exp) / name
+
+    def tune_journal(self, exp: str) -> Path:
+        return self.exp_dir(exp) / "tune.journal"
+
+    def tuned_yaml(self, exp: str) -> Path:
+        return self.experiments_dir / f"{exp}-tuned.yaml"
+
+    def report_dir(self, exp: str) -> Path:
+        return self.exp_dir(exp) / "report"
+
+    def report_html(self, exp: str) -> Path:
+        return self.exp_dir(exp) / "report.html"
+
+    @property
+    def submissions_dir(self) -> Path:
+        return self.root / "submissions"
+
+    def submission_csv(self, name: str) -> Path:
+        return self.submissions_dir / f"{name}.csv"
+
+    def submission_json(self, name: str) -> Path:
+        return self.submissions_dir / f"{name}.json"
+
+    @property
+    def leaderboard_json(self) -> Path:
+        return self.submissions_dir / "leaderboard.json"
+
+    @property
+    def eda_dir(self) -> Path:
+        return self.root / "eda"
+
+    def write_config(self, exp: str, cfg: Any) -> Path:
+        """The resolved config and its hashes, beside the experiment's outputs."""
+        doc = {"config_hash": cfg.hash(), "train_hash": cfg.train_hash(), **cfg.model_dump(mode="json")}
+        return write_yaml(self.config_yaml(exp), doc)
