@@ -1,1 +1,43 @@
 """`comp doctor`: is this machine ready to train."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from comp.cli import app
+from comp.cli.common import console, err_console, handle_errors
+from comp.doctor import diagnose
+
+
+@app.command("doctor")
+@handle_errors
+def doctor_command() -> None:
+    """Versions, the CUDA build vs each GPU (sm_XY in the build?), bf16, cuDNN, a tensor test per device.
+
+    Exits 1 when a visible GPU cannot run torch or torch is installed twice.
+    """
+    report = diagnose()
+    console.print(f"python {report.python} on {report.platform}")
+    for name, version in report.versions.items():
+        console.print(f"  {name:<24} {version}")
+    console.print(f"torch CUDA build: {report.torch_cuda_build or 'none (CPU build)'}; cuDNN: {report.cudnn or 'n/a'}")
+    console.print(f"CPU tensor test: {'ok' if report.cpu_tensor_ok else 'FAILED'}")
+    if not report.cuda_available:
+        console.print("CUDA: not available (training runs on the CPU)")
+    else:
+        console.print(f"CUDA: available; this torch has kernels for {', '.join(report.arch_list)}")
+        table = Table(title="GPUs")
+        for col in ("#", "name", "capability", "memory GiB", "arch in build", "bf16", "tensor test"):
+            table.add_column(col)
+        for g in report.gpus:
+            table.add_row(str(g.index), g.name, g.capability, f"{g.memory_gib:.1f}",
+                          "yes" if g.arch_supported else f"NO ({g.arch})", "yes" if g.bf16 else "no",
+                          "ok" if g.tensor_ok else "FAILED")
+        console.print(table)
+    problems = report.problems()
+    for problem in problems:
+        err_console.print(f"[bold red]problem:[/] {problem}", highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+    console.print("[green]ready[/]")
