@@ -1,0 +1,300 @@
+"""Blends of members' probability tables, weights fitted on out-of-fold predictions, nested estimates.
+
+Never imports torch. A member is an experiment; its probabilities are tables (id, p_<class>...)
+joined by id. Blends: mean | geometric | rank | vote, each a weighted sum of per-member
+"contributions" (probabilities, log probabilities, per-class ranks, one-hot votes), so weight
+search can add one member at a time without recomputing the blend.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+from scipy.stats import rankdata
+
+from comp.errors import CompError
+from comp.metrics import Metric
+
+log = logging.getLogger("comp.ensemble")
+
+METHODS = ("mean", "geometric", "rank", "vote")
+SEARCHES = ("hill", "slsqp", "equal")
+EPS = 1e-7
+ARGMAX_METRICS = ("accuracy", "macro_f1", "weighted_f1", "balanced_accuracy")
+
+
+# ---------------------------------------------------------------- tables
+
+
+def prob_columns(classes: Sequence[object]) -> list[str]:
+    """Column names of a probability table: p_<class> in model-output order."""
+    return [f"p_{c}" for c in classes]
+
+
+def align_members(frames: Sequence[pd.DataFrame], classes: Sequence[object], *, names: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(ids in the first member's order, one (N, C) array per member), joined by id."""
+    cols = prob_columns(classes)
+    base = frames[0]["id"].astype(str).to_numpy()
+    arrays = []
+    for name, frame in zip(names, frames):
+        missing = [c for c in cols if c not in frame.columns]
+        if missing:
+            raise CompError(f"member {name!r} lacks probability columns {missing[:3]}; "
+                            f"its classes differ from {list(classes)}: retrain or drop it")
+        table = frame.assign(id=frame["id"].astype(str)).set_index("id")
+        if set(table.index) != set(base) or len(table) != len(base):
+            extra = sorted(set(table.index) ^ set(base))[:3]
+            raise CompError(f"member {name!r} has ids that differ from member {names[0]!r} (e.g. {extra}); "
+                            "members must cover the same rows: rerun predict / fold-train on the same data")
+        arrays.append(table.loc[base, cols].to_numpy(dtype=np.float64))
+    return base, arrays
+
+
+# ---------------------------------------------------------------- blending
+
+
+def contributions(probs: np.ndarray, method: str) -> np.ndarray:
+    """What one member adds to a blend: (N, C) float64."""
+    if method == "mean":
+        return np.asarray(probs, dtype=np.float64)
+    if method == "geometric":
+        return np.log(np.clip(probs, EPS, 1.0))
+    if method == "rank":
+        return rankdata(probs, axis=0) / len(probs)
+    if method == "vote":
+        onehot = np.zeros(probs.shape, dtype=np.float64)
+        onehot[np.arange(len(probs)), np.argmax(probs, axis=1)] = 1.0
+        return onehot
+    raise CompError(f"unknown blend method {method!r}; use one of: {', '.join(METHODS)}")
+
+
+def finish(summed: np.ndarray, method: str) -> np.ndarray:
+    """Weighted sum of contributions (weights summing to 1) -> probabilities summing to 1 per row."""
+    if method == "geometric":
+        z = np.exp(summed - summed.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+    total = summed.sum(axis=1, keepdims=True)
+    return summed / np.where(total > 0, total, 1.0)
+
+
+def blend(probs: Sequence[np.ndarray], weights: Sequence[float], *, method: str = "mean") -> np.ndarray:
+    """Blend members' (N, C) probabilities with weights -> (N, C) probabilities."""
+    w = check_weights(weights, len(probs))
+    summed = sum(wi * contributions(p, method) for wi, p in zip(w, probs) if wi > 0)
+    if method == "vote":  # ties between votes go to the weighted mean probability
+        summed = summed + 1e-6 * sum(wi * np.asarray(p) for wi, p in zip(w, probs))
+    return finish(summed, method)
+
+
+def check_weights(weights: Sequence[float], n_members: int) -> np.ndarray:
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n_members,) or np.any(~np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise CompError(f"weights must be {n_members} non-negative numbers, not all zero; got {list(weights)}")
+    return w / w.sum()
+
+
+def parse_weights(text: str, n_members: int) -> str | np.ndarray:
+    """--weights auto | equal | w1,w2,... -> 'auto' / 'equal' / normalised array."""
+    if text in ("auto", "equal"):
+        return text
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise CompError(f"--weights expects auto, equal or numbers like 0.7,0.3; got {text!r}") from None
+    if len(values) != n_members:
+        raise CompError(f"--weights has {len(values)} numbers for {n_members} members ({text!r}); give one per -e")
+    return check_weights(values, n_members)
+
+
+# ---------------------------------------------------------------- fast scoring
+
+
+def build_scorer(metric: Metric, y: np.ndarray, *, method: str) -> Callable[[np.ndarray], float]:
+    """score(summed contributions) -> metric; argmax metrics skip normalising (same argmax)."""
+    y = np.asarray(y)
+    if metric.name in ARGMAX_METRICS:
+        return lambda summed: _argmax_score(metric.name, y, np.argmax(summed, axis=1), summed.shape[1])
+    return lambda summed: metric(y, finish(summed, method))
+
+
+def _argmax_score(name: str, y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    """accuracy / F1 / balanced accuracy from a confusion matrix built with one bincount."""
+    cm = np.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    tp = np.diag(cm).astype(np.float64)
+    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
+    if name == "accuracy":
+        return float(tp.sum() / len(y))
+    if name == "balanced_accuracy":
+        present = support > 0
+        return float(np.mean(tp[present] / support[present]))
+    denom = support + predicted
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    if name == "macro_f1":
+        return float(f1.mean())
+    return float((f1 * support).sum() / support.sum())
+
+
+# ---------------------------------------------------------------- weight fitting
+
+
+def fit_weights(
+    oof_probs: Sequence[np.ndarray],
+    y: np.ndarray,
+    metric: Metric,
+    *,
+    method: str = "mean",
+    search: str = "hill",
+    seed: int = 0,
+    max_steps: int | None = None,
+) -> np.ndarray:
+    """Non-negative weights summing to 1 that maximise (or minimise) `metric` of the blend on OOF rows.
+
+    hill: greedy forward selection with replacement (Caruana et al. 2004) from the best single
+    member, candidates tried in a seeded order so ties break reproducibly; slsqp: SLSQP on log loss
+    of the mean/geometric blend; equal: 1/M each.
+    """
+    n = len(oof_probs)
+    if search not in SEARCHES:
+        raise CompError(f"unknown weight search {search!r}; use one of: {', '.join(SEARCHES)}")
+    if n == 1 or search == "equal":
+        return np.full(n, 1.0 / n)
+    contribs = [contributions(p, method) for p in oof_probs]
+    if search == "slsqp":
+        return _fit_slsqp(contribs, np.asarray(y), method=method)
+    scorer = build_scorer(metric, y, method=method)
+    return _hill_climb(contribs, scorer, metric, rng=np.random.default_rng(seed), max_steps=max_steps or max(20, 4 * n))
+
+
+def _hill_climb(contribs: list[np.ndarray], scorer: Callable, metric: Metric, *, rng: np.random.Generator, max_steps: int) -> np.ndarray:
+    """Counts of picks per member; the best prefix of the greedy path wins."""
+    n = len(contribs)
+    order = rng.permutation(n)
+    singles = [scorer(contribs[i]) for i in range(n)]
+    first = _best(order, singles, metric)
+    counts = np.zeros(n)
+    counts[first] = 1
+    summed, best_score, best_counts = contribs[first].copy(), singles[first], counts.copy()
+    for _ in range(max_steps - 1):
+        k = counts.sum() + 1  # scored as the normalised blend (the temperature matters for geometric)
+        scores = [scorer((summed + contribs[i]) / k) for i in range(n)]
+        pick = _best(order, scores, metric)
+        summed += contribs[pick]
+        counts[pick] += 1
+        if metric.better(scores[pick], best_score):
+            best_score, best_counts = scores[pick], counts.copy()
+    log.debug("hill climbing: best %.5f with counts %s", best_score, best_counts.tolist())
+    return best_counts / best_counts.sum()
+
+
+def _best(order: np.ndarray, scores: list[float], metric: Metric) -> int:
+    """The best-scoring index; among equal scores the first in `order`."""
+    best = int(order[0])
+    for i in order[1:]:
+        if metric.better(scores[i], scores[best]):
+            best = int(i)
+    return best
+
+
+def _fit_slsqp(contribs: list[np.ndarray], y: np.ndarray, *, method: str) -> np.ndarray:
+    """Weights minimising the log loss of the blend (smooth in the weights for mean and geometric)."""
+    if method not in ("mean", "geometric"):
+        raise CompError(f"search 'slsqp' fits mean or geometric blends, got method {method!r}; use search 'hill'")
+    rows = np.arange(len(y))
+    picked = np.stack([c[rows, y] for c in contribs], axis=1)  # (N, M): each member's value at the true class
+
+    def loss(w: np.ndarray) -> float:
+        if method == "mean":
+            return float(-np.log(np.clip(picked @ w, EPS, None)).mean())
+        summed = sum(wi * c for wi, c in zip(w, contribs))
+        return float(-(summed[rows, y] - np.log(np.exp(summed).sum(axis=1))).mean())
+
+    n = len(contribs)
+    res = minimize(loss, np.full(n, 1.0 / n), method="SLSQP", bounds=[(0.0, 1.0)] * n,
+                   constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}], options={"maxiter": 200, "ftol": 1e-9})
+    w = np.clip(res.x, 0.0, None)
+    return w / w.sum()
+
+
+# ---------------------------------------------------------------- per-class bias
+
+
+def apply_bias(probs: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """softmax(log p + bias): shifts decisions between classes (e.g. for macro-F1)."""
+    if bias is None:
+        return probs
+    return finish(np.log(np.clip(probs, EPS, 1.0)) + bias, "geometric")
+
+
+def fit_bias(probs: np.ndarray, y: np.ndarray, metric: Metric, *, rounds: int = 2, grid: np.ndarray | None = None) -> np.ndarray:
+    """Per-class logit biases by coordinate search on `metric` (deterministic)."""
+    grid = np.linspace(-2.0, 2.0, 17) if grid is None else grid
+    logp = np.log(np.clip(probs, EPS, 1.0))
+    scorer = build_scorer(metric, y, method="geometric")
+    bias = np.zeros(probs.shape[1])
+    best = scorer(logp)
+    for _ in range(rounds):
+        for c in range(len(bias)):
+            for value in grid:
+                trial = bias.copy()
+                trial[c] = value
+                score = scorer(logp + trial)
+                if metric.better(score, best):
+                    best, bias = score, trial
+    return bias
+
+
+# ---------------------------------------------------------------- fitted blend with nested estimate
+
+
+@dataclass(frozen=True)
+class BlendFit:
+    weights: np.ndarray  # (M,), sums to 1
+    bias: np.ndarray | None  # (C,) logit biases, or None
+    oof: float  # metric of the blend on all OOF rows, weights fitted on the same rows (in-sample)
+    insample: float  # mean over folds of that same blend's per-fold score
+    nested: float  # mean over folds of the score on a fold whose rows the weights never saw
+    nested_folds: tuple[float, ...]
+
+
+def fit_blend(
+    oof_probs: Sequence[np.ndarray],
+    y: np.ndarray,
+    folds: np.ndarray,
+    metric: Metric,
+    *,
+    method: str = "mean",
+    weights: str | np.ndarray = "auto",
+    bias: bool = False,
+    seed: int = 0,
+) -> BlendFit:
+    """Fit weights (and biases) on all OOF rows, and estimate them honestly with fold-wise nesting."""
+    y, folds = np.asarray(y), np.asarray(folds)
+    fit = lambda rows: _fit_rows(oof_probs, y, rows, metric, method=method, weights=weights, bias=bias, seed=seed)
+    w, b = fit(np.ones(len(y), dtype=bool))
+    final = apply_bias(blend(oof_probs, w, method=method), b)
+    fold_ids = np.unique(folds)
+    insample = [metric(y[folds == f], final[folds == f]) for f in fold_ids]
+    nested = []
+    for f in fold_ids:
+        held = folds == f
+        wf, bf = fit(~held)
+        nested.append(metric(y[held], apply_bias(blend([p[held] for p in oof_probs], wf, method=method), bf)))
+    return BlendFit(weights=w, bias=b, oof=metric(y, final), insample=float(np.mean(insample)),
+                    nested=float(np.mean(nested)), nested_folds=tuple(float(s) for s in nested))
+
+
+def _fit_rows(oof_probs, y, rows, metric, *, method, weights, bias, seed) -> tuple[np.ndarray, np.ndarray | None]:
+    """Weights (then biases on the weighted blend) fitted on the selected rows only."""
+    probs = [p[rows] for p in oof_probs]
+    if isinstance(weights, str):
+        search = "equal" if weights == "equal" else ("slsqp" if metric.name == "log_loss" and method in ("mean", "geometric") else "hill")
+        w = fit_weights(probs, y[rows], metric, method=method, search=search, seed=seed)
+    else:
+        w = check_weights(weights, len(probs))
+    b = fit_bias(blend(probs, w, method=method), y[rows], metric) if bias else None
+    return w, b

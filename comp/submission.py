@@ -1,0 +1,173 @@
+"""Submission files exactly in the competition's format, validated before they are written; scoring them.
+
+Never imports torch. The format is comp.yaml's `submission`: the id column's name, the
+target column (kind `label`: original class values) or one column per class (kind
+`probabilities`), rows in the sample submission's order (or the test CSV's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import comp
+from comp.config import Config, SubmissionConfig
+from comp.errors import CompError, did_you_mean
+from comp.metrics import Metric
+from comp.workspace import Workspace, write_bytes, write_json
+
+FLOAT_FORMAT = "%.6f"
+
+
+def expected_ids(cfg: Config, ws: Workspace) -> tuple[list[str], list[str] | None]:
+    """(ids in submission order, the sample's columns or None) from sample_csv, else test_csv."""
+    sub = cfg.submission
+    if sub.sample_csv:
+        path, col = ws.path(sub.sample_csv), sub.id_col
+    elif cfg.data.test_csv:
+        path, col = ws.path(cfg.data.test_csv), cfg.data.id_col
+    else:
+        raise CompError("neither submission.sample_csv nor data.test_csv is set in comp.yaml; set one so ids are known")
+    if not path.is_file():
+        raise CompError(f"{path} does not exist; fix submission.sample_csv / data.test_csv in comp.yaml")
+    frame = pd.read_csv(path, dtype={col: str})
+    if col not in frame.columns:
+        have = [str(c) for c in frame.columns]
+        raise CompError(f"id column {col!r} not in {path.name}{did_you_mean(col, have)} (columns: {', '.join(have)})")
+    columns = [str(c) for c in frame.columns] if sub.sample_csv else None
+    return frame[col].astype(str).tolist(), columns
+
+
+def class_columns(classes: Sequence[Any], sample_columns: list[str] | None, id_col: str) -> list[str]:
+    """Probability columns: the class names, in the sample's column order when it lists them all."""
+    names = [str(c) for c in classes]
+    if sample_columns and set(names) <= set(sample_columns):
+        return [c for c in sample_columns if c in names]
+    return names
+
+
+def build_submission(
+    ids: Sequence[str],
+    probs: np.ndarray,
+    classes: Sequence[Any],
+    sub: SubmissionConfig,
+    *,
+    order: Sequence[str],
+    sample_columns: list[str] | None = None,
+) -> pd.DataFrame:
+    """The submission table: probabilities (rows aligned with `ids`) put in `order`, in the configured format."""
+    table = pd.DataFrame(np.asarray(probs, dtype=np.float64), index=pd.Index([str(i) for i in ids]),
+                         columns=[str(c) for c in classes])
+    missing = [i for i in order if i not in table.index]
+    if missing:
+        raise CompError(f"{len(missing)} submission ids have no prediction, e.g. {missing[:3]}; "
+                        "rerun `comp predict` so test predictions cover the test CSV")
+    table = table.loc[list(order)]
+    if sub.kind == "label":
+        labels = np.asarray(list(classes), dtype=object)[table.to_numpy().argmax(axis=1)]
+        return pd.DataFrame({sub.id_col: list(order), sub.target_col: labels})
+    cols = class_columns(classes, sample_columns, sub.id_col)
+    return pd.concat([pd.DataFrame({sub.id_col: list(order)}), table[cols].reset_index(drop=True)], axis=1)
+
+
+def render_csv(frame: pd.DataFrame) -> bytes:
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+    return buf.getvalue().encode("utf-8")
+
+
+def validate_submission(frame: pd.DataFrame, sub: SubmissionConfig, *, expected: Sequence[str], classes: Sequence[Any]) -> None:
+    """Raise CompError unless `frame` is a complete, well-formed submission for `expected` ids."""
+    cols = [str(c) for c in frame.columns]
+    value_cols = [sub.target_col] if sub.kind == "label" else [str(c) for c in classes]
+    for col in [sub.id_col, *value_cols]:
+        if col not in cols:
+            raise CompError(f"submission lacks column {col!r}{did_you_mean(col, cols)} (columns: {', '.join(cols)})")
+    if len(frame) != len(expected):
+        raise CompError(f"submission has {len(frame)} rows, expected {len(expected)} (one per test id)")
+    ids = frame[sub.id_col].astype(str)
+    if frame[sub.id_col].isna().any() or ids.duplicated().any():
+        dup = ids[ids.duplicated()].unique()[:3].tolist()
+        raise CompError(f"submission ids must be unique and non-empty; duplicated/empty ids e.g. {dup}")
+    unknown, absent = sorted(set(ids) - set(expected)), sorted(set(expected) - set(ids))
+    if unknown or absent:
+        raise CompError(f"submission ids differ from the test ids: {len(unknown)} unknown (e.g. {unknown[:3]}), "
+                        f"{len(absent)} missing (e.g. {absent[:3]})")
+    values = frame[value_cols]
+    if values.isna().to_numpy().any():
+        rows = np.flatnonzero(values.isna().to_numpy().any(axis=1))[:5].tolist()
+        raise CompError(f"submission has NaN values in rows {rows}; predictions must be complete")
+    if sub.kind == "label":
+        _check_labels(frame[sub.target_col], classes)
+    else:
+        _check_probabilities(values.to_numpy(dtype=np.float64))
+
+
+def _check_labels(labels: pd.Series, classes: Sequence[Any]) -> None:
+    known = {str(c) for c in classes}
+    bad = sorted({str(v) for v in labels} - known)
+    if bad:
+        raise CompError(f"submission has labels not among the classes: {bad[:5]} (known: {sorted(known)[:20]})")
+
+
+def _check_probabilities(values: np.ndarray) -> None:
+    if np.any(values < 0) or np.any(values > 1):
+        raise CompError(f"submission probabilities must lie in [0, 1]; got min {values.min():.4g}, max {values.max():.4g}")
+    sums = values.sum(axis=1)
+    bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-3)
+    if len(bad):
+        raise CompError(f"submission probabilities must sum to 1 per row; rows {bad[:5].tolist()} sum to {sums[bad[:5]].round(4).tolist()}")
+
+
+def write_submission(
+    ws: Workspace,
+    name: str,
+    frame: pd.DataFrame,
+    sub: SubmissionConfig,
+    *,
+    expected: Sequence[str],
+    classes: Sequence[Any],
+    manifest: dict[str, Any],
+) -> tuple[Path, Path]:
+    """Validate the CSV as it will be written (re-read), then write submissions/<name>.csv and .json."""
+    data = render_csv(frame)
+    reread = pd.read_csv(io.BytesIO(data), dtype={sub.id_col: str, sub.target_col: str}, keep_default_na=True)
+    validate_submission(reread, sub, expected=expected, classes=classes)
+    csv_path = write_bytes(ws.submission_csv(name), data)
+    doc = {"name": name, **manifest, "file": csv_path.name, "sha256": hashlib.sha256(data).hexdigest(),
+           "rows": len(frame), "comp_version": comp.__version__,
+           "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    json_path = write_json(ws.submission_json(name), doc)
+    return csv_path, json_path
+
+
+def score_submission(submission: Path, solution: Path, sub: SubmissionConfig, *, classes: Sequence[Any], metric: Metric) -> float:
+    """The competition metric of a submission file against a solution file (id column + true target)."""
+    for path in (submission, solution):
+        if not Path(path).is_file():
+            raise CompError(f"{path} does not exist; pass an existing file")
+    pred = pd.read_csv(submission, dtype={sub.id_col: str, sub.target_col: str})
+    truth = pd.read_csv(solution, dtype={sub.id_col: str, sub.target_col: str})
+    for frame, what in ((truth, "solution"),):
+        for col in (sub.id_col, sub.target_col):
+            if col not in frame.columns:
+                raise CompError(f"{what} {solution} lacks column {col!r} (columns: {', '.join(map(str, frame.columns))})")
+    expected = truth[sub.id_col].astype(str).tolist()
+    validate_submission(pred, sub, expected=expected, classes=classes)
+    _check_labels(truth[sub.target_col], classes)
+    code = {str(c): i for i, c in enumerate(classes)}
+    y = truth[sub.target_col].astype(str).map(code).to_numpy()
+    pred = pred.set_index(pred[sub.id_col].astype(str)).loc[expected]
+    if sub.kind == "label":
+        probs = np.zeros((len(y), len(classes)))
+        probs[np.arange(len(y)), pred[sub.target_col].astype(str).map(code).to_numpy()] = 1.0
+    else:
+        probs = pred[[str(c) for c in classes]].to_numpy(dtype=np.float64)
+    return metric(y, probs)
