@@ -24,11 +24,11 @@ def read_rgb(path: str | Path) -> np.ndarray:
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(img, dtype=np.float64)
             peak = 65535.0 if arr.max() > 255 else 255.0
-            img = Image.fromarray((arr / peak * 255.0).round().clip(0, 255).astype(np.uint8), mode="L")
+            img = Image.fromarray((arr / peak * 255.0).round().clip(0, 255).astype(np.uint8))
         elif img.mode == "F":
             arr = np.asarray(img, dtype=np.float64)
             lo, hi = float(arr.min()), float(arr.max())
-            img = Image.fromarray(((arr - lo) / max(hi - lo, 1e-12) * 255).astype(np.uint8), mode="L")
+            img = Image.fromarray(((arr - lo) / max(hi - lo, 1e-12) * 255).astype(np.uint8))
         if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
             img = img.convert("RGBA")
             background = Image.new("RGBA", img.size, (255, 255, 255, 255))
