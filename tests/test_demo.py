@@ -1,0 +1,58 @@
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from comp.cli import app
+from comp.config import load_config
+from comp.data.tables import load_tables
+from comp.demo import build_demo
+from comp.errors import CompError
+from comp.workspace import Workspace
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def demo_ws(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    build_demo(root, max_per_class=12, photos=3)
+    return root
+
+
+def test_demo_shaped_like_the_reference_task(demo_ws):
+    cfg = load_config(demo_ws)
+    t = load_tables(cfg, Workspace.at(demo_ws))
+    assert cfg.data.group_col == "subject" and cfg.metric == "macro_f1"
+    assert t.classes == tuple(range(10))
+    per_subject = t.train.groupby("group").size()
+    assert (per_subject == 3).all()  # several photos per subject
+    counts = t.train["label"].value_counts()
+    assert counts.max() / counts.min() >= 1.8  # imbalanced
+    assert not set(t.train["group"]) & set(pd.read_csv(demo_ws / "data/test.csv")["path"].str[:5])  # split by subject
+
+
+def test_demo_hidden_solution_outside_data(demo_ws):
+    solution = pd.read_csv(demo_ws / "hidden" / "solution.csv")
+    sample = pd.read_csv(demo_ws / "data" / "sample_submission.csv")
+    assert list(sample.columns) == ["ImageID", "ans"] and list(solution["ImageID"]) == list(sample["ImageID"])
+    assert not (demo_ws / "data" / "solution.csv").exists()
+
+
+def test_demo_is_reproducible(tmp_path):
+    a = build_demo(tmp_path / "a", max_per_class=8, photos=2, seed=3)
+    b = build_demo(tmp_path / "b", max_per_class=8, photos=2, seed=3)
+    assert (a.root / "data/train.csv").read_bytes() == (b.root / "data/train.csv").read_bytes()
+    assert (a.root / "data/images/s0000_0.png").exists() == (b.root / "data/images/s0000_0.png").exists()
+
+
+def test_demo_refuses_to_overwrite(demo_ws):
+    with pytest.raises(CompError, match=r"comp\.yaml exists; pass --force"):
+        build_demo(demo_ws)
+
+
+def test_demo_cli_data_and_folds(tmp_path):
+    result = runner.invoke(app, ["demo", str(tmp_path / "d"), "--only-data"])
+    assert result.exit_code == 0, result.output
+    folds = pd.read_csv(tmp_path / "d" / "folds" / "k5-s42.csv")
+    assert (folds.groupby("group")["fold"].nunique() == 1).all()
+    assert sorted(folds["fold"].unique()) == [0, 1, 2, 3, 4]
