@@ -106,3 +106,24 @@ def make_ws(tmp_path: Path) -> Callable[..., Path]:
 def tiny_ws(make_ws: Callable[..., Path]) -> Path:
     """3 classes x 4 persons x 3 images (16x16 PNG), 9 test images, grouped by person."""
     return make_ws()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """URL of a PostgreSQL server started on loopback for this test session.
+
+    When the server cannot be started the test is skipped with the reason, or fails when
+    COMP_REQUIRE_POSTGRES=1 (set by .ci/run once the package is installed), never passing silently.
+    """
+    from postgres import PostgresServer, PostgresUnavailable
+
+    try:
+        server = PostgresServer()
+        url = server.start()
+    except PostgresUnavailable as exc:
+        message = f"PostgreSQL server could not be started: {exc}"
+        if os.environ.get("COMP_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    yield url
+    server.stop()
