@@ -1,0 +1,64 @@
+"""`comp eda`: a data report (plots + numbers) that answers the questions before training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from comp.cli import app
+from comp.cli.common import RichProgress, SetOpt, WorkspaceOpt, console, handle_errors, load, print_table
+from comp.eda import run_eda
+from comp.errors import CompError
+
+
+@app.command("eda")
+@handle_errors
+def eda_command(
+    samples: Annotated[int, typer.Option("--samples", help="Sample images per class in the grid.")] = 8,
+    threshold: Annotated[
+        int, typer.Option("--threshold", help="Near-duplicate: Hamming distance of 64-bit dHashes at most this.")
+    ] = 6,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for choosing the sample images.")] = 0,
+    workspace: WorkspaceOpt = Path("."),
+    set_: SetOpt = None,
+) -> None:
+    """Write eda/report.html, eda/summary.json and PNGs: classes, groups, sizes, colour, duplicates, folds."""
+    if samples < 1:
+        raise CompError(f"--samples must be 1 or more, got --samples {samples}")
+    if not 0 <= threshold <= 64:
+        raise CompError(f"--threshold is a Hamming distance between 0 and 64, got --threshold {threshold}")
+    ws, cfg = load(workspace, "baseline", set_)
+    with RichProgress() as progress:
+        result = run_eda(cfg, ws, samples=samples, threshold=threshold, seed=seed, progress=progress)
+    print_summary(result.summary)
+    console.print(f"wrote {result.report} (numbers in {result.report.with_name('summary.json')})")
+
+
+def print_summary(s: dict) -> None:
+    """A few lines and a class table on the console; the report holds the rest."""
+    c = s["classes"]
+    console.print(f"{s['n_train']} training images, {s['n_test']} test images, {s['n_classes']} classes; "
+                  f"imbalance ratio {c['imbalance_ratio']:.3g} ({c['largest']} / {c['smallest']})")
+    frame = pd.DataFrame({"class": list(c["counts"]), "images": list(c["counts"].values()),
+                          "share": list(c["shares"].values())})
+    print_table(frame.head(30), title="class distribution" + (" (first 30)" if len(frame) > 30 else ""))
+    if s["groups"]:
+        g = s["groups"]
+        console.print(f"{g['n_groups']} groups; images per group median {g['images_per_group']['median']:.3g}, "
+                      f"{g['n_groups_multi_label']} groups with several labels")
+    for key in ("train", "test"):
+        st = s["images"][key]
+        if st:
+            console.print(f"{key}: dominant size {st['dominant_size']} ({st['dominant_size_share']:.0%}), "
+                          f"modes {st['modes']}, formats {st['formats']}")
+    d = s["duplicates"]
+    console.print(f"near-duplicates (dHash <= {d['threshold']}): {d['n_train_test']} train/test, "
+                  f"{d['n_label_conflicts']} with different labels, {d['n_cross_group']} across groups")
+    counts = s["problems"]["counts"]
+    if counts:
+        console.print("files: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    for flag in s["images"]["flags"]:
+        console.print(f"[yellow]warning:[/] {flag}", highlight=False)

@@ -1,0 +1,175 @@
+"""Matplotlib figures of the EDA report; each function returns a Figure (the caller saves it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on training machines
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from comp.data.images import read_rgb  # noqa: E402
+
+MAX_GRID_CLASSES = 40  # sample grids show at most this many classes (rows)
+CELL = 1.3  # inches per sample image
+SETS = (("train", "tab:blue"), ("test", "tab:orange"))
+
+
+def plot_classes(counts: dict[str, int]) -> plt.Figure:
+    """Horizontal bars: images per class, largest share annotated."""
+    names, values = list(counts), np.array(list(counts.values()))
+    fig, ax = plt.subplots(figsize=(7, max(2.0, 0.28 * len(names) + 1)))
+    ax.barh(range(len(names)), values, color="tab:blue")
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    total = max(int(values.sum()), 1)
+    for k, v in enumerate(values):
+        ax.text(v, k, f" {v} ({v / total:.1%})", va="center", fontsize=7)
+    ax.set_xlabel("training images")
+    ax.set_title("class distribution")
+    return fig
+
+
+def plot_groups(train: pd.DataFrame) -> plt.Figure:
+    """Histograms of images per group and distinct labels per group."""
+    per_group = train.groupby("group")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+    for ax, values, what in ((axes[0], per_group.size(), "images per group"),
+                             (axes[1], per_group["label"].nunique(), "labels per group")):
+        bins = np.arange(values.min() - 0.5, values.max() + 1.5) if values.max() - values.min() < 50 else 30
+        ax.hist(values, bins=bins, color="tab:blue")
+        ax.set_xlabel(what)
+        ax.set_ylabel("groups")
+    return fig
+
+
+def _sets(train: pd.DataFrame, test: pd.DataFrame | None) -> list[tuple[str, str, pd.DataFrame]]:
+    frames = {"train": train, "test": test}
+    return [(name, colour, frames[name][frames[name]["ok"]]) for name, colour in SETS if frames[name] is not None]
+
+
+def plot_images(train: pd.DataFrame, test: pd.DataFrame | None) -> plt.Figure:
+    """Train vs test: width x height, aspect ratio, file size."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    for name, colour, ok in _sets(train, test):
+        axes[0].scatter(ok["width"], ok["height"], s=8, alpha=0.4, color=colour, label=name)
+        axes[1].hist(ok["aspect"].dropna(), bins=30, alpha=0.5, color=colour, label=name, density=True)
+        axes[2].hist(ok["bytes"] / 1024, bins=30, alpha=0.5, color=colour, label=name, density=True)
+    for ax, xlabel in zip(axes, ("width (px)", "aspect ratio (w/h)", "file size (KiB)")):
+        ax.set_xlabel(xlabel)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("height (px)")
+    return fig
+
+
+def plot_colour(train: pd.DataFrame, test: pd.DataFrame | None, classes: tuple[Any, ...]) -> plt.Figure:
+    """Brightness per class (box plot), mean colour per class (swatches), brightness train vs test."""
+    ok = train[train["ok"]]
+    fig, axes = plt.subplots(1, 3, figsize=(14, max(3.2, 0.25 * len(classes) + 1)),
+                             gridspec_kw={"width_ratios": [3, 1, 2]})
+    data = [ok.loc[ok["label"] == c, "brightness"].dropna().to_numpy() for c in classes]
+    axes[0].boxplot(data, orientation="horizontal", tick_labels=[str(c) for c in classes])
+    axes[0].invert_yaxis()
+    axes[0].set_xlabel("brightness (0-255, thumbnail luma)")
+    means = np.array([[ok.loc[ok["label"] == c, k].mean() for k in "rgb"] for c in classes])  # (C, 3)
+    axes[1].imshow(np.nan_to_num(means)[:, None, :] / 255.0, aspect="auto")
+    axes[1].set_yticks(range(len(classes)), [str(c) for c in classes], fontsize=7)
+    axes[1].set_xticks([])
+    axes[1].set_title("mean colour")
+    for name, colour, frame in _sets(train, test):
+        axes[2].hist(frame["brightness"].dropna(), bins=30, alpha=0.5, color=colour, label=name, density=True)
+    axes[2].set_xlabel("brightness")
+    axes[2].legend(fontsize=8)
+    return fig
+
+
+def _thumbnail(path: str, box: tuple[float, ...] | None, *, side: int = 160) -> tuple[np.ndarray, tuple | None]:
+    """A small RGB copy of an image and the box scaled to it."""
+    img = Image.fromarray(read_rgb(path))
+    scale = min(1.0, side / max(img.size))
+    if scale < 1.0:
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BILINEAR)
+    return np.asarray(img), (tuple(v * scale for v in box) if box is not None else None)
+
+
+def crop_box(path: str, box: tuple[float, ...], margin: float) -> np.ndarray:
+    """The bbox crop (plus margin on each side) of an image, as the model would see it before resizing."""
+    rgb = read_rgb(path)
+    x0, y0, x1, y1 = box
+    dx, dy = (x1 - x0) * margin, (y1 - y0) * margin
+    h, w = rgb.shape[:2]
+    xa, ya = int(max(0, np.floor(x0 - dx))), int(max(0, np.floor(y0 - dy)))
+    xb, yb = int(min(w, np.ceil(x1 + dx))), int(min(h, np.ceil(y1 + dy)))
+    return rgb[ya:yb, xa:xb] if xb > xa and yb > ya else rgb
+
+
+def pick_samples(train: pd.DataFrame, classes: tuple[Any, ...], n: int, *, seed: int = 0) -> dict[Any, pd.DataFrame]:
+    """Up to n readable rows per class (at most MAX_GRID_CLASSES classes), drawn with `seed`."""
+    rng = np.random.default_rng(seed)
+    ok = train[train["ok"]]
+    out = {}
+    for c in classes[:MAX_GRID_CLASSES]:
+        rows = ok[ok["label"] == c]
+        take = np.sort(rng.choice(len(rows), size=min(n, len(rows)), replace=False)) if len(rows) else []
+        out[c] = rows.iloc[take]
+    return out
+
+
+def plot_samples(samples: dict[Any, pd.DataFrame], n: int, *, crop: float | None = None) -> plt.Figure:
+    """One row per class: sample images with their bbox drawn (crop=None) or the bbox crops (crop=margin)."""
+    fig, axes = plt.subplots(len(samples), n, figsize=(CELL * n, CELL * len(samples)), squeeze=False)
+    for r, (label, rows) in enumerate(samples.items()):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c >= len(rows):
+                continue
+            row = rows.iloc[c]
+            box = tuple(row[k] for k in ("bx0", "by0", "bx1", "by1")) if "bx0" in row else None
+            box = box if box is not None and all(np.isfinite(box)) else None
+            if crop is not None and box is not None:
+                ax.imshow(crop_box(row["path"], box, crop))
+            else:
+                arr, scaled = _thumbnail(row["path"], box)
+                ax.imshow(arr)
+                if scaled is not None:
+                    x0, y0, x1, y1 = scaled
+                    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="lime", linewidth=1.2))
+            if c == 0:
+                ax.set_title(str(label), fontsize=8, loc="left")
+    return fig
+
+
+def plot_folds(counts: pd.DataFrame) -> plt.Figure:
+    """Heat map: fold x class image counts."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * counts.shape[1] + 2), max(2.0, 0.4 * counts.shape[0] + 1)))
+    im = ax.imshow(counts.to_numpy(), cmap="Blues", aspect="auto")
+    ax.set_xticks(range(counts.shape[1]), [str(c) for c in counts.columns], rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(counts.shape[0]), [f"fold {int(f)}" for f in counts.index], fontsize=8)
+    if counts.size <= 400:
+        peak = max(int(counts.to_numpy().max()), 1)
+        for (i, j), v in np.ndenumerate(counts.to_numpy()):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=6, color="white" if v > peak / 2 else "black")
+    fig.colorbar(im, ax=ax)
+    ax.set_title("images per fold and class")
+    return fig
+
+
+def plot_pairs(pairs: pd.DataFrame, n: int = 8) -> plt.Figure:
+    """The first n near-duplicate pairs side by side, captioned with kind, ids and distance."""
+    shown = pairs.head(n)
+    fig, axes = plt.subplots(len(shown), 2, figsize=(2 * CELL * 1.4, CELL * 1.4 * len(shown)), squeeze=False)
+    for r, row in enumerate(shown.itertuples(index=False)):
+        for c, (pid, path, label) in enumerate(((row.id_a, row.path_a, row.label_a), (row.id_b, row.path_b, row.label_b))):
+            ax = axes[r, c]
+            ax.imshow(_thumbnail(path, None)[0])
+            ax.axis("off")
+            ax.set_title(f"{pid}" + (f" [{label}]" if label is not None and label == label else ""), fontsize=7)
+        axes[r, 0].text(-0.05, 0.5, f"{row.kind}\nd={row.distance}", transform=axes[r, 0].transAxes,
+                        ha="right", va="center", fontsize=7)
+    return fig

@@ -1,0 +1,147 @@
+"""`run_eda`: read the tables and images, compute the numbers, write eda/summary.json, PNGs and report.html."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from comp.config import Config
+from comp.data.tables import Tables, load_tables
+from comp.eda import plots, stats
+from comp.eda.duplicates import find_duplicates
+from comp.eda.features import file_facts
+from comp.eda.page import render_body
+from comp.progress import SILENT, Progress
+from comp.report import page, save_figure
+from comp.workspace import Workspace, write_csv, write_json, write_text
+
+log = logging.getLogger("comp.eda")
+
+MAX_LISTED = 1000  # pairs / problem files listed in summary.json (all of them go to the CSVs)
+
+
+@dataclass(frozen=True)
+class EdaResult:
+    summary: dict
+    report: Path
+    pairs: pd.DataFrame  # near-duplicate pairs (duplicates.PAIR_COLUMNS)
+    problems: pd.DataFrame  # set, id, path, problem, detail
+
+
+def _records(frame: pd.DataFrame, limit: int = MAX_LISTED) -> list[dict]:
+    return frame.head(limit).astype(object).where(frame.head(limit).notna(), None).to_dict("records")
+
+
+def duplicate_summary(pairs: pd.DataFrame, threshold: int, folds: pd.DataFrame | None) -> dict:
+    """Counts of near-duplicate pairs per kind (and across folds when a folds file exists), pairs listed."""
+    kinds = pairs["kind"].value_counts()
+    out = {"hash": "dhash64", "threshold": threshold,
+           "n_train_test": int(kinds.get("test", 0)), "n_label_conflicts": int(kinds.get("label", 0)),
+           "n_cross_group": int(kinds.get("group", 0)), "n_train_same_label": int(kinds.get("train", 0)),
+           "n_exact": int(pairs["exact"].sum())}
+    if folds is not None:
+        fold_of = dict(zip(folds["id"].astype(str), folds["fold"]))
+        inner = pairs[pairs["kind"] != "test"]
+        fa, fb = inner["id_a"].map(fold_of), inner["id_b"].map(fold_of)
+        out["n_cross_fold"] = int((fa.notna() & fb.notna() & (fa != fb)).sum())
+    out["pairs"] = _records(pairs)
+    return out
+
+
+def _facts(tables: Tables, ws: Workspace, progress: Progress) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    train = file_facts(tables.train, ws.cache_dir, progress=progress)
+    test = file_facts(tables.test, ws.cache_dir, progress=progress) if tables.test is not None else None
+    return train, test
+
+
+def summarise(tables: Tables, train: pd.DataFrame, test: pd.DataFrame | None) -> dict:
+    """Every number of the report except duplicates, problems and folds."""
+    s_train = stats.image_stats(train)
+    s_test = stats.image_stats(test) if test is not None else None
+    return {
+        "n_train": int(len(train)), "n_test": int(len(test)) if test is not None else 0,
+        "n_classes": tables.n_classes,
+        "classes": stats.class_stats(tables.train, tables.classes),
+        "groups": stats.group_stats(tables.train),
+        "images": {"train": s_train, "test": s_test,
+                   "flags": stats.compare_sets(train, test, s_train, s_test) if test is not None else []},
+        "colour": stats.colour_stats(train, test, tables.classes),
+    }
+
+
+def run_eda(
+    cfg: Config,
+    ws: Workspace,
+    *,
+    samples: int = 8,
+    threshold: int = 6,
+    seed: int = 0,
+    progress: Progress = SILENT,
+) -> EdaResult:
+    """Read train/test tables and images (and folds/*.csv); write eda/summary.json, PNGs and report.html."""
+    tables = load_tables(cfg, ws, check_images=False, progress=progress)
+    train, test = _facts(tables, ws, progress)
+    summary = summarise(tables, train, test)
+    pairs = find_duplicates(train, test, threshold=threshold)
+    problems = pd.concat([stats.problem_files(train, "train")]
+                         + ([stats.problem_files(test, "test")] if test is not None else []), ignore_index=True)
+    folds_path = stats.find_folds_file(ws, cfg)
+    fold_counts, folds = pd.DataFrame(), None
+    if folds_path is not None:
+        summary["folds"], fold_counts = stats.fold_stats(folds_path, tables.train, tables.classes)
+        folds = pd.read_csv(folds_path, dtype={"id": str}) if len(fold_counts) else None
+    else:
+        summary["folds"] = None
+    summary["duplicates"] = duplicate_summary(pairs, threshold, folds)
+    summary["problems"] = {"counts": {k: int(v) for k, v in problems["problem"].value_counts().items()},
+                           "files": _records(problems)}
+    out = ws.eda_dir
+    write_csv(out / "duplicates.csv", pairs)
+    write_csv(out / "problems.csv", problems)
+    figures = draw_figures(out, tables, train, test, pairs, fold_counts, samples=samples, seed=seed,
+                           margin=cfg.image.bbox_margin, progress=progress)
+    summary["figures"] = sorted(figures.values())
+    write_json(out / "summary.json", summary)
+    body = render_body(summary, figures, pairs, problems, ws)
+    report = write_text(out / "report.html", page("comp eda: data report", body))
+    log.debug("wrote %s", report)
+    return EdaResult(summary=summary, report=report, pairs=pairs, problems=problems)
+
+
+def draw_figures(
+    out: Path,
+    tables: Tables,
+    train: pd.DataFrame,
+    test: pd.DataFrame | None,
+    pairs: pd.DataFrame,
+    fold_counts: pd.DataFrame,
+    *,
+    samples: int,
+    seed: int,
+    margin: float,
+    progress: Progress = SILENT,
+) -> dict[str, str]:
+    """Write the report's PNGs into `out`; return {figure key: file name}."""
+    todo: dict[str, Any] = {"classes": lambda: plots.plot_classes(stats.class_stats(tables.train, tables.classes)["counts"])}
+    if "group" in tables.train:
+        todo["groups"] = lambda: plots.plot_groups(tables.train)
+    if train["ok"].any():
+        picked = plots.pick_samples(train, tables.classes, samples, seed=seed)
+        todo["images"] = lambda: plots.plot_images(train, test)
+        todo["colour"] = lambda: plots.plot_colour(train, test, tables.classes)
+        todo["samples"] = lambda: plots.plot_samples(picked, samples)
+        if "bx0" in train:
+            todo["crops"] = lambda: plots.plot_samples(picked, samples, crop=margin)
+    if len(pairs):
+        todo["duplicates"] = lambda: plots.plot_pairs(pairs)
+    if len(fold_counts):
+        todo["folds"] = lambda: plots.plot_folds(fold_counts)
+    names = {}
+    for key in progress.track(list(todo), description="plots"):
+        names[key] = save_figure(todo[key](), out / f"{key}.png").name
+    return names
+

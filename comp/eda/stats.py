@@ -1,0 +1,189 @@
+"""The numbers of the EDA report: classes, groups, image facts, train vs test, colour, problems, folds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import ks_2samp
+
+from comp.config import Config
+from comp.workspace import Workspace
+
+USUAL_MODES = ("RGB", "L")
+EXTENSIONS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".gif": "GIF",
+              ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
+KS_FLAG = 0.25  # a KS statistic above this (and significant) flags two distributions as far apart
+KS_P = 0.01
+
+
+def describe(values: pd.Series | np.ndarray) -> dict[str, float] | None:
+    """min, median, mean, max of the finite values (None when there are none)."""
+    v = pd.to_numeric(pd.Series(values), errors="coerce").dropna().to_numpy(dtype=float)
+    if not len(v):
+        return None
+    return {"min": float(v.min()), "median": float(np.median(v)), "mean": float(v.mean()), "max": float(v.max())}
+
+
+def class_stats(train: pd.DataFrame, classes: tuple[Any, ...]) -> dict:
+    """Counts and shares per class (in class order) and the imbalance ratio largest / smallest."""
+    counts = train["label"].value_counts().reindex(list(classes), fill_value=0)
+    n = int(counts.sum())
+    largest, smallest = counts.idxmax(), counts.idxmin()
+    return {
+        "counts": {str(c): int(v) for c, v in counts.items()},
+        "shares": {str(c): float(v / n) if n else 0.0 for c, v in counts.items()},
+        "largest": str(largest), "smallest": str(smallest),
+        "imbalance_ratio": float(counts.max() / counts.min()) if counts.min() > 0 else float("inf"),
+    }
+
+
+def group_stats(train: pd.DataFrame) -> dict | None:
+    """Images per group and labels per group (None without a group column)."""
+    if "group" not in train:
+        return None
+    per_group = train.groupby("group", sort=True)
+    sizes, n_labels = per_group.size(), per_group["label"].nunique()
+    return {
+        "n_groups": int(len(sizes)),
+        "images_per_group": describe(sizes),
+        "labels_per_group": describe(n_labels),
+        "n_groups_multi_label": int((n_labels > 1).sum()),
+        "largest_groups": {str(g): int(v) for g, v in sizes.sort_values(ascending=False, kind="stable").head(5).items()},
+    }
+
+
+def _top(values: pd.Series, n: int = 10) -> dict[str, int]:
+    return {str(k): int(v) for k, v in values.value_counts().head(n).items()}
+
+
+def image_stats(facts: pd.DataFrame) -> dict:
+    """Sizes, aspect ratios, modes, formats and file sizes of the readable files of one set."""
+    ok = facts[facts["ok"]]
+    sizes = ok["width"].astype(int).astype(str) + "x" + ok["height"].astype(int).astype(str)
+    top_size = sizes.value_counts()
+    return {
+        "n": int(len(facts)), "n_ok": int(len(ok)),
+        "n_missing": int((~facts["exists"]).sum()), "n_corrupt": int((facts["exists"] & ~facts["ok"]).sum()),
+        "sizes": _top(sizes), "n_distinct_sizes": int(sizes.nunique()),
+        "dominant_size": str(top_size.index[0]) if len(top_size) else None,
+        "dominant_size_share": float(top_size.iloc[0] / len(ok)) if len(ok) else 0.0,
+        "width": describe(ok["width"]), "height": describe(ok["height"]), "aspect": describe(ok["aspect"]),
+        "modes": _top(ok["mode"]), "formats": _top(ok["format"]), "bytes": describe(ok["bytes"]),
+        "brightness": describe(ok["brightness"]),
+    }
+
+
+def _dominant(stats: dict, key: str) -> str | None:
+    values = stats[key]
+    return next(iter(values)) if values else None
+
+
+def _far_apart(a: pd.Series, b: pd.Series) -> float | None:
+    """The KS statistic when two samples clearly differ, else None."""
+    a, b = a.dropna().to_numpy(dtype=float), b.dropna().to_numpy(dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        return None
+    res = ks_2samp(a, b)
+    return float(res.statistic) if res.statistic > KS_FLAG and res.pvalue < KS_P else None
+
+
+def compare_sets(train: pd.DataFrame, test: pd.DataFrame, s_train: dict, s_test: dict) -> list[str]:
+    """Human-readable flags where the test images differ from the training images."""
+    flags = []
+    for key, what in (("sizes", "size"), ("formats", "format"), ("modes", "mode")):
+        a, b = _dominant(s_train, key), _dominant(s_test, key)
+        if a and b and a != b:
+            flags.append(f"dominant {what} differs: train {a}, test {b}")
+    tr, te = train[train["ok"]], test[test["ok"]]
+    checks = {
+        "image area": (np.log(tr["width"] * tr["height"]), np.log(te["width"] * te["height"])),
+        "aspect ratio": (tr["aspect"], te["aspect"]),
+        "file size": (np.log1p(tr["bytes"]), np.log1p(te["bytes"])),
+        "brightness": (tr["brightness"], te["brightness"]),
+    }
+    for what, (a, b) in checks.items():
+        stat = _far_apart(pd.Series(a), pd.Series(b))
+        if stat is not None:
+            flags.append(f"{what} distributions differ between train and test (KS statistic {stat:.2f})")
+    return flags
+
+
+def colour_stats(train: pd.DataFrame, test: pd.DataFrame | None, classes: tuple[Any, ...]) -> dict:
+    """Mean colour and brightness per class and per set (from thumbnails)."""
+    cols = ["r", "g", "b", "brightness", "contrast"]
+
+    def summarise(frame: pd.DataFrame) -> dict:
+        ok = frame[frame["ok"]]
+        out = {c: float(ok[c].mean()) if len(ok) else None for c in cols}
+        out["brightness_std"] = float(ok["brightness"].std(ddof=0)) if len(ok) else None
+        return out
+
+    per_class = {str(c): summarise(train[train["label"] == c]) for c in classes}
+    return {"per_class": per_class, "train": summarise(train),
+            "test": summarise(test) if test is not None else None}
+
+
+def _unusual(row: Any, median_w: float, median_h: float) -> list[str]:
+    reasons = []
+    if row.mode not in USUAL_MODES:
+        reasons.append(f"mode {row.mode}")
+    expected = EXTENSIONS.get(Path(row.path).suffix.lower())
+    if expected and row.format and row.format != expected:
+        reasons.append(f"{row.format} data in a {Path(row.path).suffix} file")
+    if row.aspect > 4 or row.aspect < 0.25:
+        reasons.append(f"aspect ratio {row.aspect:.2f}")
+    if row.width < median_w / 4 or row.height < median_h / 4 or row.width > median_w * 4 or row.height > median_h * 4:
+        reasons.append(f"size {int(row.width)}x{int(row.height)} far from the median {median_w:.0f}x{median_h:.0f}")
+    if pd.notna(row.contrast) and row.contrast < 1.0:
+        reasons.append("blank (uniform) image")
+    return reasons
+
+
+def problem_files(facts: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Missing, corrupt and unusual files of one set: set, id, path, problem, detail."""
+    rows = []
+    ok = facts[facts["ok"]]
+    median_w, median_h = (float(ok["width"].median()), float(ok["height"].median())) if len(ok) else (0.0, 0.0)
+    for row in facts.itertuples(index=False):
+        if not row.exists:
+            rows.append((name, row.id, row.path, "missing", "file does not exist"))
+        elif not row.ok:
+            rows.append((name, row.id, row.path, "corrupt", row.error))
+        else:
+            for reason in _unusual(row, median_w, median_h):
+                rows.append((name, row.id, row.path, "unusual", reason))
+    return pd.DataFrame(rows, columns=["set", "id", "path", "problem", "detail"])
+
+
+def find_folds_file(ws: Workspace, cfg: Config) -> Path | None:
+    """The configured folds file if it exists, else the newest folds/*.csv, else None."""
+    configured = ws.folds_csv(cfg.folds.k, cfg.folds.seed)
+    if configured.is_file():
+        return configured
+    found = sorted(ws.folds_dir.glob("*.csv"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+    return found[-1] if found else None
+
+
+def fold_stats(path: Path, train: pd.DataFrame, classes: tuple[Any, ...]) -> tuple[dict, pd.DataFrame]:
+    """Per-fold class counts (fold x class frame) and groups per fold, from a folds file."""
+    folds = pd.read_csv(path, dtype={"id": str, "group": str})
+    if not {"id", "fold"} <= set(folds.columns):
+        return {"file": str(path), "error": "a folds file needs columns id and fold"}, pd.DataFrame()
+    merged = train.merge(folds[["id", "fold"]], on="id", how="left")
+    counts = pd.crosstab(merged["fold"], merged["label"]).reindex(columns=list(classes), fill_value=0)
+    summary = {
+        "file": str(path), "k": int(folds["fold"].nunique()),
+        "n_train_without_fold": int(merged["fold"].isna().sum()),
+        "n_fold_ids_not_in_train": int((~folds["id"].isin(train["id"])).sum()),
+        "rows_per_fold": {str(int(f)): int(v) for f, v in counts.sum(axis=1).items()},
+        "class_counts": {str(int(f)): {str(c): int(v) for c, v in row.items()} for f, row in counts.iterrows()},
+    }
+    if "group" in merged:
+        per_fold = merged.dropna(subset=["fold"]).groupby("fold")["group"].nunique()
+        summary["groups_per_fold"] = {str(int(f)): int(v) for f, v in per_fold.items()}
+        spread = merged.dropna(subset=["fold"]).groupby("group")["fold"].nunique()
+        summary["n_groups_in_several_folds"] = int((spread > 1).sum())
+    return summary, counts
