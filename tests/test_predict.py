@@ -1,0 +1,95 @@
+"""TTA wrapper on a tiny timm model: views, merge modes, shapes, probabilities, one forward per view."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+from torch import nn
+
+from comp.errors import CompError
+from comp.predict import TTA_NAMES, build_tta, predict_tta
+
+VIEWS = {"none": 1, "hflip": 2, "vflip": 2, "flip": 4, "d4": 8, "multiscale": 3, "five_crop": 5, "ten_crop": 10}
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model("test_resnet", pretrained=False, num_classes=5).eval()
+
+
+@pytest.fixture(scope="module")
+def loader() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(10, 3, 32, 32, generator=g)
+    return [(images[:4], torch.zeros(4)), (images[4:8], torch.zeros(4)), (images[8:], torch.zeros(2))]
+
+
+def test_every_name_is_known_and_counted():
+    assert set(VIEWS) == set(TTA_NAMES)
+    for name, n in VIEWS.items():
+        assert len(build_tta(name, size=(32, 32))) == n
+
+
+def test_unknown_tta_is_an_error():
+    with pytest.raises(CompError, match="unknown TTA 'hflp'; did you mean hflip"):
+        build_tta("hflp", size=(32, 32))
+
+
+@pytest.mark.parametrize("name", TTA_NAMES)
+@pytest.mark.parametrize("merge", ["mean", "gmean"])
+def test_shapes_and_probabilities(model, loader, name, merge):
+    probs = predict_tta(model, loader, tta=name, merge=merge)
+    assert probs.shape == (10, 5)
+    assert np.all(np.isfinite(probs)) and np.all(probs >= 0)
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_none_is_the_plain_softmax(model, loader):
+    images = torch.cat([b[0] for b in loader])
+    with torch.no_grad():
+        plain = torch.softmax(model(images), 1).double().numpy()
+    assert np.allclose(predict_tta(model, loader, tta="none"), plain, atol=1e-6)
+
+
+def test_hflip_means_probabilities_not_logits(model, loader):
+    images = torch.cat([b[0] for b in loader])
+    with torch.no_grad():
+        a = torch.softmax(model(images), 1)
+        b = torch.softmax(model(images.flip(-1)), 1)
+    mean = ((a + b) / 2).double().numpy()
+    gmean = torch.softmax((a.log() + b.log()) / 2, 1).double().numpy()
+    assert np.allclose(predict_tta(model, loader, tta="hflip", merge="mean"), mean, atol=1e-6)
+    assert np.allclose(predict_tta(model, loader, tta="hflip", merge="gmean"), gmean, atol=1e-6)
+
+
+class Loud(nn.Module):
+    """Huge logits of both signs: a geometric mean of raw logits would give NaN here."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean(dim=(1, 2, 3), keepdim=False)[:, None]
+        return torch.cat([s * 1e4, -s * 1e4, torch.zeros_like(s)], dim=1)
+
+
+def test_gmean_is_finite_on_extreme_logits(loader):
+    probs = predict_tta(Loud(), loader, tta="d4", merge="gmean")
+    assert np.all(np.isfinite(probs)) and np.allclose(probs.sum(1), 1.0)
+
+
+def test_one_batched_forward_per_view(model, loader):
+    calls = []
+    handle = model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        predict_tta(model, loader, tta="flip")
+    finally:
+        handle.remove()
+    assert calls == [4] * 4 + [4] * 4 + [2] * 4  # 3 batches x 4 views, each a whole batch
+
+
+def test_bad_merge_and_empty_loader(model):
+    with pytest.raises(CompError, match="unknown TTA merge 'max'"):
+        predict_tta(model, [], merge="max")
+    with pytest.raises(CompError, match="no batches"):
+        predict_tta(model, [])
