@@ -31,6 +31,7 @@ def _root() -> None:
 from comp.cli import folds as _folds  # noqa: E402,F401
 from comp.cli import doctor as _doctor  # noqa: E402,F401
 from comp.cli import demo as _demo  # noqa: E402,F401
+from comp.cli import eda as _eda  # noqa: E402,F401
 
 
 def main() -> None:
