@@ -1,0 +1,166 @@
+"""albumentations pipelines from config: train presets or an explicit validated list, one eval pipeline, MixUp/CutMix."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from typing import Any
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from albumentations.pytorch import ToTensorV2  # noqa: E402
+
+from comp.config import Config  # noqa: E402
+from comp.data.cache import cache_hw  # noqa: E402
+from comp.errors import CompError, closest  # noqa: E402
+
+Norm = tuple[float, float, float]
+
+
+def transform_names() -> list[str]:
+    """Every albumentations transform (and composition) a config may name."""
+    names = []
+    for name, obj in vars(A).items():
+        if inspect.isclass(obj) and issubclass(obj, (A.BasicTransform, A.BaseCompose)) and not name.startswith("_"):
+            names.append(name)
+    return sorted(set(names))
+
+
+def tail(cfg: Config, mean: Norm, std: Norm) -> list[Any]:
+    """What every pipeline ends with: resize to the input, normalise, float CHW tensor."""
+    h, w = cfg.image.hw
+    return [A.Resize(h, w), A.Normalize(mean=mean, std=std), ToTensorV2()]
+
+
+def preset(name: str, cfg: Config) -> list[Any]:
+    """The random part of a preset, from a cached-size image to an input-size one."""
+    h, w = cfg.image.hw
+    aspect = w / h
+    if name == "none":
+        return eval_crop(cfg)
+    steps: list[Any] = [
+        A.RandomResizedCrop(size=(h, w), scale=(0.5 if name == "light" else 0.35, 1.0),
+                            ratio=(0.75 * aspect, aspect / 0.75)),
+        A.HorizontalFlip(p=0.5),
+    ]
+    if name in ("medium", "heavy"):
+        steps += [
+            A.Affine(rotate=(-15, 15), scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), p=0.5),
+            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.03, p=0.6),
+        ]
+    if name == "heavy":
+        steps += [
+            A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.GaussNoise(std_range=(0.02, 0.08))], p=0.3),
+            A.CoarseDropout(num_holes_range=(1, 4), hole_height_range=(0.08, 0.2),
+                            hole_width_range=(0.08, 0.2), p=0.5),
+        ]
+    return steps
+
+
+def eval_crop(cfg: Config) -> list[Any]:
+    """Centre crop from the cached size to the input (nothing when they are equal)."""
+    h, w = cfg.image.hw
+    ch, cw = cache_hw(cfg)
+    return [] if (ch, cw) == (h, w) else [A.CenterCrop(h, w, pad_if_needed=True)]
+
+
+def build_one(spec: Any, where: str) -> Any:
+    """One albumentations object from {Name: {arg: value}} (compositions take a `transforms` list)."""
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise CompError(
+            f"{where}: each transform must be a one-key mapping like {{HorizontalFlip: {{p: 0.5}}}}, got {spec!r}"
+        )
+    name, args = next(iter(spec.items()))
+    args = dict(args or {})
+    cls = getattr(A, str(name), None)
+    if not (inspect.isclass(cls) and issubclass(cls, (A.BasicTransform, A.BaseCompose))):
+        hits = closest(str(name), transform_names(), n=3)
+        hint = f"; did you mean {', '.join(hits)}?" if hits else "; see https://albumentations.ai/docs for names"
+        raise CompError(f"{where}: {name!r} is not an albumentations transform{hint}")
+    if issubclass(cls, A.BaseCompose):
+        inner = args.pop("transforms", None)
+        if not isinstance(inner, (list, tuple)):
+            raise CompError(f"{where}: {name} needs a `transforms` list, got {inner!r}")
+        args["transforms"] = [build_one(s, f"{where}.{name}[{i}]") for i, s in enumerate(inner)]
+    return _construct(cls, args, where)
+
+
+def _construct(cls: type, args: dict[str, Any], where: str) -> Any:
+    """cls(**args), with unknown or invalid arguments reported by name."""
+    valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+    unknown = [k for k in args if k not in valid]
+    if unknown:
+        raise CompError(
+            f"{where}: {cls.__name__} has no argument {unknown[0]!r}; valid arguments: {', '.join(valid)}"
+        )
+    try:
+        return cls(**args)
+    except (ValueError, TypeError) as exc:  # pydantic ValidationError is a ValueError
+        bad = _bad_field(exc) or ", ".join(map(str, args))
+        raise CompError(
+            f"{where}: {cls.__name__} rejected argument {bad} ({args}): {str(exc).splitlines()[-1].strip() or exc}; "
+            f"valid arguments: {', '.join(valid)}"
+        ) from None
+
+
+def _bad_field(exc: Exception) -> str | None:
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return None
+    try:
+        return ", ".join(sorted({repr(str(e["loc"][0])) for e in errors() if e.get("loc")})) or None
+    except (TypeError, KeyError, IndexError):
+        return None
+
+
+def explicit(cfg: Config) -> list[Any]:
+    """augment.transforms built and validated (they replace the preset)."""
+    return [build_one(spec, f"augment.transforms[{i}]") for i, spec in enumerate(cfg.augment.transforms)]
+
+
+def build_train_transform(cfg: Config, mean: Norm, std: Norm) -> A.Compose:
+    """Training pipeline: augment.transforms if given, else the preset; then resize, normalise, tensor."""
+    steps = explicit(cfg) if cfg.augment.transforms else preset(cfg.augment.preset, cfg)
+    return A.Compose([*steps, *tail(cfg, mean, std)], seed=cfg.train.seed)
+
+
+def build_eval_transform(cfg: Config, mean: Norm, std: Norm) -> A.Compose:
+    """The one pipeline for validation and test prediction: centre crop, resize, normalise, tensor."""
+    return A.Compose([*eval_crop(cfg), *tail(cfg, mean, std)], seed=cfg.train.seed)
+
+
+class SeededMixup:
+    """timm's Mixup with its own RNG: timm draws from global numpy state, which this saves and restores."""
+
+    def __init__(self, mixup: Any, seed: int) -> None:
+        self.mixup = mixup
+        self._state = np.random.RandomState(seed).get_state()
+
+    def __call__(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outer = np.random.get_state()
+        np.random.set_state(self._state)
+        try:
+            return self.mixup(x, target)
+        finally:
+            self._state = np.random.get_state()
+            np.random.set_state(outer)
+
+
+def build_mixup(cfg: Config, n_classes: int, *, seed: int | None = None) -> Callable | None:
+    """Batch MixUp/CutMix (soft targets, label smoothing from train.label_smoothing), or None when both alphas are 0."""
+    aug = cfg.augment
+    if aug.mixup_alpha <= 0 and aug.cutmix_alpha <= 0:
+        return None
+    if cfg.train.batch_size % 2:
+        raise CompError(
+            f"MixUp/CutMix needs an even train.batch_size, got {cfg.train.batch_size}; use {cfg.train.batch_size + 1}"
+        )
+    from timm.data import Mixup
+
+    mixup = Mixup(mixup_alpha=aug.mixup_alpha, cutmix_alpha=aug.cutmix_alpha, prob=aug.mix_prob,
+                  switch_prob=0.5, mode="batch", label_smoothing=cfg.train.label_smoothing, num_classes=n_classes)
+    return SeededMixup(mixup, cfg.train.seed if seed is None else seed)

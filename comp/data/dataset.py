@@ -1,0 +1,194 @@
+"""torch Dataset over an ImageStore, and DataLoaders whose shuffling and augmentation are reproducible per epoch.
+
+Reproducibility by construction: the training sampler runs in the main process and yields
+(position, sample_seed) pairs drawn from a generator seeded with (seed, epoch); the dataset
+reseeds the albumentations pipeline with sample_seed before each image. So a sample's
+augmentation depends on (seed, epoch, draw) only: not on the worker that loads it, the
+number of workers, or whether the run was resumed mid-way.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from comp.config import Config
+from comp.data.cache import ImageStore
+from comp.errors import CompError
+
+
+class ImageDataset(Dataset):
+    """Rows `indices` of an ImageStore, transformed; items are (float CHW tensor, label or -1)."""
+
+    def __init__(self, store: ImageStore, indices: np.ndarray, labels: np.ndarray | None, transform: Any) -> None:
+        self.store = store
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.labels = align_labels(labels, self.indices, len(store))
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        if isinstance(item, tuple):  # (position, seed) from EpochSampler
+            item, seed = item
+            reseed(self.transform, seed)
+        image = self.store[int(self.indices[item])]  # (H', W', 3) uint8
+        if self.transform is None:
+            out = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
+        else:
+            out = self.transform(image=image)["image"].float()  # (C, H, W)
+        label = -1 if self.labels is None else int(self.labels[item])
+        return out, label
+
+
+def align_labels(labels: np.ndarray | None, indices: np.ndarray, n_store: int) -> np.ndarray | None:
+    """Labels per dataset position: `labels` may be per store row (len(store)) or per index (len(indices))."""
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    if len(labels) == n_store:
+        return labels[indices]
+    if len(labels) == len(indices):
+        return labels
+    raise CompError(
+        f"labels has {len(labels)} entries; expected one per store row ({n_store}) or per index ({len(indices)})"
+    )
+
+
+def reseed(transform: Any, seed: int) -> None:
+    """Point an albumentations pipeline's own RNG at `seed` (global RNG state is left alone)."""
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+
+
+class EpochSampler(Sampler):
+    """Yields (position, sample_seed) per draw: shuffled, or weighted with replacement; reproducible per epoch."""
+
+    def __init__(self, n: int, *, seed: int, weights: np.ndarray | None = None, n_samples: int | None = None) -> None:
+        self.n = n
+        self.seed = seed
+        self.weights = None if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
+        self.n_samples = n if n_samples is None else n_samples
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n_samples
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1  # a loop that never calls set_epoch still gets new augmentation each epoch
+        if self.weights is None:
+            order = rng.permutation(self.n)
+        else:
+            order = rng.choice(self.n, size=self.n_samples, replace=True, p=self.weights)
+        seeds = rng.integers(0, 2**32 - 1, size=len(order), dtype=np.int64)
+        return iter(list(zip(order.tolist(), seeds.tolist())))
+
+
+def class_weights(labels: np.ndarray, how: str) -> np.ndarray:
+    """Per-sample weights 1/n_c (balanced) or 1/sqrt(n_c) (sqrt) for each sample's class c."""
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    per_class = 1.0 / counts if how == "balanced" else 1.0 / np.sqrt(counts)
+    return per_class[inverse]
+
+
+def _sampler(labels: np.ndarray | None, n: int, cfg: Config, *, seed: int, weights: np.ndarray | None) -> EpochSampler:
+    t = cfg.train
+    if weights is None and t.sampler is not None:
+        if labels is None:
+            raise CompError(f"train.sampler={t.sampler!r} needs labels; pass them to build_train_loader")
+        weights = class_weights(labels, t.sampler)
+    if weights is None:
+        return EpochSampler(n, seed=seed)
+    weights = np.asarray(weights, np.float64)
+    if weights.shape != (n,) or not np.all(np.isfinite(weights)) or weights.min() < 0 or weights.sum() <= 0:
+        raise CompError(f"sampler weights must be {n} finite non-negative numbers with a positive sum, got shape {weights.shape}")
+    if t.sample_ratio <= 0:
+        raise CompError(f"train.sample_ratio must be positive, got {t.sample_ratio}")
+    return EpochSampler(n, seed=seed, weights=weights, n_samples=max(1, round(t.sample_ratio * n)))
+
+
+def _pin(cfg: Config) -> bool:
+    return cfg.train.device != "cpu" and torch.cuda.is_available()
+
+
+def _worker_init(worker_id: int) -> None:
+    """Seed global RNGs in each worker from torch's per-worker seed (for user code that uses them)."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_train_loader(
+    store: ImageStore,
+    indices: np.ndarray,
+    labels: np.ndarray | None,
+    cfg: Config,
+    *,
+    seed: int,
+    sampler_weights: np.ndarray | None = None,
+    transform: Any = None,
+) -> DataLoader:
+    """Shuffled (or class-weighted) training batches, last incomplete batch dropped, augmentation seeded per epoch."""
+    from comp.data.augment import build_train_transform
+    from comp.models import resolve_norm
+
+    if transform is None:
+        transform = build_train_transform(cfg, *resolve_norm(cfg.model))
+    dataset = ImageDataset(store, indices, labels, transform)
+    sampler = _sampler(dataset.labels, len(dataset), cfg, seed=seed, weights=sampler_weights)
+    batch_size = cfg.train.batch_size
+    if len(sampler) < batch_size:
+        raise CompError(
+            f"train.batch_size={batch_size} is larger than the {len(sampler)} training samples per epoch, "
+            "so every batch would be dropped; lower train.batch_size"
+        )
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
+                      **_worker_args(cfg.train.num_workers, seed), pin_memory=_pin(cfg))
+
+
+def _worker_args(num_workers: int, seed: int) -> dict[str, Any]:
+    if num_workers <= 0:
+        return {"num_workers": 0}
+    return {"num_workers": num_workers, "persistent_workers": True, "worker_init_fn": _worker_init,
+            "generator": torch.Generator().manual_seed(seed)}
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Make the next pass over `loader` shuffle and augment as epoch `epoch` of its seed does (any worker count)."""
+    sampler = loader.sampler
+    if isinstance(sampler, EpochSampler):
+        sampler.set_epoch(epoch)
+    elif hasattr(sampler, "set_epoch"):  # DistributedSampler
+        sampler.set_epoch(epoch)
+
+
+def build_eval_loader(
+    store: ImageStore,
+    indices: np.ndarray,
+    cfg: Config,
+    *,
+    batch_size: int | None = None,
+    transform: Any = None,
+    labels: np.ndarray | None = None,
+) -> DataLoader:
+    """Batches of (images, labels or -1) in `indices` order through the eval pipeline (default batch: 2x train)."""
+    from comp.data.augment import build_eval_transform
+    from comp.models import resolve_norm
+
+    if transform is None:
+        transform = build_eval_transform(cfg, *resolve_norm(cfg.model))
+    dataset = ImageDataset(store, indices, labels, transform)
+    workers = cfg.train.num_workers
+    extra = {"num_workers": workers, "persistent_workers": True} if workers > 0 else {}
+    return DataLoader(dataset, batch_size=batch_size or 2 * cfg.train.batch_size, shuffle=False, drop_last=False,
+                      pin_memory=_pin(cfg), **extra)
