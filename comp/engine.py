@@ -1,0 +1,383 @@
+"""Fit one fold: epochs, AMP, EMA, early stopping on the competition metric, checkpoints that resume.
+
+fit_fold reads the training images (through the decoded-image cache) and writes
+out_dir/{best.pt, last.pt, history.csv}. It holds no global state: every random draw comes
+from seed = train.seed + fold, and the caller's RNG state is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from comp.checkpoint import capture_rng, cpu_state, load_checkpoint, restore_rng, save_checkpoint, seeded_rng
+from comp.config import Config
+from comp.data.tables import Tables
+from comp.errors import CompError
+from comp.metrics import Metric, get_metric
+from comp.progress import SILENT, Progress
+from comp.optim import Parts, build_parts, epoch_seed
+from comp.workspace import Workspace, write_csv
+
+log = logging.getLogger("comp.engine")
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "metric", "lr", "seconds"]
+
+
+@dataclass
+class FoldResult:
+    fold: int
+    best_epoch: int
+    score: float
+    val_loss: float
+    minutes: float
+    val_ids: list[str]
+    val_probs: np.ndarray  # (N_val, C) softmax probs of the best checkpoint
+    history: pd.DataFrame  # epoch, train_loss, val_loss, metric, lr, seconds (+ ema_val_loss, ema_metric)
+
+
+class NonFiniteLoss(CompError):
+    """The training loss became NaN or infinite; the last finished epoch's last.pt is kept."""
+
+
+@dataclass
+class FitState:
+    """What changes during a fit and is saved in last.pt to resume it."""
+
+    epoch: int = 0  # next epoch to run
+    step: int = 0  # optimizer steps done
+    best_score: float = math.nan
+    best_val_loss: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    finished: bool = False
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One set of weights validated after an epoch (raw, or their EMA)."""
+
+    weights: str
+    module: nn.Module
+    probs: np.ndarray  # (N_val, C) float32
+    val_loss: float
+    score: float
+
+
+# ---------------------------------------------------------------- data
+
+
+def split_indices(fold_of: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, validation rows) of one fold, checked non-empty."""
+    fold_of = np.asarray(fold_of)
+    folds = sorted(np.unique(fold_of).tolist())
+    if fold not in folds:
+        raise CompError(f"fold {fold} does not exist; the folds are {folds}")
+    val_idx = np.flatnonzero(fold_of == fold)
+    train_idx = np.flatnonzero(fold_of != fold)
+    if len(train_idx) == 0:
+        raise CompError(f"fold {fold} leaves no training rows; use 2 or more folds")
+    return train_idx, val_idx
+
+
+def build_loaders(cfg: Config, tables: Tables, train_idx: np.ndarray, val_idx: np.ndarray, *,
+                  ws: Workspace, seed: int, progress: Progress) -> tuple[DataLoader, DataLoader]:
+    """Training loader (shuffled or sampled, drop_last) and validation loader (in val_idx order)."""
+    from comp.data.cache import prepare_images
+    from comp.data.dataset import build_eval_loader, build_train_loader
+
+    store = prepare_images(tables.train, cfg, ws, progress=progress)
+    y = tables.train["y"].to_numpy()
+    train_loader = build_train_loader(store, train_idx, y[train_idx], cfg, seed=seed)
+    return train_loader, build_eval_loader(store, val_idx, cfg)
+
+
+# ---------------------------------------------------------------- one epoch
+
+
+def to_device(images: torch.Tensor, parts: Parts) -> torch.Tensor:
+    images = images.to(parts.device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if parts.channels_last else images
+
+
+def optimizer_step(parts: Parts, state: FitState, clip: float | None) -> None:
+    """Unscale, clip, step, schedule, update EMA."""
+    if clip is not None:
+        parts.scaler.unscale_(parts.optimizer)
+        nn.utils.clip_grad_norm_(parts.model.parameters(), clip)
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    parts.optimizer.zero_grad(set_to_none=True)
+    parts.scheduler.step()
+    state.step += 1
+    if parts.ema is not None:
+        parts.ema.update(parts.model, step=state.step)
+
+
+def check_finite(total: torch.Tensor, count: int, *, epoch: int, step: int, lr: float) -> float:
+    """Mean loss so far; NonFiniteLoss when it is NaN/inf."""
+    value = total.item() / max(count, 1)
+    if not math.isfinite(value):
+        raise NonFiniteLoss(
+            f"training loss became {value} in epoch {epoch + 1} by batch {step + 1} (lr {lr:.3g}); "
+            "last.pt keeps the last finished epoch. Lower train.lr, set train.clip_grad (e.g. 1.0), "
+            "or use train.amp=bf16/off, then rerun with --force"
+        )
+    return value
+
+
+def train_one_epoch(parts: Parts, loader: DataLoader, cfg: Config, state: FitState, *,
+                    epoch: int, progress: Progress, label: str) -> float:
+    """One pass over the training loader; returns the mean training loss."""
+    model, accum, n = parts.forward_model, cfg.train.grad_accum, len(loader)
+    sync_every = 1 if parts.device.type == "cpu" else 25  # .item() stalls a GPU pipeline: check now and then
+    total, count = torch.zeros((), device=parts.device), 0
+    parts.model.train()
+    parts.optimizer.zero_grad(set_to_none=True)
+    for i, (images, target) in enumerate(progress.track(loader, total=n, description=label)):
+        images, target = to_device(images, parts), target.to(parts.device, non_blocking=True)
+        if parts.mixup is not None:
+            images, target = parts.mixup(images, target)
+        with torch.autocast(parts.device.type, dtype=parts.amp_dtype or torch.float32, enabled=parts.amp_dtype is not None):
+            logits = model(images)
+        loss = parts.loss(logits.float(), target)
+        parts.scaler.scale(loss / accum).backward()
+        total += loss.detach()
+        count += 1
+        if (i + 1) % accum == 0 or i + 1 == n:
+            optimizer_step(parts, state, cfg.train.clip_grad)
+        if (i + 1) % sync_every == 0 or i + 1 == n:
+            lr = parts.optimizer.param_groups[0]["lr"]
+            progress.note(loss=check_finite(total, count, epoch=epoch, step=i, lr=lr), lr=lr)
+    return check_finite(total, count, epoch=epoch, step=n - 1, lr=parts.optimizer.param_groups[0]["lr"])
+
+
+# ---------------------------------------------------------------- validation
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, loader: DataLoader, parts: Parts) -> torch.Tensor:
+    """(N, C) float32 CPU logits over the loader, in its order (the one place that gathers predictions)."""
+    model.eval()
+    out = []
+    for images, _ in loader:
+        with torch.autocast(parts.device.type, dtype=parts.amp_dtype or torch.float32, enabled=parts.amp_dtype is not None):
+            logits = model(to_device(images, parts))
+        out.append(logits.float().cpu())
+    return torch.cat(out)
+
+
+def validate(parts: Parts, loader: DataLoader, y_val: np.ndarray, metric: Metric, *, epoch: int) -> list[Candidate]:
+    """Validate the raw weights, and their EMA when enabled, each as a candidate for best.pt."""
+    modules = [("raw", parts.model, parts.forward_model)]
+    if parts.ema is not None:
+        modules.append(("ema", parts.ema.module, parts.ema.module))
+    target = torch.as_tensor(y_val, dtype=torch.long)
+    candidates = []
+    for name, module, forward in modules:
+        logits = predict_logits(forward, loader, parts)
+        if not torch.isfinite(logits).all():
+            raise NonFiniteLoss(
+                f"the {name} model predicts NaN/inf after epoch {epoch + 1}; lower train.lr or set "
+                "train.clip_grad, then rerun with --force (last.pt keeps the last good epoch)"
+            )
+        probs = torch.softmax(logits, dim=1).numpy().astype(np.float32)
+        val_loss = float(F.cross_entropy(logits, target))
+        candidates.append(Candidate(name, module, probs, val_loss, metric(y_val, probs)))
+    return candidates
+
+
+def is_better(score: float, val_loss: float, state: FitState, metric: Metric) -> bool:
+    """Better metric, or the same metric with a lower validation loss."""
+    if math.isnan(state.best_score):
+        return True
+    return metric.better(score, state.best_score) or (score == state.best_score and val_loss < state.best_val_loss)
+
+
+def pick(candidates: list[Candidate], metric: Metric) -> Candidate:
+    """The best candidate of an epoch (metric, then val loss)."""
+    best = candidates[0]
+    for c in candidates[1:]:
+        if metric.better(c.score, best.score) or (c.score == best.score and c.val_loss < best.val_loss):
+            best = c
+    return best
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def checkpoint_base(cfg: Config, tables: Tables, fold: int, epoch: int) -> dict[str, Any]:
+    """The fields every checkpoint of this fold carries."""
+    return {"fold": fold, "epoch": epoch, "train_hash": cfg.train_hash(), "model_name": cfg.model.name,
+            "n_classes": tables.n_classes, "classes": [str(c) for c in tables.classes]}
+
+
+def save_best(out_dir: Path, base: dict[str, Any], best: Candidate, val_ids: list[str]) -> None:
+    save_checkpoint(out_dir / "best.pt", {
+        **base, "model": cpu_state(best.module), "score": best.score, "val_loss": best.val_loss,
+        "weights": best.weights, "val_ids": val_ids, "val_probs": torch.from_numpy(best.probs),
+    })
+
+
+def save_last(out_dir: Path, base: dict[str, Any], parts: Parts, state: FitState) -> None:
+    """Everything needed to continue exactly where this epoch ended."""
+    save_checkpoint(out_dir / "last.pt", {
+        **base, "model": cpu_state(parts.model), "score": state.best_score, "val_loss": state.best_val_loss,
+        "weights": "raw", "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
+        "scaler": parts.scaler.state_dict(), "ema": cpu_state(parts.ema.module) if parts.ema is not None else None,
+        "rng": capture_rng(), "best": {"score": state.best_score, "val_loss": state.best_val_loss,
+                                       "epoch": state.best_epoch},
+        "epochs_without_improvement": state.bad_epochs, "step": state.step, "next_epoch": state.epoch,
+        "history": state.history, "finished": state.finished,
+    })
+
+
+def matching_last(out_dir: Path, cfg: Config, fold: int, *, mmap: bool = False) -> dict[str, Any] | None:
+    """out_dir/last.pt when it belongs to this fold and config, else None (logged)."""
+    ckpt = load_checkpoint(out_dir / "last.pt", mmap=mmap)
+    if ckpt is None:
+        return None
+    if ckpt.get("train_hash") != cfg.train_hash() or ckpt.get("fold") != fold:
+        log.warning("%s was trained with another config or fold; starting this fold over", out_dir / "last.pt")
+        return None
+    return ckpt
+
+
+def resume(parts: Parts, state: FitState, ckpt: dict[str, Any]) -> None:
+    """Load model, optimizer, schedule, scaler, EMA, RNG and progress from last.pt."""
+    parts.model.load_state_dict(ckpt["model"])
+    parts.optimizer.load_state_dict(ckpt["optimizer"])
+    parts.scheduler.load_state_dict(ckpt["scheduler"])
+    parts.scaler.load_state_dict(ckpt["scaler"])
+    if parts.ema is not None and ckpt["ema"] is not None:
+        parts.ema.module.load_state_dict(ckpt["ema"])
+    best = ckpt["best"]
+    state.best_score, state.best_val_loss, state.best_epoch = best["score"], best["val_loss"], best["epoch"]
+    state.bad_epochs, state.step, state.epoch = ckpt["epochs_without_improvement"], ckpt["step"], ckpt["next_epoch"]
+    state.history, state.finished = list(ckpt["history"]), bool(ckpt["finished"])
+    restore_rng(ckpt["rng"])
+
+
+def history_frame(rows: list[dict[str, float]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    return frame if len(frame) else pd.DataFrame(columns=HISTORY_COLUMNS)
+
+
+def finished_result(out_dir: Path, cfg: Config, fold: int) -> FoldResult | None:
+    """The result of a fold that already finished with this config (read from best.pt), else None."""
+    last = matching_last(out_dir, cfg, fold, mmap=True)
+    if last is None or not last["finished"]:
+        return None
+    best = load_checkpoint(out_dir / "best.pt")
+    if best is None or best.get("train_hash") != cfg.train_hash():
+        return None
+    history = history_frame(last["history"])
+    return FoldResult(fold=fold, best_epoch=int(best["epoch"]), score=float(best["score"]),
+                      val_loss=float(best["val_loss"]), minutes=float(history["seconds"].sum()) / 60,
+                      val_ids=list(best["val_ids"]), val_probs=best["val_probs"].numpy(), history=history)
+
+
+# ---------------------------------------------------------------- the fit
+
+
+def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_dir: Path, *,
+             ws: Workspace, progress: Progress = SILENT,
+             on_epoch: Callable[[int, dict], None] | None = None) -> FoldResult:
+    """Train on fold_of != fold, validate on fold_of == fold; write out_dir/{best.pt,last.pt,history.csv}.
+
+    Resumes from last.pt when it matches cfg.train_hash(); returns at once when the fold finished.
+    on_epoch(epoch, {"score", "val_loss"}) runs after each epoch's checkpoints are written; what it
+    raises (e.g. optuna.TrialPruned) propagates.
+    """
+    out_dir = Path(out_dir)
+    done = finished_result(out_dir, cfg, fold)
+    if done is not None:
+        log.info("fold %d already finished (best epoch %d, score %.4f); skipping", fold, done.best_epoch + 1, done.score)
+        return done
+    train_idx, val_idx = split_indices(fold_of, fold)
+    seed = cfg.train.seed + fold
+    with seeded_rng(seed):
+        loaders = build_loaders(cfg, tables, train_idx, val_idx, ws=ws, seed=seed, progress=progress)
+        counts = np.bincount(tables.train["y"].to_numpy()[train_idx], minlength=tables.n_classes)
+        parts = build_parts(cfg, counts, len(loaders[0]), seed=seed)
+        state = FitState()
+        ckpt = matching_last(out_dir, cfg, fold)
+        if ckpt is not None:
+            resume(parts, state, ckpt)
+            log.info("fold %d: resuming from epoch %d", fold, state.epoch + 1)
+        run_epochs(cfg, tables, fold, out_dir, parts, state, loaders, val_idx,
+                   progress=progress, on_epoch=on_epoch)
+    result = finished_result(out_dir, cfg, fold)
+    assert result is not None, "a fit that returned must have finished"
+    return result
+
+
+def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Parts, state: FitState,
+               loaders: tuple[DataLoader, DataLoader], val_idx: np.ndarray, *, progress: Progress,
+               on_epoch: Callable[[int, dict], None] | None) -> None:
+    """The epoch loop: train, validate, keep the best, write history and last.pt, stop early."""
+    from comp.data.augment import build_mixup
+    from comp.data.dataset import set_epoch
+
+    metric, epochs = get_metric(cfg.metric), cfg.train.epochs
+    train_loader, val_loader = loaders
+    y_val = tables.train["y"].to_numpy()[val_idx]
+    val_ids = tables.train["id"].astype(str).to_numpy()[val_idx].tolist()
+    patience = cfg.train.early_stopping
+    for epoch in progress.track(range(state.epoch, epochs), total=epochs - state.epoch, description=f"fold {fold}"):
+        start = time.perf_counter()
+        set_epoch(train_loader, epoch)
+        if parts.mixup is not None:  # per-epoch seed: a resumed fit draws what an uninterrupted one would
+            parts.mixup = build_mixup(cfg, tables.n_classes, seed=epoch_seed(cfg.train.seed + fold, epoch))
+        lr = parts.optimizer.param_groups[0]["lr"]
+        label = f"fold {fold} epoch {epoch + 1}/{epochs}"
+        train_loss = train_one_epoch(parts, train_loader, cfg, state, epoch=epoch, progress=progress, label=label)
+        candidates = validate(parts, val_loader, y_val, metric, epoch=epoch)
+        best = pick(candidates, metric)
+        base = checkpoint_base(cfg, tables, fold, epoch)
+        improved = is_better(best.score, best.val_loss, state, metric)
+        if improved:
+            save_best(out_dir, base, best, val_ids)
+            state.best_score, state.best_val_loss, state.best_epoch, state.bad_epochs = best.score, best.val_loss, epoch, 0
+        else:
+            state.bad_epochs += 1
+        state.history.append(history_row(epoch, train_loss, candidates, lr, time.perf_counter() - start))
+        state.epoch = epoch + 1
+        state.finished = state.epoch >= epochs or (patience is not None and state.bad_epochs >= patience)
+        write_csv(out_dir / "history.csv", history_frame(state.history))
+        save_last(out_dir, base, parts, state)
+        progress.note(**{"val_loss": best.val_loss, metric.name: best.score})
+        progress.log(epoch_line(fold, epoch, epochs, state.history[-1], metric.name, improved))
+        if on_epoch is not None:
+            on_epoch(epoch, {"score": best.score, "val_loss": best.val_loss})
+        if state.finished:
+            break
+
+
+def history_row(epoch: int, train_loss: float, candidates: list[Candidate], lr: float, seconds: float) -> dict[str, float]:
+    raw = candidates[0]
+    row = {"epoch": epoch, "train_loss": train_loss, "val_loss": raw.val_loss, "metric": raw.score,
+           "lr": lr, "seconds": seconds}
+    for c in candidates[1:]:
+        row[f"{c.weights}_val_loss"], row[f"{c.weights}_metric"] = c.val_loss, c.score
+    return row
+
+
+def epoch_line(fold: int, epoch: int, epochs: int, row: dict[str, float], metric: str, improved: bool) -> str:
+    ema = f"  ema {metric} {row['ema_metric']:.4f}" if "ema_metric" in row else ""
+    return (f"fold {fold} epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f}  "
+            f"val loss {row['val_loss']:.4f}  {metric} {row['metric']:.4f}{ema}  "
+            f"lr {row['lr']:.3g}  {row['seconds']:.1f}s{'  *' if improved else ''}")

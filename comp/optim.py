@@ -1,0 +1,147 @@
+"""Device, precision, optimizer and per-step learning-rate schedules for the training engine."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from timm.utils import ModelEmaV3
+from torch import nn
+
+from comp.config import Config, TrainConfig
+from comp.errors import CompError
+
+ONECYCLE_START = 1 / 25  # one-cycle starts at lr/25 (as torch's OneCycleLR) ...
+ONECYCLE_END = 1 / 25e4  # ... and ends at lr/(25 * 1e4)
+ONECYCLE_WARMUP = 0.3  # fraction of steps warming up when train.warmup_epochs is 0
+
+
+def resolve_device(spec: str) -> torch.device:
+    """train.device -> a torch.device: auto = cuda when available, else cpu."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as exc:
+        raise CompError(f"train.device {spec!r} is not a device ({exc}); use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CompError(f"train.device={spec} but no CUDA GPU is usable here; use train.device=cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CompError(f"train.device={spec} but only {torch.cuda.device_count()} CUDA devices exist")
+    return device
+
+
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """train.amp -> the autocast dtype, or None for full precision (auto: bf16/fp16 on CUDA, off on CPU)."""
+    if mode == "off":
+        return None
+    if mode == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if mode == "fp16" and device.type != "cuda":
+        raise CompError(f"train.amp=fp16 needs a CUDA GPU (device is {device}); use train.amp=bf16 or off")
+    return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW or SGD; biases and norm weights (1-d parameters) get no weight decay."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """step -> multiplier of the base lr for cfg.scheduler, with a linear warmup of cfg.warmup_epochs."""
+    total = max(1, steps_per_epoch * cfg.epochs)
+    warm = min(total - 1, round(cfg.warmup_epochs * steps_per_epoch))
+    if cfg.scheduler == "onecycle" and warm <= 0:
+        warm = max(1, round(ONECYCLE_WARMUP * total))
+
+    def cosine(t: float, start: float, end: float) -> float:
+        return end + (start - end) * 0.5 * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
+
+    def factor(step: int) -> float:
+        if cfg.scheduler == "onecycle":
+            if step < warm:
+                return cosine(step / warm, ONECYCLE_START, 1.0)
+            return cosine((step - warm) / max(1, total - warm), 1.0, ONECYCLE_END)
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        if cfg.scheduler == "cosine":
+            return cosine((step - warm) / max(1, total - warm), 1.0, 0.0)
+        if cfg.scheduler == "step":
+            return cfg.step_gamma ** ((step // steps_per_epoch) // max(1, cfg.step_size))
+        return 1.0
+
+    return factor
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-optimizer-step schedule (its state_dict holds only numbers, so it loads with weights_only)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch))
+
+
+# ---------------------------------------------------------------- everything a fit trains with
+
+
+@dataclass
+class Parts:
+    """The objects one fit trains with; `model` is the uncompiled module whose state dict is saved."""
+
+    model: nn.Module
+    forward_model: nn.Module  # torch.compile(model) when train.compile, else model
+    loss: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    ema: ModelEmaV3 | None
+    mixup: Callable | None  # rebuilt each epoch by the engine, seeded from (fold seed, epoch)
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A seed for one epoch's random draws, from (fold seed, epoch)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, *, seed: int) -> Parts:
+    """Model (random init from the current torch RNG), loss, optimizer, schedule, scaler, EMA, mixup."""
+    from comp.data.augment import build_mixup
+    from comp.losses import build_loss
+    from comp.models import build_model
+
+    t = cfg.train
+    device = resolve_device(t.device)
+    amp_dtype = resolve_amp(t.amp, device)
+    channels_last = t.channels_last and device.type == "cuda"
+    model = build_model(cfg.model, len(class_counts)).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    mixup = build_mixup(cfg, len(class_counts), seed=epoch_seed(seed, 0))
+    optimizer = build_optimizer(model, t)
+    n_steps = math.ceil(steps_per_epoch / t.grad_accum)
+    ema = ModelEmaV3(model, decay=t.ema_decay, use_warmup=True) if t.ema else None
+    return Parts(
+        model=model,
+        forward_model=torch.compile(model) if t.compile else model,
+        loss=build_loss(cfg, class_counts, mixup=mixup is not None).to(device),
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, t, n_steps),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+        ema=ema,
+        mixup=mixup,
+        device=device,
+        amp_dtype=amp_dtype,
+        channels_last=channels_last,
+    )

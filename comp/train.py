@@ -1,0 +1,233 @@
+"""All folds of an experiment: fit each fold, then write oof.csv, scores.json and the report.
+
+Reads comp.yaml's tables and folds/k{K}-s{seed}.csv (made when missing); writes under
+experiments/<exp>/: config.yaml, fold{i}/{best.pt,last.pt,history.csv}, oof.csv, scores.json,
+report.html.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from comp.config import Config, read_yaml
+from comp.data.tables import Tables, load_tables
+from comp.engine import FoldResult, finished_result, fit_fold
+from comp.errors import CompError
+from comp.folds import ensure_folds
+from comp.metrics import get_metric
+from comp.progress import SILENT, Progress
+from comp.report import add_section, img_html, plt, report_image, save_figure, table_html
+from comp.workspace import Workspace, read_json, write_csv, write_json
+
+log = logging.getLogger("comp.train")
+
+KEEP_ON_FORCE = ("tune.journal", "tune")  # the tuning study is not a fold-train output
+
+
+def check_experiment(cfg: Config, ws: Workspace, exp: str) -> None:
+    """Refuse to mix configs in one experiment folder (its config.yaml records the train_hash)."""
+    path = ws.config_yaml(exp)
+    if not path.is_file():
+        return
+    old = (read_yaml(path) or {}).get("train_hash")
+    if old != cfg.train_hash():
+        raise CompError(
+            f"experiment {exp!r} was trained with another config (train_hash {old}, now {cfg.train_hash()}); "
+            f"use a new experiment name (-e NAME with experiments/NAME.yaml) or --force to start {exp!r} over"
+        )
+
+
+def wipe_outputs(ws: Workspace, exp: str) -> None:
+    """Delete an experiment's training outputs (fold folders, oof, scores, report), keeping the tuning study."""
+    folder = ws.exp_dir(exp)
+    if not folder.is_dir():
+        return
+    log.info("--force: deleting the previous outputs of %s", folder)
+    for child in folder.iterdir():
+        if child.name in KEEP_ON_FORCE:
+            continue
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def select_folds(folds: list[int] | None, k: int) -> list[int]:
+    if not folds:
+        return list(range(k))
+    bad = [f for f in folds if not 0 <= f < k]
+    if bad:
+        raise CompError(f"--fold {','.join(map(str, bad))} is out of range for k={k}; use folds 0..{k - 1}")
+    return sorted(set(folds))
+
+
+def fold_train(cfg: Config, ws: Workspace, exp: str, *, folds: list[int] | None = None,
+               force: bool = False, progress: Progress = SILENT) -> dict:
+    """Train the selected folds (all by default) and write oof.csv, scores.json and the report; returns scores."""
+    k = cfg.folds.k
+    selected = select_folds(folds, k)
+    if force:
+        wipe_outputs(ws, exp)
+    check_experiment(cfg, ws, exp)
+    tables = load_tables(cfg, ws, progress=progress)
+    fold_of, folds_path = ensure_folds(ws, tables, k, cfg.folds.seed, cfg.folds.stratify)
+    log.info("folds from %s", folds_path)
+    ws.write_config(exp, cfg)
+    results: dict[int, FoldResult] = {}
+    for fold in range(k):
+        out_dir = ws.fold_dir(exp, fold)
+        if fold in selected:
+            results[fold] = fit_fold(cfg, tables, fold_of, fold, out_dir, ws=ws, progress=progress)
+        else:
+            done = finished_result(out_dir, cfg, fold)
+            if done is not None:
+                results[fold] = done
+    oof = oof_frame(tables, fold_of, results)
+    write_csv(ws.oof_csv(exp), oof)
+    scores = summarise(cfg, tables, oof, results)
+    write_json(ws.scores_json(exp), scores)
+    write_report(ws, exp, tables, oof, results, scores)
+    return scores
+
+
+def oof_frame(tables: Tables, fold_of: np.ndarray, results: dict[int, FoldResult]) -> pd.DataFrame:
+    """id, fold, label, p_<class>: one row per training image of the finished folds, in train.csv order."""
+    train = tables.train
+    probs = np.full((len(train), tables.n_classes), np.nan, dtype=np.float64)
+    row_of = {i: r for r, i in enumerate(train["id"].astype(str))}
+    for res in results.values():
+        rows = [row_of[i] for i in res.val_ids]
+        if np.any(fold_of[rows] != res.fold):
+            raise CompError(f"fold {res.fold}'s checkpoint validated rows of another fold; the folds file changed: "
+                            "rerun with --force")
+        probs[rows] = res.val_probs
+    have = ~np.isnan(probs).any(axis=1)
+    frame = pd.DataFrame({"id": train["id"].astype(str), "fold": fold_of, "label": train["label"]})
+    for c, cls in enumerate(tables.classes):
+        frame[f"p_{cls}"] = probs[:, c]
+    return frame[have].reset_index(drop=True)
+
+
+def summarise(cfg: Config, tables: Tables, oof: pd.DataFrame, results: dict[int, FoldResult]) -> dict:
+    """scores.json: the metric per fold, their mean and std, and the OOF score over the rows that exist."""
+    metric = get_metric(cfg.metric)
+    y_of = dict(zip(tables.train["id"].astype(str), tables.train["y"]))
+    fold_scores = {int(f): float(r.score) for f, r in sorted(results.items())}
+    values = np.array(list(fold_scores.values()), dtype=np.float64)
+    prob_cols = [f"p_{c}" for c in tables.classes]
+    y = np.array([y_of[i] for i in oof["id"]], dtype=np.int64)
+    oof_score = metric(y, oof[prob_cols].to_numpy()) if len(oof) else None
+    missing = [f for f in range(cfg.folds.k) if f not in results]
+    return {
+        "metric": metric.name,
+        "greater_is_better": metric.greater_is_better,
+        "folds": fold_scores,
+        "mean": float(values.mean()) if len(values) else None,
+        "std": float(values.std()) if len(values) else None,
+        "oof": oof_score,
+        "k": cfg.folds.k,
+        "best_epochs": {int(f): int(r.best_epoch) for f, r in sorted(results.items())},
+        "val_losses": {int(f): float(r.val_loss) for f, r in sorted(results.items())},
+        "minutes": {int(f): round(float(r.minutes), 3) for f, r in sorted(results.items())},
+        "train_hash": cfg.train_hash(),
+        "complete": not missing,
+        "missing_folds": missing,
+        "oof_rows": len(oof),
+        "train_rows": len(tables.train),
+    }
+
+
+def read_scores(ws: Workspace, exp: str) -> dict | None:
+    path = ws.scores_json(exp)
+    return read_json(path) if path.is_file() else None
+
+
+# ---------------------------------------------------------------- report
+
+
+def write_report(ws: Workspace, exp: str, tables: Tables, oof: pd.DataFrame,
+                 results: dict[int, FoldResult], scores: dict) -> None:
+    """The fold-train section of experiments/<exp>/report.html: scores, learning curves, OOF diagnostics."""
+    parts = [scores_html(scores)]
+    if results:
+        path, src = report_image(ws, exp, "train-curves.png")
+        save_figure(curves_figure(results, scores["metric"]), path)
+        parts.append(img_html(src, "learning curves per fold"))
+    if len(oof):
+        y_of = dict(zip(tables.train["id"].astype(str), tables.train["y"]))
+        y = np.array([y_of[i] for i in oof["id"]], dtype=np.int64)
+        pred = oof[[f"p_{c}" for c in tables.classes]].to_numpy().argmax(axis=1)
+        names = [str(c) for c in tables.classes]
+        for name, fig, alt in (("train-confusion.png", confusion_figure(y, pred, names), "OOF confusion matrix"),
+                               ("train-per-class.png", per_class_figure(y, pred, names), "per-class precision/recall/F1")):
+            path, src = report_image(ws, exp, name)
+            save_figure(fig, path)
+            parts.append(img_html(src, alt))
+    add_section(ws, exp, "fold-train", "Fold training", "\n".join(parts), order=20)
+
+
+def scores_html(scores: dict) -> str:
+    rows = [{"fold": f, "best epoch": scores["best_epochs"][f] + 1, scores["metric"]: s,
+             "val loss": scores["val_losses"][f], "minutes": scores["minutes"][f]}
+            for f, s in scores["folds"].items()]
+    note = "" if scores["complete"] else f"<p class='note'>folds not trained yet: {scores['missing_folds']}</p>"
+    summary = (f"<p>CV {scores['metric']}: {scores['mean']:.4f} &plusmn; {scores['std']:.4f}; "
+               f"OOF {scores['oof']:.4f} over {scores['oof_rows']} of {scores['train_rows']} images</p>"
+               if scores["mean"] is not None else "")
+    return summary + note + table_html(pd.DataFrame(rows))
+
+
+def curves_figure(results: dict[int, FoldResult], metric: str) -> plt.Figure:
+    """Train/val loss, validation metric and learning rate per epoch, one colour per fold."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for fold, res in sorted(results.items()):
+        h, colour = res.history, f"C{fold % 10}"
+        epoch = h["epoch"] + 1
+        axes[0].plot(epoch, h["train_loss"], "--", color=colour, label=f"fold {fold} train")
+        axes[0].plot(epoch, h["val_loss"], "-", color=colour, label=f"fold {fold} val")
+        axes[1].plot(epoch, h["metric"], "-o", color=colour, ms=3, label=f"fold {fold}")
+        axes[1].axvline(res.best_epoch + 1, color=colour, lw=0.6, alpha=0.5)
+        axes[2].plot(epoch, h["lr"], color=colour, label=f"fold {fold}")
+    for ax, title in zip(axes, ("loss", f"validation {metric}", "learning rate (epoch start)")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    return fig
+
+
+def confusion_figure(y: np.ndarray, pred: np.ndarray, names: list[str]) -> plt.Figure:
+    """Row-normalised confusion matrix (each true class sums to 1)."""
+    matrix = confusion_matrix(y, pred, labels=np.arange(len(names)), normalize="true")
+    size = max(4.0, 0.45 * len(names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("OOF confusion matrix (normalised by true class)")
+    if len(names) <= 20:
+        for i, j in np.ndindex(matrix.shape):
+            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if matrix[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return fig
+
+
+def per_class_figure(y: np.ndarray, pred: np.ndarray, names: list[str]) -> plt.Figure:
+    """Per-class precision, recall and F1 of the OOF predictions."""
+    p, r, f, support = precision_recall_fscore_support(y, pred, labels=np.arange(len(names)), zero_division=0)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(names) + 2), 4))
+    for offset, values, label in ((-0.27, p, "precision"), (0.0, r, "recall"), (0.27, f, "F1")):
+        ax.bar(x + offset, values, width=0.27, label=label)
+    ax.set_xticks(x, [f"{n}\n(n={s})" for n, s in zip(names, support)], fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_title("OOF per-class precision / recall / F1")
+    ax.legend(fontsize=8)
+    return fig
