@@ -1,0 +1,232 @@
+"""comp.data.cache: decode of awkward files, bbox crop, a cache that is reused, invalidated and written atomically."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import comp.data.cache as cache
+from comp.config import Config
+from comp.data.cache import ImageStore, cache_hw, crop_box, prepare_images
+from comp.errors import CompError
+from comp.workspace import Workspace
+
+
+def config(size=(24, 32), preset="none", cache_on=True, **image) -> Config:
+    return Config.model_validate({"image": {"size": list(size), "cache": cache_on, **image},
+                                  "augment": {"preset": preset}})
+
+
+def write_awkward(folder: Path) -> list[Path]:
+    """Grayscale, RGBA, palette, 16-bit, EXIF-rotated JPEG and plain RGB files, 40x30."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    files = {
+        "gray.png": Image.fromarray(rgb[..., 0]),
+        "rgba.png": Image.fromarray(np.dstack([rgb, np.full((30, 40), 128, np.uint8)])),
+        "palette.png": Image.fromarray(rgb).convert("P"),
+        "sixteen.png": Image.fromarray(rgb[..., 1].astype(np.uint16) * 257),
+        "plain.jpg": Image.fromarray(rgb),
+    }
+    paths = []
+    for name, img in files.items():
+        img.save(folder / name)
+        paths.append(folder / name)
+    paths.append(write_exif_rotated(folder / "exif.jpg"))
+    return paths
+
+
+def write_exif_rotated(path: Path) -> Path:
+    """A 40 wide x 20 tall JPEG, left half red, tagged 'rotate 90 clockwise' (orientation 6)."""
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, :20] = (255, 0, 0)
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 6
+    img.save(path, exif=exif, quality=95)
+    return path
+
+
+def frame_of(paths, boxes=None) -> pd.DataFrame:
+    frame = pd.DataFrame({"path": [str(p) for p in paths]})
+    if boxes is not None:
+        frame[["bx0", "by0", "bx1", "by1"]] = np.asarray(boxes, dtype=float)
+    return frame
+
+
+@pytest.fixture
+def ws(tmp_path) -> Workspace:
+    return Workspace.at(tmp_path / "ws")
+
+
+def cache_files(ws: Workspace) -> list[str]:
+    folder = ws.cache_dir / "images"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+@pytest.mark.parametrize("cache_on", [True, False])
+def test_awkward_files_decode_to_rgb_of_the_cached_size(tmp_path, ws, cache_on):
+    paths = write_awkward(tmp_path / "img")
+    store = prepare_images(frame_of(paths), config(cache_on=cache_on), ws)
+    assert len(store) == len(paths)
+    for i in range(len(store)):
+        img = store[i]
+        assert img.shape == (24, 32, 3) and img.dtype == np.uint8, paths[i]
+    gray = store[0]
+    assert np.array_equal(gray[..., 0], gray[..., 1]) and np.array_equal(gray[..., 1], gray[..., 2])
+
+
+def test_cache_and_on_the_fly_give_the_same_pixels(tmp_path, ws):
+    paths = write_awkward(tmp_path / "img")
+    cfg = config(preset="light")
+    cached = prepare_images(frame_of(paths), cfg, ws)
+    live = prepare_images(frame_of(paths), config(preset="light", cache_on=False), ws)
+    assert cached.hw == live.hw == cache_hw(cfg) == (27, 36)  # 24x32 x 1.14: room for random crops
+    for i in range(len(paths)):
+        assert np.array_equal(cached[i], live[i])
+
+
+def test_exif_rotation_is_applied(tmp_path, ws):
+    path = write_exif_rotated(tmp_path / "exif.jpg")
+    img = prepare_images(frame_of([path]), config(size=(40, 20)), ws)[0]  # rotated: 40 tall, 20 wide
+    top, bottom = img[:18].reshape(-1, 3).mean(0), img[22:].reshape(-1, 3).mean(0)
+    assert top[0] > 200 and top[1] < 60  # the red left half became the top half
+    assert bottom[0] < 60
+
+
+def square_image(path: Path) -> Path:
+    arr = np.zeros((40, 40, 3), np.uint8)
+    arr[20:30, 10:20] = 255  # white square: x 10..20, y 20..30
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def test_bbox_crop_with_margin(tmp_path, ws):
+    path = square_image(tmp_path / "sq.png")
+    box = [[10, 20, 20, 30]]
+    tight = prepare_images(frame_of([path], box), config(size=(8, 8), bbox_margin=0.0), ws)[0]
+    assert tight.min() == 255
+    loose = prepare_images(frame_of([path], box), config(size=(20, 20), bbox_margin=0.5), ws)[0]
+    assert loose[10, 10].min() == 255 and loose[0, 0].max() == 0  # box in the middle, margin black
+    fractions = np.asarray(box, float) / 40
+    frac = prepare_images(frame_of([path], fractions), config(size=(8, 8), bbox_margin=0.0), ws)[0]
+    assert np.array_equal(frac, tight)
+
+
+def test_missing_or_degenerate_box_keeps_whole_image():
+    img = np.arange(40 * 40 * 3, dtype=np.uint8).reshape(40, 40, 3)
+    for box in (None, np.array([np.nan, 1, 2, 3]), np.array([5, 5, 5, 9]), np.array([50, 50, 60, 60])):
+        assert crop_box(img, box, 0.1) is img
+    assert crop_box(img, np.array([0, 0, 10, 20]), 0.0).shape == (20, 10, 3)
+    assert crop_box(img, np.array([-5, -5, 100, 100]), 0.2).shape == (40, 40, 3)  # clipped to the image
+
+
+def count_decodes(monkeypatch) -> list[str]:
+    calls: list[str] = []
+    real = cache.read_rgb
+
+    def counting(path):
+        calls.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(cache, "read_rgb", counting)
+    return calls
+
+
+def test_cache_is_reused_without_decoding(tmp_path, ws, monkeypatch):
+    paths = write_awkward(tmp_path / "img")
+    calls = count_decodes(monkeypatch)
+    first = prepare_images(frame_of(paths), config(), ws)
+    assert len(calls) == len(paths)
+    second = prepare_images(frame_of(paths), config(), ws)
+    assert len(calls) == len(paths)  # no decode the second time
+    assert second.array_path == first.array_path
+    assert all(np.array_equal(first[i], second[i]) for i in range(len(paths)))
+
+
+def test_cache_invalidated_by_mtime_size_margin_and_row_order(tmp_path, ws, monkeypatch):
+    paths = write_awkward(tmp_path / "img")
+    frame = frame_of(paths)
+    key0 = prepare_images(frame, config(), ws).array_path
+    calls = count_decodes(monkeypatch)
+    st = os.stat(paths[2])
+    os.utime(paths[2], ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    key1 = prepare_images(frame, config(), ws).array_path
+    assert key1 != key0 and len(calls) == len(paths)
+    key2 = prepare_images(frame, config(size=(24, 24)), ws).array_path
+    key3 = prepare_images(frame.iloc[::-1], config(size=(24, 24)), ws).array_path
+    assert len({key0, key1, key2, key3}) == 4
+    boxed = frame_of(paths, [[0, 0, 20, 20]] * len(paths))
+    key4 = prepare_images(boxed, config(bbox_margin=0.1), ws).array_path
+    key5 = prepare_images(boxed, config(bbox_margin=0.2), ws).array_path
+    assert len({key0, key1, key2, key3, key4, key5}) == 6
+
+
+def test_no_temp_files_and_a_failed_build_leaves_no_cache(tmp_path, ws, monkeypatch):
+    paths = write_awkward(tmp_path / "img")
+    prepare_images(frame_of(paths), config(), ws)
+    assert [n for n in cache_files(ws) if n.endswith(".npy")] and not [n for n in cache_files(ws) if n.endswith(".tmp")]
+    calls = count_decodes(monkeypatch)
+    real = cache.read_rgb
+
+    def dying(path):
+        if len(calls) > 3:
+            raise OSError("disk on fire")
+        return real(path)
+
+    monkeypatch.setattr(cache, "read_rgb", dying)
+    before = cache_files(ws)
+    with pytest.raises(CompError, match="could not decode .*disk on fire"):
+        prepare_images(frame_of(paths), config(size=(16, 16)), ws)
+    after = [n for n in cache_files(ws) if not n.endswith(".lock")]
+    assert after == [n for n in before if not n.endswith(".lock")]
+
+
+def test_damaged_cache_file_is_rebuilt(tmp_path, ws):
+    paths = write_awkward(tmp_path / "img")
+    store = prepare_images(frame_of(paths), config(), ws)
+    good = store[3].copy()
+    store.array_path.write_bytes(store.array_path.read_bytes()[:200])  # truncated
+    again = prepare_images(frame_of(paths), config(), ws)
+    assert np.array_equal(again[3], good)
+
+
+def test_store_pickles_without_pixels_and_returns_writable_copies(tmp_path, ws):
+    paths = write_awkward(tmp_path / "img")
+    store = prepare_images(frame_of(paths), config(size=(64, 64)), ws)
+    _ = store[0]  # opens the memmap
+    blob = pickle.dumps(store)
+    assert len(blob) < 2000  # workers reopen the file; pixels are not copied through pickle
+    clone = pickle.loads(blob)
+    img = clone[1]
+    assert img.flags.writeable and np.array_equal(img, store[1])
+    raw = np.load(store.array_path, mmap_mode="r")
+    assert not raw.flags.writeable
+
+
+def test_corrupt_or_missing_file_errors_name_it(tmp_path, ws):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(CompError, match=r"could not decode .*bad.png"):
+        prepare_images(frame_of([bad]), config(), ws)
+    with pytest.raises(CompError, match=r"image .*gone.png cannot be read"):
+        prepare_images(frame_of([tmp_path / "gone.png"]), config(), ws)
+
+
+def test_bad_cache_scale_rejected():
+    with pytest.raises(CompError, match="cache_scale must be 1.0 or more, got 0.5"):
+        cache_hw(config(preset="light", cache_scale=0.5))
+
+
+def test_empty_frame_and_in_memory_store(ws):
+    empty = prepare_images(frame_of([]), config(), ws)
+    assert len(empty) == 0 and empty.hw == (24, 32)
+    mem = ImageStore(array=np.zeros((2, 5, 6, 3), np.uint8))
+    assert len(mem) == 2 and mem.hw == (5, 6)
