@@ -1,0 +1,48 @@
+"""`comp tune`: Optuna search over the experiment's space, pruned on fold scores, resumable, many workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from comp.cli import app
+from comp.cli.common import ExperimentOpt, RichProgress, SetOpt, WorkspaceOpt, console, err_console, handle_errors, load, print_table
+
+
+@app.command("tune")
+@handle_errors
+def tune_command(
+    trials: Annotated[int | None, typer.Option("--trials", help="Run until the study holds N trials (default: tune.trials).")] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Start no new trial after SECONDS (default: tune.timeout).")] = None,
+    folds: Annotated[str | None, typer.Option("--folds", help="Folds to score each trial on: 0 | 0,1 | all (default: tune.folds).")] = None,
+    storage: Annotated[str | None, typer.Option("--storage", help="Optuna RDB URL (postgresql://...) shared by workers on many machines; default: experiments/<exp>/tune.journal.")] = None,
+    study: Annotated[str | None, typer.Option("--study", help="Study name (default: the experiment name).")] = None,
+    workspace: WorkspaceOpt = Path("."),
+    experiment: ExperimentOpt = "baseline",
+    set_: SetOpt = None,
+) -> None:
+    """Search tune.space with Optuna (TPE + pruning); rerun to resume, run it on several workers to share one study."""
+    from comp.tune import tune_experiment  # optuna and torch load only for this command
+
+    ws, cfg = load(workspace, experiment, set_)
+    try:
+        with RichProgress() as progress:
+            result = tune_experiment(ws, cfg, exp=experiment, overrides=tuple(set_ or ()), trials=trials,
+                                     timeout=timeout, folds=folds, storage=storage, study_name=study, progress=progress)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: the running trial is marked failed and not counted; rerun the same command to resume")
+        raise typer.Exit(130) from None
+    c = result.counts
+    console.print(f"study {result.study_name!r} ({result.storage}): {c['complete']} complete, {c['pruned']} pruned, "
+                  f"{c['failed']} failed, {c['running']} running; this run: {len(result.ran)} trials")
+    if not result.table.empty:
+        print_table(result.table.drop(columns=["reason"]) if result.table["reason"].eq("").all() else result.table,
+                    title=f"top trials ({cfg.metric})")
+    if result.tuned_yaml is None:
+        console.print("[yellow]no trial completed[/]: no tuned experiment written; see the reasons above")
+    else:
+        console.print(f"best {cfg.metric} {result.best_value:.4f} (trial {result.best_number}): {result.best_params}")
+        console.print(f"wrote {result.tuned_yaml}; train it with: comp fold-train -e {experiment}-tuned")
+    console.print(f"report: {result.report}")

@@ -1,0 +1,265 @@
+"""The Optuna study: storage (journal file or RDB URL), seeded sampler, pruner, and the trial loop.
+
+The loop asks for a trial only while the study holds fewer than `n_trials` counted trials
+(finished, or running in a live worker), so every worker running the same command stops at
+the same total, and a resumed run adds only what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.samplers import BaseSampler, TPESampler
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+from comp.errors import CompError
+
+try:  # a process-wide file lock around "count, then ask"; not on Windows
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+log = logging.getLogger("comp.tune")
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+INTERRUPTED = "interrupted"  # fail_reason of a trial stopped by Ctrl-C; not counted, so a rerun redoes it
+
+
+# ---------------------------------------------------------------- storage, sampler, pruner
+
+
+def open_storage(url: str | None, journal: Path) -> BaseStorage:
+    """Optuna's journal file at `journal` by default; an RDB URL (postgresql://, mysql://) when given."""
+    if url is None:
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(journal)))
+    if url.startswith("sqlite"):
+        log.warning("SQLite storage is not safe for several workers (database is locked, lost trials); "
+                    "use the default journal file locally or postgresql:// across machines")
+    try:
+        return RDBStorage(url)
+    except (ImportError, ModuleNotFoundError, ValueError) as exc:
+        raise CompError(f"--storage {redact(url)!r} could not be opened: {exc}; pass an SQLAlchemy URL such as "
+                        f"postgresql://user:pass@host/db, or leave --storage out for the journal file") from exc
+    except Exception as exc:  # sqlalchemy OperationalError etc.: the server is not reachable
+        raise CompError(f"--storage {redact(url)}: cannot connect ({type(exc).__name__}: {str(exc).strip()[:300]}); "
+                        "check that the database server runs and the URL is right") from exc
+
+
+def redact(url: str) -> str:
+    """The URL without its password."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    return f"{scheme}://{creds.split(':')[0]}:***@{host}"
+
+
+class TrialSeededSampler(BaseSampler):
+    """TPE whose random state is seeded from (seed, trial number).
+
+    The same seed and storage state give the same suggestions, and workers that start
+    together (same study state) still draw different trials, because trial numbers differ.
+    """
+
+    def __init__(self, seed: int, *, n_startup_trials: int = 10) -> None:
+        self.seed = seed
+        self.n_startup_trials = n_startup_trials
+        self._tpe = self._build(seed)
+
+    def _build(self, seed: int) -> TPESampler:
+        return TPESampler(seed=seed, n_startup_trials=self.n_startup_trials)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._tpe = self._build(self.seed * 100_003 + trial.number)
+        self._tpe.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        return self._tpe.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+        return self._tpe.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: Any) -> Any:
+        return self._tpe.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
+        self._tpe.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._tpe.reseed_rng()
+
+
+def build_pruner(name: str, *, max_steps: int) -> optuna.pruners.BasePruner:
+    """median | hyperband | none; steps are epochs across folds (fold_pos * epochs + epoch)."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, max_steps), reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise CompError(f"tune.pruner must be median, hyperband or none, got {name!r}")
+
+
+def open_study(
+    storage: BaseStorage, name: str, *, direction: str, sampler: BaseSampler, pruner: optuna.pruners.BasePruner
+) -> optuna.Study:
+    """Create the study, or load it when it exists (resume / another worker); the direction must match."""
+    study = optuna.create_study(storage=storage, study_name=name, direction=direction,
+                                sampler=sampler, pruner=pruner, load_if_exists=True)
+    if study.direction.name.lower() != direction:
+        raise CompError(f"study {name!r} exists with direction {study.direction.name.lower()}, but the metric wants "
+                        f"{direction}; pass another --study name or remove the old study")
+    return study
+
+
+# ---------------------------------------------------------------- counting and the trial loop
+
+
+def counted(trial: FrozenTrial) -> bool:
+    """Does this trial count towards --trials? Finished ones do, except those stopped by Ctrl-C."""
+    if trial.state == TrialState.FAIL:
+        return trial.user_attrs.get("fail_reason") != INTERRUPTED
+    return trial.state in FINISHED or trial.state == TrialState.RUNNING
+
+
+def tally(study: optuna.Study) -> dict[str, int]:
+    """Trials by state: complete, pruned, failed, running."""
+    trials = study.get_trials(deepcopy=False)
+    out = {"complete": 0, "pruned": 0, "failed": 0, "running": 0}
+    names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
+             TrialState.FAIL: "failed", TrialState.RUNNING: "running"}
+    for trial in trials:
+        if trial.state in names:
+            out[names[trial.state]] += 1
+    return out
+
+
+def fail_dead_local_trials(study: optuna.Study) -> list[int]:
+    """Mark RUNNING trials of dead processes on this host as failed (a killed worker), so they stop counting."""
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = trial.user_attrs.get("pid")
+        if trial.user_attrs.get("host") == host and pid is not None and not _alive(int(pid)):
+            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", INTERRUPTED)
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            failed.append(trial.number)
+    if failed:
+        log.info("trials %s were left running by a dead process; marked failed (not counted)", failed)
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def ask_lock(lock_path: Path | None) -> Iterator[None]:
+    """Serialise "count, then ask" among local workers (RDB workers on other machines race benignly)."""
+    if lock_path is None or fcntl is None:
+        yield
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one trial this process ran."""
+
+    number: int
+    state: str  # complete | pruned | failed
+    value: float | None
+    reason: str | None
+    seconds: float
+
+
+def next_trial(study: optuna.Study, n_trials: int, lock_path: Path | None) -> optuna.Trial | None:
+    """A new trial, or None when the study already holds n_trials counted trials."""
+    with ask_lock(lock_path):
+        if sum(counted(t) for t in study.get_trials(deepcopy=False)) >= n_trials:
+            return None
+        trial = study.ask()
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        return trial
+
+
+def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float],
+              *, catch: tuple[type[BaseException], ...]) -> Outcome:
+    """Run the objective on one trial and tell the study how it ended; Ctrl-C marks it failed, then re-raises."""
+    start = time.monotonic()
+    try:
+        value = objective(trial)
+    except optuna.TrialPruned as exc:
+        trial.set_user_attr("prune_reason", str(exc) or "pruned")
+        study.tell(trial, state=TrialState.PRUNED)
+        return Outcome(trial.number, "pruned", None, str(exc) or "pruned", time.monotonic() - start)
+    except catch as exc:
+        reason = f"{type(exc).__name__}: {exc}"[:2000]
+        trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, state=TrialState.FAIL)
+        log.debug("trial %d failed:\n%s", trial.number, traceback.format_exc())
+        return Outcome(trial.number, "failed", None, reason, time.monotonic() - start)
+    except BaseException:
+        trial.set_user_attr("fail_reason", INTERRUPTED)
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    study.tell(trial, value)
+    return Outcome(trial.number, "complete", float(value), None, time.monotonic() - start)
+
+
+def run_trials(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    *,
+    n_trials: int,
+    timeout: float | None = None,
+    catch: tuple[type[BaseException], ...] = (),
+    lock_path: Path | None = None,
+    max_failures_in_a_row: int = 5,
+) -> Iterator[Outcome]:
+    """Run trials until the study holds n_trials counted trials or `timeout` seconds have passed; yield each.
+
+    Stops with a CompError after `max_failures_in_a_row` failed trials: then the cause is not one bad
+    combination but something every trial hits, and the rest of the budget would be wasted.
+    """
+    if n_trials < 1:
+        raise CompError(f"--trials must be 1 or more, got {n_trials}")
+    fail_dead_local_trials(study)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    failures = 0
+    while deadline is None or time.monotonic() < deadline:
+        trial = next_trial(study, n_trials, lock_path)
+        if trial is None:
+            return
+        outcome = run_trial(study, trial, objective, catch=catch)
+        failures = failures + 1 if outcome.state == "failed" else 0
+        yield outcome
+        if failures >= max_failures_in_a_row:
+            raise CompError(f"{failures} trials in a row failed; the last one with {outcome.reason}; "
+                            "fix the cause (see fail_reason of the trials) and rerun to resume the study")

@@ -1,0 +1,292 @@
+"""comp tune: space validation, the trial loop (counting, resume, failures, pruning, seeding), CLI end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from comp.cli import app
+from comp.config import Config, load_config
+from comp.errors import CompError
+from comp.tune import default_space, parse_space, tune_experiment
+from comp.tune.objective import FoldReporter, resolve_folds, trial_config
+from comp.tune.space import apply_params
+from comp.tune.study import INTERRUPTED, TrialSeededSampler, open_storage, run_trials
+from comp.workspace import Workspace
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+runner = CliRunner()
+
+
+@pytest.fixture
+def tiny_ws(tiny_ws: Path) -> Path:
+    """The shared tiny workspace with 3 folds (it has 4 persons per class)."""
+    exp = tiny_ws / "experiments" / "baseline.yaml"
+    exp.write_text(yaml.safe_dump({**yaml.safe_load(exp.read_text()), "folds": {"k": 3}}, sort_keys=False))
+    return tiny_ws
+
+
+# ---------------------------------------------------------------- space
+
+
+def test_space_entries_parse_in_order() -> None:
+    params = parse_space({
+        "train.lr": {"float": [1.0e-5, 1.0e-2], "log": True},
+        "train.batch_size": {"int": [16, 64], "step": 16},
+        "model.name": {"categorical": ["test_resnet", "test_efficientnet"]},
+    })
+    assert [p.key for p in params] == ["train.lr", "train.batch_size", "model.name"]
+    assert (params[0].kind, params[0].low, params[0].high, params[0].log) == ("float", 1e-5, 1e-2, True)
+    assert (params[1].kind, params[1].step) == ("int", 16)
+    assert params[2].choices == ("test_resnet", "test_efficientnet")
+
+
+@pytest.mark.parametrize("space, match", [
+    ({"train.lrr": {"float": [1e-5, 1e-2]}}, r"tune.space\['train.lrr'\].*did you mean train.lr"),
+    ({"train.lr": {"uniform": [1e-5, 1e-2]}}, r"tune.space\['train.lr'\]: needs exactly one kind.*uniform"),
+    ({"train.lr": {"float": [1e-2, 1e-5]}}, r"tune.space\['train.lr'\]: low > high in float: \[0.01, 1e-05\]"),
+    ({"train.batch_size": {"int": [64, 16]}}, r"'train.batch_size'\]: low > high"),
+    ({"model.name": {"categorical": []}}, r"'model.name'\]: categorical needs a non-empty list"),
+    ({"train.lr": {"float": [0.0, 1e-2], "log": True}}, r"log: true needs low > 0, got low=0.0"),
+    ({"train.lr": {"float": [1e-5, 1e-2], "lgo": True}}, r"unknown option 'lgo' for float; did you mean log"),
+    ({"train": {"float": [1, 2]}}, r"train is a section, not a value; use one of its keys: train.epochs"),
+    ({"tune.trials": {"int": [1, 5]}}, r"tune.\* settings cannot be tuned"),
+    ({"train.lr": [1e-5, 1e-2]}, r"must be a mapping like"),
+    ({"train.epochs": {"int": [1.5, 3]}}, r"int needs \[low, high\] as two ints, got \[1.5, 3\]"),
+    ({"image.size": {"categorical": [[224, 224], 256]}}, r"categorical choices must be numbers.*got \[224, 224\]"),
+])
+def test_invalid_spaces_name_the_entry(space: dict, match: str) -> None:
+    with pytest.raises(CompError, match=match):
+        parse_space(space)
+
+
+def test_invalid_space_in_yaml_fails_before_any_trial(tiny_ws: Path) -> None:
+    result = runner.invoke(app, ["tune", "-w", str(tiny_ws), "--trials", "1",
+                                 "--set", "tune.space={train.lerning_rate: {float: [0.001, 0.01]}}"])
+    assert result.exit_code == 2, result.output
+    assert "train.lerning_rate is not a key" in result.output
+    assert not (tiny_ws / "experiments" / "baseline" / "tune.journal").exists()
+
+
+def test_default_space_is_valid_and_follows_the_config() -> None:
+    space = default_space(Config())
+    assert {"train.lr", "train.weight_decay", "train.label_smoothing", "augment.preset", "image.size"} <= set(space)
+    assert space["image.size"]["categorical"] == [160, 224, 288]
+    parse_space(space)
+    custom = Config.model_validate({"augment": {"transforms": [{"HorizontalFlip": {"p": 0.5}}]}, "image": {"size": [64, 96]}})
+    assert "augment.preset" not in default_space(custom) and "image.size" not in default_space(custom)
+
+
+def test_trial_config_applies_overrides_without_mutating() -> None:
+    cfg = Config()
+    tuned = trial_config(cfg, {"train.lr": 0.123, "image.size": 64}, epochs=2)
+    assert (tuned.train.lr, tuned.image.size, tuned.train.epochs) == (0.123, 64, 2)
+    assert (cfg.train.lr, cfg.image.size, cfg.train.epochs) == (3.0e-4, 224, 10)
+    with pytest.raises(CompError, match=r"train.batch_size must be 1 or more, got 0"):
+        apply_params(cfg, {"train.batch_size": 0})
+
+
+def test_resolve_folds() -> None:
+    assert resolve_folds("all", 3) == (0, 1, 2)
+    assert resolve_folds("0,2", 3) == (0, 2)
+    assert resolve_folds((1,), 3) == (1,)
+    with pytest.raises(CompError, match=r"fold 5 does not exist with folds.k=3"):
+        resolve_folds("5", 3)
+    with pytest.raises(CompError, match=r"--folds takes 'all' or fold numbers.*'first'"):
+        resolve_folds("first", 3)
+
+
+def test_running_mean_over_folds_is_reported_at_increasing_steps() -> None:
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    trial = study.ask()
+    FoldReporter(trial, (), 0, 0, 3)(0, {"score": 0.2})
+    FoldReporter(trial, (), 0, 0, 3)(2, {"score": 0.4})
+    FoldReporter(trial, (0.4,), 1, 1, 3)(1, {"score": 0.8})
+    assert study.trials[0].intermediate_values == {0: 0.2, 2: 0.4, 4: pytest.approx(0.6)}
+
+
+# ---------------------------------------------------------------- the trial loop (stand-in objectives)
+
+
+def quadratic(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", -4, 4)
+    return (x - 1) ** 2
+
+
+def journal_study(path: Path, *, seed: int = 3, pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    return optuna.create_study(storage=open_storage(None, path), study_name="s", load_if_exists=True,
+                               sampler=TrialSeededSampler(seed, n_startup_trials=2), pruner=pruner)
+
+
+def numbers(study: optuna.Study) -> list[int]:
+    return sorted(t.number for t in study.get_trials(deepcopy=False))
+
+
+def test_trials_means_total_and_a_rerun_adds_only_the_missing(tmp_path: Path) -> None:
+    path = tmp_path / "tune.journal"
+    assert len(list(run_trials(journal_study(path), quadratic, n_trials=3))) == 3
+    assert list(run_trials(journal_study(path), quadratic, n_trials=3)) == []
+    assert len(list(run_trials(journal_study(path), quadratic, n_trials=5))) == 2
+    assert numbers(journal_study(path)) == [0, 1, 2, 3, 4]
+
+
+def test_interrupted_trial_is_failed_not_counted_and_rerun_resumes(tmp_path: Path) -> None:
+    path = tmp_path / "tune.journal"
+
+    def interrupt_second(trial: optuna.Trial) -> float:
+        if trial.number == 1:
+            raise KeyboardInterrupt
+        return quadratic(trial)
+
+    with pytest.raises(KeyboardInterrupt):
+        list(run_trials(journal_study(path), interrupt_second, n_trials=4))
+    study = journal_study(path)
+    assert study.trials[1].state == TrialState.FAIL and study.trials[1].user_attrs["fail_reason"] == INTERRUPTED
+    ran = list(run_trials(study, quadratic, n_trials=4))
+    assert [o.number for o in ran] == [2, 3, 4]
+    assert numbers(study) == [0, 1, 2, 3, 4]  # no duplicate numbers; 4 counted trials + the interrupted one
+
+
+def test_trial_left_running_by_a_dead_process_is_failed(tmp_path: Path) -> None:
+    path = tmp_path / "tune.journal"
+    study = journal_study(path)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = study.ask()
+    orphan.set_user_attr("host", os.uname().nodename)
+    orphan.set_user_attr("pid", int(dead.stdout))
+    assert len(list(run_trials(study, quadratic, n_trials=2))) == 2
+    assert study.trials[0].state == TrialState.FAIL and numbers(study) == [0, 1, 2]
+
+
+def test_failed_and_pruned_trials_are_recorded_and_the_study_goes_on(tmp_path: Path) -> None:
+    study = journal_study(tmp_path / "tune.journal", pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+
+    def objective(trial: optuna.Trial) -> float:
+        x = quadratic(trial)
+        if trial.number == 1:
+            raise CompError("training loss is nan at epoch 1")
+        value = 1e9 if trial.number == 4 else x  # a terrible value: the median pruner stops it
+        trial.report(value, 0)
+        if trial.should_prune():
+            raise optuna.TrialPruned("terrible")
+        return value
+
+    ran = list(run_trials(study, objective, n_trials=6, catch=(CompError,)))
+    states = [o.state for o in ran]
+    assert states == ["complete", "failed", "complete", "complete", "pruned", "complete"]
+    assert "training loss is nan" in study.trials[1].user_attrs["fail_reason"]
+    assert study.trials[4].state == TrialState.PRUNED
+
+
+def test_many_failures_in_a_row_stop_the_run(tmp_path: Path) -> None:
+    def broken(trial: optuna.Trial) -> float:
+        raise ValueError("bug")
+
+    with pytest.raises(CompError, match=r"3 trials in a row failed; the last one with ValueError: bug"):
+        list(run_trials(journal_study(tmp_path / "j"), broken, n_trials=10, catch=(ValueError,), max_failures_in_a_row=3))
+
+
+def test_same_seed_and_storage_state_give_the_same_suggestions(tmp_path: Path) -> None:
+    def params(path: Path, seed: int) -> list[float]:
+        study = journal_study(path, seed=seed)
+        list(run_trials(study, quadratic, n_trials=5))
+        return [t.params["x"] for t in study.trials]
+
+    a, b, c = params(tmp_path / "a", 3), params(tmp_path / "b", 3), params(tmp_path / "c", 4)
+    assert a == b and a != c
+    assert len(set(a)) == 5  # trial-number seeding: workers joining one study never repeat a draw
+
+
+# ---------------------------------------------------------------- through tune_experiment and the CLI
+
+
+def fake_fit(cfg, tables, fold_of, fold, out_dir, *, ws, progress, on_epoch):
+    """A stand-in for fit_fold: score falls with distance from lr=1e-3; writes a file like a checkpoint."""
+    out_dir.mkdir(parents=True)
+    (out_dir / "best.pt").write_bytes(b"x")
+    score = 1.0 / (1.0 + abs(np.log10(cfg.train.lr) + 3))
+    for epoch in range(cfg.train.epochs):
+        on_epoch(epoch, {"score": score * (epoch + 1) / cfg.train.epochs, "val_loss": 1.0})
+    return SimpleNamespace(score=score)
+
+
+def test_tune_experiment_with_stand_in_fit(tiny_ws: Path) -> None:
+    ws = Workspace.at(tiny_ws)
+    cfg = load_config(tiny_ws, "baseline", ["tune.space={train.lr: {float: [1.0e-5, 1.0e-1], log: true}}",
+                                            "tune.epochs=3"])
+    result = tune_experiment(ws, cfg, exp="baseline", trials=4, folds="0,1", fit=fake_fit)
+    assert result.counts["complete"] + result.counts["pruned"] == 4
+    assert not (ws.exp_dir("baseline") / "tune").exists() or not any((ws.exp_dir("baseline") / "tune").iterdir())
+    study = optuna.load_study(study_name="baseline", storage=open_storage(None, ws.tune_journal("baseline")))
+    steps = study.trials[0].intermediate_values
+    assert sorted(steps) == [0, 1, 2, 3, 4, 5]  # fold_pos * epochs + epoch over two folds
+    tuned = yaml.safe_load(ws.tuned_yaml("baseline").read_text())
+    assert tuned["train"]["lr"] == result.best_params["train.lr"]
+    assert tuned["train"]["epochs"] == 2  # tune.epochs applies during tuning only
+    assert "Hyperparameter search" in ws.report_html("baseline").read_text()
+
+
+def test_three_trial_study_through_the_cli_and_the_tuned_yaml_trains(tiny_ws: Path) -> None:
+    space = "tune.space={train.lr: {float: [1.0e-3, 1.0e-2], log: true}, train.weight_decay: {float: [0.0, 0.1]}}"
+    args = ["tune", "-w", str(tiny_ws), "--trials", "3", "--set", space, "--set", "tune.epochs=1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    print(result.output)
+    assert "top trials" in result.output and "comp fold-train -e baseline-tuned" in result.output
+    ws = Workspace.at(tiny_ws)
+    study = optuna.load_study(study_name="baseline", storage=open_storage(None, ws.tune_journal("baseline")))
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    assert not any((ws.exp_dir("baseline") / "tune").glob("trial*"))  # trial outputs deleted
+    report = ws.report_html("baseline").read_text()
+    assert "tune-history.png" in report and "tune-importances.png" in report
+    tuned = load_config(tiny_ws, "baseline-tuned")
+    assert tuned.train.lr == study.best_params["train.lr"] and tuned.train.epochs == 2
+    from comp.data.tables import load_tables
+    from comp.engine import fit_fold
+    from comp.folds import ensure_folds
+
+    tuned = load_config(tiny_ws, "baseline-tuned", ["train.epochs=1"])
+    tables = load_tables(tuned, ws)
+    fold_of, _ = ensure_folds(ws, tables, tuned.folds.k, tuned.folds.seed)
+    fit = fit_fold(tuned, tables, fold_of, 0, ws.fold_dir("baseline-tuned", 0), ws=ws)
+    assert np.isfinite(fit.score) and (ws.fold_dir("baseline-tuned", 0) / "best.pt").is_file()
+
+
+def test_nan_trial_fails_with_its_reason_and_the_study_goes_on(tiny_ws: Path) -> None:
+    space = "tune.space={train.lr: {categorical: [1.0e+30, 0.003]}}"
+    result = runner.invoke(app, ["tune", "-w", str(tiny_ws), "--trials", "4", "--set", space,
+                                 "--set", "tune.epochs=1", "--set", "tune.seed=1"])
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="baseline",
+                              storage=open_storage(None, Workspace.at(tiny_ws).tune_journal("baseline")))
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert failed and all(t.params["train.lr"] == 1e30 for t in failed)
+    assert all("NonFiniteLoss" in t.user_attrs["fail_reason"] for t in failed)
+    assert len(study.trials) == 4 and any(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+def test_two_processes_share_one_journal(tiny_ws: Path) -> None:
+    space = "tune.space={train.lr: {float: [1.0e-3, 1.0e-2], log: true}}"
+    cmd = [sys.executable, "-m", "comp", "tune", "-w", str(tiny_ws), "--trials", "4", "--set", space,
+           "--set", "tune.epochs=1", "--set", "tune.pruner=none"]
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+               for _ in range(2)]
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    study = optuna.load_study(study_name="baseline",
+                              storage=open_storage(None, Workspace.at(tiny_ws).tune_journal("baseline")))
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert len({t.params["train.lr"] for t in study.trials}) == 4
