@@ -136,6 +136,8 @@ class TuneConfig(Strict):
     space: dict[str, dict[str, Any]] = {}
     pruner: Literal["median", "hyperband", "none"] = "median"
     epochs: int | None = None  # train.epochs during tuning; None = the experiment's
+    seed: int | None = None  # TPE sampler seed; None = train.seed
+    n_startup_trials: int = 10  # random trials before TPE models the results
 
 
 class Config(Strict):
