@@ -32,6 +32,7 @@ from comp.cli import folds as _folds  # noqa: E402,F401
 from comp.cli import train as _train  # noqa: E402,F401
 from comp.cli import doctor as _doctor  # noqa: E402,F401
 from comp.cli import demo as _demo  # noqa: E402,F401
+from comp.cli import tune as _tune  # noqa: E402,F401
 from comp.cli import eda as _eda  # noqa: E402,F401
 
 
