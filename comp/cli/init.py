@@ -1,0 +1,87 @@
+"""`comp init`: write comp.yaml, the data tables and experiments/baseline.yaml from a competition's data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from comp.cli import app
+from comp.cli.common import WorkspaceOpt, console, handle_errors, print_table
+from comp.errors import CompError
+from comp.init import FORMS, Plan, Written, detect_form, init_csv, init_folders, init_mask, parse_age_bands, write_plan
+from comp.workspace import Workspace
+
+PathOpt = Path | None
+
+
+def pick_source(source: Path | None, train: Path | None) -> Path:
+    if source is not None and train is not None and source.resolve() != train.resolve():
+        raise CompError(f"got both SOURCE {source} and --train {train}; pass one of them")
+    if source is None and train is None:
+        raise CompError("nothing to read: pass the train CSV, the train folder or the data folder "
+                        "(e.g. `comp init --from csv --train data/train.csv`)")
+    return source if source is not None else train  # type: ignore[return-value]
+
+
+def show(plan: Plan, done: Written) -> None:
+    if plan.guesses:
+        rows = [(g.role, g.column or "-", g.how, ", ".join(g.alternatives[:4]) or "-") for g in plan.guesses]
+        print_table(pd.DataFrame(rows, columns=["role", "column", "why", "alternatives"]),
+                    title="columns (override with --id-col / --image-col / --label-col / --group-col)")
+    for note in plan.notes:
+        console.print(note, highlight=False)
+    for skip in plan.skipped:
+        console.print(f"[yellow]{skip}[/]", highlight=False)
+    if plan.corrections:
+        console.print(f"applied {len(plan.corrections)} corrections:")
+        for c in plan.corrections:
+            console.print(f"  {c.person}: {c.column} {c.old} -> {c.new}", highlight=False)
+    for path in done.written:
+        console.print(f"wrote {path}", highlight=False)
+    for path in done.kept:
+        console.print(f"kept {path} (it exists; delete it to get a fresh baseline)", highlight=False)
+    console.print(f"{len(done.tables.train)} training images, {done.tables.n_classes} classes, metric "
+                  f"{done.config.metric}. Next: comp folds, then comp fold-train", highlight=False)
+
+
+@app.command("init")
+@handle_errors
+def init_command(
+    source: Annotated[PathOpt, typer.Argument(help="The train CSV (csv), train folder (folders) or data folder (mask).")] = None,
+    form: Annotated[str | None, typer.Option("--from", help="csv | folders | mask (default: told from SOURCE).")] = None,
+    train: Annotated[PathOpt, typer.Option("--train", help="Same as SOURCE.")] = None,
+    test: Annotated[PathOpt, typer.Option("--test", help="Test CSV (csv) or flat test folder (folders).")] = None,
+    sample: Annotated[PathOpt, typer.Option("--sample", help="Sample submission: the ids, order and columns to write.")] = None,
+    image_root: Annotated[PathOpt, typer.Option("--image-root", help="csv: folder the image column is relative to.")] = None,
+    id_col: Annotated[str | None, typer.Option("--id-col", help="csv: the id column (default: guessed).")] = None,
+    image_col: Annotated[str | None, typer.Option("--image-col", help="csv: the image path column.")] = None,
+    label_col: Annotated[str | None, typer.Option("--label-col", help="csv: the label column.")] = None,
+    group_col: Annotated[str | None, typer.Option("--group-col", help="csv: the group column, or none.")] = None,
+    metric: Annotated[str | None, typer.Option("--metric", help="Competition metric (default: accuracy; mask: macro_f1).")] = None,
+    age_bands: Annotated[str, typer.Option("--age-bands", help="mask: age band boundaries, e.g. 30,58.")] = "30,60",
+    fix: Annotated[PathOpt, typer.Option("--fix", help="mask: corrections CSV with columns person, column, value.")] = None,
+    out_train: Annotated[str | None, typer.Option("--out-train", help="Where a generated train table goes, relative to the workspace (default: data/train.csv).")] = None,
+    out_test: Annotated[str | None, typer.Option("--out-test", help="Where a generated test table goes (default: data/test.csv).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing comp.yaml and data tables.")] = False,
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Write a validated workspace from a CSV, class folders (train/<class>/*.jpg) or the face-mask layout."""
+    ws = Workspace.at(workspace)
+    src = pick_source(source, train)
+    form = form or detect_form(src)
+    if form not in FORMS:
+        raise CompError(f"--from {form!r} is not a form; use one of {', '.join(FORMS)}")
+    outs = {"out_train": out_train, "out_test": out_test}
+    if form == "csv":
+        plan = init_csv(src, ws, test_csv=test, image_root=image_root, id_col=id_col, image_col=image_col,
+                        label_col=label_col, group_col=group_col, sample_csv=sample, metric=metric or "accuracy", **outs)
+    elif form == "folders":
+        plan = init_folders(src, ws, test_dir=test, sample_csv=sample, metric=metric or "accuracy", **outs)
+    else:
+        plan = init_mask(src, ws, age_bands=parse_age_bands(age_bands), fix=fix, **outs)
+        if metric:
+            plan = Plan(**{**plan.__dict__, "comp": {**plan.comp, "metric": metric}})
+    show(plan, write_plan(ws, plan, force=force))

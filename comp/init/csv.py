@@ -1,0 +1,291 @@
+"""`comp init --from csv`: guess a table's id / image / label / group columns and find its images.
+
+Each guess says why, and lists the other candidates; a flag given by the user replaces the guess.
+The user's CSVs are used as they are when their image column resolves under one root; otherwise
+(images named by id + extension, or test images in another folder) tables with a `path` column
+are generated at data/train.csv and data/test.csv.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from comp.errors import CompError, did_you_mean
+from comp.init.plan import IMAGE_EXTS, Guess, Plan, output, rel_to, submission_from_sample
+from comp.workspace import Workspace
+
+ID_NAMES = ("id", "image_id", "imageid", "img_id", "image_name", "filename", "file_name", "name", "uid", "image")
+IMAGE_NAMES = ("path", "image_path", "filepath", "file_path", "filename", "file_name", "file", "image", "img",
+               "image_name", "fname", "image_file")
+LABEL_NAMES = ("label", "labels", "target", "class", "class_name", "category", "diagnosis", "y", "ans", "answer",
+               "species", "breed", "landmark_id", "class_id", "label_id")
+GROUP_NAMES = ("group", "group_id", "person", "person_id", "patient", "patient_id", "subject", "subject_id", "user",
+               "user_id", "individual", "individual_id", "study", "study_id", "case", "case_id", "owner", "site")
+N_PROBE = 20
+
+
+def norm(name: object) -> str:
+    return str(name).strip().lower().replace(" ", "_").replace("-", "_")
+
+
+def read_table(path: Path, what: str) -> pd.DataFrame:
+    """A CSV with every column as text (ids like 000123 keep their zeros)."""
+    if not Path(path).is_file():
+        raise CompError(f"{what} {path} does not exist; pass an existing CSV")
+    try:
+        frame = pd.read_csv(path, dtype=str)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise CompError(f"{what} {path} could not be read as CSV: {exc}") from exc
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+def require_column(frame: pd.DataFrame, column: str, flag: str, name: str) -> str:
+    if column not in frame.columns:
+        cols = list(frame.columns)
+        raise CompError(f"{flag} {column!r} is not a column of {name}{did_you_mean(column, cols)} (columns: {', '.join(cols)})")
+    return column
+
+
+# ---------------------------------------------------------------- images
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where a table's images are: root / (value of column + suffix)."""
+
+    column: str
+    root: Path
+    suffix: str  # '' when the values carry their extension
+
+    def files(self, frame: pd.DataFrame) -> list[Path]:
+        return [self.root / (str(v) + self.suffix) for v in frame[self.column]]
+
+
+def candidate_roots(*anchors: Path) -> list[Path]:
+    """Folders where image paths may be relative to: each anchor and its visible subfolders."""
+    roots: list[Path] = []
+    for anchor in anchors:
+        anchor = Path(os.path.abspath(anchor))
+        if not anchor.is_dir():
+            continue
+        subdirs = sorted(d for d in anchor.iterdir() if d.is_dir() and not d.name.startswith("."))
+        for d in (anchor, *subdirs):
+            if d not in roots:
+                roots.append(d)
+    return roots
+
+
+def probe_values(frame: pd.DataFrame, column: str) -> list[str]:
+    values = frame[column].dropna().astype(str).tolist()
+    step = max(1, len(values) // N_PROBE)
+    return values[::step][:N_PROBE]
+
+
+def probe(frame: pd.DataFrame, column: str, roots: list[Path], suffixes: tuple[str, ...]) -> tuple[float, ImageSource] | None:
+    """The (share of probed values found, source) of the best root and suffix for one column."""
+    values = probe_values(frame, column)
+    if not values:
+        return None
+    has_ext = sum(Path(v).suffix.lower() in IMAGE_EXTS for v in values) > len(values) / 2
+    best = None
+    for suffix in ("",) if has_ext else suffixes:
+        for root in roots:
+            share = sum((root / (v + suffix)).is_file() for v in values) / len(values)
+            if share > 0 and (best is None or share > best[0]):
+                best = (share, ImageSource(column, root, suffix))
+    return best
+
+
+def find_images(frame: pd.DataFrame, roots: list[Path], columns: list[str], *,
+                suffixes: tuple[str, ...] | None = None) -> tuple[ImageSource | None, list[str]]:
+    """The column/root/suffix under which most probed values name files, and other columns that name some."""
+    suffixes = suffixes or ("", *sorted(IMAGE_EXTS), *sorted(e.upper() for e in IMAGE_EXTS))
+    found = []
+    for col in columns:
+        hit = probe(frame, col, roots, suffixes)
+        if hit is not None:
+            named = norm(col) in IMAGE_NAMES
+            found.append(((hit[0], named, hit[1].suffix == ""), hit[1]))
+    found.sort(key=lambda x: x[0], reverse=True)
+    if not found:
+        return None, []
+    return found[0][1], [s.column for _, s in found[1:]]
+
+
+def text_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if frame[c].notna().any()]
+
+
+# ---------------------------------------------------------------- columns
+
+
+def guess_id(frame: pd.DataFrame, image: ImageSource, given: str | None) -> Guess:
+    if given:
+        return Guess("id", require_column(frame, given, "--id-col", "the train CSV"), "given (--id-col)")
+    unique = [c for c in frame.columns if frame[c].notna().all() and not frame[c].duplicated().any()]
+    if image.suffix:
+        return Guess("id", image.column, "its values + extension name the image files",
+                     tuple(c for c in unique if c != image.column))
+    named = [c for c in unique if norm(c) in ID_NAMES and c != image.column]
+    ranked = named + ([image.column] if image.column in unique else []) + [c for c in unique if c not in named]
+    ranked = list(dict.fromkeys(ranked))
+    if not ranked:
+        raise CompError(f"no column of the train CSV has unique values to serve as the id (columns: "
+                        f"{', '.join(frame.columns)}); add one or pass --id-col")
+    how = ("named like an id, values unique" if ranked[0] in named
+           else "the image column (unique)" if ranked[0] == image.column else "values unique")
+    return Guess("id", ranked[0], how, tuple(ranked[1:]))
+
+
+def guess_label(frame: pd.DataFrame, test: pd.DataFrame | None, taken: set[str], given: str | None) -> Guess:
+    if given:
+        return Guess("label", require_column(frame, given, "--label-col", "the train CSV"), "given (--label-col)")
+    n = len(frame)
+    scored = []
+    for col in frame.columns:
+        n_unique = frame[col].nunique()
+        if col in taken or n_unique < 2 or n_unique > max(2, n // 2) or frame[col].isna().any():
+            continue
+        absent = test is not None and col not in test.columns
+        scored.append(((absent, norm(col) in LABEL_NAMES, -n_unique), col))
+    scored.sort(key=lambda x: x[0], reverse=True)
+    if not scored:
+        raise CompError(f"no column of the train CSV looks like a label (2 or more classes, repeated values, "
+                        f"no empty cells; columns: {', '.join(frame.columns)}); pass --label-col")
+    (absent, named, n_neg), col = scored[0]
+    why = [w for w, ok in (("absent from the test CSV", absent), ("named like a label", named)) if ok]
+    return Guess("label", col, f"{', '.join(why) or 'fewest distinct values'}; {-n_neg} classes",
+                 tuple(c for _, c in scored[1:]))
+
+
+def guess_group(frame: pd.DataFrame, taken: set[str], given: str | None) -> Guess:
+    if given:
+        if given.lower() == "none":
+            return Guess("group", None, "given (--group-col none)")
+        return Guess("group", require_column(frame, given, "--group-col", "the train CSV"), "given (--group-col)")
+    repeated = [c for c in frame.columns if c not in taken and 1 < frame[c].nunique() < len(frame)]
+    named = [c for c in repeated if norm(c) in GROUP_NAMES or (norm(c).endswith("_id") and c not in taken)]
+    named.sort(key=lambda c: norm(c) not in GROUP_NAMES)
+    if not named:
+        return Guess("group", None, "no column named like a group (person, patient, ...): folds split images one by one",
+                     tuple(repeated))
+    n_groups = frame[named[0]].nunique()
+    return Guess("group", named[0], f"named like a group; {n_groups} groups keep their images in one fold",
+                 tuple(c for c in repeated if c != named[0]))
+
+
+# ---------------------------------------------------------------- the form
+
+
+def locate(frame: pd.DataFrame, roots: list[Path], columns: list[str], name: str, *,
+           suffixes: tuple[str, ...] | None = None) -> tuple[ImageSource, tuple[str, ...]]:
+    source, others = find_images(frame, roots, columns, suffixes=suffixes)
+    if source is None:
+        shown = ", ".join(str(r) for r in roots[:4]) + (f" and {len(roots) - 4} more" if len(roots) > 4 else "")
+        raise CompError(f"no column of {name} ({', '.join(columns)}) names image files under any folder tried "
+                        f"({shown}); pass --image-root DIR (and --image-col COLUMN)")
+    return source, tuple(others)
+
+
+def image_guess(source: ImageSource, others: tuple[str, ...], given: str | None) -> Guess:
+    how = "given (--image-col); " if given else ""
+    how += f"values name files under {source.root}" + (f" once '{source.suffix}' is added" if source.suffix else "")
+    return Guess("image", source.column, how, others)
+
+
+def test_source(test: pd.DataFrame, id_col: str, image: ImageSource, roots: list[Path]) -> ImageSource:
+    """Find test images by the train image column, else by id + extension; the train root is tried first."""
+    column = image.column if image.column in test.columns else id_col
+    exts = tuple(e for e in (image.suffix, "", *sorted(IMAGE_EXTS)) if e is not None)
+    source, _ = locate(test, [image.root, *roots], [column], "the test table", suffixes=tuple(dict.fromkeys(exts)))
+    return source
+
+
+def test_frame(test: pd.DataFrame | None, sample: pd.DataFrame | None, id_col: str) -> pd.DataFrame | None:
+    """The test table: --test as read, else the sample submission's ids; its id column named like train's."""
+    if test is not None:
+        if id_col not in test.columns and sample is not None and sample.columns[0] in test.columns:
+            test = test.rename(columns={sample.columns[0]: id_col})
+        return test
+    if sample is None:
+        return None
+    return pd.DataFrame({id_col: sample.iloc[:, 0].astype(str)})
+
+
+def derive(train: pd.DataFrame, test: pd.DataFrame | None, sources: list[ImageSource]) -> tuple[pd.DataFrame, pd.DataFrame | None, str, Path]:
+    """Tables with a path column relative to the images' common root: (train, test, path column, root)."""
+    root = Path(os.path.commonpath([str(s.root) for s in sources]))
+    col = "path" if "path" not in train.columns or sources[0].column == "path" else "image_path"
+    train = train.assign(**{col: [f.relative_to(root).as_posix() for f in sources[0].files(train)]})
+    if test is not None:
+        test = test.assign(**{col: [f.relative_to(root).as_posix() for f in sources[1].files(test)]})
+    return train, test, col, root
+
+
+def init_csv(
+    train_csv: Path,
+    ws: Workspace,
+    *,
+    test_csv: Path | None = None,
+    image_root: Path | None = None,
+    id_col: str | None = None,
+    image_col: str | None = None,
+    label_col: str | None = None,
+    group_col: str | None = None,
+    sample_csv: Path | None = None,
+    metric: str = "accuracy",
+    out_train: str | None = None,
+    out_test: str | None = None,
+) -> Plan:
+    """Inspect a train CSV (and test CSV / sample submission), guess its columns, find its images; return a Plan."""
+    train_csv = Path(train_csv)
+    train = read_table(train_csv, "train CSV")
+    if image_root is not None and not Path(image_root).is_dir():
+        raise CompError(f"--image-root {image_root} is not a folder; pass the folder the image paths are relative to")
+    roots = [Path(os.path.abspath(image_root))] if image_root else candidate_roots(train_csv.parent, ws.root, ws.root / "data")
+    columns = [require_column(train, image_col, "--image-col", "the train CSV")] if image_col else text_columns(train)
+    image, others = locate(train, roots, columns, "the train CSV")
+    guesses = [image_guess(image, others, image_col), guess_id(train, image, id_col)]
+    taken = {image.column, guesses[1].column}
+    test_raw = read_table(test_csv, "test CSV") if test_csv else None
+    guesses.append(guess_label(train, test_raw, taken, label_col))
+    guesses.append(guess_group(train, taken | {guesses[2].column}, group_col))
+    ident, label, group = (g.column for g in guesses[1:])
+    sub, sample = {"id_col": ident, "target_col": label, "kind": "label"}, None
+    if sample_csv is not None:
+        classes = sorted(train[label].dropna().unique().tolist())
+        sub, sample = submission_from_sample(Path(sample_csv), ws, classes)
+    test = test_frame(test_raw, sample, ident)
+    sources = [image]
+    if test is not None:
+        require_column(test, ident, "the id column", "the test table")
+        test_roots = candidate_roots(*(p.parent for p in (Path(test_csv or sample_csv),)), image.root.parent, ws.root, ws.root / "data")
+        sources.append(test_source(test, ident, image, test_roots))
+    as_is = test_csv is not None or test is None
+    as_is = as_is and all(s.suffix == "" and s.column == image.column and s.root == image.root for s in sources)
+    data = {"id_col": ident, "label_col": label, "group_col": group}
+    if as_is:
+        data |= {"train_csv": rel_to(ws, train_csv), "test_csv": rel_to(ws, test_csv) if test_csv else None,
+                 "image_root": rel_to(ws, image.root), "image_col": image.column}
+        generated: tuple[str, ...] = ()
+    else:
+        train, test, col, root = derive(train, test, sources)
+        ins = (train_csv, test_csv, sample_csv)
+        data |= {"train_csv": output(ws, out_train, "train", ins),
+                 "test_csv": output(ws, out_test, "test", ins) if test is not None else None,
+                 "image_root": rel_to(ws, root), "image_col": col}
+        generated = ("train", "test") if test is not None else ("train",)
+    comp = {"data": data, "metric": metric, "submission": sub}
+    notes = [f"{len(train)} training rows, {train[label].nunique()} classes"
+             + (f", {len(test)} test rows" if test is not None else "; no test table (--test or --sample gives one)")]
+    if generated:
+        notes.append(f"images are found through {', '.join(f'{s.column}+{s.suffix!r}' for s in sources)}: "
+                     "tables with a path column are written")
+    inputs = tuple(Path(p) for p in (train_csv, test_csv, sample_csv) if p is not None)
+    return Plan(comp=comp, train=train, test=test, generated=generated, sources=inputs,
+                guesses=tuple(guesses), notes=tuple(notes))
