@@ -30,6 +30,7 @@ def _root() -> None:
 # Each verb lives in its own module and registers itself on `app` when imported.
 from comp.cli import folds as _folds  # noqa: E402,F401
 from comp.cli import train as _train  # noqa: E402,F401
+from comp.cli import init as _init  # noqa: E402,F401
 from comp.cli import doctor as _doctor  # noqa: E402,F401
 from comp.cli import demo as _demo  # noqa: E402,F401
 from comp.cli import tune as _tune  # noqa: E402,F401
