@@ -75,6 +75,8 @@ def build_one(spec: Any, where: str) -> Any:
             f"{where}: each transform must be a one-key mapping like {{HorizontalFlip: {{p: 0.5}}}}, got {spec!r}"
         )
     name, args = next(iter(spec.items()))
+    if args is not None and not isinstance(args, dict):
+        raise CompError(f"{where}: arguments of {name} must be a mapping like {{p: 0.5}}, got {args!r}")
     args = dict(args or {})
     cls = getattr(A, str(name), None)
     if not (inspect.isclass(cls) and issubclass(cls, (A.BasicTransform, A.BaseCompose))):
@@ -99,22 +101,26 @@ def _construct(cls: type, args: dict[str, Any], where: str) -> Any:
         )
     try:
         return cls(**args)
-    except (ValueError, TypeError) as exc:  # pydantic ValidationError is a ValueError
-        bad = _bad_field(exc) or ", ".join(map(str, args))
+    except (ValueError, TypeError) as exc:  # albumentations wraps pydantic's ValidationError in a ValueError
+        field, why = _explain(exc)
+        bad = repr(field) if field else ", ".join(map(repr, args))
         raise CompError(
-            f"{where}: {cls.__name__} rejected argument {bad} ({args}): {str(exc).splitlines()[-1].strip() or exc}; "
+            f"{where}: {cls.__name__} rejected argument {bad} (got {args.get(field, args)!r}): {why}; "
             f"valid arguments: {', '.join(valid)}"
         ) from None
 
 
-def _bad_field(exc: Exception) -> str | None:
-    errors = getattr(exc, "errors", None)
-    if not callable(errors):
-        return None
-    try:
-        return ", ".join(sorted({repr(str(e["loc"][0])) for e in errors() if e.get("loc")})) or None
-    except (TypeError, KeyError, IndexError):
-        return None
+def _explain(exc: Exception) -> tuple[str | None, str]:
+    """(argument name, reason) from a pydantic validation error inside `exc`, else (None, message)."""
+    for err in (exc, exc.__cause__, exc.__context__):
+        errors = getattr(err, "errors", None)
+        if callable(errors):
+            try:
+                first = errors()[0]
+                return str(first["loc"][0]), "; ".join(sorted({e["msg"] for e in errors()}))
+            except (TypeError, KeyError, IndexError):
+                break
+    return None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def explicit(cfg: Config) -> list[Any]:

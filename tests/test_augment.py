@@ -1,0 +1,131 @@
+"""comp.data.augment: presets and explicit lists give the input shape; bad lists give named errors; MixUp."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from comp.config import Config
+from comp.data.augment import build_eval_transform, build_mixup, build_train_transform
+from comp.data.cache import cache_hw
+from comp.errors import CompError
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def config(size=(24, 32), **augment) -> Config:
+    return Config.model_validate({"image": {"size": list(size)}, "augment": augment,
+                                  "train": {"batch_size": 8}})
+
+
+def cached_image(cfg: Config, seed: int = 0) -> np.ndarray:
+    h, w = cache_hw(cfg)
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("preset", ["none", "light", "medium", "heavy"])
+@pytest.mark.parametrize("size", [(24, 32), (32, 24), (40, 40)])
+def test_each_preset_gives_the_input_shape(preset, size):
+    cfg = config(size, preset=preset)
+    for build in (build_train_transform, build_eval_transform):
+        out = build(cfg, MEAN, STD)(image=cached_image(cfg))["image"]
+        assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+        assert tuple(out.shape) == (3, *size)
+
+
+def test_eval_pipeline_is_deterministic_centre_crop_and_normalised():
+    cfg = config((24, 32), preset="light")
+    img = cached_image(cfg)
+    t = build_eval_transform(cfg, MEAN, STD)
+    a, b = t(image=img)["image"], t(image=img)["image"]
+    assert torch.equal(a, b)
+    h, w = cache_hw(cfg)
+    top, left = (h - 24) // 2, (w - 32) // 2
+    expected = (img[top:top + 24, left:left + 32].astype(np.float32) / 255 - 0.5) / 0.25
+    assert np.allclose(a.permute(1, 2, 0).numpy(), expected, atol=1e-5)
+
+
+def test_train_augmentation_varies_and_is_seeded():
+    cfg = config(preset="medium")
+    img = cached_image(cfg)
+    t1, t2 = build_train_transform(cfg, MEAN, STD), build_train_transform(cfg, MEAN, STD)
+    outs1 = [t1(image=img)["image"] for _ in range(4)]
+    outs2 = [t2(image=img)["image"] for _ in range(4)]
+    assert all(torch.equal(a, b) for a, b in zip(outs1, outs2))  # same seed, same stream
+    assert not torch.equal(outs1[0], outs1[1])
+
+
+def test_explicit_list_replaces_the_preset():
+    cfg = config(preset="heavy", transforms=[{"HorizontalFlip": {"p": 1.0}}, {"Affine": {"rotate": [-10, 10]}},
+                                            {"OneOf": {"transforms": [{"Blur": None}, {"GaussNoise": {}}], "p": 0.5}}])
+    t = build_train_transform(cfg, MEAN, STD)
+    names = [type(s).__name__ for s in t.transforms]
+    assert names == ["HorizontalFlip", "Affine", "OneOf", "Resize", "Normalize", "ToTensorV2"]
+    assert cache_hw(cfg) == (24, 32)  # no crop in the list: cached at input size, same scale as eval
+    img = cached_image(cfg)
+    assert tuple(t(image=img)["image"].shape) == (3, 24, 32)
+
+
+def test_explicit_flip_really_flips():
+    cfg = config(transforms=[{"HorizontalFlip": {"p": 1.0}}])
+    img = cached_image(cfg)
+    flipped = build_train_transform(cfg, MEAN, STD)(image=img)["image"]
+    plain = build_eval_transform(cfg, MEAN, STD)(image=img)["image"]
+    assert torch.allclose(flipped, plain.flip(-1))
+
+
+def test_explicit_crop_keeps_room_for_it():
+    cfg = config(transforms=[{"RandomCrop": {"height": 24, "width": 32}}])
+    assert cache_hw(cfg) == (27, 36)
+    out = build_train_transform(cfg, MEAN, STD)(image=cached_image(cfg))["image"]
+    assert tuple(out.shape) == (3, 24, 32)
+
+
+def test_unknown_transform_suggests_close_names():
+    cfg = config(transforms=[{"HorizontalFlip": {}}, {"HorizontalFlipp": {"p": 0.5}}])
+    with pytest.raises(CompError, match=r"augment.transforms\[1\]: 'HorizontalFlipp' is not an albumentations "
+                                        r"transform; did you mean HorizontalFlip"):
+        build_train_transform(cfg, MEAN, STD)
+
+
+def test_unknown_argument_names_transform_and_valid_arguments():
+    cfg = config(transforms=[{"Affine": {"rotat": [-10, 10]}}])
+    with pytest.raises(CompError, match=r"augment.transforms\[0\]: Affine has no argument 'rotat'; "
+                                        r"valid arguments: scale, .*rotate"):
+        build_train_transform(cfg, MEAN, STD)
+
+
+def test_invalid_argument_value_names_the_argument():
+    cfg = config(transforms=[{"Affine": {"rotate": "a lot"}}])
+    with pytest.raises(CompError, match=r"Affine rejected argument 'rotate'.*valid arguments: .*rotate"):
+        build_train_transform(cfg, MEAN, STD)
+
+
+@pytest.mark.parametrize("spec", [[{"HorizontalFlip": {}, "Blur": {}}], [{"Blur": [3, 5]}],
+                                  [{"OneOf": {"p": 1.0}}]])
+def test_malformed_entries_rejected(spec):
+    with pytest.raises(CompError, match=r"augment.transforms\[0\]"):
+        build_train_transform(config(transforms=spec), MEAN, STD)
+
+
+def test_mixup_off_by_default_and_soft_targets_when_on():
+    assert build_mixup(config(), 3) is None
+    cfg = Config.model_validate({"augment": {"mixup_alpha": 0.4, "cutmix_alpha": 1.0},
+                                 "train": {"batch_size": 4, "label_smoothing": 0.1}})
+    x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 1])
+    outs = []
+    for _ in range(2):
+        state = np.random.get_state()
+        mix = build_mixup(cfg, 3)
+        xm, ym = mix(x.clone(), y.clone())
+        outs.append((xm, ym))
+        assert np.array_equal(np.random.get_state()[1], state[1])  # global numpy RNG untouched
+    assert ym.shape == (4, 3) and torch.allclose(ym.sum(1), torch.ones(4))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])  # seeded
+
+
+def test_mixup_needs_even_batch():
+    cfg = Config.model_validate({"augment": {"mixup_alpha": 0.2}, "train": {"batch_size": 7}})
+    with pytest.raises(CompError, match="even train.batch_size, got 7"):
+        build_mixup(cfg, 3)
