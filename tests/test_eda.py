@@ -181,6 +181,7 @@ def test_train_test_differences_are_flagged(make_ws) -> None:
 def test_bbox_crops_without_test_set(make_ws) -> None:
     root = make_ws(n_classes=2, groups_per_class=2, grouped=False)
     train = pd.read_csv(root / "data" / "train.csv").assign(x0=2, y0=3, x1=12, y1=14)
+    train.loc[0, "x1"] = 40  # beyond the 16 px wide image
     train.to_csv(root / "data" / "train.csv", index=False)
     comp = yaml.safe_load((root / "comp.yaml").read_text())
     comp["data"].update(bbox_cols=["x0", "y0", "x1", "y1"], test_csv=None)
@@ -188,6 +189,8 @@ def test_bbox_crops_without_test_set(make_ws) -> None:
     result = _eda(root, samples=2)
     assert result.summary["n_test"] == 0 and result.summary["groups"] is None and result.summary["folds"] is None
     assert '<img src="crops.png"' in result.report.read_text() and (root / "eda" / "crops.png").is_file()
+    assert result.problems[["id", "problem"]].values.tolist() == [[train["id"][0], "unusual"]]
+    assert result.problems["detail"][0] == "bounding box (2, 3, 40, 14) empty, missing or outside the 16x16 image"
 
 
 def test_cli_eda(make_ws) -> None:

@@ -33,13 +33,14 @@ def hamming_pairs(
     found_i, found_j, found_d = [], [], []
     for start in range(0, len(a), block):
         rows = a[start : start + block]
-        dist = np.bitwise_count(rows[:, None] ^ b[None, :])  # (block, len(b)) uint8
+        offset = start if same else 0  # within one set, columns before the block were paired already
+        dist = np.bitwise_count(rows[:, None] ^ b[None, offset:])  # (block, len(b) - offset) uint8
         hit = dist <= threshold
-        if same:  # keep the upper triangle only: j > i
-            hit &= np.arange(len(b))[None, :] > np.arange(start, start + len(rows))[:, None]
+        if same:  # in the diagonal square keep j > i only
+            hit[:, : len(rows)] &= np.triu(np.ones((len(rows), len(rows)), dtype=bool), k=1)
         i, j = np.nonzero(hit)
         found_i.append(i + start)
-        found_j.append(j)
+        found_j.append(j + offset)
         found_d.append(dist[i, j])
     if not found_i:
         empty = np.zeros(0, dtype=np.int64)

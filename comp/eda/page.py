@@ -57,9 +57,9 @@ def overview(s: dict) -> str:
         flags.append(f"{dup['n_label_conflicts']} near-duplicate pairs with different labels (label noise)")
     if dup["n_cross_group"]:
         flags.append(f"{dup['n_cross_group']} near-duplicate pairs across groups (leak between folds)")
-    for kind in ("missing", "corrupt"):
+    for kind in ("missing", "corrupt", "unusual"):
         if problems.get(kind):
-            flags.append(f"{problems[kind]} {kind} files")
+            flags.append(f"{problems[kind]} {kind} file findings (see below)")
     text = (f"{s['n_train']} training images, {s['n_test']} test images, {s['n_classes']} classes, "
             f"imbalance ratio {s['classes']['imbalance_ratio']:.3g}")
     return _section("overview", "Overview", f"<p>{html.escape(text)}</p>" + _flags(flags))

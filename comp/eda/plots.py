@@ -139,7 +139,8 @@ def plot_samples(samples: dict[Any, pd.DataFrame], n: int, *, crop: float | None
                 ax.imshow(arr)
                 if scaled is not None:
                     x0, y0, x1, y1 = scaled
-                    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="lime", linewidth=1.2))
+                    for colour, width in (("black", 2.4), ("yellow", 1.2)):  # visible on any background
+                        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=colour, linewidth=width))
             if c == 0:
                 ax.set_title(str(label), fontsize=8, loc="left")
     return fig

@@ -139,7 +139,17 @@ def _unusual(row: Any, median_w: float, median_h: float) -> list[str]:
         reasons.append(f"size {int(row.width)}x{int(row.height)} far from the median {median_w:.0f}x{median_h:.0f}")
     if pd.notna(row.contrast) and row.contrast < 1.0:
         reasons.append("blank (uniform) image")
+    box = tuple(getattr(row, k, np.nan) for k in ("bx0", "by0", "bx1", "by1"))
+    if hasattr(row, "bx0") and not _box_inside(box, row.width, row.height):
+        reasons.append(f"bounding box ({', '.join(f'{v:g}' for v in box)}) empty, missing or outside the {int(row.width)}x{int(row.height)} image")
     return reasons
+
+
+def _box_inside(box: tuple, width: float, height: float) -> bool:
+    x0, y0, x1, y1 = box
+    if not all(np.isfinite(box)):
+        return False
+    return 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
 
 
 def problem_files(facts: pd.DataFrame, name: str) -> pd.DataFrame:
