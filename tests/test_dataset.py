@@ -1,0 +1,151 @@
+"""comp.data.dataset: drop_last, class-balanced sampling, batches reproducible per seed/epoch and across workers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from comp.config import Config, load_config
+from comp.data.augment import build_eval_transform
+from comp.data.cache import ImageStore, prepare_images
+from comp.data.dataset import ImageDataset, build_eval_loader, build_train_loader, class_weights, set_epoch
+from comp.data.tables import load_tables
+from comp.errors import CompError
+from comp.workspace import Workspace
+
+
+@pytest.fixture
+def tiny(tiny_ws):
+    """(store, labels, cfg) for the tiny workspace: 36 training images cached at 36x36 for a 32 px input."""
+    cfg = load_config(tiny_ws)
+    ws = Workspace.at(tiny_ws)
+    tables = load_tables(cfg, ws)
+    return prepare_images(tables.train, cfg, ws), tables.train["y"].to_numpy(), cfg
+
+
+def with_train(cfg: Config, **train) -> Config:
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update=train)})
+
+
+def epoch_batches(loader, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    set_epoch(loader, epoch)
+    return list(loader)
+
+
+def same(a, b) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) and torch.equal(u, v) for (x, u), (y, v) in zip(a, b))
+
+
+def memory_store(n: int) -> ImageStore:
+    return ImageStore(array=np.zeros((n, 4, 4, 3), np.uint8))
+
+
+def test_drop_last_keeps_batches_full(tiny):
+    store, y, cfg = tiny
+    loader = build_train_loader(store, np.arange(30), y, with_train(cfg, batch_size=8), seed=0)
+    batches = epoch_batches(loader, 0)
+    assert len(batches) == 3 and all(x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 for x, _ in batches)
+    seen = torch.cat([b for _, b in batches])
+    assert set(seen.tolist()) <= set(y[:30].tolist())
+
+
+def test_batch_larger_than_data_is_an_error(tiny):
+    store, y, cfg = tiny
+    with pytest.raises(CompError, match="batch_size=64 is larger than the 10 training samples"):
+        build_train_loader(store, np.arange(10), y, with_train(cfg, batch_size=64), seed=0)
+
+
+@pytest.mark.parametrize("how,low,high", [("balanced", 0.42, 0.58), ("sqrt", 0.16, 0.36)])
+def test_sampler_balances_imbalanced_classes(how, low, high):
+    labels = np.array([0] * 900 + [1] * 100)
+    cfg = Config.model_validate({"train": {"sampler": how, "sample_ratio": 2.0, "batch_size": 8}})
+    loader = build_train_loader(memory_store(1000), np.arange(1000), labels, cfg, seed=3, transform=None)
+    draws = [pos for pos, _ in loader.sampler]
+    assert len(draws) == 2000  # round(sample_ratio * n)
+    share = np.mean(labels[draws] == 1)  # sqrt: 1/sqrt(100) / (1/sqrt(100) + 9/sqrt(900)) = 0.25
+    assert low < share < high
+
+
+def test_class_weights_values():
+    w = class_weights(np.array([5, 5, 5, 5, 7]), "balanced")
+    assert np.allclose(w, [0.25] * 4 + [1.0])
+    assert np.allclose(class_weights(np.array([1, 1, 1, 1, 2]), "sqrt"), [0.5] * 4 + [1.0])
+
+
+def test_explicit_sampler_weights_and_their_validation():
+    cfg = Config.model_validate({"train": {"batch_size": 2}})
+    weights = np.zeros(10)
+    weights[3] = 1.0
+    loader = build_train_loader(memory_store(10), np.arange(10), None, cfg, seed=0, sampler_weights=weights)
+    assert {pos for pos, _ in loader.sampler} == {3}
+    with pytest.raises(CompError, match="sampler weights must be 10 finite non-negative"):
+        build_train_loader(memory_store(10), np.arange(10), None, cfg, seed=0, sampler_weights=-weights)
+
+
+def test_same_seed_same_batches_and_resume_at_an_epoch(tiny):
+    store, y, cfg = tiny
+    a = build_train_loader(store, np.arange(36), y, cfg, seed=5)
+    b = build_train_loader(store, np.arange(36), y, cfg, seed=5)
+    a0, a1 = epoch_batches(a, 0), epoch_batches(a, 1)
+    assert same(a0, epoch_batches(b, 0))
+    assert same(a1, epoch_batches(build_train_loader(store, np.arange(36), y, cfg, seed=5), 1))  # resumed run
+    assert not same(a0, epoch_batches(build_train_loader(store, np.arange(36), y, cfg, seed=6), 0))
+
+
+def by_sample(batches) -> dict[int, torch.Tensor]:
+    """Row id (passed as the label) -> its augmented image."""
+    return {int(i): x for xs, ids in batches for x, i in zip(xs, ids)}
+
+
+def test_each_epoch_augments_differently(tiny):
+    store, _, cfg = tiny
+    ids = np.arange(36)  # labels = row ids, to follow each image across epochs
+    loader = build_train_loader(store, ids, ids, cfg, seed=1)
+    e0, e1 = by_sample(epoch_batches(loader, 0)), by_sample(epoch_batches(loader, 1))
+    common = sorted(set(e0) & set(e1))
+    assert len(common) > 20
+    assert sum(not torch.equal(e0[i], e1[i]) for i in common) > 0.8 * len(common)
+    again = by_sample(list(loader))  # no set_epoch: the next epoch still differs
+    assert sum(not torch.equal(e1[i], again[i]) for i in set(e1) & set(again)) > 0.8 * len(common)
+
+
+def test_two_workers_give_the_same_batches_as_none(tiny):
+    store, y, cfg = tiny
+    serial = build_train_loader(store, np.arange(36), y, cfg, seed=2)
+    parallel = build_train_loader(store, np.arange(36), y, with_train(cfg, num_workers=2), seed=2)
+    for epoch in (0, 1):
+        assert same(epoch_batches(serial, epoch), epoch_batches(parallel, epoch))
+
+
+def test_eval_loader_keeps_order_and_every_row(tiny):
+    store, y, cfg = tiny
+    order = np.array([5, 3, 30, 0, 17, 9, 11])
+    loader = build_eval_loader(store, order, cfg, batch_size=3, labels=np.arange(36))
+    xs, ids = zip(*loader)
+    assert torch.cat(ids).tolist() == order.tolist()  # no shuffle, no drop_last
+    assert torch.cat(xs).shape == (7, 3, 32, 32)
+    transform = build_eval_transform(cfg, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    direct = transform(image=store[30])["image"]
+    assert torch.equal(torch.cat(xs)[2], direct)  # the one eval pipeline, test_resnet's norm
+    unlabelled = build_eval_loader(store, order, cfg)
+    assert torch.cat([b for _, b in unlabelled]).tolist() == [-1] * 7
+
+
+def test_labels_per_store_row_or_per_index():
+    store = memory_store(6)
+    y = np.array([10, 11, 12, 13, 14, 15])
+    per_row = ImageDataset(store, np.array([4, 1]), y, None)
+    per_index = ImageDataset(store, np.array([4, 1]), np.array([14, 11]), None)
+    assert [per_row[i][1] for i in range(2)] == [per_index[i][1] for i in range(2)] == [14, 11]
+    assert per_row[0][0].shape == (3, 4, 4)
+    with pytest.raises(CompError, match="labels has 3 entries; expected one per store row"):
+        ImageDataset(store, np.array([4, 1]), np.array([1, 2, 3]), None)
+
+
+def test_datasets_share_no_state():
+    mutable = [k for k, v in vars(ImageDataset).items() if isinstance(v, (list, dict, set))]
+    assert not mutable
+    a = ImageDataset(memory_store(3), np.array([0, 1]), None, None)
+    b = ImageDataset(memory_store(3), np.array([2]), None, None)
+    assert len(a) == 2 and len(b) == 1
