@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from scipy.stats import rankdata
 
 from comp.errors import CompError
 from comp.metrics import Metric
+from comp.workspace import Workspace
 
 log = logging.getLogger("comp.ensemble")
 
@@ -29,6 +31,13 @@ ARGMAX_METRICS = ("accuracy", "macro_f1", "weighted_f1", "balanced_accuracy")
 
 
 # ---------------------------------------------------------------- tables
+
+
+def oof_path(ws: Workspace, exp: str, source: str = "plain") -> Path:
+    """A member's OOF table: oof.csv (from fold-train) or oof_tta.csv (re-predicted with test-time TTA)."""
+    if source not in ("plain", "tta"):
+        raise CompError(f"--oof-source must be plain or tta, got {source!r}")
+    return ws.oof_csv(exp) if source == "plain" else ws.exp_dir(exp) / "oof_tta.csv"
 
 
 def prob_columns(classes: Sequence[object]) -> list[str]:

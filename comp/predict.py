@@ -21,7 +21,7 @@ import ttach as tta
 from torch import nn
 
 from comp.config import Config, TTAConfig, build_config, read_yaml
-from comp.ensemble import prob_columns
+from comp.ensemble import oof_path, prob_columns
 from comp.errors import CompError, did_you_mean
 from comp.progress import SILENT, Progress
 from comp.workspace import Workspace, write_csv, write_json
@@ -111,7 +111,7 @@ def _merge_views(model: nn.Module, images: torch.Tensor, views: list, *, merge: 
 
 
 def oof_tta_csv(ws: Workspace, exp: str) -> Path:
-    return ws.exp_dir(exp) / "oof_tta.csv"
+    return oof_path(ws, exp, "tta")
 
 
 def predict_json(ws: Workspace, exp: str) -> Path:

@@ -20,8 +20,8 @@ import pandas as pd
 import comp
 from comp.config import Config, SubmissionConfig
 from comp.errors import CompError, did_you_mean
-from comp.metrics import Metric
-from comp.workspace import Workspace, write_bytes, write_json
+from comp.metrics import Metric, get_metric
+from comp.workspace import Workspace, read_json, write_bytes, write_json
 
 FLOAT_FORMAT = "%.6f"
 
@@ -171,3 +171,74 @@ def score_submission(submission: Path, solution: Path, sub: SubmissionConfig, *,
     else:
         probs = pred[[str(c) for c in classes]].to_numpy(dtype=np.float64)
     return metric(y, probs)
+
+
+# ---------------------------------------------------------------- members -> blend -> submission
+
+
+def read_member_table(path: Path, member: str, what: str, hint: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise CompError(f"member {member!r} has no {what} ({path}); {hint}")
+    return pd.read_csv(path, dtype={"id": str})
+
+
+def make_submission(
+    cfg: Config,
+    ws: Workspace,
+    members: Sequence[str],
+    *,
+    name: str,
+    method: str = "mean",
+    weights: str = "auto",
+    bias: bool = False,
+    oof_source: str = "plain",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fit a blend of members' OOF probabilities, apply it to their test probabilities, write the submission."""
+    from comp.data.tables import load_tables
+    from comp.ensemble import align_members, apply_bias, blend, fit_blend, oof_path, parse_weights
+
+    if not members:
+        raise CompError("ensemble needs at least one member: -e NAME (repeatable)")
+    if len(set(members)) != len(members):
+        raise CompError(f"members are listed twice: {list(members)}; give each -e once")
+    classes = load_tables(cfg, ws, check_images=False).classes
+    metric = get_metric(cfg.metric)
+    oof_frames = [read_member_table(oof_path(ws, m, oof_source), m, f"{oof_source} OOF table",
+                                    f"run `comp fold-train -e {m}`" + (" then `comp predict --oof`" if oof_source == "tta" else ""))
+                  for m in members]
+    ids, oof_probs = align_members(oof_frames, classes, names=members)
+    first = oof_frames[0].set_index("id").loc[ids]
+    code = {str(c): i for i, c in enumerate(classes)}
+    y = first["label"].astype(str).map(code).to_numpy()
+    fit = fit_blend(oof_probs, y, first["fold"].to_numpy(), metric, method=method,
+                    weights=parse_weights(weights, len(members)), bias=bias, seed=seed)
+    test_frames = [read_member_table(ws.test_probs_csv(m), m, "test predictions", f"run `comp predict -e {m}`") for m in members]
+    test_ids, test_probs = align_members(test_frames, classes, names=members)
+    probs = apply_bias(blend(test_probs, fit.weights, method=method), fit.bias)
+    order, sample_columns = expected_ids(cfg, ws)
+    frame = build_submission(test_ids, probs, classes, cfg.submission, order=order, sample_columns=sample_columns)
+    manifest = {
+        "members": list(members), "weights": [round(float(w), 6) for w in fit.weights], "method": method,
+        "weights_mode": weights, "bias": None if fit.bias is None else [round(float(b), 4) for b in fit.bias],
+        "metric": cfg.metric, "oof_source": oof_source, "seed": seed, "oof": fit.oof, "insample_fold_mean": fit.insample,
+        "nested": fit.nested, "nested_folds": list(fit.nested_folds),
+        "member_oof": {m: metric(y, p) for m, p in zip(members, oof_probs)},
+        "config_hashes": {m: _hashes(ws, m) for m in members},
+    }
+    csv_path, json_path = write_submission(ws, name, frame, cfg.submission, expected=order, classes=classes, manifest=manifest)
+    return {**manifest, "csv": str(csv_path), "json": str(json_path)}
+
+
+def _hashes(ws: Workspace, exp: str) -> dict[str, Any]:
+    """config_hash / train_hash recorded beside the member's checkpoints, and the TTA its test.csv used."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    if ws.config_yaml(exp).is_file():
+        doc = yaml.safe_load(ws.config_yaml(exp).read_text()) or {}
+        out = {"config_hash": doc.get("config_hash"), "train_hash": doc.get("train_hash")}
+    made = ws.exp_dir(exp) / "predict.json"
+    if made.is_file():
+        out["tta"] = read_json(made).get("tta")
+    return out

@@ -1,0 +1,30 @@
+"""`comp evaluate`: score a submission file against a solution file with the competition metric."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from comp.cli import app
+from comp.cli.common import SetOpt, WorkspaceOpt, console, handle_errors, load
+from comp.data.tables import load_tables
+from comp.metrics import get_metric
+from comp.submission import score_submission
+
+
+@app.command("evaluate")
+@handle_errors
+def evaluate_command(
+    submission: Annotated[Path, typer.Argument(help="A submission CSV in the competition's format.")],
+    solution: Annotated[Path, typer.Option("--solution", help="CSV with the submission id column and the true target column.")],
+    workspace: WorkspaceOpt = Path("."),
+    set_: SetOpt = None,
+) -> None:
+    """Print the competition metric of SUBMISSION against --solution."""
+    ws, cfg = load(workspace, "baseline", set_)
+    classes = load_tables(cfg, ws, check_images=False).classes
+    metric = get_metric(cfg.metric)
+    score = score_submission(submission, solution, cfg.submission, classes=classes, metric=metric)
+    console.print(f"{submission.name}: {cfg.metric} = {score:.5f}")

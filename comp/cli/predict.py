@@ -1,0 +1,35 @@
+"""`comp predict`: test-set probabilities per fold with test-time augmentation (ttach)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from comp.cli import app
+from comp.cli.common import ExperimentOpt, RichProgress, SetOpt, WorkspaceOpt, console, handle_errors, load
+
+
+@app.command("predict")
+@handle_errors
+def predict_command(
+    tta: Annotated[
+        str | None,
+        typer.Option("--tta", help="none | hflip | vflip | flip | d4 | multiscale | five_crop | ten_crop (default: tta.transforms)."),
+    ] = None,
+    oof: Annotated[bool, typer.Option("--oof", help="Also re-predict each fold's validation rows with the same TTA (oof_tta.csv).")] = False,
+    workspace: WorkspaceOpt = Path("."),
+    experiment: ExperimentOpt = "baseline",
+    set_: SetOpt = None,
+) -> None:
+    """Write experiments/<exp>/fold{i}/test.csv and their mean experiments/<exp>/test.csv (id, p_<class>...)."""
+    from comp.predict import predict_experiment  # torch is imported only by commands that need it
+
+    ws, cfg = load(workspace, experiment, set_)
+    with RichProgress() as progress:
+        summary = predict_experiment(cfg, ws, experiment, tta=tta, oof=oof, progress=progress)
+    console.print(f"{experiment}: {summary['test_rows']} test rows, folds {summary['folds']}, "
+                  f"TTA {summary['tta']} ({summary['merge']}) -> {ws.test_probs_csv(experiment)}")
+    if summary["oof_tta"]:
+        console.print(f"OOF re-predicted with the same TTA -> {summary['oof_tta']}")

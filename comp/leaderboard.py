@@ -1,0 +1,162 @@
+"""Experiments and submissions side by side: CV, folds, blend scores, recorded leaderboard scores.
+
+Never imports torch. Reads experiments/<exp>/{config.yaml,scores.json,fold*/best.pt} and
+submissions/*.json; writes submissions/leaderboard.json and a CV-vs-LB plot into the reports
+of the experiments a recorded submission blends.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from comp.errors import CompError, did_you_mean
+from comp.report import add_section, img_html, report_image, save_figure, table_html
+from comp.workspace import Workspace, read_json, write_json
+
+log = logging.getLogger("comp.leaderboard")
+
+EXPERIMENT_COLUMNS = ["experiment", "model", "image", "epochs", "folds", "cv_mean", "cv_std", "oof", "minutes"]
+SUBMISSION_COLUMNS = ["submission", "members", "method", "oof", "nested", "lb", "time"]
+
+
+def _read(path: Path, reader: Any) -> Any:
+    """A JSON/YAML artifact, or None (logged) when missing or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        return reader(path)
+    except (ValueError, yaml.YAMLError) as exc:
+        log.warning("could not read %s (%s); skipping it", path, exc)
+        return None
+
+
+def experiment_rows(ws: Workspace) -> pd.DataFrame:
+    """One row per trained experiment (has config.yaml): model, image size, epochs, folds done, CV."""
+    rows = []
+    for cfg_path in sorted(ws.experiments_dir.glob("*/config.yaml")):
+        exp = cfg_path.parent.name
+        cfg = _read(cfg_path, lambda p: yaml.safe_load(p.read_text())) or {}
+        scores = _read(ws.scores_json(exp), read_json) or {}
+        k = (cfg.get("folds") or {}).get("k", "?")
+        done = len(list(ws.exp_dir(exp).glob("fold*/best.pt")))
+        rows.append({
+            "experiment": exp,
+            "model": (cfg.get("model") or {}).get("name", "?"),
+            "image": str((cfg.get("image") or {}).get("size", "?")),
+            "epochs": (cfg.get("train") or {}).get("epochs", "?"),
+            "folds": f"{done}/{k}",
+            "cv_mean": _num(scores.get("mean")),
+            "cv_std": _num(scores.get("std")),
+            "oof": _num(scores.get("oof")),
+            "minutes": _total(scores.get("minutes")),
+        })
+    return pd.DataFrame(rows, columns=EXPERIMENT_COLUMNS)
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _total(value: Any) -> float:
+    """Minutes as one number, or per fold ({fold: minutes}) summed."""
+    return float(sum(_num(v) for v in value.values())) if isinstance(value, dict) else _num(value)
+
+
+def read_leaderboard(ws: Workspace) -> dict[str, dict[str, Any]]:
+    return _read(ws.leaderboard_json, read_json) or {}
+
+
+def submission_rows(ws: Workspace) -> pd.DataFrame:
+    """One row per submission manifest: members, blend method, OOF and nested scores, recorded LB."""
+    lb = read_leaderboard(ws)
+    rows = []
+    for path in sorted(ws.submissions_dir.glob("*.json")):
+        if path == ws.leaderboard_json:
+            continue
+        doc = _read(path, read_json)
+        if not isinstance(doc, dict) or "members" not in doc:
+            continue
+        name = path.stem
+        rows.append({
+            "submission": name,
+            "members": ",".join(doc.get("members", [])),
+            "method": doc.get("method", "?"),
+            "oof": _num(doc.get("oof")),
+            "nested": _num(doc.get("nested")),
+            "lb": _num((lb.get(name) or {}).get("lb")),
+            "time": doc.get("time", ""),
+        })
+    return pd.DataFrame(rows, columns=SUBMISSION_COLUMNS)
+
+
+def record_lb(ws: Workspace, name: str, lb: float) -> dict[str, dict[str, Any]]:
+    """Store a public-leaderboard score for submissions/<name>.csv in submissions/leaderboard.json."""
+    if not math.isfinite(lb):
+        raise CompError(f"--lb must be a finite number, got {lb}")
+    if not ws.submission_json(name).is_file():
+        known = sorted(p.stem for p in ws.submissions_dir.glob("*.json") if p != ws.leaderboard_json)
+        raise CompError(f"no submission {name!r} (no {ws.submission_json(name)}){did_you_mean(name, known)}; "
+                        f"known submissions: {', '.join(known) or 'none'}")
+    board = read_leaderboard(ws)
+    board[name] = {"lb": float(lb), "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    write_json(ws.leaderboard_json, board)
+    return board
+
+
+def report_cv_vs_lb(ws: Workspace) -> list[Path]:
+    """Add a 'CV vs LB' section to the report of every experiment in a submission with a recorded LB."""
+    subs = submission_rows(ws)
+    recorded = subs[subs["lb"].notna()]
+    if recorded.empty:
+        return []
+    exps = sorted({m for members in recorded["members"] for m in members.split(",") if m})
+    written = []
+    for exp in exps:
+        if not ws.exp_dir(exp).is_dir():
+            continue
+        path, src = report_image(ws, exp, "cv_vs_lb.png")
+        save_figure(_plot(recorded), path)
+        mine = recorded[recorded["members"].str.split(",").apply(lambda ms: exp in ms)]
+        body = (img_html(src, "CV vs leaderboard") + table_html(recorded.drop(columns=["time"]))
+                + f"<p class='note'>{html.escape(exp)} is a member of {len(mine)} of these submissions. "
+                "Points near the diagonal: CV tracks the leaderboard.</p>")
+        written.append(add_section(ws, exp, "cv-vs-lb", "CV vs leaderboard", body, order=90))
+    return written
+
+
+def _plot(recorded: pd.DataFrame) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.scatter(recorded["oof"], recorded["lb"], label="blend OOF (in-sample)", marker="o")
+    if recorded["nested"].notna().any():
+        ax.scatter(recorded["nested"], recorded["lb"], label="nested estimate", marker="x")
+    for row in recorded.itertuples():
+        ax.annotate(row.submission, (row.oof, row.lb), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    values = pd.concat([recorded["oof"], recorded["nested"], recorded["lb"]]).dropna()
+    lo, hi = float(values.min()), float(values.max())
+    pad = max(1e-3, 0.05 * (hi - lo))
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("CV score")
+    ax.set_ylabel("leaderboard score")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def leaderboard_json_text(ws: Workspace) -> str:
+    """Both tables as JSON (for `comp leaderboard --json`)."""
+    clean = lambda f: f.astype(object).where(f.notna(), None).to_dict(orient="records")  # NaN is not JSON
+    doc = {"experiments": clean(experiment_rows(ws)), "submissions": clean(submission_rows(ws))}
+    return json.dumps(doc, indent=2, default=str)
