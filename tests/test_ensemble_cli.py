@@ -1,0 +1,142 @@
+"""predict -> ensemble -> evaluate -> leaderboard through the CLI on tiny workspaces.
+
+Fast tests use fold checkpoints written by a fixture (build_model + torch.save, in the engine's
+checkpoint format); the slow test trains both experiments for real with `comp fold-train`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from comp.cli import app
+from comp.config import load_config
+from comp.data.tables import load_tables
+from comp.models import build_model
+from comp.predict import fold_checkpoints, is_stale
+from comp.workspace import Workspace, read_json, write_csv
+from conftest import TINY_EXPERIMENT
+
+runner = CliRunner()
+K = 2
+
+
+def invoke(ws: Path, *args: str):
+    return runner.invoke(app, [*args, "--workspace", str(ws)])
+
+
+def fake_experiment(ws_root: Path, exp: str, *, skill: float, seed: int, tta: str = "hflip") -> None:
+    """config.yaml, fold{i}/best.pt (random weights) and an oof.csv whose quality is `skill`."""
+    spec = {**TINY_EXPERIMENT, "tta": {"transforms": tta}}
+    (ws_root / "experiments" / f"{exp}.yaml").write_text(yaml.safe_dump(spec))
+    ws, cfg = Workspace.at(ws_root), load_config(ws_root, exp, [f"folds.k={K}"])
+    ws.write_config(exp, cfg)
+    tables = load_tables(cfg, ws, check_images=False)
+    names = [str(c) for c in tables.classes]
+    fold = pd.factorize(tables.train["group"])[0] % K
+    for f in range(K):
+        torch.manual_seed(seed + f)
+        model = build_model(cfg.model.model_copy(update={"pretrained": False}), len(names))
+        ckpt = {"model": model.state_dict(), "fold": f, "epoch": 1, "score": 0.5, "val_loss": 1.0,
+                "train_hash": cfg.train_hash(), "model_name": cfg.model.name, "n_classes": len(names),
+                "classes": names, "weights": "raw"}
+        ws.fold_dir(exp, f).mkdir(parents=True, exist_ok=True)
+        torch.save(ckpt, ws.best_ckpt(exp, f))
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 1, (len(tables.train), len(names)))
+    z[np.arange(len(z)), tables.train["y"].to_numpy()] += skill
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    oof = pd.DataFrame({"id": tables.train["id"], "fold": fold, "label": tables.train["label"]})
+    oof[[f"p_{c}" for c in names]] = p
+    write_csv(ws.oof_csv(exp), oof)
+
+
+@pytest.fixture
+def two_members(tiny_ws: Path) -> Path:
+    fake_experiment(tiny_ws, "good", skill=4.0, seed=1)
+    fake_experiment(tiny_ws, "noise", skill=0.0, seed=2, tta="flip")
+    return tiny_ws
+
+
+def test_ensemble_predicts_missing_members_and_writes_a_valid_submission(two_members):
+    ws = Workspace.at(two_members)
+    result = invoke(two_members, "ensemble", "-e", "good", "-e", "noise", "--name", "blend", "--bias")
+    assert result.exit_code == 0, result.output
+    assert "nested" in result.output
+    for exp in ("good", "noise"):
+        assert ws.test_probs_csv(exp).is_file() and all(ws.test_probs_csv(exp, f).is_file() for f in range(K))
+    manifest = read_json(ws.submission_json("blend"))
+    assert manifest["members"] == ["good", "noise"] and manifest["weights"][0] > manifest["weights"][1]
+    assert manifest["config_hashes"]["noise"]["tta"] == "flip"
+    sub = pd.read_csv(ws.submission_csv("blend"))
+    sample = pd.read_csv(two_members / "data" / "sample_submission.csv")
+    assert sub.columns.tolist() == ["ImageID", "ans"] and sub["ImageID"].tolist() == sample["ImageID"].tolist()
+    assert set(sub["ans"]) <= {"c0", "c1", "c2"}
+
+    scored = invoke(two_members, "evaluate", str(ws.submission_csv("blend")), "--solution", str(two_members / "solution.csv"))
+    assert scored.exit_code == 0 and "macro_f1 =" in scored.output
+
+    recorded = invoke(two_members, "leaderboard", "--record", "blend", "--lb", "0.61")
+    assert recorded.exit_code == 0, recorded.output
+    assert read_json(ws.leaderboard_json)["blend"]["lb"] == 0.61
+    assert "cv_vs_lb.png" in ws.report_html("good").read_text()
+    board = invoke(two_members, "leaderboard")
+    assert board.exit_code == 0 and "blend" in board.output and "good" in board.output
+
+
+def test_predictions_go_stale_with_newer_checkpoints_or_other_tta(two_members):
+    ws = Workspace.at(two_members)
+    assert invoke(two_members, "predict", "-e", "good", "--oof").exit_code == 0
+    cfg = load_config(two_members, "good")
+    assert not is_stale(ws, "good", cfg, oof=True)
+    assert is_stale(ws, "good", cfg, tta_name="d4")
+    oof, tta = pd.read_csv(ws.oof_csv("good")), pd.read_csv(ws.exp_dir("good") / "oof_tta.csv")
+    assert tta[["id", "fold", "label"]].equals(oof[["id", "fold", "label"]])
+    assert np.allclose(tta.filter(like="p_").sum(axis=1), 1.0, atol=1e-5)
+    later = time.time() + 5
+    os.utime(fold_checkpoints(ws, "good")[0], (later, later))
+    assert is_stale(ws, "good", cfg)
+
+
+def test_predict_refuses_a_checkpoint_of_another_config(two_members):
+    ws = Workspace.at(two_members)
+    path = ws.best_ckpt("good", 1)
+    ckpt = torch.load(path, weights_only=True)
+    torch.save({**ckpt, "train_hash": "0123456789abcdef"}, path)
+    result = invoke(two_members, "predict", "-e", "good")
+    assert result.exit_code == 2
+    assert "trained with config 0123456789abcdef" in result.output
+
+
+def test_ensemble_and_leaderboard_errors(two_members):
+    bad = invoke(two_members, "ensemble", "-e", "good", "--method", "median")
+    assert bad.exit_code == 2 and "--method must be one of" in bad.output
+    weights = invoke(two_members, "ensemble", "-e", "good", "-e", "noise", "--weights", "1,2,3")
+    assert weights.exit_code == 2 and "3 numbers for 2 members" in weights.output
+    missing = invoke(two_members, "ensemble", "-e", "good", "--oof-source", "tta", "--name", "x")
+    assert missing.exit_code == 0, missing.output  # stale members are re-predicted with --oof first
+    record = invoke(two_members, "leaderboard", "--record", "nope", "--lb", "0.5")
+    assert record.exit_code == 2 and "no submission 'nope'" in record.output
+
+
+@pytest.mark.slow
+def test_end_to_end_with_real_training(tiny_ws):
+    spec = {**TINY_EXPERIMENT, "tta": {"transforms": "flip"}, "train": {**TINY_EXPERIMENT["train"], "seed": 11}}
+    (tiny_ws / "experiments" / "second.yaml").write_text(yaml.safe_dump(spec))
+    for exp in ("baseline", "second"):
+        trained = invoke(tiny_ws, "fold-train", "--k", str(K), "-e", exp)
+        assert trained.exit_code == 0, trained.output
+    result = invoke(tiny_ws, "ensemble", "-e", "baseline", "-e", "second", "--name", "final", "--oof-source", "tta")
+    assert result.exit_code == 0, result.output
+    scored = invoke(tiny_ws, "evaluate", str(tiny_ws / "submissions" / "final.csv"), "--solution", str(tiny_ws / "solution.csv"))
+    assert scored.exit_code == 0 and "macro_f1 =" in scored.output
+    manifest = read_json(tiny_ws / "submissions" / "final.json")
+    assert manifest["nested"] <= manifest["insample_fold_mean"] + 1e-9
