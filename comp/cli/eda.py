@@ -55,8 +55,10 @@ def print_summary(s: dict) -> None:
             console.print(f"{key}: dominant size {st['dominant_size']} ({st['dominant_size_share']:.0%}), "
                           f"modes {st['modes']}, formats {st['formats']}")
     d = s["duplicates"]
+    inner = (f"{d['n_cross_group']} across groups" if s["groups"] else
+             f"{d['n_train_same_label']} within train (no group column: they may split across folds)")
     console.print(f"near-duplicates (dHash <= {d['threshold']}): {d['n_train_test']} train/test, "
-                  f"{d['n_label_conflicts']} with different labels, {d['n_cross_group']} across groups")
+                  f"{d['n_label_conflicts']} with different labels, {inner}")
     counts = s["problems"]["counts"]
     if counts:
         console.print("files: " + ", ".join(f"{v} {k}" for k, v in counts.items()))

@@ -57,6 +57,9 @@ def overview(s: dict) -> str:
         flags.append(f"{dup['n_label_conflicts']} near-duplicate pairs with different labels (label noise)")
     if dup["n_cross_group"]:
         flags.append(f"{dup['n_cross_group']} near-duplicate pairs across groups (leak between folds)")
+    if dup["n_train_same_label"]:
+        flags.append(f"{dup['n_train_same_label']} near-duplicate training pairs with no group column "
+                     "(they may land in different folds; consider data.group_col)")
     for kind in ("missing", "corrupt", "unusual"):
         if problems.get(kind):
             flags.append(f"{problems[kind]} {kind} file findings (see below)")

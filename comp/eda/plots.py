@@ -10,8 +10,7 @@ matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import Image, ImageDraw, ImageOps  # noqa: E402
 
 from comp.data.images import read_rgb  # noqa: E402
 
@@ -120,29 +119,46 @@ def pick_samples(train: pd.DataFrame, classes: tuple[Any, ...], n: int, *, seed:
     return out
 
 
+def _cell(row: pd.Series, crop: float | None, side: int) -> Image.Image:
+    """One grid cell: the image (box drawn) or its bbox crop, fitted into side x side."""
+    box = tuple(float(row[k]) for k in ("bx0", "by0", "bx1", "by1")) if "bx0" in row else None
+    box = box if box is not None and all(np.isfinite(box)) else None
+    if crop is not None and box is not None:
+        return ImageOps.contain(Image.fromarray(crop_box(row["path"], box, crop)), (side, side))
+    img = Image.fromarray(read_rgb(row["path"]))
+    fitted = ImageOps.contain(img, (side, side))
+    if box is not None:
+        scale = fitted.width / img.width
+        x0, y0, x1, y1 = (v * scale for v in box)
+        draw = ImageDraw.Draw(fitted)
+        draw.rectangle((x0, y0, x1, y1), outline=(0, 0, 0), width=4)  # dark rim: visible on any background
+        draw.rectangle((x0, y0, x1, y1), outline=(255, 230, 0), width=2)
+    return fitted
+
+
+def sample_mosaic(samples: dict[Any, pd.DataFrame], n: int, *, crop: float | None = None, side: int = 96) -> np.ndarray:
+    """(rows * (side + pad), n * (side + pad), 3) uint8: one row of n cells per class on white."""
+    pad = 4
+    mosaic = np.full((len(samples) * (side + pad), n * (side + pad), 3), 255, dtype=np.uint8)
+    for r, rows in enumerate(samples.values()):
+        for c in range(min(n, len(rows))):
+            cell = np.asarray(_cell(rows.iloc[c], crop, side).convert("RGB"))
+            y, x = r * (side + pad), c * (side + pad)
+            mosaic[y : y + cell.shape[0], x : x + cell.shape[1]] = cell
+    return mosaic
+
+
 def plot_samples(samples: dict[Any, pd.DataFrame], n: int, *, crop: float | None = None) -> plt.Figure:
     """One row per class: sample images with their bbox drawn (crop=None) or the bbox crops (crop=margin)."""
-    fig, axes = plt.subplots(len(samples), n, figsize=(CELL * n, CELL * len(samples)), squeeze=False)
-    for r, (label, rows) in enumerate(samples.items()):
-        for c in range(n):
-            ax = axes[r, c]
-            ax.axis("off")
-            if c >= len(rows):
-                continue
-            row = rows.iloc[c]
-            box = tuple(row[k] for k in ("bx0", "by0", "bx1", "by1")) if "bx0" in row else None
-            box = box if box is not None and all(np.isfinite(box)) else None
-            if crop is not None and box is not None:
-                ax.imshow(crop_box(row["path"], box, crop))
-            else:
-                arr, scaled = _thumbnail(row["path"], box)
-                ax.imshow(arr)
-                if scaled is not None:
-                    x0, y0, x1, y1 = scaled
-                    for colour, width in (("black", 2.4), ("yellow", 1.2)):  # visible on any background
-                        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=colour, linewidth=width))
-            if c == 0:
-                ax.set_title(str(label), fontsize=8, loc="left")
+    side = 96
+    mosaic = sample_mosaic(samples, n, crop=crop, side=side)
+    height, width = mosaic.shape[:2]
+    fig, ax = plt.subplots(figsize=(width / 100 + 1.0, max(1.0, height / 100)))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_yticks([(r + 0.5) * (side + 4) for r in range(len(samples))], [str(c) for c in samples], fontsize=8)
+    ax.set_xticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     return fig
 
 
