@@ -22,7 +22,7 @@ from comp.workspace import Workspace
 
 runner = CliRunner()
 TINY = ["--set", "model.name=test_resnet", "--set", "model.pretrained=false", "--set", "image.size=32",
-        "--set", "train.num_workers=0", "--set", "train.epochs=1", "--set", "train.batch_size=8"]
+        "--set", "train.num_workers=0", "--set", "train.epochs=1", "--set", "train.batch_size=4"]
 
 # (id, gender, age): two persons per (gender, age band) so that k=2 group folds are feasible
 PERSONS = [("000001", "male", 25), ("000002", "male", 19), ("000003", "female", 45), ("000004", "female", 59),
@@ -357,3 +357,21 @@ def test_fold_train_runs_on_each_form(tmp_path: Path, form: str) -> None:
     result = invoke("fold-train", "--k", "2", "--workspace", ws, *TINY)
     assert result.exit_code == 0, result.output
     assert (ws / "experiments" / "baseline" / "oof.csv").is_file()
+
+
+def test_detect_form_and_bad_form(tmp_path: Path, mask_data: Path) -> None:
+    assert detect_form(mask_data) == "mask"
+    assert detect_form(mask_data / "train" / "train.csv") == "csv"
+    with pytest.raises(CompError, match="does not exist"):
+        detect_form(tmp_path / "nope")
+    result = invoke("init", "--from", "zip", mask_data, "--workspace", mask_data.parent)
+    assert result.exit_code == 2 and "--from 'zip' is not a form; use one of csv, folders, mask" in result.output
+
+
+def test_mask_cli_metric_and_bands_flags(mask_data: Path) -> None:
+    ws = mask_data.parent
+    result = invoke("init", mask_data, "--metric", "accuracy", "--age-bands", "30,58", "--workspace", ws)
+    assert result.exit_code == 0, result.output
+    cfg = load_config(ws)
+    train = pd.read_csv(ws / "data" / "train.csv", dtype={"id": str})
+    assert cfg.metric == "accuracy" and set(train.loc[train["age"] >= 58, "age_band"]) == {2}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -83,5 +84,5 @@ def init_command(
     else:
         plan = init_mask(src, ws, age_bands=parse_age_bands(age_bands), fix=fix, **outs)
         if metric:
-            plan = Plan(**{**plan.__dict__, "comp": {**plan.comp, "metric": metric}})
+            plan = replace(plan, comp={**plan.comp, "metric": metric})
     show(plan, write_plan(ws, plan, force=force))

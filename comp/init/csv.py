@@ -63,7 +63,7 @@ class ImageSource:
     suffix: str  # '' when the values carry their extension
 
     def files(self, frame: pd.DataFrame) -> list[Path]:
-        return [self.root / (str(v) + self.suffix) for v in frame[self.column]]
+        return [Path(os.path.normpath(self.root / (str(v) + self.suffix))) for v in frame[self.column]]
 
 
 def candidate_roots(*anchors: Path) -> list[Path]:
@@ -219,12 +219,42 @@ def test_frame(test: pd.DataFrame | None, sample: pd.DataFrame | None, id_col: s
 
 def derive(train: pd.DataFrame, test: pd.DataFrame | None, sources: list[ImageSource]) -> tuple[pd.DataFrame, pd.DataFrame | None, str, Path]:
     """Tables with a path column relative to the images' common root: (train, test, path column, root)."""
-    root = Path(os.path.commonpath([str(s.root) for s in sources]))
+    files = [s.files(frame) for s, frame in zip(sources, (train, test))]
+    root = Path(os.path.commonpath([str(f.parent) for group in files for f in group]))
     col = "path" if "path" not in train.columns or sources[0].column == "path" else "image_path"
-    train = train.assign(**{col: [f.relative_to(root).as_posix() for f in sources[0].files(train)]})
+    train = train.assign(**{col: [f.relative_to(root).as_posix() for f in files[0]]})
     if test is not None:
-        test = test.assign(**{col: [f.relative_to(root).as_posix() for f in sources[1].files(test)]})
+        test = test.assign(**{col: [f.relative_to(root).as_posix() for f in files[1]]})
     return train, test, col, root
+
+
+def guess_columns(train: pd.DataFrame, test: pd.DataFrame | None, roots: list[Path], *, id_col: str | None,
+                  image_col: str | None, label_col: str | None, group_col: str | None) -> tuple[ImageSource, list[Guess]]:
+    """The train images' source and the four column guesses (image, id, label, group); flags win."""
+    columns = [require_column(train, image_col, "--image-col", "the train CSV")] if image_col else text_columns(train)
+    image, others = locate(train, roots, columns, "the train CSV")
+    guesses = [image_guess(image, others, image_col), guess_id(train, image, id_col)]
+    taken = {image.column, guesses[1].column}
+    guesses.append(guess_label(train, test, taken, label_col))
+    guesses.append(guess_group(train, taken | {guesses[2].column}, group_col))
+    return image, guesses
+
+
+def place_tables(ws: Workspace, train: pd.DataFrame, test: pd.DataFrame | None, sources: list[ImageSource], *,
+                 inputs: tuple[Path | None, Path | None, Path | None], outs: tuple[str | None, str | None]):
+    """(data paths for comp.yaml, train, test, generated): the user's CSVs as they are when they resolve under one root."""
+    train_csv, test_csv, _ = inputs
+    as_is = (test_csv is not None or test is None) and all(
+        s.suffix == "" and s.column == sources[0].column and s.root == sources[0].root for s in sources)
+    if as_is:
+        files = {"train_csv": rel_to(ws, train_csv), "test_csv": rel_to(ws, test_csv) if test_csv else None,
+                 "image_root": rel_to(ws, sources[0].root), "image_col": sources[0].column}
+        return files, train, test, ()
+    train, test, col, root = derive(train, test, sources)
+    files = {"train_csv": output(ws, outs[0], "train", inputs),
+             "test_csv": output(ws, outs[1], "test", inputs) if test is not None else None,
+             "image_root": rel_to(ws, root), "image_col": col}
+    return files, train, test, ("train", "test") if test is not None else ("train",)
 
 
 def init_csv(
@@ -243,49 +273,31 @@ def init_csv(
     out_test: str | None = None,
 ) -> Plan:
     """Inspect a train CSV (and test CSV / sample submission), guess its columns, find its images; return a Plan."""
-    train_csv = Path(train_csv)
-    train = read_table(train_csv, "train CSV")
+    train = read_table(Path(train_csv), "train CSV")
+    test_raw = read_table(Path(test_csv), "test CSV") if test_csv else None
     if image_root is not None and not Path(image_root).is_dir():
         raise CompError(f"--image-root {image_root} is not a folder; pass the folder the image paths are relative to")
-    roots = [Path(os.path.abspath(image_root))] if image_root else candidate_roots(train_csv.parent, ws.root, ws.root / "data")
-    columns = [require_column(train, image_col, "--image-col", "the train CSV")] if image_col else text_columns(train)
-    image, others = locate(train, roots, columns, "the train CSV")
-    guesses = [image_guess(image, others, image_col), guess_id(train, image, id_col)]
-    taken = {image.column, guesses[1].column}
-    test_raw = read_table(test_csv, "test CSV") if test_csv else None
-    guesses.append(guess_label(train, test_raw, taken, label_col))
-    guesses.append(guess_group(train, taken | {guesses[2].column}, group_col))
+    roots = [Path(os.path.abspath(image_root))] if image_root else candidate_roots(Path(train_csv).parent, ws.root, ws.root / "data")
+    image, guesses = guess_columns(train, test_raw, roots, id_col=id_col, image_col=image_col,
+                                   label_col=label_col, group_col=group_col)
     ident, label, group = (g.column for g in guesses[1:])
     sub, sample = {"id_col": ident, "target_col": label, "kind": "label"}, None
     if sample_csv is not None:
-        classes = sorted(train[label].dropna().unique().tolist())
-        sub, sample = submission_from_sample(Path(sample_csv), ws, classes)
+        sub, sample = submission_from_sample(Path(sample_csv), ws, sorted(train[label].dropna().unique().tolist()))
     test = test_frame(test_raw, sample, ident)
     sources = [image]
     if test is not None:
         require_column(test, ident, "the id column", "the test table")
-        test_roots = candidate_roots(*(p.parent for p in (Path(test_csv or sample_csv),)), image.root.parent, ws.root, ws.root / "data")
-        sources.append(test_source(test, ident, image, test_roots))
-    as_is = test_csv is not None or test is None
-    as_is = as_is and all(s.suffix == "" and s.column == image.column and s.root == image.root for s in sources)
-    data = {"id_col": ident, "label_col": label, "group_col": group}
-    if as_is:
-        data |= {"train_csv": rel_to(ws, train_csv), "test_csv": rel_to(ws, test_csv) if test_csv else None,
-                 "image_root": rel_to(ws, image.root), "image_col": image.column}
-        generated: tuple[str, ...] = ()
-    else:
-        train, test, col, root = derive(train, test, sources)
-        ins = (train_csv, test_csv, sample_csv)
-        data |= {"train_csv": output(ws, out_train, "train", ins),
-                 "test_csv": output(ws, out_test, "test", ins) if test is not None else None,
-                 "image_root": rel_to(ws, root), "image_col": col}
-        generated = ("train", "test") if test is not None else ("train",)
-    comp = {"data": data, "metric": metric, "submission": sub}
+        anchor = Path(test_csv or sample_csv).parent
+        sources.append(test_source(test, ident, image, candidate_roots(anchor, image.root.parent, ws.root, ws.root / "data")))
+    inputs = (Path(train_csv), Path(test_csv) if test_csv else None, Path(sample_csv) if sample_csv else None)
+    files, train, test, generated = place_tables(ws, train, test, sources, inputs=inputs, outs=(out_train, out_test))
+    data = {**{k: files[k] for k in ("train_csv", "test_csv", "image_root")}, "id_col": ident,
+            "image_col": files["image_col"], "label_col": label, "group_col": group}
     notes = [f"{len(train)} training rows, {train[label].nunique()} classes"
              + (f", {len(test)} test rows" if test is not None else "; no test table (--test or --sample gives one)")]
     if generated:
-        notes.append(f"images are found through {', '.join(f'{s.column}+{s.suffix!r}' for s in sources)}: "
-                     "tables with a path column are written")
-    inputs = tuple(Path(p) for p in (train_csv, test_csv, sample_csv) if p is not None)
-    return Plan(comp=comp, train=train, test=test, generated=generated, sources=inputs,
-                guesses=tuple(guesses), notes=tuple(notes))
+        found = "; ".join(f"{what} images: {rel_to(ws, s.root)}/<{s.column}>{s.suffix}" for what, s in zip(("train", "test"), sources))
+        notes.append(f"{found}: tables with a path column are written")
+    return Plan(comp={"data": data, "metric": metric, "submission": sub}, train=train, test=test, generated=generated,
+                sources=tuple(p for p in inputs if p is not None), guesses=tuple(guesses), notes=tuple(notes))

@@ -251,7 +251,7 @@ def write_plan(ws: Workspace, plan: Plan, *, force: bool = False) -> Written:
                               + yaml.safe_dump(plan.comp, sort_keys=False)))
     cfg = load_config(ws.root)
     tables = load_tables(cfg, ws, check_images=False)
-    log.info("wrote %s", ", ".join(str(p) for p in written))
+    log.debug("wrote %s", ", ".join(str(p) for p in written))
     return Written(written=tuple(written), kept=tuple(kept), config=cfg, tables=tables)
 
 
