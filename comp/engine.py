@@ -133,8 +133,8 @@ def check_finite(total: torch.Tensor, count: int, *, epoch: int, step: int, lr: 
     if not math.isfinite(value):
         raise NonFiniteLoss(
             f"training loss became {value} in epoch {epoch + 1} by batch {step + 1} (lr {lr:.3g}); "
-            "last.pt keeps the last finished epoch. Lower train.lr, set train.clip_grad (e.g. 1.0), "
-            "or use train.amp=bf16/off, then rerun with --force"
+            "last.pt keeps the last finished epoch. Lower train.lr, set train.clip_grad (e.g. 1.0) "
+            "or use train.amp=bf16/off, then rerun under a new experiment name or with --force"
         )
     return value
 
@@ -148,6 +148,7 @@ def train_one_epoch(parts: Parts, loader: DataLoader, cfg: Config, state: FitSta
     parts.model.train()
     parts.optimizer.zero_grad(set_to_none=True)
     for i, (images, target) in enumerate(progress.track(loader, total=n, description=label)):
+        lr = parts.optimizer.param_groups[0]["lr"]  # the lr this batch trains with
         images, target = to_device(images, parts), target.to(parts.device, non_blocking=True)
         if parts.mixup is not None:
             images, target = parts.mixup(images, target)
@@ -160,9 +161,8 @@ def train_one_epoch(parts: Parts, loader: DataLoader, cfg: Config, state: FitSta
         if (i + 1) % accum == 0 or i + 1 == n:
             optimizer_step(parts, state, cfg.train.clip_grad)
         if (i + 1) % sync_every == 0 or i + 1 == n:
-            lr = parts.optimizer.param_groups[0]["lr"]
             progress.note(loss=check_finite(total, count, epoch=epoch, step=i, lr=lr), lr=lr)
-    return check_finite(total, count, epoch=epoch, step=n - 1, lr=parts.optimizer.param_groups[0]["lr"])
+    return total.item() / max(count, 1)
 
 
 # ---------------------------------------------------------------- validation

@@ -91,7 +91,7 @@ class SoftF1Loss(ClassLoss):
 
 
 def class_weights(class_counts: np.ndarray) -> torch.Tensor:
-    """Inverse-frequency weights n / (C * n_c), mean 1 over present classes; absent classes get 0."""
+    """Inverse-frequency weights n / (C * n_c) (average weight per training sample is 1); absent classes get 0."""
     counts = np.asarray(class_counts, dtype=np.float64)
     present = counts > 0
     weights = np.zeros_like(counts)
