@@ -22,6 +22,10 @@ from comp.data.cache import ImageStore
 from comp.errors import CompError
 
 
+PCG_MULT = 0x2360ED051FC65DA44385DF649FCCF645  # spreads small seeds over PCG64's 128-bit state
+PCG_INC = 0x5851F42D4C957F2D14057B7EF767814F  # a fixed odd stream increment
+
+
 class ImageDataset(Dataset):
     """Rows `indices` of an ImageStore, transformed; items are (float CHW tensor, label or -1)."""
 
@@ -30,6 +34,8 @@ class ImageDataset(Dataset):
         self.indices = np.asarray(indices, dtype=np.int64)
         self.labels = align_labels(labels, self.indices, len(store))
         self.transform = transform
+        self._rng = np.random.Generator(np.random.PCG64(0))  # reseeded per sample (see reseed)
+        self._py = random.Random(0)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -37,7 +43,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         if isinstance(item, tuple):  # (position, seed) from EpochSampler
             item, seed = item
-            reseed(self.transform, seed)
+            self.reseed(seed)
         image = self.store[int(self.indices[item])]  # (H', W', 3) uint8
         if self.transform is None:
             out = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
@@ -45,6 +51,18 @@ class ImageDataset(Dataset):
             out = self.transform(image=image)["image"].float()  # (C, H, W)
         label = -1 if self.labels is None else int(self.labels[item])
         return out, label
+
+
+    def reseed(self, seed: int) -> None:
+        """Restart the pipeline's RNGs at `seed`: sets generator states in place (about 100x cheaper
+        than albumentations' set_random_seed, which builds new generators for every transform)."""
+        if not hasattr(self.transform, "set_random_state"):
+            return
+        if self.transform.random_generator is not self._rng:  # bind once (again after another binding)
+            self.transform.set_random_state(self._rng, self._py)
+        self._rng.bit_generator.state = {"bit_generator": "PCG64", "has_uint32": 0, "uinteger": 0,
+                                         "state": {"state": seed * PCG_MULT % 2**128, "inc": PCG_INC}}
+        self._py.seed(seed)
 
 
 def align_labels(labels: np.ndarray | None, indices: np.ndarray, n_store: int) -> np.ndarray | None:
@@ -59,12 +77,6 @@ def align_labels(labels: np.ndarray | None, indices: np.ndarray, n_store: int) -
     raise CompError(
         f"labels has {len(labels)} entries; expected one per store row ({n_store}) or per index ({len(indices)})"
     )
-
-
-def reseed(transform: Any, seed: int) -> None:
-    """Point an albumentations pipeline's own RNG at `seed` (global RNG state is left alone)."""
-    if hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(seed)
 
 
 class EpochSampler(Sampler):

@@ -1,0 +1,113 @@
+"""Loader throughput: naive PIL + torchvision decoding every epoch vs comp's warm memory-mapped cache.
+
+Writes N photo-like 384x512 (w x h) JPEGs to a temporary folder and measures training images/s
+of one worker (num_workers=0, so the number is per worker) at a 224 px input:
+  (a) naive: PIL open + RGB convert + torchvision Resize(224) + flip + ToTensor + Normalize, every epoch;
+  (b) comp: prepare_images (built once, timed separately) + build_train_loader, light preset.
+Both are measured in the same run; the ratio (b)/(a) is the figure of merit (goal >= 8x).
+
+    .venv/bin/python benchmarks/bench_loader.py [--n 300] [--epochs 2] [--batch 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+from torchvision import transforms as T  # noqa: E402
+
+from comp.config import Config  # noqa: E402
+from comp.data.cache import prepare_images  # noqa: E402
+from comp.data.dataset import build_train_loader, set_epoch  # noqa: E402
+from comp.workspace import Workspace  # noqa: E402
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def write_jpegs(folder: Path, n: int, *, width: int = 384, height: int = 512, seed: int = 0) -> list[str]:
+    """Photo-like JPEGs: smooth colour gradients, a few blobs, mild noise (not pure noise, which JPEG hates)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    paths = []
+    for i in range(n):
+        base = rng.uniform(40, 200, 3) + rng.uniform(-60, 60, 3) * (xx[..., None] / width) \
+            + rng.uniform(-60, 60, 3) * (yy[..., None] / height)
+        cy, cx, r = rng.uniform(0.2, 0.8) * height, rng.uniform(0.2, 0.8) * width, rng.uniform(40, 120)
+        blob = ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r)[..., None]
+        img = np.where(blob, rng.uniform(0, 255, 3), base) + rng.normal(0, 6, (height, width, 3))
+        path = folder / f"img_{i:04d}.jpg"
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(path, quality=90)
+        paths.append(str(path))
+    return paths
+
+
+class NaiveDataset(Dataset):
+    """The common baseline: decode and resize every image every epoch."""
+
+    def __init__(self, paths: list[str], labels: np.ndarray) -> None:
+        self.paths, self.labels = paths, labels
+        self.transform = T.Compose([T.Resize((224, 224)), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        with Image.open(self.paths[i]) as img:
+            return self.transform(img.convert("RGB")), int(self.labels[i])
+
+
+def images_per_second(loader: DataLoader, epochs: int) -> float:
+    n, start = 0, time.perf_counter()
+    for epoch in range(epochs):
+        set_epoch(loader, epoch)
+        for x, _ in loader:
+            n += len(x)
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=32)
+    args = ap.parse_args()
+    torch.set_num_threads(1)  # one worker's worth of CPU for both sides
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "img").mkdir()
+        paths = write_jpegs(root / "img", args.n)
+        labels = np.arange(args.n) % 4
+        naive = DataLoader(NaiveDataset(paths, labels), batch_size=args.batch, shuffle=True, drop_last=True,
+                           num_workers=0, generator=torch.Generator().manual_seed(0))
+        naive_ips = images_per_second(naive, args.epochs)
+
+        cfg = Config.model_validate({"model": {"name": "resnet18", "pretrained": False}, "image": {"size": 224},
+                                     "augment": {"preset": "light"},
+                                     "train": {"batch_size": args.batch, "num_workers": 0}})
+        ws = Workspace.at(root / "ws")
+        start = time.perf_counter()
+        store = prepare_images(pd.DataFrame({"path": paths}), cfg, ws)
+        build_s = time.perf_counter() - start
+        loader = build_train_loader(store, np.arange(args.n), labels, cfg, seed=0)
+        images_per_second(loader, 1)  # warm-up: page cache, lazy imports
+        comp_ips = images_per_second(loader, args.epochs)
+    print(f"images: {args.n} JPEG 384x512 -> 224x224, batch {args.batch}, {args.epochs} epochs, 1 worker")
+    print(f"(a) naive PIL + torchvision, decode every epoch : {naive_ips:8.1f} images/s")
+    print(f"(b) comp cache (warm) + light preset            : {comp_ips:8.1f} images/s")
+    print(f"    one-off cache build ({store.hw[0]}x{store.hw[1]})            : {build_s:8.2f} s "
+          f"({args.n / build_s:.0f} images/s, threads)")
+    print(f"ratio (b)/(a): {comp_ips / naive_ips:.1f}x  (goal >= 8x)")
+
+
+if __name__ == "__main__":
+    main()
