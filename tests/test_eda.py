@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from comp.cli import app
 from comp.config import load_config
+from comp.errors import CompError
 from comp.eda import dhash, find_duplicates, hamming_pairs, run_eda
 from comp.workspace import Workspace
 
@@ -201,4 +202,9 @@ def test_cli_eda(make_ws) -> None:
     assert "imbalance ratio 1" in res.output and "near-duplicates" in res.output
     assert (root / "eda" / "report.html").is_file() and (root / "eda" / "summary.json").is_file()
     bad = runner.invoke(app, ["eda", "--workspace", str(root), "--samples", "0"])
-    assert bad.exit_code == 2 and "--samples must be 1 or more, got --samples 0" in bad.output
+    assert bad.exit_code == 2 and "sample images per class must be 1 or more, got 0 (--samples)" in bad.output
+
+
+def test_bad_threshold_is_refused(tiny_ws) -> None:
+    with pytest.raises(CompError, match=r"Hamming distance in 0..64, got 65 \(--threshold\)"):
+        _eda(tiny_ws, threshold=65)

@@ -11,7 +11,6 @@ import typer
 from comp.cli import app
 from comp.cli.common import RichProgress, SetOpt, WorkspaceOpt, console, handle_errors, load, print_table
 from comp.eda import run_eda
-from comp.errors import CompError
 
 
 @app.command("eda")
@@ -26,10 +25,6 @@ def eda_command(
     set_: SetOpt = None,
 ) -> None:
     """Write eda/report.html, eda/summary.json and PNGs: classes, groups, sizes, colour, duplicates, folds."""
-    if samples < 1:
-        raise CompError(f"--samples must be 1 or more, got --samples {samples}")
-    if not 0 <= threshold <= 64:
-        raise CompError(f"--threshold is a Hamming distance between 0 and 64, got --threshold {threshold}")
     ws, cfg = load(workspace, "baseline", set_)
     with RichProgress() as progress:
         result = run_eda(cfg, ws, samples=samples, threshold=threshold, seed=seed, progress=progress)

@@ -114,7 +114,7 @@ def samples_section(figures: dict[str, str]) -> str:
     return _section("samples", "Samples per class", body or _note("no readable training image"))
 
 
-def duplicates_section(s: dict, figures: dict[str, str], pairs: pd.DataFrame, ws: Workspace) -> str:
+def duplicates_section(s: dict, figures: dict[str, str], *, pairs: pd.DataFrame, ws: Workspace) -> str:
     d = s["duplicates"]
     counts = {k: v for k, v in d.items() if k.startswith("n_")}
     text = (f"64-bit dHash, Hamming distance <= {d['threshold']}; kinds: test = train/test pair, "
@@ -128,7 +128,7 @@ def duplicates_section(s: dict, figures: dict[str, str], pairs: pd.DataFrame, ws
     return _section("duplicates", "Duplicates and near-duplicates", body)
 
 
-def problems_section(s: dict, problems: pd.DataFrame, ws: Workspace) -> str:
+def problems_section(s: dict, problems: pd.DataFrame, *, ws: Workspace) -> str:
     if not len(problems):
         return _section("problems", "Missing, corrupt or unusual files", "<p>none found</p>")
     shown = problems.head(MAX_SHOWN).assign(path=lambda f: [_relative(p, ws) for p in f["path"]])
@@ -152,10 +152,10 @@ def folds_section(s: dict, figures: dict[str, str]) -> str:
     return _section("folds", "Folds", body)
 
 
-def render_body(s: dict, figures: dict[str, str], pairs: pd.DataFrame, problems: pd.DataFrame, ws: Workspace) -> str:
+def render_body(s: dict, figures: dict[str, str], *, pairs: pd.DataFrame, problems: pd.DataFrame, ws: Workspace) -> str:
     """All sections of eda/report.html, in reading order."""
     return "\n".join([
         overview(s), classes_section(s, figures), images_section(s, figures), colour_section(s, figures),
-        samples_section(figures), duplicates_section(s, figures, pairs, ws), problems_section(s, problems, ws),
+        samples_section(figures), duplicates_section(s, figures, pairs=pairs, ws=ws), problems_section(s, problems, ws=ws),
         folds_section(s, figures),
     ])

@@ -66,7 +66,7 @@ def plot_images(train: pd.DataFrame, test: pd.DataFrame | None) -> plt.Figure:
     return fig
 
 
-def plot_colour(train: pd.DataFrame, test: pd.DataFrame | None, classes: tuple[Any, ...]) -> plt.Figure:
+def plot_colour(train: pd.DataFrame, test: pd.DataFrame | None, *, classes: tuple[Any, ...]) -> plt.Figure:
     """Brightness per class (box plot), mean colour per class (swatches), brightness train vs test."""
     ok = train[train["ok"]]
     fig, axes = plt.subplots(1, 3, figsize=(14, max(3.2, 0.25 * len(classes) + 1)),
@@ -96,7 +96,7 @@ def _thumbnail(path: str, box: tuple[float, ...] | None, *, side: int = 160) -> 
     return np.asarray(img), (tuple(v * scale for v in box) if box is not None else None)
 
 
-def crop_box(path: str, box: tuple[float, ...], margin: float) -> np.ndarray:
+def crop_box(path: str, box: tuple[float, ...], *, margin: float) -> np.ndarray:
     """The bbox crop (plus margin on each side) of an image, as the model would see it before resizing."""
     rgb = read_rgb(path)
     x0, y0, x1, y1 = box
@@ -107,7 +107,7 @@ def crop_box(path: str, box: tuple[float, ...], margin: float) -> np.ndarray:
     return rgb[ya:yb, xa:xb] if xb > xa and yb > ya else rgb
 
 
-def pick_samples(train: pd.DataFrame, classes: tuple[Any, ...], n: int, *, seed: int = 0) -> dict[Any, pd.DataFrame]:
+def pick_samples(train: pd.DataFrame, classes: tuple[Any, ...], *, n: int, seed: int = 0) -> dict[Any, pd.DataFrame]:
     """Up to n readable rows per class (at most MAX_GRID_CLASSES classes), drawn with `seed`."""
     rng = np.random.default_rng(seed)
     ok = train[train["ok"]]
@@ -124,7 +124,7 @@ def _cell(row: pd.Series, crop: float | None, side: int) -> Image.Image:
     box = tuple(float(row[k]) for k in ("bx0", "by0", "bx1", "by1")) if "bx0" in row else None
     box = box if box is not None and all(np.isfinite(box)) else None
     if crop is not None and box is not None:
-        return ImageOps.contain(Image.fromarray(crop_box(row["path"], box, crop)), (side, side))
+        return ImageOps.contain(Image.fromarray(crop_box(row["path"], box, margin=crop)), (side, side))
     img = Image.fromarray(read_rgb(row["path"]))
     fitted = ImageOps.contain(img, (side, side))
     if box is not None:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from comp.config import Config
 from comp.data.tables import Tables, load_tables
+from comp.errors import CompError
 from comp.eda import plots, stats
 from comp.eda.duplicates import find_duplicates
 from comp.eda.features import file_facts
@@ -36,7 +37,7 @@ def _records(frame: pd.DataFrame, limit: int = MAX_LISTED) -> list[dict]:
     return frame.head(limit).astype(object).where(frame.head(limit).notna(), None).to_dict("records")
 
 
-def duplicate_summary(pairs: pd.DataFrame, threshold: int, folds: pd.DataFrame | None) -> dict:
+def duplicate_summary(pairs: pd.DataFrame, threshold: int, *, folds: pd.DataFrame | None) -> dict:
     """Counts of near-duplicate pairs per kind (and across folds when a folds file exists), pairs listed."""
     kinds = pairs["kind"].value_counts()
     out = {"hash": "dhash64", "threshold": threshold,
@@ -58,7 +59,16 @@ def _facts(tables: Tables, ws: Workspace, progress: Progress) -> tuple[pd.DataFr
     return train, test
 
 
-def summarise(tables: Tables, train: pd.DataFrame, test: pd.DataFrame | None) -> dict:
+def _folds(ws: Workspace, cfg: Config, tables: Tables) -> tuple[dict | None, pd.DataFrame, pd.DataFrame | None]:
+    """(fold summary, fold x class counts, the folds frame) of the folds file in use, if any."""
+    path = stats.find_folds_file(ws, cfg)
+    if path is None:
+        return None, pd.DataFrame(), None
+    summary, counts = stats.fold_stats(path, tables.train, classes=tables.classes)
+    return summary, counts, (pd.read_csv(path, dtype={"id": str}) if len(counts) else None)
+
+
+def summarise(tables: Tables, train: pd.DataFrame, *, test: pd.DataFrame | None) -> dict:
     """Every number of the report except duplicates, problems and folds."""
     s_train = stats.image_stats(train)
     s_test = stats.image_stats(test) if test is not None else None
@@ -68,8 +78,8 @@ def summarise(tables: Tables, train: pd.DataFrame, test: pd.DataFrame | None) ->
         "classes": stats.class_stats(tables.train, tables.classes),
         "groups": stats.group_stats(tables.train),
         "images": {"train": s_train, "test": s_test,
-                   "flags": stats.compare_sets(train, test, s_train, s_test) if test is not None else []},
-        "colour": stats.colour_stats(train, test, tables.classes),
+                   "flags": stats.compare_sets(train, test, s_train=s_train, s_test=s_test) if test is not None else []},
+        "colour": stats.colour_stats(train, test, classes=tables.classes),
     }
 
 
@@ -83,30 +93,28 @@ def run_eda(
     progress: Progress = SILENT,
 ) -> EdaResult:
     """Read train/test tables and images (and folds/*.csv); write eda/summary.json, PNGs and report.html."""
+    if samples < 1:
+        raise CompError(f"sample images per class must be 1 or more, got {samples} (--samples)")
+    if not 0 <= threshold <= 64:
+        raise CompError(f"the near-duplicate threshold is a Hamming distance in 0..64, got {threshold} (--threshold)")
     tables = load_tables(cfg, ws, check_images=False, progress=progress)
     train, test = _facts(tables, ws, progress)
-    summary = summarise(tables, train, test)
+    summary = summarise(tables, train, test=test)
     pairs = find_duplicates(train, test, threshold=threshold)
     problems = pd.concat([stats.problem_files(train, "train")]
                          + ([stats.problem_files(test, "test")] if test is not None else []), ignore_index=True)
-    folds_path = stats.find_folds_file(ws, cfg)
-    fold_counts, folds = pd.DataFrame(), None
-    if folds_path is not None:
-        summary["folds"], fold_counts = stats.fold_stats(folds_path, tables.train, tables.classes)
-        folds = pd.read_csv(folds_path, dtype={"id": str}) if len(fold_counts) else None
-    else:
-        summary["folds"] = None
-    summary["duplicates"] = duplicate_summary(pairs, threshold, folds)
+    summary["folds"], fold_counts, folds = _folds(ws, cfg, tables)
+    summary["duplicates"] = duplicate_summary(pairs, threshold, folds=folds)
     summary["problems"] = {"counts": {k: int(v) for k, v in problems["problem"].value_counts().items()},
                            "files": _records(problems)}
     out = ws.eda_dir
     write_csv(out / "duplicates.csv", pairs)
     write_csv(out / "problems.csv", problems)
-    figures = draw_figures(out, tables, train, test, pairs, fold_counts, samples=samples, seed=seed,
-                           margin=cfg.image.bbox_margin, progress=progress)
+    figures = draw_figures(out, tables, train=train, test=test, pairs=pairs, fold_counts=fold_counts,
+                           samples=samples, seed=seed, margin=cfg.image.bbox_margin, progress=progress)
     summary["figures"] = sorted(figures.values())
     write_json(out / "summary.json", summary)
-    body = render_body(summary, figures, pairs, problems, ws)
+    body = render_body(summary, figures, pairs=pairs, problems=problems, ws=ws)
     report = write_text(out / "report.html", page("comp eda: data report", body))
     log.debug("wrote %s", report)
     return EdaResult(summary=summary, report=report, pairs=pairs, problems=problems)
@@ -115,11 +123,11 @@ def run_eda(
 def draw_figures(
     out: Path,
     tables: Tables,
+    *,
     train: pd.DataFrame,
     test: pd.DataFrame | None,
     pairs: pd.DataFrame,
     fold_counts: pd.DataFrame,
-    *,
     samples: int,
     seed: int,
     margin: float,
@@ -130,9 +138,9 @@ def draw_figures(
     if "group" in tables.train:
         todo["groups"] = lambda: plots.plot_groups(tables.train)
     if train["ok"].any():
-        picked = plots.pick_samples(train, tables.classes, samples, seed=seed)
+        picked = plots.pick_samples(train, tables.classes, n=samples, seed=seed)
         todo["images"] = lambda: plots.plot_images(train, test)
-        todo["colour"] = lambda: plots.plot_colour(train, test, tables.classes)
+        todo["colour"] = lambda: plots.plot_colour(train, test, classes=tables.classes)
         todo["samples"] = lambda: plots.plot_samples(picked, samples)
         if "bx0" in train:
             todo["crops"] = lambda: plots.plot_samples(picked, samples, crop=margin)

@@ -90,7 +90,7 @@ def _far_apart(a: pd.Series, b: pd.Series) -> float | None:
     return float(res.statistic) if res.statistic > KS_FLAG and res.pvalue < KS_P else None
 
 
-def compare_sets(train: pd.DataFrame, test: pd.DataFrame, s_train: dict, s_test: dict) -> list[str]:
+def compare_sets(train: pd.DataFrame, test: pd.DataFrame, *, s_train: dict, s_test: dict) -> list[str]:
     """Human-readable flags where the test images differ from the training images."""
     flags = []
     for key, what in (("sizes", "size"), ("formats", "format"), ("modes", "mode")):
@@ -111,7 +111,7 @@ def compare_sets(train: pd.DataFrame, test: pd.DataFrame, s_train: dict, s_test:
     return flags
 
 
-def colour_stats(train: pd.DataFrame, test: pd.DataFrame | None, classes: tuple[Any, ...]) -> dict:
+def colour_stats(train: pd.DataFrame, test: pd.DataFrame | None, *, classes: tuple[Any, ...]) -> dict:
     """Mean colour and brightness per class and per set (from thumbnails)."""
     cols = ["r", "g", "b", "brightness", "contrast"]
 
@@ -177,7 +177,7 @@ def find_folds_file(ws: Workspace, cfg: Config) -> Path | None:
     return found[-1] if found else None
 
 
-def fold_stats(path: Path, train: pd.DataFrame, classes: tuple[Any, ...]) -> tuple[dict, pd.DataFrame]:
+def fold_stats(path: Path, train: pd.DataFrame, *, classes: tuple[Any, ...]) -> tuple[dict, pd.DataFrame]:
     """Per-fold class counts (fold x class frame) and groups per fold, from a folds file."""
     folds = pd.read_csv(path, dtype={"id": str, "group": str})
     if not {"id", "fold"} <= set(folds.columns):
