@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from albumentations.pytorch import ToTensorV2
 
 from comp.config import Config
 from comp.data.augment import build_eval_transform, build_mixup, build_train_transform
@@ -61,7 +62,8 @@ def test_explicit_list_replaces_the_preset():
                                             {"OneOf": {"transforms": [{"Blur": None}, {"GaussNoise": {}}], "p": 0.5}}])
     t = build_train_transform(cfg, MEAN, STD)
     names = [type(s).__name__ for s in t.transforms]
-    assert names == ["HorizontalFlip", "Affine", "OneOf", "Resize", "Normalize", "ToTensorV2"]
+    assert names == ["HorizontalFlip", "Affine", "OneOf", "Resize", "NormalizeToTensor"]
+    assert isinstance(t.transforms[-1], ToTensorV2)
     assert cache_hw(cfg) == (24, 32)  # no crop in the list: cached at input size, same scale as eval
     img = cached_image(cfg)
     assert tuple(t(image=img)["image"].shape) == (3, 24, 32)
@@ -129,3 +131,14 @@ def test_mixup_needs_even_batch():
     cfg = Config.model_validate({"augment": {"mixup_alpha": 0.2}, "train": {"batch_size": 7}})
     with pytest.raises(CompError, match="even train.batch_size, got 7"):
         build_mixup(cfg, 3)
+
+
+def test_fused_normalise_matches_albumentations():
+    import albumentations as A
+
+    from comp.data.augment import NormalizeToTensor
+
+    img = np.random.default_rng(1).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    ref = A.Compose([A.Normalize(mean=MEAN, std=STD), ToTensorV2()])(image=img)["image"]
+    out = NormalizeToTensor(MEAN, STD)(image=img)["image"]
+    assert out.shape == (3, 20, 30) and out.is_contiguous() and torch.allclose(out, ref, atol=1e-5)
