@@ -64,12 +64,23 @@ def init_command(
     metric: Annotated[str | None, typer.Option("--metric", help="Competition metric (default: accuracy; mask: macro_f1).")] = None,
     age_bands: Annotated[str, typer.Option("--age-bands", help="mask: age band boundaries, e.g. 30,58.")] = "30,60",
     fix: Annotated[PathOpt, typer.Option("--fix", help="mask: corrections CSV with columns person, column, value.")] = None,
-    out_train: Annotated[str | None, typer.Option("--out-train", help="Where a generated train table goes, relative to the workspace (default: data/train.csv).")] = None,
-    out_test: Annotated[str | None, typer.Option("--out-test", help="Where a generated test table goes (default: data/test.csv).")] = None,
+    out_train: Annotated[str | None, typer.Option(
+        "--out-train", help="Generated train table, workspace-relative (default: data/train.csv).")] = None,
+    out_test: Annotated[str | None, typer.Option(
+        "--out-test", help="Generated test table (default: data/test.csv).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing comp.yaml and data tables.")] = False,
     workspace: WorkspaceOpt = Path("."),
 ) -> None:
-    """Write a validated workspace from a CSV, class folders (train/<class>/*.jpg) or the face-mask layout."""
+    """Write a validated workspace from a CSV, class folders (train/<class>/*.jpg) or the face-mask layout.
+
+    \b
+    comp init --from csv --train data/train.csv --test data/test.csv --sample data/sample_submission.csv
+    comp init --from folders data/train --test data/test --sample data/sample_submission.csv
+    comp init --from mask data/ --age-bands 30,58 --fix labels_fix.csv
+
+    Writes comp.yaml, experiments/baseline.yaml (when absent) and, where the data needs them,
+    data/train.csv and data/test.csv; never overwrites without --force.
+    """
     ws = Workspace.at(workspace)
     src = pick_source(source, train)
     form = form or detect_form(src)

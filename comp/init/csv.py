@@ -47,7 +47,8 @@ def read_table(path: Path, what: str) -> pd.DataFrame:
 def require_column(frame: pd.DataFrame, column: str, flag: str, name: str) -> str:
     if column not in frame.columns:
         cols = list(frame.columns)
-        raise CompError(f"{flag} {column!r} is not a column of {name}{did_you_mean(column, cols)} (columns: {', '.join(cols)})")
+        raise CompError(f"{flag} {column!r} is not a column of {name}{did_you_mean(column, cols)} "
+                        f"(columns: {', '.join(cols)})")
     return column
 
 
@@ -86,7 +87,8 @@ def probe_values(frame: pd.DataFrame, column: str) -> list[str]:
     return values[::step][:N_PROBE]
 
 
-def probe(frame: pd.DataFrame, column: str, roots: list[Path], suffixes: tuple[str, ...]) -> tuple[float, ImageSource] | None:
+def probe(frame: pd.DataFrame, column: str, roots: list[Path],
+          suffixes: tuple[str, ...]) -> tuple[float, ImageSource] | None:
     """The (share of probed values found, source) of the best root and suffix for one column."""
     values = probe_values(frame, column)
     if not values:
@@ -217,7 +219,8 @@ def test_frame(test: pd.DataFrame | None, sample: pd.DataFrame | None, id_col: s
     return pd.DataFrame({id_col: sample.iloc[:, 0].astype(str)})
 
 
-def derive(train: pd.DataFrame, test: pd.DataFrame | None, sources: list[ImageSource]) -> tuple[pd.DataFrame, pd.DataFrame | None, str, Path]:
+def derive(train: pd.DataFrame, test: pd.DataFrame | None,
+           sources: list[ImageSource]) -> tuple[pd.DataFrame, pd.DataFrame | None, str, Path]:
     """Tables with a path column relative to the images' common root: (train, test, path column, root)."""
     files = [s.files(frame) for s, frame in zip(sources, (train, test))]
     root = Path(os.path.commonpath([str(f.parent) for group in files for f in group]))
@@ -277,7 +280,8 @@ def init_csv(
     test_raw = read_table(Path(test_csv), "test CSV") if test_csv else None
     if image_root is not None and not Path(image_root).is_dir():
         raise CompError(f"--image-root {image_root} is not a folder; pass the folder the image paths are relative to")
-    roots = [Path(os.path.abspath(image_root))] if image_root else candidate_roots(Path(train_csv).parent, ws.root, ws.root / "data")
+    roots = ([Path(os.path.abspath(image_root))] if image_root
+             else candidate_roots(Path(train_csv).parent, ws.root, ws.root / "data"))
     image, guesses = guess_columns(train, test_raw, roots, id_col=id_col, image_col=image_col,
                                    label_col=label_col, group_col=group_col)
     ident, label, group = (g.column for g in guesses[1:])
@@ -289,7 +293,8 @@ def init_csv(
     if test is not None:
         require_column(test, ident, "the id column", "the test table")
         anchor = Path(test_csv or sample_csv).parent
-        sources.append(test_source(test, ident, image, candidate_roots(anchor, image.root.parent, ws.root, ws.root / "data")))
+        roots = candidate_roots(anchor, image.root.parent, ws.root, ws.root / "data")
+        sources.append(test_source(test, ident, image, roots))
     inputs = (Path(train_csv), Path(test_csv) if test_csv else None, Path(sample_csv) if sample_csv else None)
     files, train, test, generated = place_tables(ws, train, test, sources, inputs=inputs, outs=(out_train, out_test))
     data = {**{k: files[k] for k in ("train_csv", "test_csv", "image_root")}, "id_col": ident,
@@ -297,7 +302,9 @@ def init_csv(
     notes = [f"{len(train)} training rows, {train[label].nunique()} classes"
              + (f", {len(test)} test rows" if test is not None else "; no test table (--test or --sample gives one)")]
     if generated:
-        found = "; ".join(f"{what} images: {rel_to(ws, s.root)}/<{s.column}>{s.suffix}" for what, s in zip(("train", "test"), sources))
+        found = "; ".join(f"{what} images: {rel_to(ws, s.root)}/<{s.column}>{s.suffix}"
+                          for what, s in zip(("train", "test"), sources))
         notes.append(f"{found}: tables with a path column are written")
-    return Plan(comp={"data": data, "metric": metric, "submission": sub}, train=train, test=test, generated=generated,
-                sources=tuple(p for p in inputs if p is not None), guesses=tuple(guesses), notes=tuple(notes))
+    return Plan(comp={"data": data, "metric": metric, "submission": sub}, train=train, test=test,
+                generated=generated, sources=tuple(p for p in inputs if p is not None), guesses=tuple(guesses),
+                notes=tuple(notes))

@@ -52,6 +52,18 @@ def test_order(files: list[Path], test_dir: Path, sample: pd.DataFrame, id_col: 
     return pd.DataFrame({"id": ids, "file": [table[i] for i in ids]})
 
 
+def test_table(test_dir: Path, root: Path, sample: pd.DataFrame | None, id_col: str, skips: SkipLog) -> pd.DataFrame:
+    """id, path (relative to root) of each test image, in the sample's order when there is a sample."""
+    test_dir = require_dir(test_dir, "test folder")
+    files = scan_images(test_dir, skips)
+    if sample is not None:
+        order = test_order(files, test_dir, sample, id_col, skips)
+    else:
+        order = pd.DataFrame({"id": [file_id(p, test_dir) for p in files], "file": files})
+    return pd.DataFrame({"id": order["id"],
+                         "path": [Path(p).resolve().relative_to(root.resolve()).as_posix() for p in order["file"]]})
+
+
 def init_folders(
     train_dir: Path,
     ws: Workspace,
@@ -75,16 +87,7 @@ def init_folders(
     sample = None
     if sample_csv is not None:
         sub, sample = submission_from_sample(Path(sample_csv), ws, classes)
-    test = None
-    if test_dir is not None:
-        test_dir = require_dir(Path(test_dir), "test folder")
-        files = scan_images(test_dir, skips)
-        if sample is not None:
-            order = test_order(files, test_dir, sample, sub["id_col"], skips)
-        else:
-            order = pd.DataFrame({"id": [file_id(p, test_dir) for p in files], "file": files})
-        test = pd.DataFrame({"id": order["id"],
-                             "path": [Path(p).resolve().relative_to(root.resolve()).as_posix() for p in order["file"]]})
+    test = None if test_dir is None else test_table(Path(test_dir), root, sample, sub["id_col"], skips)
     comp = {
         "data": {"train_csv": output(ws, out_train, "train", (sample_csv,)),
                  "test_csv": output(ws, out_test, "test", (sample_csv,)) if test is not None else None,

@@ -50,8 +50,9 @@ def read_persons(path: Path) -> pd.DataFrame:
     frame["gender"] = frame["gender"].str.strip().str.lower()
     bad = frame[~frame["gender"].isin(list(GENDER))]
     if len(bad):
-        raise CompError(f"{path}: {len(bad)} rows have a gender other than male/female, "
-                        f"e.g. {bad['path'].head(N_EXAMPLES).tolist()} ({bad['gender'].head(N_EXAMPLES).tolist()}); fix them or --fix them")
+        examples = [f"{p} ({g!r})" for p, g in zip(bad["path"][:N_EXAMPLES], bad["gender"][:N_EXAMPLES])]
+        raise CompError(f"{path}: {len(bad)} rows have a gender other than male/female, e.g. {examples}; "
+                        "fix them there or with --fix")
     age = pd.to_numeric(frame["age"], errors="coerce")
     if age.isna().any():
         raise CompError(f"{path}: {int(age.isna().sum())} rows have an age that is not a number, "
