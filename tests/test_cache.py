@@ -230,3 +230,10 @@ def test_empty_frame_and_in_memory_store(ws):
     assert len(empty) == 0 and empty.hw == (24, 32)
     mem = ImageStore(array=np.zeros((2, 5, 6, 3), np.uint8))
     assert len(mem) == 2 and mem.hw == (5, 6)
+
+
+def test_cache_that_cannot_fit_is_refused(tmp_path, ws, monkeypatch):
+    paths = write_awkward(tmp_path / "img")
+    monkeypatch.setattr(cache.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
+    with pytest.raises(CompError, match=r"image cache needs .* GiB free; free disk space, .*image.cache=false"):
+        prepare_images(frame_of(paths), config(), ws)

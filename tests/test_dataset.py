@@ -149,3 +149,17 @@ def test_datasets_share_no_state():
     a = ImageDataset(memory_store(3), np.array([0, 1]), None, None)
     b = ImageDataset(memory_store(3), np.array([2]), None, None)
     assert len(a) == 2 and len(b) == 1
+
+
+def test_ranks_draw_disjoint_equal_shares_of_each_epoch():
+    cfg = Config.model_validate({"train": {"batch_size": 2}})
+    draws = []
+    for rank in range(3):
+        loader = build_train_loader(memory_store(20), np.arange(20), None, cfg, seed=4, rank=rank, world_size=3,
+                                    transform=None)
+        set_epoch(loader, 2)
+        draws.append([pos for pos, _ in loader.sampler])
+    assert [len(d) for d in draws] == [6, 6, 6]
+    assert len(set().union(*map(set, draws))) == 18  # disjoint
+    with pytest.raises(CompError, match="rank must be in"):
+        build_train_loader(memory_store(20), np.arange(20), None, cfg, seed=4, rank=3, world_size=3)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -204,10 +205,21 @@ def prepare_images(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, progress:
         with FileLock(str(target) + ".lock"):  # parallel fold processes build it once
             if not _valid(target, len(paths), hw):
                 _sweep_stale(target.parent)
+                check_space(target.parent, len(paths) * hw[0] * hw[1] * 3)
                 build_cache(target, paths, boxes, hw=hw, margin=margin, fractional=fractional, progress=progress)
     else:
         log.debug("reusing image cache %s", target)
     return ImageStore(array_path=target)
+
+
+def check_space(folder: Path, n_bytes: int) -> None:
+    """Refuse to start a cache that cannot fit on its disk (with 5% to spare)."""
+    free = shutil.disk_usage(folder).free
+    if n_bytes * 1.05 > free:
+        raise CompError(
+            f"the image cache needs {n_bytes / 2**30:.1f} GiB but {folder} has {free / 2**30:.1f} GiB free; "
+            "free disk space, lower image.size or image.cache_scale, or set image.cache=false to decode on the fly"
+        )
 
 
 def _valid(path: Path, n: int, hw: tuple[int, int]) -> bool:

@@ -13,6 +13,7 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -80,20 +81,28 @@ def align_labels(labels: np.ndarray | None, indices: np.ndarray, n_store: int) -
 
 
 class EpochSampler(Sampler):
-    """Yields (position, sample_seed) per draw: shuffled, or weighted with replacement; reproducible per epoch."""
+    """Yields (position, sample_seed) per draw: shuffled, or weighted with replacement; reproducible per epoch.
 
-    def __init__(self, n: int, *, seed: int, weights: np.ndarray | None = None, n_samples: int | None = None) -> None:
+    Under DistributedDataParallel every rank draws the same epoch and keeps every
+    `world_size`-th draw from `rank`, so ranks see disjoint samples in equal numbers.
+    """
+
+    def __init__(self, n: int, *, seed: int, weights: np.ndarray | None = None, n_samples: int | None = None,
+                 rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise CompError(f"rank must be in [0, world_size={world_size}), got rank={rank}")
         self.n = n
         self.seed = seed
         self.weights = None if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
-        self.n_samples = n if n_samples is None else n_samples
+        self.n_draws = n if n_samples is None else n_samples
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n_samples
+        return self.n_draws // self.world_size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -101,9 +110,10 @@ class EpochSampler(Sampler):
         if self.weights is None:
             order = rng.permutation(self.n)
         else:
-            order = rng.choice(self.n, size=self.n_samples, replace=True, p=self.weights)
-        seeds = rng.integers(0, 2**32 - 1, size=len(order), dtype=np.int64)
-        return iter(list(zip(order.tolist(), seeds.tolist())))
+            order = rng.choice(self.n, size=self.n_draws, replace=True, p=self.weights)
+        seeds = rng.integers(0, 2**63 - 1, size=len(order), dtype=np.int64)
+        mine = slice(self.rank, len(self) * self.world_size, self.world_size)
+        return iter(list(zip(order[mine].tolist(), seeds[mine].tolist())))
 
 
 def class_weights(labels: np.ndarray, how: str) -> np.ndarray:
@@ -113,20 +123,22 @@ def class_weights(labels: np.ndarray, how: str) -> np.ndarray:
     return per_class[inverse]
 
 
-def _sampler(labels: np.ndarray | None, n: int, cfg: Config, *, seed: int, weights: np.ndarray | None) -> EpochSampler:
+def _sampler(labels: np.ndarray | None, n: int, cfg: Config, *, seed: int, weights: np.ndarray | None,
+             rank: int, world_size: int) -> EpochSampler:
     t = cfg.train
     if weights is None and t.sampler is not None:
         if labels is None:
             raise CompError(f"train.sampler={t.sampler!r} needs labels; pass them to build_train_loader")
         weights = class_weights(labels, t.sampler)
     if weights is None:
-        return EpochSampler(n, seed=seed)
+        return EpochSampler(n, seed=seed, rank=rank, world_size=world_size)
     weights = np.asarray(weights, np.float64)
     if weights.shape != (n,) or not np.all(np.isfinite(weights)) or weights.min() < 0 or weights.sum() <= 0:
         raise CompError(f"sampler weights must be {n} finite non-negative numbers with a positive sum, got shape {weights.shape}")
     if t.sample_ratio <= 0:
         raise CompError(f"train.sample_ratio must be positive, got {t.sample_ratio}")
-    return EpochSampler(n, seed=seed, weights=weights, n_samples=max(1, round(t.sample_ratio * n)))
+    return EpochSampler(n, seed=seed, weights=weights, n_samples=max(1, round(t.sample_ratio * n)),
+                        rank=rank, world_size=world_size)
 
 
 def _pin(cfg: Config) -> bool:
@@ -138,6 +150,7 @@ def _worker_init(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    cv2.setNumThreads(1)  # n workers x all-core OpenCV threads would oversubscribe the CPU
 
 
 def build_train_loader(
@@ -149,15 +162,23 @@ def build_train_loader(
     seed: int,
     sampler_weights: np.ndarray | None = None,
     transform: Any = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
-    """Shuffled (or class-weighted) training batches, last incomplete batch dropped, augmentation seeded per epoch."""
+    """Shuffled (or class-weighted) training batches, last incomplete batch dropped, augmentation seeded per epoch.
+
+    labels: per store row or per index (see ImageDataset). sampler_weights (one per index)
+    override train.sampler. transform defaults to the train pipeline. rank/world_size shard
+    each epoch's draws across DistributedDataParallel processes.
+    """
     from comp.data.augment import build_train_transform
     from comp.models import resolve_norm
 
     if transform is None:
         transform = build_train_transform(cfg, *resolve_norm(cfg.model))
     dataset = ImageDataset(store, indices, labels, transform)
-    sampler = _sampler(dataset.labels, len(dataset), cfg, seed=seed, weights=sampler_weights)
+    sampler = _sampler(dataset.labels, len(dataset), cfg, seed=seed, weights=sampler_weights,
+                       rank=rank, world_size=world_size)
     batch_size = cfg.train.batch_size
     if len(sampler) < batch_size:
         raise CompError(
