@@ -21,7 +21,7 @@ from comp.errors import CompError
 from comp.tune import default_space, parse_space, tune_experiment
 from comp.tune.objective import FoldReporter, resolve_folds, trial_config
 from comp.tune.space import apply_params
-from comp.tune.study import INTERRUPTED, TrialSeededSampler, open_storage, run_trials
+from comp.tune.study import INTERRUPTED, SURPLUS, TrialSeededSampler, counted, open_storage, run_trials
 from comp.workspace import Workspace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -265,17 +265,53 @@ def test_three_trial_study_through_the_cli_and_the_tuned_yaml_trains(tiny_ws: Pa
 
 def test_nan_trial_fails_with_its_reason_and_the_study_goes_on(tiny_ws: Path) -> None:
     space = "tune.space={train.lr: {categorical: [1.0e+30, 0.003]}}"
-    result = runner.invoke(app, ["tune", "-w", str(tiny_ws), "--trials", "4", "--set", space,
-                                 "--set", "tune.epochs=1", "--set", "tune.seed=1"])
+    result = runner.invoke(app, ["tune", "-w", str(tiny_ws), "--trials", "3", "--set", space,
+                                 "--set", "tune.epochs=1", "--set", "tune.seed=7"])  # seed 7 draws 1e30, 0.003, 1e30
     assert result.exit_code == 0, result.output
     study = optuna.load_study(study_name="baseline",
                               storage=open_storage(None, Workspace.at(tiny_ws).tune_journal("baseline")))
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert failed and all(t.params["train.lr"] == 1e30 for t in failed)
     assert all("NonFiniteLoss" in t.user_attrs["fail_reason"] for t in failed)
-    assert len(study.trials) == 4 and any(t.state == TrialState.COMPLETE for t in study.trials)
+    assert len(study.trials) == 3 and any(t.state == TrialState.COMPLETE for t in study.trials)
 
 
+WORKER = """
+import sys, optuna
+from comp.tune.study import TrialSeededSampler, open_storage, run_trials
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+url = sys.argv[1] if sys.argv[1].startswith("postgresql") else None
+path = None if url else __import__("pathlib").Path(sys.argv[1])
+study = optuna.create_study(storage=open_storage(url, path), study_name="s", load_if_exists=True,
+                            sampler=TrialSeededSampler(3))
+def objective(trial):
+    __import__("time").sleep(0.4)
+    return trial.suggest_float("x", -4, 4) ** 2
+lock = None if url else path.with_name("ask-lock")
+print(len(list(run_trials(study, objective, n_trials=12, lock_path=lock))))
+"""
+
+
+def run_workers(target: str, n: int = 2) -> list[int]:
+    """Start n WORKER processes on one study at once; how many trials each ran."""
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, target], stdout=subprocess.PIPE, text=True)
+               for _ in range(n)]
+    ran = [int(w.communicate(timeout=180)[0] or -1) for w in workers]
+    assert [w.returncode for w in workers] == [0] * n
+    return ran
+
+
+def test_two_worker_processes_stop_at_the_same_total(tmp_path: Path) -> None:
+    path = tmp_path / "tune.journal"
+    ran = run_workers(str(path))
+    study = journal_study(path)
+    assert sum(ran) == 12 and min(ran) >= 1, ran  # both worked, together they stopped at 12
+    assert numbers(study) == list(range(12))
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert len({t.params["x"] for t in study.trials}) == 12  # no repeated draws across workers
+
+
+@pytest.mark.slow
 def test_two_processes_share_one_journal(tiny_ws: Path) -> None:
     space = "tune.space={train.lr: {float: [1.0e-3, 1.0e-2], log: true}}"
     cmd = [sys.executable, "-m", "comp", "tune", "-w", str(tiny_ws), "--trials", "4", "--set", space,
@@ -290,3 +326,31 @@ def test_two_processes_share_one_journal(tiny_ws: Path) -> None:
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     assert len({t.params["train.lr"] for t in study.trials}) == 4
+
+
+@pytest.mark.postgres
+def test_workers_on_postgres_stop_at_the_same_total(postgres_url: str) -> None:
+    ran = run_workers(postgres_url, n=3)
+    study = optuna.load_study(study_name="s", storage=open_storage(postgres_url, Path("unused")))
+    assert sum(ran) == 12 and min(ran) >= 1, ran
+    assert sum(counted(t) for t in study.trials) == 12
+    assert len({t.number for t in study.trials}) == len(study.trials)
+    extra = [t for t in study.trials if t.state != TrialState.COMPLETE]
+    assert all(t.user_attrs["fail_reason"] == SURPLUS for t in extra)  # only a lost race leaves one
+
+
+@pytest.mark.postgres
+def test_cli_tune_on_postgres_storage(tiny_ws: Path, postgres_url: str) -> None:
+    args = ["tune", "-w", str(tiny_ws), "--trials", "1", "--storage", postgres_url, "--study", "pg",
+            "--set", "tune.space={train.lr: {float: [1.0e-3, 1.0e-2], log: true}}", "--set", "tune.epochs=1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="pg", storage=open_storage(postgres_url, Path("unused")))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+    assert not Workspace.at(tiny_ws).tune_journal("baseline").exists()
+    assert load_config(tiny_ws, "baseline-tuned").train.lr == study.best_params["train.lr"]
+
+
+def test_unreachable_storage_is_a_comp_error(tmp_path: Path) -> None:
+    with pytest.raises(CompError, match=r"--storage postgresql://u:\*\*\*@127.0.0.1:1/x: cannot connect"):
+        open_storage("postgresql://u:secret@127.0.0.1:1/x", tmp_path / "j")

@@ -35,6 +35,7 @@ log = logging.getLogger("comp.tune")
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 INTERRUPTED = "interrupted"  # fail_reason of a trial stopped by Ctrl-C; not counted, so a rerun redoes it
+SURPLUS = "surplus"  # fail_reason of a trial another worker made unnecessary while it was asked for; not counted
 
 
 # ---------------------------------------------------------------- storage, sampler, pruner
@@ -49,7 +50,7 @@ def open_storage(url: str | None, journal: Path) -> BaseStorage:
         log.warning("SQLite storage is not safe for several workers (database is locked, lost trials); "
                     "use the default journal file locally or postgresql:// across machines")
     try:
-        return RDBStorage(url)
+        return _rdb_storage(postgres_driver(url))
     except (ImportError, ModuleNotFoundError, ValueError) as exc:
         raise CompError(f"--storage {redact(url)!r} could not be opened: {exc}; pass an SQLAlchemy URL such as "
                         f"postgresql://user:pass@host/db, or leave --storage out for the journal file") from exc
@@ -58,12 +59,40 @@ def open_storage(url: str | None, journal: Path) -> BaseStorage:
                         "check that the database server runs and the URL is right") from exc
 
 
+def _rdb_storage(url: str, attempts: int = 5) -> RDBStorage:
+    """RDBStorage, retried when workers starting together race to create optuna's tables in a new database."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            return RDBStorage(url)
+        except (IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def postgres_driver(url: str) -> str:
+    """postgresql:// with the driver that is installed: SQLAlchemy 2.1 means psycopg 3, comp ships psycopg2."""
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres") or not sep:
+        return url
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return f"postgresql+psycopg2://{rest}"
+    return f"postgresql://{rest}"
+
+
 def redact(url: str) -> str:
     """The URL without its password."""
     if "@" not in url or "://" not in url:
         return url
     scheme, rest = url.split("://", 1)
     creds, host = rest.rsplit("@", 1)
+    if ":" not in creds:
+        return url
     return f"{scheme}://{creds.split(':')[0]}:***@{host}"
 
 
@@ -131,7 +160,7 @@ def open_study(
 def counted(trial: FrozenTrial) -> bool:
     """Does this trial count towards --trials? Finished ones do, except those stopped by Ctrl-C."""
     if trial.state == TrialState.FAIL:
-        return trial.user_attrs.get("fail_reason") != INTERRUPTED
+        return trial.user_attrs.get("fail_reason") not in (INTERRUPTED, SURPLUS)
     return trial.state in FINISHED or trial.state == TrialState.RUNNING
 
 
@@ -199,14 +228,23 @@ class Outcome:
 
 
 def next_trial(study: optuna.Study, n_trials: int, lock_path: Path | None) -> optuna.Trial | None:
-    """A new trial, or None when the study already holds n_trials counted trials."""
+    """A new trial, or None when the study already holds n_trials counted trials.
+
+    The check after `ask` makes the total exact without a lock (RDB workers on several machines):
+    trials numbered before this one were created before it, so if n_trials of them count, it is surplus.
+    """
     with ask_lock(lock_path):
         if sum(counted(t) for t in study.get_trials(deepcopy=False)) >= n_trials:
             return None
         trial = study.ask()
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
-        return trial
+    ahead = sum(counted(t) for t in study.get_trials(deepcopy=False) if t.number < trial.number)
+    if ahead >= n_trials:
+        trial.set_user_attr("fail_reason", SURPLUS)
+        study.tell(trial, state=TrialState.FAIL)
+        return None
+    return trial
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float],
