@@ -1,12 +1,15 @@
 """Loader throughput: naive PIL + torchvision decoding every epoch vs comp's warm memory-mapped cache.
 
 Writes N photo-like 384x512 (w x h) JPEGs to a temporary folder and measures training images/s
-of one worker (num_workers=0, so the number is per worker) at a 224 px input:
+of one worker (default --workers 0: loading in the main process, so the number is per worker)
+at a 224 px input:
   (a) naive: PIL open + RGB convert + torchvision Resize(224) + flip + ToTensor + Normalize, every epoch;
   (b) comp: prepare_images (built once, timed separately) + build_train_loader, light preset.
 Both are measured in the same run; the ratio (b)/(a) is the figure of merit (goal >= 8x).
 
-    .venv/bin/python benchmarks/bench_loader.py [--n 300] [--epochs 2] [--batch 32]
+    .venv/bin/python benchmarks/bench_loader.py [--n 300] [--epochs 2] [--batch 32] [--workers 0] [--device cpu]
+
+--workers N gives both loaders N worker processes; --device cuda also copies each batch to the GPU.
 """
 
 from __future__ import annotations
@@ -66,12 +69,15 @@ class NaiveDataset(Dataset):
             return self.transform(img.convert("RGB")), int(self.labels[i])
 
 
-def images_per_second(loader: DataLoader, epochs: int) -> float:
+def images_per_second(loader: DataLoader, epochs: int, device: str = "cpu") -> float:
     n, start = 0, time.perf_counter()
     for epoch in range(epochs):
         set_epoch(loader, epoch)
         for x, _ in loader:
+            x = x.to(device, non_blocking=True)
             n += len(x)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     return n / (time.perf_counter() - start)
 
 
@@ -80,6 +86,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(1)  # one worker's worth of CPU for both sides
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,21 +95,28 @@ def main() -> None:
         (root / "img").mkdir()
         paths = write_jpegs(root / "img", args.n)
         labels = np.arange(args.n) % 4
+        pin = args.device.startswith("cuda")
+        workers = {"num_workers": args.workers, "persistent_workers": args.workers > 0}
         naive = DataLoader(NaiveDataset(paths, labels), batch_size=args.batch, shuffle=True, drop_last=True,
-                           num_workers=0, generator=torch.Generator().manual_seed(0))
-        naive_ips = images_per_second(naive, args.epochs)
+                           generator=torch.Generator().manual_seed(0), pin_memory=pin, **workers)
+        if args.workers:
+            images_per_second(naive, 1, args.device)  # worker start-up is not decoding
+        naive_ips = images_per_second(naive, args.epochs, args.device)
 
         cfg = Config.model_validate({"model": {"name": "resnet18", "pretrained": False}, "image": {"size": 224},
                                      "augment": {"preset": "light"},
-                                     "train": {"batch_size": args.batch, "num_workers": 0}})
+                                     "train": {"batch_size": args.batch, "num_workers": args.workers,
+                                               "device": args.device}})
         ws = Workspace.at(root / "ws")
         start = time.perf_counter()
         store = prepare_images(pd.DataFrame({"path": paths}), cfg, ws)
         build_s = time.perf_counter() - start
         loader = build_train_loader(store, np.arange(args.n), labels, cfg, seed=0)
-        images_per_second(loader, 1)  # warm-up: page cache, lazy imports
-        comp_ips = images_per_second(loader, args.epochs)
-    print(f"images: {args.n} JPEG 384x512 -> 224x224, batch {args.batch}, {args.epochs} epochs, 1 worker")
+        images_per_second(loader, 1, args.device)  # warm-up: page cache, lazy imports, worker start-up
+        comp_ips = images_per_second(loader, args.epochs, args.device)
+    who = f"{args.workers} workers" if args.workers else "1 worker (main process)"
+    print(f"images: {args.n} JPEG 384x512 -> 224x224, batch {args.batch}, {args.epochs} epochs, {who}, "
+          f"to {args.device}")
     print(f"(a) naive PIL + torchvision, decode every epoch : {naive_ips:8.1f} images/s")
     print(f"(b) comp cache (warm) + light preset            : {comp_ips:8.1f} images/s")
     print(f"    one-off cache build ({store.hw[0]}x{store.hw[1]})            : {build_s:8.2f} s "

@@ -163,3 +163,19 @@ def test_ranks_draw_disjoint_equal_shares_of_each_epoch():
     assert len(set().union(*map(set, draws))) == 18  # disjoint
     with pytest.raises(CompError, match="rank must be in"):
         build_train_loader(memory_store(20), np.arange(20), None, cfg, seed=4, rank=3, world_size=3)
+
+
+def test_batched_fetch_equals_item_by_item(tiny):
+    """__getitems__ (one tensor written per batch) must give exactly what __getitem__ + stacking gives."""
+    store, y, cfg = tiny
+    loader = build_train_loader(store, np.arange(36), y, cfg, seed=9)
+    set_epoch(loader, 3)
+    draws = list(loader.sampler)[:8]
+    set_epoch(loader, 3)
+    images, labels = next(iter(loader))
+    dataset = loader.dataset
+    one_by_one = torch.stack([dataset[d][0] for d in draws])
+    assert torch.equal(images, one_by_one) and images.is_contiguous()
+    assert labels.tolist() == [int(y[p]) for p, _ in draws]
+    plain = ImageDataset(store, np.arange(4), None, None).__getitems__([0, 1])  # no fused tail: per item
+    assert isinstance(plain, list) and plain[0][0].shape == (3, 36, 36)

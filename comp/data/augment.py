@@ -43,17 +43,24 @@ class NormalizeToTensor(ToTensorV2):
         self.std = tuple(float(v) for v in std)
         self._scale = [1.0 / (255.0 * s) for s in self.std]
         self._shift = [-m / s for m, s in zip(self.mean, self.std)]  # (x/255 - m)/s = x*scale + shift
+        self.defer = False  # True while ImageDataset.__getitems__ writes whole batches itself
 
-    def apply(self, img: np.ndarray, **params: Any) -> torch.Tensor:
+    def apply(self, img: np.ndarray, **params: Any) -> torch.Tensor | np.ndarray:
+        if self.defer:
+            return img
+        out = np.empty((len(self.mean), *img.shape[:2]), np.float32)  # (C, H, W)
+        self.write(img, out)
+        return torch.from_numpy(out)
+
+    def write(self, img: np.ndarray, out: np.ndarray) -> None:
+        """Normalise an (H, W, C) image into `out`, a preallocated (C, H, W) float32 array."""
         if img.ndim == 2:
             img = img[..., None]
-        if img.shape[2] != len(self.mean):
-            raise ValueError(f"NormalizeToTensor: image has {img.shape[2]} channels, mean/std have {len(self.mean)}")
-        out = np.empty((img.shape[2], *img.shape[:2]), np.float32)  # (C, H, W)
+        if img.shape[2] != len(self.mean) or out.shape != (img.shape[2], *img.shape[:2]):
+            raise ValueError(f"NormalizeToTensor: image {img.shape} does not fit {out.shape} / {len(self.mean)} channels")
         for c in range(img.shape[2]):
             np.multiply(img[..., c], self._scale[c], out=out[c], dtype=np.float32)
             out[c] += self._shift[c]
-        return torch.from_numpy(out)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("mean", "std")

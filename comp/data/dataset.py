@@ -9,14 +9,15 @@ number of workers, or whether the run was resumed mid-way.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
 from comp.config import Config
 from comp.data.cache import ImageStore
@@ -42,16 +43,39 @@ class ImageDataset(Dataset):
         return len(self.indices)
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        image, label = self._augment(item)
+        if isinstance(image, np.ndarray):  # no transform: raw pixels scaled to [0, 1]
+            return torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0), label
+        return image.float(), label  # (C, H, W)
+
+    def _augment(self, item: int | tuple[int, int]) -> tuple[Any, int]:
         if isinstance(item, tuple):  # (position, seed) from EpochSampler
             item, seed = item
             self.reseed(seed)
         image = self.store[int(self.indices[item])]  # (H', W', 3) uint8
-        if self.transform is None:
-            out = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
-        else:
-            out = self.transform(image=image)["image"].float()  # (C, H, W)
-        label = -1 if self.labels is None else int(self.labels[item])
-        return out, label
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+        return image, -1 if self.labels is None else int(self.labels[item])
+
+    def __getitems__(self, items: list) -> Batch | list[tuple[torch.Tensor, int]]:
+        """A whole batch, normalised straight into one (B, C, H, W) tensor when the pipeline ends
+        with NormalizeToTensor: no per-image tensors and no stacking copy (DataLoader calls this)."""
+        last = _fused_tail(self.transform)
+        if last is None or not items:
+            return [self[i] for i in items]
+        last.defer = True
+        try:
+            pairs = [self._augment(i) for i in items]
+        finally:
+            last.defer = False
+        first = pairs[0][0]
+        if any(img.shape != first.shape for img, _ in pairs):  # a pipeline that does not fix the size
+            return [(torch.from_numpy(_chw(last, img)), label) for img, label in pairs]
+        images = _batch_tensor((len(pairs), len(last.mean), *first.shape[:2]))
+        view = images.numpy()
+        for b, (img, _) in enumerate(pairs):
+            last.write(img, view[b])
+        return Batch(images, torch.tensor([label for _, label in pairs], dtype=torch.int64))
 
 
     def reseed(self, seed: int) -> None:
@@ -64,6 +88,42 @@ class ImageDataset(Dataset):
         self._rng.bit_generator.state = {"bit_generator": "PCG64", "has_uint32": 0, "uinteger": 0,
                                          "state": {"state": seed * PCG_MULT % 2**128, "inc": PCG_INC}}
         self._py.seed(seed)
+
+
+class Batch(NamedTuple):
+    """A batch already collated by ImageDataset.__getitems__."""
+
+    images: torch.Tensor  # (B, C, H, W) float32
+    labels: torch.Tensor  # (B,) int64, -1 when unlabelled
+
+
+def collate(data: Batch | list) -> tuple[torch.Tensor, torch.Tensor]:
+    """DataLoader collate_fn: pass batches built by __getitems__ through, stack anything else."""
+    if isinstance(data, Batch):
+        return data.images, data.labels
+    return tuple(default_collate(data))
+
+
+def _fused_tail(transform: Any) -> Any:
+    from comp.data.augment import NormalizeToTensor
+
+    steps = getattr(transform, "transforms", None)
+    return steps[-1] if steps and isinstance(steps[-1], NormalizeToTensor) else None
+
+
+def _chw(last: Any, img: np.ndarray) -> np.ndarray:
+    out = np.empty((len(last.mean), *img.shape[:2]), np.float32)
+    last.write(img, out)
+    return out
+
+
+def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 tensor; in a DataLoader worker, in shared memory (no copy on the way out)."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.float32)
+    proto = torch.empty(0, dtype=torch.float32)
+    storage = proto._typed_storage()._new_shared(math.prod(shape), device="cpu")  # as default_collate does
+    return proto.new(storage).resize_(*shape)
 
 
 def align_labels(labels: np.ndarray | None, indices: np.ndarray, n_store: int) -> np.ndarray | None:
@@ -185,7 +245,7 @@ def build_train_loader(
             f"train.batch_size={batch_size} is larger than the {len(sampler)} training samples per epoch, "
             "so every batch would be dropped; lower train.batch_size"
         )
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, collate_fn=collate,
                       **_worker_args(cfg.train.num_workers, seed), pin_memory=_pin(cfg))
 
 
@@ -224,4 +284,4 @@ def build_eval_loader(
     workers = cfg.train.num_workers
     extra = {"num_workers": workers, "persistent_workers": True} if workers > 0 else {}
     return DataLoader(dataset, batch_size=batch_size or 2 * cfg.train.batch_size, shuffle=False, drop_last=False,
-                      pin_memory=_pin(cfg), **extra)
+                      collate_fn=collate, pin_memory=_pin(cfg), **extra)
