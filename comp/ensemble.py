@@ -127,13 +127,21 @@ def build_scorer(metric: Metric, y: np.ndarray, *, method: str) -> Callable[[np.
     """score(summed contributions) -> metric; argmax metrics skip normalising (same argmax)."""
     y = np.asarray(y)
     if metric.name in ARGMAX_METRICS:
-        return lambda summed: _argmax_score(metric.name, y, np.argmax(summed, axis=1), summed.shape[1])
+        offsets = {}  # n_classes -> y * n_classes, computed once
+
+        def score(summed: np.ndarray) -> float:
+            c = summed.shape[1]
+            off = offsets.setdefault(c, y.astype(np.int64) * c)
+            return _argmax_score(metric.name, y, np.argmax(summed, axis=1), c, offsets=off)
+
+        return score
     return lambda summed: metric(y, finish(summed, method))
 
 
-def _argmax_score(name: str, y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+def _argmax_score(name: str, y: np.ndarray, pred: np.ndarray, n_classes: int, *, offsets: np.ndarray | None = None) -> float:
     """accuracy / F1 / balanced accuracy from a confusion matrix built with one bincount."""
-    cm = np.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    offsets = y * n_classes if offsets is None else offsets
+    cm = np.bincount(offsets + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
     tp = np.diag(cm).astype(np.float64)
     support, predicted = cm.sum(axis=1), cm.sum(axis=0)
     if name == "accuracy":
@@ -176,10 +184,10 @@ def fit_weights(
     if search == "slsqp":
         return _fit_slsqp(contribs, np.asarray(y), method=method)
     scorer = build_scorer(metric, y, method=method)
-    return _hill_climb(contribs, scorer, metric, rng=np.random.default_rng(seed), max_steps=max_steps or max(20, 4 * n))
+    return _hill_climb(contribs, scorer, metric, rng=np.random.default_rng(seed), max_steps=max_steps or max(20, 2 * n))
 
 
-def _hill_climb(contribs: list[np.ndarray], scorer: Callable, metric: Metric, *, rng: np.random.Generator, max_steps: int) -> np.ndarray:
+def _hill_climb(contribs: list[np.ndarray], scorer: Callable, metric: Metric, *, rng: np.random.Generator, max_steps: int, patience: int = 10) -> np.ndarray:
     """Counts of picks per member; the best prefix of the greedy path wins."""
     n = len(contribs)
     order = rng.permutation(n)
@@ -188,16 +196,29 @@ def _hill_climb(contribs: list[np.ndarray], scorer: Callable, metric: Metric, *,
     counts = np.zeros(n)
     counts[first] = 1
     summed, best_score, best_counts = contribs[first].copy(), singles[first], counts.copy()
+    buf = np.empty_like(summed)  # one reused (N, C) buffer: the search is memory-bound
+    scale = metric.name not in ARGMAX_METRICS  # argmax is scale-free; a geometric blend's temperature is not
+    since_best = 0
     for _ in range(max_steps - 1):
-        k = counts.sum() + 1  # scored as the normalised blend (the temperature matters for geometric)
-        scores = [scorer((summed + contribs[i]) / k) for i in range(n)]
+        k = counts.sum() + 1
+        scores = [scorer(_candidate(summed, contribs[i], k if scale else None, buf)) for i in range(n)]
         pick = _best(order, scores, metric)
         summed += contribs[pick]
         counts[pick] += 1
+        since_best += 1
         if metric.better(scores[pick], best_score):
-            best_score, best_counts = scores[pick], counts.copy()
+            best_score, best_counts, since_best = scores[pick], counts.copy(), 0
+        if since_best >= patience:
+            break
     log.debug("hill climbing: best %.5f with counts %s", best_score, best_counts.tolist())
     return best_counts / best_counts.sum()
+
+
+def _candidate(summed: np.ndarray, contrib: np.ndarray, k: float | None, buf: np.ndarray) -> np.ndarray:
+    np.add(summed, contrib, out=buf)
+    if k is not None:
+        buf /= k
+    return buf
 
 
 def _best(order: np.ndarray, scores: list[float], metric: Metric) -> int:
