@@ -140,3 +140,23 @@ def test_end_to_end_with_real_training(tiny_ws):
     assert scored.exit_code == 0 and "macro_f1 =" in scored.output
     manifest = read_json(tiny_ws / "submissions" / "final.json")
     assert manifest["nested"] <= manifest["insample_fold_mean"] + 1e-9
+
+
+def test_leaderboard_rows_and_record_errors(tmp_path):
+    from comp.errors import CompError
+    from comp.leaderboard import experiment_rows, record_lb, submission_rows
+    from comp.workspace import write_json, write_yaml
+
+    ws = Workspace.at(tmp_path)
+    write_yaml(ws.config_yaml("a"), {"model": {"name": "m"}, "image": {"size": 64}, "train": {"epochs": 3}, "folds": {"k": 2}})
+    write_json(ws.scores_json("a"), {"mean": 0.8, "std": 0.1, "oof": 0.79, "minutes": {"0": 1.5, "1": 2.0}})
+    rows = experiment_rows(ws)
+    assert rows.iloc[0].to_dict() == {"experiment": "a", "model": "m", "image": "64", "epochs": 3, "folds": "0/2",
+                                          "cv_mean": 0.8, "cv_std": 0.1, "oof": 0.79, "minutes": 3.5}
+    write_json(ws.submission_json("s"), {"members": ["a"], "method": "mean", "oof": 0.8, "nested": 0.78})
+    with pytest.raises(CompError, match="finite"):
+        record_lb(ws, "s", float("nan"))
+    with pytest.raises(CompError, match="did you mean s"):
+        record_lb(ws, "s1", 0.7)
+    record_lb(ws, "s", 0.75)
+    assert submission_rows(ws).iloc[0]["lb"] == 0.75

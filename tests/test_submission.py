@@ -99,3 +99,17 @@ def test_score_submission_against_solution(tiny_ws):
     assert score == pytest.approx(get_metric("macro_f1")(np.arange(9) % 3, np.tile([1.0, 0, 0], (9, 1))))
     with pytest.raises(CompError, match="does not exist"):
         score_submission(tiny_ws / "nope.csv", tiny_ws / "solution.csv", cfg.submission, classes=CLASSES, metric=metric)
+
+
+def test_probabilities_and_integer_labels_round_trip(tmp_path):
+    ws = Workspace.at(tmp_path)
+    p = probs_for(4, seed=2)
+    frame = build_submission(list("abcd"), p, CLASSES, PROBS, order=list("dcba"))
+    csv_path, _ = write_submission(ws, "probs", frame, PROBS, expected=list("abcd"), classes=CLASSES, manifest={})
+    back = pd.read_csv(csv_path)
+    assert back.columns.tolist() == ["ImageID", "c0", "c1", "c2"] and back["ImageID"].tolist() == list("dcba")
+    assert np.allclose(back[["c0", "c1", "c2"]].to_numpy(), p[::-1], atol=1e-6)
+    ints = (3, 7, 11)
+    frame = build_submission(list("ab"), np.array([[0.1, 0.2, 0.7], [0.8, 0.1, 0.1]]), ints, LABEL, order=list("ab"))
+    csv_path, _ = write_submission(ws, "ints", frame, LABEL, expected=list("ab"), classes=ints, manifest={})
+    assert csv_path.read_text() == "ImageID,ans\na,11\nb,3\n"
