@@ -114,6 +114,11 @@ class TrainConfig(Strict):
     num_workers: int = 2
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML reads `amp: off` as false
+
     @model_validator(mode="after")
     def _positive(self) -> "TrainConfig":
         for key in ("epochs", "batch_size", "grad_accum"):

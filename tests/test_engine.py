@@ -227,6 +227,11 @@ def test_scheduler_and_optimizer_states_load_with_weights_only(tmp_path: Path) -
     assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]  # no decay on biases
 
 
+def test_amp_off_survives_yaml(tiny_ws: Path) -> None:
+    """YAML 1.1 reads `off` as false; `--set train.amp=off` must still mean off."""
+    assert load_config(tiny_ws, "baseline", ["train.amp=off"]).train.amp == "off"
+
+
 def test_amp_and_device_resolution() -> None:
     cpu = torch.device("cpu")
     assert resolve_amp("auto", cpu) is None and resolve_amp("off", cpu) is None
