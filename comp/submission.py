@@ -196,7 +196,7 @@ def make_submission(
 ) -> dict[str, Any]:
     """Fit a blend of members' OOF probabilities, apply it to their test probabilities, write the submission."""
     from comp.data.tables import load_tables
-    from comp.ensemble import align_members, apply_bias, blend, fit_blend, oof_path, parse_weights
+    from comp.ensemble import align_members, apply_bias, blend, fit_blend, parse_weights
 
     if not members:
         raise CompError("ensemble needs at least one member: -e NAME (repeatable)")
@@ -204,14 +204,8 @@ def make_submission(
         raise CompError(f"members are listed twice: {list(members)}; give each -e once")
     classes = load_tables(cfg, ws, check_images=False).classes
     metric = get_metric(cfg.metric)
-    oof_frames = [read_member_table(oof_path(ws, m, oof_source), m, f"{oof_source} OOF table",
-                                    f"run `comp fold-train -e {m}`" + (" then `comp predict --oof`" if oof_source == "tta" else ""))
-                  for m in members]
-    ids, oof_probs = align_members(oof_frames, classes, names=members)
-    first = oof_frames[0].set_index("id").loc[ids]
-    code = {str(c): i for i, c in enumerate(classes)}
-    y = first["label"].astype(str).map(code).to_numpy()
-    fit = fit_blend(oof_probs, y, first["fold"].to_numpy(), metric, method=method,
+    oof_probs, y, folds = member_oof(ws, members, classes, oof_source=oof_source)
+    fit = fit_blend(oof_probs, y, folds, metric, method=method,
                     weights=parse_weights(weights, len(members)), bias=bias, seed=seed)
     test_frames = [read_member_table(ws.test_probs_csv(m), m, "test predictions", f"run `comp predict -e {m}`") for m in members]
     test_ids, test_probs = align_members(test_frames, classes, names=members)
@@ -228,6 +222,22 @@ def make_submission(
     }
     csv_path, json_path = write_submission(ws, name, frame, cfg.submission, expected=order, classes=classes, manifest=manifest)
     return {**manifest, "csv": str(csv_path), "json": str(json_path)}
+
+
+def member_oof(ws: Workspace, members: Sequence[str], classes: Sequence[Any], *, oof_source: str) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """(members' OOF probabilities joined by id, labels y, folds) in the first member's row order."""
+    from comp.ensemble import align_members, oof_path
+
+    hint = " then `comp predict --oof`" if oof_source == "tta" else ""
+    frames = [read_member_table(oof_path(ws, m, oof_source), m, f"{oof_source} OOF table", f"run `comp fold-train -e {m}`{hint}")
+              for m in members]
+    ids, probs = align_members(frames, classes, names=members)
+    first = frames[0].set_index("id").loc[ids]
+    code = {str(c): i for i, c in enumerate(classes)}
+    y = first["label"].astype(str).map(code)
+    if y.isna().any():
+        raise CompError(f"{members[0]}'s OOF table has labels not in train.csv (e.g. {first['label'][y.isna()].iloc[0]!r}); retrain it")
+    return probs, y.to_numpy(dtype=np.int64), first["fold"].to_numpy()
 
 
 def _hashes(ws: Workspace, exp: str) -> dict[str, Any]:
