@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from comp.metrics import Metric, get_metric
 from comp.workspace import Workspace, read_json, write_bytes, write_json
 
 FLOAT_FORMAT = "%.6f"
+log = logging.getLogger("comp.submission")
 
 
 def expected_ids(cfg: Config, ws: Workspace) -> tuple[list[str], list[str] | None]:
@@ -237,7 +239,12 @@ def member_oof(ws: Workspace, members: Sequence[str], classes: Sequence[Any], *,
     y = first["label"].astype(str).map(code)
     if y.isna().any():
         raise CompError(f"{members[0]}'s OOF table has labels not in train.csv (e.g. {first['label'][y.isna()].iloc[0]!r}); retrain it")
-    return probs, y.to_numpy(dtype=np.int64), first["fold"].to_numpy()
+    folds = first["fold"].to_numpy()
+    for m, frame in zip(members[1:], frames[1:]):
+        if not np.array_equal(frame.set_index("id").loc[ids, "fold"].to_numpy(), folds):
+            log.warning("%s uses other folds than %s: the nested estimate follows %s's folds, so it may be slightly optimistic "
+                        "for %s; train members on the same folds (folds.k, folds.seed)", m, members[0], members[0], m)
+    return probs, y.to_numpy(dtype=np.int64), folds
 
 
 def _hashes(ws: Workspace, exp: str) -> dict[str, Any]:
