@@ -99,7 +99,7 @@ def _merge_views(model: nn.Module, images: torch.Tensor, views: list, *, merge: 
     acc = None
     for view in views:
         with autocast(device, amp):
-            logits = model(view.augment_image(images))
+            logits = model(view.augment_image(images).contiguous())  # rot90 views are strided; conv wants dense
         probs = torch.softmax(logits.float(), dim=1)  # (B, C), in float32 whatever the autocast dtype
         term = probs if merge == "mean" else torch.log(probs.clamp_min(1e-7))
         acc = term if acc is None else acc + term
