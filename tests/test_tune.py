@@ -236,6 +236,43 @@ def test_tune_experiment_with_stand_in_fit(tiny_ws: Path) -> None:
     assert "Hyperparameter search" in ws.report_html("baseline").read_text()
 
 
+@pytest.mark.parametrize("pruner", ["median", "hyperband", "none"])
+def test_pruners_stop_a_terrible_trial_or_not(tiny_ws: Path, pruner: str) -> None:
+    def fit(cfg, tables, fold_of, fold, out_dir, *, ws, progress, on_epoch):
+        score = 0.0 if cfg.train.lr > 0.05 else 0.9  # trial 3 below draws lr > 0.05: terrible from epoch 0
+        for epoch in range(cfg.train.epochs):
+            on_epoch(epoch, {"score": score, "val_loss": 1.0})
+        return SimpleNamespace(score=score)
+
+    cfg = load_config(tiny_ws, "baseline", ["tune.space={train.lr: {categorical: [0.001, 0.002, 0.003, 0.1]}}",
+                                            f"tune.pruner={pruner}", "tune.epochs=4", "tune.seed=0"])
+    result = tune_experiment(Workspace.at(tiny_ws), cfg, exp="baseline", trials=6, fit=fit)
+    study = optuna.load_study(study_name="baseline", storage=open_storage(None, Workspace.at(tiny_ws).tune_journal("baseline")))
+    late_bad = [t for t in study.trials if t.params["train.lr"] == 0.1 and t.number >= 2]
+    assert late_bad, [t.params for t in study.trials]  # seed 0 draws lr=0.1 after the pruner's start-up trials
+    expected = TrialState.COMPLETE if pruner == "none" else TrialState.PRUNED
+    assert all(t.state == expected for t in late_bad), [(t.number, t.state) for t in study.trials]
+    assert result.counts["complete"] + result.counts["pruned"] == 6
+
+
+def test_interrupted_tune_resumes_where_it_stopped(tiny_ws: Path) -> None:
+    ws = Workspace.at(tiny_ws)
+    cfg = load_config(tiny_ws, "baseline", ["tune.space={train.lr: {float: [1.0e-4, 1.0e-2], log: true}}"])
+
+    def interrupted(cfg, tables, fold_of, fold, out_dir, *, ws, progress, on_epoch):
+        out_dir.mkdir(parents=True)
+        if len(list(out_dir.parents[1].glob("trial*"))) and "trial1" in str(out_dir):
+            raise KeyboardInterrupt
+        return fake_fit(cfg, tables, fold_of, fold, out_dir / "x", ws=ws, progress=progress, on_epoch=on_epoch)
+
+    with pytest.raises(KeyboardInterrupt):
+        tune_experiment(ws, cfg, exp="baseline", trials=3, fit=interrupted)
+    assert not (ws.exp_dir("baseline") / "tune" / "trial1").exists()  # cleaned up on the way out
+    result = tune_experiment(ws, cfg, exp="baseline", trials=3, fit=fake_fit)
+    assert [o.number for o in result.ran] == [2, 3]
+    assert result.counts == {"complete": 3, "pruned": 0, "failed": 1, "running": 0}
+
+
 def test_three_trial_study_through_the_cli_and_the_tuned_yaml_trains(tiny_ws: Path) -> None:
     space = "tune.space={train.lr: {float: [1.0e-3, 1.0e-2], log: true}, train.weight_decay: {float: [0.0, 0.1]}}"
     args = ["tune", "-w", str(tiny_ws), "--trials", "3", "--set", space, "--set", "tune.epochs=1"]
@@ -354,3 +391,19 @@ def test_cli_tune_on_postgres_storage(tiny_ws: Path, postgres_url: str) -> None:
 def test_unreachable_storage_is_a_comp_error(tmp_path: Path) -> None:
     with pytest.raises(CompError, match=r"--storage postgresql://u:\*\*\*@127.0.0.1:1/x: cannot connect"):
         open_storage("postgresql://u:secret@127.0.0.1:1/x", tmp_path / "j")
+
+
+def test_sigterm_ends_a_tune_run_like_ctrl_c() -> None:
+    import signal
+
+    from comp.cli.tune import _sigterm_as_interrupt
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        _sigterm_as_interrupt()
+        with pytest.raises(KeyboardInterrupt, match="signal 15"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs between bytecodes
+                pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)

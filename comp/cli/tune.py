@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 
 from comp.cli import app
@@ -27,6 +30,7 @@ def tune_command(
     from comp.tune import tune_experiment  # optuna and torch load only for this command
 
     ws, cfg = load(workspace, experiment, set_)
+    _sigterm_as_interrupt()  # a preempted or killed worker marks its running trial as interrupted, not counted
     try:
         with RichProgress() as progress:
             result = tune_experiment(ws, cfg, exp=experiment, overrides=tuple(set_ or ()), trials=trials,
@@ -38,11 +42,32 @@ def tune_command(
     console.print(f"study {result.study_name!r} ({result.storage}): {c['complete']} complete, {c['pruned']} pruned, "
                   f"{c['failed']} failed, {c['running']} running; this run: {len(result.ran)} trials")
     if not result.table.empty:
-        print_table(result.table.drop(columns=["reason"]) if result.table["reason"].eq("").all() else result.table,
-                    title=f"top trials ({cfg.metric})")
+        print_table(_shown(result.table), title=f"top trials ({cfg.metric})")
     if result.tuned_yaml is None:
         console.print("[yellow]no trial completed[/]: no tuned experiment written; see the reasons above")
     else:
         console.print(f"best {cfg.metric} {result.best_value:.4f} (trial {result.best_number}): {result.best_params}")
         console.print(f"wrote {result.tuned_yaml}; train it with: comp fold-train -e {experiment}-tuned")
     console.print(f"report: {result.report}")
+
+
+def _shown(table: pd.DataFrame) -> pd.DataFrame:
+    """The trials table as short strings: 4 significant digits, whole seconds, reasons cut to 60 characters."""
+    out = table.drop(columns=["reason"]) if table["reason"].eq("").all() else table.copy()
+    for col in out.columns:
+        if out[col].dtype.kind == "f":
+            digits = "{:.0f}" if col == "seconds" else "{:.4g}"
+            out[col] = out[col].map(lambda v: "-" if pd.isna(v) else digits.format(v))
+    if "reason" in out.columns:
+        out["reason"] = out["reason"].str.slice(0, 60)
+    return out
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (kill, timeout, a cluster's preemption) ends the run like Ctrl-C does."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
