@@ -45,12 +45,12 @@ BASELINE_YAML = """\
 model: {name: test_resnet, pretrained: false}
 image: {size: 32, cache_scale: 1.0}
 augment: {preset: light}
-train: {epochs: 6, batch_size: 32, lr: 3.0e-3, weight_decay: 0.01, warmup_epochs: 1,
+train: {epochs: 8, batch_size: 32, lr: 3.0e-3, weight_decay: 0.01, warmup_epochs: 0.5,
         scheduler: cosine, loss: ce, early_stopping: null, num_workers: 0, seed: 42}
 tta: {transforms: hflip, merge: mean}
 tune:
   trials: 3
-  epochs: 1
+  epochs: 2
   folds: [0]
   space:
     train.lr: {float: [1.0e-3, 1.0e-2], log: true}

@@ -56,3 +56,21 @@ def test_demo_cli_data_and_folds(tmp_path):
     folds = pd.read_csv(tmp_path / "d" / "folds" / "k5-s42.csv")
     assert (folds.groupby("group")["fold"].nunique() == 1).all()
     assert sorted(folds["fold"].unique()) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path):
+    """`comp demo` from nothing to a scored submission (one epoch per fold to stay quick)."""
+    result = runner.invoke(app, ["demo", str(tmp_path / "d"), "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "d"
+    for exp in ("baseline", "effnet"):
+        assert (root / "experiments" / exp / "oof.csv").is_file()
+        assert (root / "experiments" / exp / "test.csv").is_file()
+        assert (root / "experiments" / exp / "report.html").is_file()
+    assert (root / "experiments" / "baseline-tuned.yaml").is_file()
+    assert (root / "eda" / "report.html").is_file()
+    sub = pd.read_csv(root / "submissions" / "demo-blend.csv")
+    sample = pd.read_csv(root / "data" / "sample_submission.csv")
+    assert list(sub.columns) == ["ImageID", "ans"] and list(sub["ImageID"]) == list(sample["ImageID"])
+    assert "blend on the hidden test set" in result.output
