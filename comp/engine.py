@@ -24,6 +24,9 @@ from torch.utils.data import DataLoader
 
 from comp.checkpoint import capture_rng, cpu_state, load_checkpoint, restore_rng, save_checkpoint, seeded_rng
 from comp.config import Config
+from comp.data.augment import build_mixup
+from comp.data.cache import prepare_images
+from comp.data.dataset import build_eval_loader, build_train_loader, set_epoch
 from comp.data.tables import Tables
 from comp.errors import CompError
 from comp.metrics import Metric, get_metric
@@ -96,9 +99,6 @@ def split_indices(fold_of: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarra
 def build_loaders(cfg: Config, tables: Tables, train_idx: np.ndarray, val_idx: np.ndarray, *,
                   ws: Workspace, seed: int, progress: Progress) -> tuple[DataLoader, DataLoader]:
     """Training loader (shuffled or sampled, drop_last) and validation loader (in val_idx order)."""
-    from comp.data.cache import prepare_images
-    from comp.data.dataset import build_eval_loader, build_train_loader
-
     store = prepare_images(tables.train, cfg, ws, progress=progress)
     y = tables.train["y"].to_numpy()
     train_loader = build_train_loader(store, train_idx, y[train_idx], cfg, seed=seed)
@@ -329,9 +329,6 @@ def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Par
                loaders: tuple[DataLoader, DataLoader], val_idx: np.ndarray, *, progress: Progress,
                on_epoch: Callable[[int, dict], None] | None) -> None:
     """The epoch loop: train, validate, keep the best, write history and last.pt, stop early."""
-    from comp.data.augment import build_mixup
-    from comp.data.dataset import set_epoch
-
     metric, epochs = get_metric(cfg.metric), cfg.train.epochs
     train_loader, val_loader = loaders
     y_val = tables.train["y"].to_numpy()[val_idx]

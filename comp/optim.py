@@ -12,7 +12,10 @@ from timm.utils import ModelEmaV3
 from torch import nn
 
 from comp.config import Config, TrainConfig
+from comp.data.augment import build_mixup
 from comp.errors import CompError
+from comp.losses import build_loss
+from comp.models import build_model
 
 ONECYCLE_START = 1 / 25  # one-cycle starts at lr/25 (as torch's OneCycleLR) ...
 ONECYCLE_END = 1 / 25e4  # ... and ends at lr/(25 * 1e4)
@@ -117,10 +120,6 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, *, seed: int) -> Parts:
     """Model (random init from the current torch RNG), loss, optimizer, schedule, scaler, EMA, mixup."""
-    from comp.data.augment import build_mixup
-    from comp.losses import build_loss
-    from comp.models import build_model
-
     t = cfg.train
     device = resolve_device(t.device)
     amp_dtype = resolve_amp(t.amp, device)

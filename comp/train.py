@@ -191,6 +191,8 @@ def curves_figure(results: dict[int, FoldResult], metric: str) -> plt.Figure:
         axes[0].plot(epoch, h["train_loss"], "--", color=colour, label=f"fold {fold} train")
         axes[0].plot(epoch, h["val_loss"], "-", color=colour, label=f"fold {fold} val")
         axes[1].plot(epoch, h["metric"], "-o", color=colour, ms=3, label=f"fold {fold}")
+        if "ema_metric" in h:
+            axes[1].plot(epoch, h["ema_metric"], ":", color=colour, label=f"fold {fold} EMA")
         axes[1].axvline(res.best_epoch + 1, color=colour, lw=0.6, alpha=0.5)
         axes[2].plot(epoch, h["lr"], color=colour, label=f"fold {fold}")
     for ax, title in zip(axes, ("loss", f"validation {metric}", "learning rate (epoch start)")):

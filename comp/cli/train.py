@@ -11,7 +11,6 @@ import typer
 from comp.cli import app
 from comp.cli.common import ExperimentOpt, RichProgress, SetOpt, WorkspaceOpt, console, handle_errors, load, print_table
 from comp.errors import CompError
-from comp.train import fold_train
 
 
 def parse_folds(text: str | None) -> list[int] | None:
@@ -35,6 +34,8 @@ def fold_train_command(
     set_: SetOpt = None,
 ) -> None:
     """Train one model per fold; write experiments/<exp>/{fold*/best.pt, oof.csv, scores.json, report.html}."""
+    from comp.train import fold_train  # torch loads only for the commands that train
+
     overrides = list(set_ or []) + ([f"folds.k={k}"] if k is not None else [])
     ws, cfg = load(workspace, experiment, overrides)
     with RichProgress() as progress:
