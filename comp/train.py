@@ -229,7 +229,7 @@ def per_class_figure(y: np.ndarray, pred: np.ndarray, names: list[str]) -> plt.F
     for offset, values, label in ((-0.27, p, "precision"), (0.0, r, "recall"), (0.27, f, "F1")):
         ax.bar(x + offset, values, width=0.27, label=label)
     ax.set_xticks(x, [f"{n}\n(n={s})" for n, s in zip(names, support)], fontsize=7)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.18)
     ax.set_title("OOF per-class precision / recall / F1")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, ncol=3, loc="upper center")
     return fig
