@@ -315,13 +315,16 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
         parts = build_parts(cfg, counts, len(loaders[0]), seed=seed)
         state = FitState()
         ckpt = matching_last(out_dir, cfg, fold)
-        if ckpt is not None:
+        if ckpt is not None and ckpt["finished"]:  # finished, but best.pt is missing or unreadable
+            log.warning("fold %d: %s is missing or unreadable; training the fold again", fold, out_dir / "best.pt")
+        elif ckpt is not None:
             resume(parts, state, ckpt)
             log.info("fold %d: resuming from epoch %d", fold, state.epoch + 1)
         run_epochs(cfg, tables, fold, out_dir, parts, state, loaders, val_idx,
                    progress=progress, on_epoch=on_epoch)
     result = finished_result(out_dir, cfg, fold)
-    assert result is not None, "a fit that returned must have finished"
+    if result is None:
+        raise CompError(f"fold {fold} finished but {out_dir / 'best.pt'} cannot be read back; check the disk and rerun")
     return result
 
 

@@ -109,6 +109,14 @@ def test_finished_fold_is_returned_without_training(tiny_ws: Path, monkeypatch: 
     assert (tiny_ws / "out" / "best.pt").stat().st_mtime_ns == stamp
 
 
+def test_finished_fold_without_best_checkpoint_is_trained_again(tiny_ws: Path) -> None:
+    first = fit(tiny_ws)
+    (tiny_ws / "out" / "best.pt").unlink()
+    again = fit(tiny_ws)
+    assert (tiny_ws / "out" / "best.pt").is_file() and again.history["epoch"].tolist() == [0, 1]
+    np.testing.assert_array_equal(again.val_probs, first.val_probs)  # same seed, same fit
+
+
 def test_changed_config_starts_the_fold_over(tiny_ws: Path) -> None:
     fit(tiny_ws, "train.epochs=1")
     res = fit(tiny_ws, "train.epochs=2")
