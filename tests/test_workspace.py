@@ -20,3 +20,12 @@ def test_csv_bytes_reproducible(tmp_path):
     a = write_csv(tmp_path / "a.csv", frame).read_bytes()
     b = write_csv(tmp_path / "b.csv", frame.copy()).read_bytes()
     assert a == b == b"id,p\na,0.123457\nb,0.333333\n"
+
+
+def test_artifacts_get_normal_permissions(tmp_path):
+    import os
+
+    path = write_text(tmp_path / "a.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
