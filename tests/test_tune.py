@@ -400,10 +400,45 @@ def test_sigterm_ends_a_tune_run_like_ctrl_c() -> None:
 
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        _sigterm_as_interrupt()
+        stop = _sigterm_as_interrupt()
         with pytest.raises(KeyboardInterrupt, match="signal 15"):
             os.kill(os.getpid(), signal.SIGTERM)
             for _ in range(1000):  # the handler runs between bytecodes
                 pass
+        assert stop.is_set()
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_an_error_while_stopping_counts_as_the_interruption(tmp_path: Path) -> None:
+    import threading
+
+    stop = threading.Event()
+
+    def dies_with_its_workers(trial: optuna.Trial) -> float:
+        stop.set()  # as the SIGTERM handler does, before the DataLoader notices its killed workers
+        raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")
+
+    study = journal_study(tmp_path / "j")
+    with pytest.raises(KeyboardInterrupt):
+        list(run_trials(study, dies_with_its_workers, n_trials=2, catch=(RuntimeError,), stop=stop))
+    assert study.trials[0].user_attrs["fail_reason"] == INTERRUPTED and not counted(study.trials[0])
+
+
+def test_out_of_memory_fails_one_trial_and_the_study_goes_on(tiny_ws: Path) -> None:
+    import torch
+
+    def fit(cfg, tables, fold_of, fold, out_dir, *, ws, progress, on_epoch):
+        if cfg.train.batch_size > 8:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return SimpleNamespace(score=0.5)
+
+    cfg = load_config(tiny_ws, "baseline", ["tune.space={train.batch_size: {categorical: [8, 4096]}}", "tune.seed=7"])
+    result = tune_experiment(Workspace.at(tiny_ws), cfg, exp="baseline", trials=4, fit=fit)
+    failed = [o for o in result.ran if o.state == "failed"]
+    assert failed and all(o.reason.startswith("OutOfMemoryError: CUDA out of memory") for o in failed)
+    assert result.counts["complete"] == 4 - len(failed) > 0
+
+
+def test_timeout_zero_starts_no_trial(tmp_path: Path) -> None:
+    assert list(run_trials(journal_study(tmp_path / "j"), quadratic, n_trials=3, timeout=0)) == []

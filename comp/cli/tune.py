@@ -30,11 +30,11 @@ def tune_command(
     from comp.tune import tune_experiment  # optuna and torch load only for this command
 
     ws, cfg = load(workspace, experiment, set_)
-    _sigterm_as_interrupt()  # a preempted or killed worker marks its running trial as interrupted, not counted
+    stop = _sigterm_as_interrupt()  # a preempted or killed worker marks its running trial as interrupted, not counted
     try:
         with RichProgress() as progress:
             result = tune_experiment(ws, cfg, exp=experiment, overrides=tuple(set_ or ()), trials=trials,
-                                     timeout=timeout, folds=folds, storage=storage, study_name=study, progress=progress)
+                                     timeout=timeout, folds=folds, storage=storage, study_name=study, progress=progress, stop=stop)
     except KeyboardInterrupt:
         err_console.print("interrupted: the running trial is marked failed and not counted; rerun the same command to resume")
         raise typer.Exit(130) from None
@@ -63,11 +63,14 @@ def _shown(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _sigterm_as_interrupt() -> None:
-    """SIGTERM (kill, timeout, a cluster's preemption) ends the run like Ctrl-C does."""
+def _sigterm_as_interrupt() -> threading.Event:
+    """SIGTERM (kill, timeout, a cluster's preemption) ends the run like Ctrl-C does; the event says it came."""
+    stop = threading.Event()
 
     def handler(signum: int, frame: object) -> None:
+        stop.set()
         raise KeyboardInterrupt(f"signal {signum}")
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
+    return stop

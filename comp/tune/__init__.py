@@ -7,6 +7,7 @@ experiments/<exp>/tune.journal), experiments/<exp>-tuned.yaml and the report's t
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,6 +95,7 @@ def tune_experiment(
     study_name: str | None = None,
     progress: Progress = SILENT,
     fit: Callable[..., Any] | None = None,
+    stop: threading.Event | None = None,
 ) -> TuneResult:
     """Run (or resume, or join) the study until it holds `trials` trials; write the tuned YAML and report."""
     plan = _plan(cfg, exp, trials=trials, timeout=timeout, folds=folds, study_name=study_name)
@@ -112,19 +114,20 @@ def tune_experiment(
         study.set_metric_names([cfg.metric])
     objective = Objective(cfg, plan.params, tables, fold_of, plan.folds, ws, exp, progress=progress, fit=fit)
     lock = journal.with_name(journal.name + ".ask-lock") if storage is None else None
-    ran = _run(study, objective, plan, lock=lock, progress=progress)
+    ran = _run(study, objective, plan, lock=lock, progress=progress, stop=stop)
     return _finish(ws, exp, study, ran, overrides=overrides, metric=cfg.metric,
                    where=str(journal) if storage is None else redact(storage))
 
 
-def _run(study: Any, objective: Objective, plan: _Plan, *, lock: Path | None, progress: Progress) -> tuple[Outcome, ...]:
+def _run(study: Any, objective: Objective, plan: _Plan, *, lock: Path | None, progress: Progress,
+         stop: threading.Event | None) -> tuple[Outcome, ...]:
     """The trial loop with a progress bar: done / pruned / failed, best so far."""
     have = sum(counted(t) for t in study.get_trials(deepcopy=False))
     log.info("study %r: %d of %d trials present; folds %s; space %s", plan.study_name, have, plan.n_trials,
              list(plan.folds), ", ".join(p.key for p in plan.params))
     ran: list[Outcome] = []
     loop = run_trials(study, objective, n_trials=plan.n_trials, timeout=plan.timeout,
-                      catch=failure_types(), lock_path=lock)
+                      catch=failure_types(), lock_path=lock, stop=stop)
     for outcome in progress.track(loop, total=max(0, plan.n_trials - have), description=f"tune {plan.study_name}"):
         ran.append(outcome)
         counts = tally(study)

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -248,8 +249,12 @@ def next_trial(study: optuna.Study, n_trials: int, lock_path: Path | None) -> op
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float],
-              *, catch: tuple[type[BaseException], ...]) -> Outcome:
-    """Run the objective on one trial and tell the study how it ended; Ctrl-C marks it failed, then re-raises."""
+              *, catch: tuple[type[BaseException], ...], stop: threading.Event | None = None) -> Outcome:
+    """Run the objective on one trial and tell the study how it ended; Ctrl-C marks it failed, then re-raises.
+
+    `stop` is set by a signal handler: an error raised while stopping (a DataLoader worker killed by the
+    same SIGTERM) is the interruption's, not the trial's.
+    """
     start = time.monotonic()
     try:
         value = objective(trial)
@@ -258,6 +263,10 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[opt
         study.tell(trial, state=TrialState.PRUNED)
         return Outcome(trial.number, "pruned", None, str(exc) or "pruned", time.monotonic() - start)
     except catch as exc:
+        if stop is not None and stop.is_set():
+            trial.set_user_attr("fail_reason", INTERRUPTED)
+            study.tell(trial, state=TrialState.FAIL)
+            raise KeyboardInterrupt("stopped by a signal") from exc
         reason = f"{type(exc).__name__}: {exc}"[:2000]
         trial.set_user_attr("fail_reason", reason)
         study.tell(trial, state=TrialState.FAIL)
@@ -280,6 +289,7 @@ def run_trials(
     catch: tuple[type[BaseException], ...] = (),
     lock_path: Path | None = None,
     max_failures_in_a_row: int = 5,
+    stop: threading.Event | None = None,
 ) -> Iterator[Outcome]:
     """Run trials until the study holds n_trials counted trials or `timeout` seconds have passed; yield each.
 
@@ -295,7 +305,7 @@ def run_trials(
         trial = next_trial(study, n_trials, lock_path)
         if trial is None:
             return
-        outcome = run_trial(study, trial, objective, catch=catch)
+        outcome = run_trial(study, trial, objective, catch=catch, stop=stop)
         failures = failures + 1 if outcome.state == "failed" else 0
         yield outcome
         if failures >= max_failures_in_a_row:
