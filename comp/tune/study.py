@@ -184,6 +184,7 @@ def fail_dead_local_trials(study: optuna.Study) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = trial.user_attrs.get("pid")
         if trial.user_attrs.get("host") == host and pid is not None and not _alive(int(pid)):
+            # Study has no public API to edit another process's trial; the storage's is stable since optuna 2.
             study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", INTERRUPTED)
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             failed.append(trial.number)
