@@ -179,3 +179,49 @@ def test_batched_fetch_equals_item_by_item(tiny):
     assert labels.tolist() == [int(y[p]) for p, _ in draws]
     plain = ImageDataset(store, np.arange(4), None, None).__getitems__([0, 1])  # no fused tail: per item
     assert isinstance(plain, list) and plain[0][0].shape == (3, 36, 36)
+
+
+def test_cli_fold_train_through_every_data_option(make_ws, tmp_path):
+    """`comp fold-train` end to end with local weights (other head size), an explicit transform list,
+    a balanced sampler, MixUp/CutMix and no cache: the optional paths of this pipeline, via the CLI."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from comp.cli import app
+    from comp.models import build_model
+    from comp.config import ModelConfig
+
+    weights = tmp_path / "backbone.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(build_model(ModelConfig(name="test_resnet", pretrained=False), 7).state_dict(), str(weights))
+    experiment = {
+        "model": {"name": "test_resnet", "pretrained": True, "pretrained_path": str(weights)},
+        "image": {"size": 32, "cache": False},
+        "augment": {"transforms": [{"RandomResizedCrop": {"size": [32, 32], "scale": [0.6, 1.0]}},
+                                   {"HorizontalFlip": {"p": 0.5}}], "mixup_alpha": 0.2, "cutmix_alpha": 1.0},
+        "train": {"epochs": 1, "batch_size": 8, "lr": 3.0e-3, "warmup_epochs": 0, "num_workers": 0,
+                  "sampler": "balanced", "early_stopping": None, "seed": 7},
+    }
+    root = make_ws(experiment=experiment)
+    result = CliRunner().invoke(app, ["fold-train", "-w", str(root), "--k", "2"])
+    assert result.exit_code == 0, result.output
+    oof = (root / "experiments" / "baseline" / "oof.csv").read_text().splitlines()
+    assert oof[0] == "id,fold,label,p_c0,p_c1,p_c2" and len(oof) == 1 + 36
+    saved = yaml.safe_load((root / "experiments" / "baseline" / "config.yaml").read_text())
+    assert saved["augment"]["transforms"][0]["RandomResizedCrop"]["size"] == [32, 32]
+
+
+@pytest.mark.timeout(120)
+def test_workers_do_not_deadlock_after_the_parent_used_opencv_threads():
+    """Regression: touching OpenCV's thread pool in a forked worker hung forever once the parent had used it."""
+    import cv2
+
+    big = np.zeros((1500, 1500, 3), np.uint8)
+    for _ in range(3):
+        cv2.resize(big, (1200, 1200))  # starts OpenCV's thread pool in this (parent) process
+    store = ImageStore(array=np.zeros((24, 36, 36, 3), np.uint8))
+    cfg = Config.model_validate({"model": {"name": "test_resnet"}, "image": {"size": 32},
+                                 "train": {"batch_size": 8, "num_workers": 2}})
+    loader = build_train_loader(store, np.arange(24), np.arange(24) % 2, cfg, seed=0)
+    assert sum(len(x) for x, _ in loader) == 24

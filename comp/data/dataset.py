@@ -14,7 +14,6 @@ import random
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
@@ -206,11 +205,14 @@ def _pin(cfg: Config) -> bool:
 
 
 def _worker_init(worker_id: int) -> None:
-    """Seed global RNGs in each worker from torch's per-worker seed (for user code that uses them)."""
+    """Seed global RNGs in each worker from torch's per-worker seed (for user code that uses them).
+
+    OpenCV's thread settings are left alone here: cv2.setNumThreads in a forked worker, after
+    the parent used OpenCV's thread pool, deadlocks on the pool's copied lock.
+    """
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
-    cv2.setNumThreads(1)  # n workers x all-core OpenCV threads would oversubscribe the CPU
 
 
 def build_train_loader(
