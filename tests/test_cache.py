@@ -237,3 +237,44 @@ def test_cache_that_cannot_fit_is_refused(tmp_path, ws, monkeypatch):
     monkeypatch.setattr(cache.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
     with pytest.raises(CompError, match=r"image cache needs .* GiB free; free disk space, .*image.cache=false"):
         prepare_images(frame_of(paths), config(), ws)
+
+
+def test_same_inputs_give_byte_identical_caches(tmp_path):
+    paths = write_awkward(tmp_path / "img")
+    a = prepare_images(frame_of(paths), config(preset="light"), Workspace.at(tmp_path / "a"))
+    b = prepare_images(frame_of(paths), config(preset="light"), Workspace.at(tmp_path / "b"))
+    assert a.array_path.name == b.array_path.name
+    assert a.array_path.read_bytes() == b.array_path.read_bytes()
+
+
+def test_build_reports_progress_once_per_image(tmp_path, ws):
+    from comp.progress import Progress
+
+    class Recorder(Progress):
+        def __init__(self):
+            self.seen: list[tuple[int | None, str, int]] = []
+
+        def track(self, iterable, total=None, description=""):
+            n = 0
+            for item in iterable:
+                n += 1
+                yield item
+            self.seen.append((total, description, n))
+
+    paths = write_awkward(tmp_path / "img")
+    rec = Recorder()
+    prepare_images(frame_of(paths), config(), ws, progress=rec)
+    prepare_images(frame_of(paths), config(), ws, progress=rec)  # reused: no bar
+    assert rec.seen == [(len(paths), "caching images", len(paths))]
+
+
+def test_concurrent_builders_decode_once(tmp_path, ws, monkeypatch):
+    """Two fold processes (here threads) asking for the same cache at once: one builds, the other waits and reuses."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = write_awkward(tmp_path / "img")
+    calls = count_decodes(monkeypatch)
+    with ThreadPoolExecutor(2) as pool:
+        stores = list(pool.map(lambda _: prepare_images(frame_of(paths), config(), ws), range(2)))
+    assert len(calls) == len(paths)
+    assert stores[0].array_path == stores[1].array_path
