@@ -21,11 +21,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 NESTED_KEYS = ("model", "state_dict", "model_state_dict", "module")
 PREFIXES = ("module.", "_orig_mod.")
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
+EXTERNAL_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
 
 
 def check_name(name: str) -> None:
     """Raise CompError when timm has no model `name`, listing the closest names it has."""
-    if timm.is_model(name):
+    if timm.is_model(name) or name.startswith(EXTERNAL_PREFIXES):  # hub/local configs: timm resolves them
         return
     known = timm.list_models()
     hits = closest(name, known, n=5) or closest(name.split(".")[0], known, n=5)

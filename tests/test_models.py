@@ -123,3 +123,26 @@ def test_resolve_norm_order_of_precedence():
     assert resolve_norm(ModelConfig(name="resnet18")) == (IMAGENET_MEAN, (0.229, 0.224, 0.225))
     explicit = tiny(mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6))
     assert resolve_norm(explicit) == ((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
+
+
+def test_hub_failure_says_how_to_work_offline(monkeypatch):
+    import timm
+
+    def offline(name, pretrained=False, **kwargs):
+        if pretrained:
+            raise OSError("We couldn't connect to 'https://huggingface.co'")
+        return real(name, pretrained=False, **kwargs)
+
+    real = timm.create_model
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(CompError, match=r"could not fetch pretrained weights for 'test_resnet'.*pretrained_path"):
+        build_model(ModelConfig(name="test_resnet", pretrained=True), 3)
+
+
+def test_hub_and_local_dir_names_pass_the_name_check():
+    from comp.models import check_name
+
+    check_name("hf-hub:timm/resnet18.a1_in1k")
+    check_name("resnet18.a1_in1k")  # a pretrained tag
+    with pytest.raises(CompError, match="closest timm models"):
+        check_name("resnt18.a1_in1k")
