@@ -142,3 +142,9 @@ def test_fused_normalise_matches_albumentations():
     ref = A.Compose([A.Normalize(mean=MEAN, std=STD), ToTensorV2()])(image=img)["image"]
     out = NormalizeToTensor(MEAN, STD)(image=img)["image"]
     assert out.shape == (3, 20, 30) and out.is_contiguous() and torch.allclose(out, ref, atol=1e-5)
+
+
+def test_normalise_in_an_explicit_list_is_refused():
+    cfg = config(transforms=[{"HorizontalFlip": {}}, {"Normalize": {"mean": [0.5, 0.5, 0.5]}}])
+    with pytest.raises(CompError, match=r"transforms\[1\]: Normalize is added at the end of every pipeline already"):
+        build_train_transform(cfg, MEAN, STD)

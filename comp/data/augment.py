@@ -20,6 +20,7 @@ from comp.data.cache import cache_hw  # noqa: E402
 from comp.errors import CompError, closest  # noqa: E402
 
 Norm = tuple[float, float, float]
+AUTOMATIC = ("Normalize", "ToTensorV2", "ToTensor", "ToFloat", "NormalizeToTensor")
 
 
 def transform_names() -> list[str]:
@@ -118,6 +119,11 @@ def build_one(spec: Any, where: str) -> Any:
     if args is not None and not isinstance(args, dict):
         raise CompError(f"{where}: arguments of {name} must be a mapping like {{p: 0.5}}, got {args!r}")
     args = dict(args or {})
+    if name in AUTOMATIC:
+        raise CompError(
+            f"{where}: {name} is added at the end of every pipeline already; remove it "
+            "(normalisation comes from model.mean/model.std, or the model's pretrained config)"
+        )
     cls = getattr(A, str(name), None)
     if not (inspect.isclass(cls) and issubclass(cls, (A.BasicTransform, A.BaseCompose))):
         hits = closest(str(name), transform_names(), n=3)
