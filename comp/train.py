@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from comp import distributed
 from comp.config import Config, read_yaml
 from comp.data.tables import Tables, load_tables
 from comp.engine import FoldResult, finished_result, fit_fold
@@ -67,26 +68,52 @@ def select_folds(folds: list[int] | None, k: int) -> list[int]:
 
 
 def fold_train(cfg: Config, ws: Workspace, exp: str, *, folds: list[int] | None = None,
-               force: bool = False, progress: Progress = SILENT) -> dict:
-    """Train the selected folds (all by default) and write oof.csv, scores.json and the report; returns scores."""
-    k = cfg.folds.k
-    selected = select_folds(folds, k)
-    if force:
-        wipe_outputs(ws, exp)
-    check_experiment(cfg, ws, exp)
-    tables = load_tables(cfg, ws, progress=progress)
-    fold_of, folds_path = ensure_folds(ws, tables, k, cfg.folds.seed, cfg.folds.stratify)
-    log.info("folds from %s", folds_path)
-    ws.write_config(exp, cfg)
-    results: dict[int, FoldResult] = {}
-    for fold in range(k):
-        out_dir = ws.fold_dir(exp, fold)
-        if fold in selected:
-            results[fold] = fit_fold(cfg, tables, fold_of, fold, out_dir, ws=ws, progress=progress)
-        else:
-            done = finished_result(out_dir, cfg, fold)
-            if done is not None:
-                results[fold] = done
+               force: bool = False, progress: Progress = SILENT, aggregate: bool = True) -> dict:
+    """Train the selected folds (all by default) and write oof.csv, scores.json and the report; returns scores.
+
+    aggregate=False trains the folds and writes only their own folders (a `--devices` child process);
+    returns {}. Under torchrun every rank trains; rank 0 alone writes and aggregates.
+    """
+    selected = select_folds(folds, cfg.folds.k)
+    tables, fold_of = prepare_experiment(cfg, ws, exp, force=force, progress=progress)
+    for fold in selected:
+        fit_fold(cfg, tables, fold_of, fold, ws.fold_dir(exp, fold), ws=ws, progress=progress)
+    if not aggregate or not distributed.is_main():
+        return {}
+    return aggregate_folds(cfg, ws, exp, tables, fold_of)
+
+
+def prepare_experiment(cfg: Config, ws: Workspace, exp: str, *, force: bool = False,
+                       progress: Progress = SILENT) -> tuple[Tables, np.ndarray]:
+    """Wipe (--force), check the experiment's config, make the folds file and write config.yaml; (tables, fold_of).
+
+    Under DDP rank 0 does this first (it writes), then the other ranks (they read what it wrote).
+    """
+    with distributed.main_first():
+        if force and distributed.is_main():
+            wipe_outputs(ws, exp)
+        check_experiment(cfg, ws, exp)
+        tables = load_tables(cfg, ws, progress=progress)
+        fold_of, folds_path = ensure_folds(ws, tables, cfg.folds.k, cfg.folds.seed, cfg.folds.stratify)
+        log.info("folds from %s", folds_path)
+        if distributed.is_main():
+            ws.write_config(exp, cfg)
+    return tables, fold_of
+
+
+def finished_results(cfg: Config, ws: Workspace, exp: str) -> dict[int, FoldResult]:
+    """The result of every fold of the experiment that finished with this config."""
+    results = {}
+    for fold in range(cfg.folds.k):
+        done = finished_result(ws.fold_dir(exp, fold), cfg, fold)
+        if done is not None:
+            results[fold] = done
+    return results
+
+
+def aggregate_folds(cfg: Config, ws: Workspace, exp: str, tables: Tables, fold_of: np.ndarray) -> dict:
+    """oof.csv, scores.json and the report from the finished folds' best.pt; returns scores."""
+    results = finished_results(cfg, ws, exp)
     oof = oof_frame(tables, fold_of, results)
     write_csv(ws.oof_csv(exp), oof)
     scores = summarise(cfg, tables, oof, results)
