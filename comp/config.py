@@ -113,6 +113,7 @@ class TrainConfig(Strict):
     channels_last: bool = True  # applied on CUDA only
     num_workers: int = 2
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    sync_bn: bool = False  # SyncBatchNorm across DDP ranks (torchrun); no effect in one process
 
     @field_validator("amp", mode="before")
     @classmethod

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from comp import distributed
 from comp.checkpoint import capture_rng, cpu_state, load_checkpoint, restore_rng, save_checkpoint, seeded_rng
 from comp.config import Config
 from comp.data.augment import build_mixup
@@ -98,11 +99,15 @@ def split_indices(fold_of: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarra
 
 def build_loaders(cfg: Config, tables: Tables, train_idx: np.ndarray, val_idx: np.ndarray, *,
                   ws: Workspace, seed: int, progress: Progress) -> tuple[DataLoader, DataLoader]:
-    """Training loader (shuffled or sampled, drop_last) and validation loader (in val_idx order)."""
+    """Training loader (shuffled or sampled, drop_last) and validation loader (in val_idx order).
+
+    Under DDP each rank gets its share of every epoch's draws and validates rows val_idx[rank::world].
+    """
     store = prepare_images(tables.train, cfg, ws, progress=progress)
     y = tables.train["y"].to_numpy()
-    train_loader = build_train_loader(store, train_idx, y[train_idx], cfg, seed=seed)
-    return train_loader, build_eval_loader(store, val_idx, cfg)
+    train_loader = build_train_loader(store, train_idx, y[train_idx], cfg, seed=seed,
+                                      rank=distributed.rank(), world_size=distributed.world_size())
+    return train_loader, build_eval_loader(store, distributed.shard(val_idx), cfg)
 
 
 # ---------------------------------------------------------------- one epoch
@@ -162,7 +167,7 @@ def train_one_epoch(parts: Parts, loader: DataLoader, cfg: Config, state: FitSta
             optimizer_step(parts, state, cfg.train.clip_grad)
         if (i + 1) % sync_every == 0 or i + 1 == n:
             progress.note(loss=check_finite(total, count, epoch=epoch, step=i, lr=lr), lr=lr)
-    return total.item() / max(count, 1)
+    return distributed.mean_across(total.item() / max(count, 1))
 
 
 # ---------------------------------------------------------------- validation
@@ -181,14 +186,18 @@ def predict_logits(model: nn.Module, loader: DataLoader, parts: Parts) -> torch.
 
 
 def validate(parts: Parts, loader: DataLoader, y_val: np.ndarray, metric: Metric, *, epoch: int) -> list[Candidate]:
-    """Validate the raw weights, and their EMA when enabled, each as a candidate for best.pt."""
-    modules = [("raw", parts.model, parts.forward_model)]
+    """Validate the raw weights, and their EMA when enabled, each as a candidate for best.pt.
+
+    Under DDP the loader holds this rank's rows; the logits of all ranks are gathered back by position.
+    """
+    raw_forward = parts.forward_model if parts.eval_model is None else parts.eval_model
+    modules = [("raw", parts.model, raw_forward)]
     if parts.ema is not None:
         modules.append(("ema", parts.ema.module, parts.ema.module))
     target = torch.as_tensor(y_val, dtype=torch.long)
     candidates = []
     for name, module, forward in modules:
-        logits = predict_logits(forward, loader, parts)
+        logits = distributed.gather_rows(predict_logits(forward, loader, parts), len(y_val))
         if not torch.isfinite(logits).all():
             raise NonFiniteLoss(
                 f"the {name} model predicts NaN/inf after epoch {epoch + 1}; lower train.lr or set "
@@ -322,6 +331,7 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
             log.info("fold %d: resuming from epoch %d", fold, state.epoch + 1)
         run_epochs(cfg, tables, fold, out_dir, parts, state, loaders, val_idx,
                    progress=progress, on_epoch=on_epoch)
+    distributed.barrier()  # rank 0 has written best.pt and last.pt
     result = finished_result(out_dir, cfg, fold)
     if result is None:
         raise CompError(f"fold {fold} finished but {out_dir / 'best.pt'} cannot be read back; check the disk and rerun")
@@ -349,16 +359,18 @@ def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Par
         best = pick(candidates, metric)
         base = checkpoint_base(cfg, tables, fold, epoch)
         improved = is_better(best.score, best.val_loss, state, metric)
-        if improved:
+        if improved and distributed.is_main():
             save_best(out_dir, base, best, val_ids)
+        if improved:
             state.best_score, state.best_val_loss, state.best_epoch, state.bad_epochs = best.score, best.val_loss, epoch, 0
         else:
             state.bad_epochs += 1
         state.history.append(history_row(epoch, train_loss, candidates, lr, time.perf_counter() - start))
         state.epoch = epoch + 1
         state.finished = state.epoch >= epochs or (patience is not None and state.bad_epochs >= patience)
-        write_csv(out_dir / "history.csv", history_frame(state.history))
-        save_last(out_dir, base, parts, state)
+        if distributed.is_main():  # under DDP the other ranks hold the same state and write nothing
+            write_csv(out_dir / "history.csv", history_frame(state.history))
+            save_last(out_dir, base, parts, state)
         progress.note(**{"val_loss": best.val_loss, metric.name: best.score})
         progress.log(epoch_line(fold, epoch, epochs, state.history[-1], metric.name, improved))
         if on_epoch is not None:

@@ -11,6 +11,7 @@ import torch
 from timm.utils import ModelEmaV3
 from torch import nn
 
+from comp import distributed
 from comp.config import Config, TrainConfig
 from comp.data.augment import build_mixup
 from comp.errors import CompError
@@ -111,6 +112,7 @@ class Parts:
     device: torch.device
     amp_dtype: torch.dtype | None
     channels_last: bool
+    eval_model: nn.Module | None = None  # validation forward when forward_model is DDP-wrapped (no collectives)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -121,19 +123,20 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, *, seed: int) -> Parts:
     """Model (random init from the current torch RNG), loss, optimizer, schedule, scaler, EMA, mixup."""
     t = cfg.train
-    device = resolve_device(t.device)
+    device = distributed.place(resolve_device(t.device))
     amp_dtype = resolve_amp(t.amp, device)
     channels_last = t.channels_last and device.type == "cuda"
-    model = build_model(cfg.model, len(class_counts)).to(device)
+    model = distributed.prepare_model(build_model(cfg.model, len(class_counts)), device, sync_bn=t.sync_bn).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     mixup = build_mixup(cfg, len(class_counts), seed=epoch_seed(seed, 0))
     optimizer = build_optimizer(model, t)
     n_steps = math.ceil(steps_per_epoch / t.grad_accum)
     ema = ModelEmaV3(model, decay=t.ema_decay, use_warmup=True) if t.ema else None
+    forward = torch.compile(model) if t.compile else model
     return Parts(
         model=model,
-        forward_model=torch.compile(model) if t.compile else model,
+        forward_model=distributed.wrap(forward, device),
         loss=build_loss(cfg, class_counts, mixup=mixup is not None).to(device),
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, t, n_steps),
@@ -143,4 +146,5 @@ def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, *, 
         device=device,
         amp_dtype=amp_dtype,
         channels_last=channels_last,
+        eval_model=forward if distributed.active() else None,
     )
