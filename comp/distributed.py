@@ -77,7 +77,8 @@ def process_group(device_spec: str) -> Iterator[bool]:
                             "lower torchrun's --nproc-per-node")
         torch.cuda.set_device(local_rank())
     dist.init_process_group("nccl" if cuda else "gloo")
-    log.info("rank %d of %d (%s)", rank(), world_size(), "nccl" if cuda else "gloo")
+    if is_main():
+        log.info("data-parallel over %d processes (%s)", world_size(), "nccl" if cuda else "gloo")
     try:
         yield True
     finally:
@@ -121,6 +122,15 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def broadcast_buffers(module: nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running stats drift per rank during an epoch), so all
+    ranks validate the weights rank 0 saves."""
+    if not active():
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=0)
 
 
 def shard(indices: np.ndarray) -> np.ndarray:

@@ -197,6 +197,7 @@ def validate(parts: Parts, loader: DataLoader, y_val: np.ndarray, metric: Metric
     target = torch.as_tensor(y_val, dtype=torch.long)
     candidates = []
     for name, module, forward in modules:
+        distributed.broadcast_buffers(module)
         logits = distributed.gather_rows(predict_logits(forward, loader, parts), len(y_val))
         if not torch.isfinite(logits).all():
             raise NonFiniteLoss(
