@@ -5,9 +5,10 @@ of one worker (default --workers 0: loading in the main process, so the number i
 at a 224 px input:
   (a) naive: PIL open + RGB convert + torchvision Resize(224) + flip + ToTensor + Normalize, every epoch;
   (b) comp: prepare_images (built once, timed separately) + build_train_loader, light preset.
-Both are measured in the same run; the ratio (b)/(a) is the figure of merit (goal >= 8x).
+Both are measured in the same run, alternating, best of --rounds each; the ratio (b)/(a) is the
+figure of merit (goal >= 8x).
 
-    .venv/bin/python benchmarks/bench_loader.py [--n 300] [--epochs 2] [--batch 32] [--workers 0] [--device cpu]
+    .venv/bin/python benchmarks/bench_loader.py [--n 300] [--epochs 1] [--batch 32] [--workers 0] [--device cpu]
 
 --workers N gives both loaders N worker processes; --device cuda also copies each batch to the GPU.
 """
@@ -69,25 +70,37 @@ class NaiveDataset(Dataset):
             return self.transform(img.convert("RGB")), int(self.labels[i])
 
 
-def images_per_second(loader: DataLoader, epochs: int, device: str = "cpu") -> float:
-    n, start = 0, time.perf_counter()
-    for epoch in range(epochs):
+def images_per_second(loader: DataLoader, epochs: int, device: str = "cpu", min_seconds: float = 0.0) -> float:
+    """Whole epochs (at least `epochs`, more until `min_seconds` have passed), images per second."""
+    n, epoch, start = 0, 0, time.perf_counter()
+    while epoch < epochs or time.perf_counter() - start < min_seconds:
         set_epoch(loader, epoch)
         for x, _ in loader:
             x = x.to(device, non_blocking=True)
             n += len(x)
+        epoch += 1
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return n / (time.perf_counter() - start)
 
 
+def best_of(rounds: int, loaders: dict[str, DataLoader], epochs: int, device: str) -> dict[str, float]:
+    """Alternate the loaders `rounds` times and keep each one's best rate (a shared machine only ever slows one down)."""
+    best = dict.fromkeys(loaders, 0.0)
+    for _ in range(rounds):
+        for name, loader in loaders.items():
+            best[name] = max(best[name], images_per_second(loader, epochs, device, min_seconds=2.0))
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=300)
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(1)  # one worker's worth of CPU for both sides
     with tempfile.TemporaryDirectory() as tmp:
@@ -101,7 +114,6 @@ def main() -> None:
                            generator=torch.Generator().manual_seed(0), pin_memory=pin, **workers)
         if args.workers:
             images_per_second(naive, 1, args.device)  # worker start-up is not decoding
-        naive_ips = images_per_second(naive, args.epochs, args.device)
 
         cfg = Config.model_validate({"model": {"name": "resnet18", "pretrained": False}, "image": {"size": 224},
                                      "augment": {"preset": "light"},
@@ -113,10 +125,11 @@ def main() -> None:
         build_s = time.perf_counter() - start
         loader = build_train_loader(store, np.arange(args.n), labels, cfg, seed=0)
         images_per_second(loader, 1, args.device)  # warm-up: page cache, lazy imports, worker start-up
-        comp_ips = images_per_second(loader, args.epochs, args.device)
+        rates = best_of(args.rounds, {"naive": naive, "comp": loader}, args.epochs, args.device)
+        naive_ips, comp_ips = rates["naive"], rates["comp"]
     who = f"{args.workers} workers" if args.workers else "1 worker (main process)"
-    print(f"images: {args.n} JPEG 384x512 -> 224x224, batch {args.batch}, {args.epochs} epochs, {who}, "
-          f"to {args.device}")
+    print(f"images: {args.n} JPEG 384x512 -> 224x224, batch {args.batch}, {who}, to {args.device}; "
+          f"best of {args.rounds} alternating rounds of >= {args.epochs} epochs and >= 2 s each")
     print(f"(a) naive PIL + torchvision, decode every epoch : {naive_ips:8.1f} images/s")
     print(f"(b) comp cache (warm) + light preset            : {comp_ips:8.1f} images/s")
     print(f"    one-off cache build ({store.hw[0]}x{store.hw[1]})            : {build_s:8.2f} s "
