@@ -263,13 +263,18 @@ def parse_override(text: str) -> dict[str, Any]:
         raise CompError(f"--set {text!r}: value is not valid YAML ({exc})") from exc
     if isinstance(parsed, str):
         parsed = _yaml11_float(parsed)
-    nested: dict[str, Any] = {}
-    node = nested
+    return nest(key, parsed)
+
+
+def nest(key: str, value: Any) -> dict[str, Any]:
+    """'train.lr', 1e-3 -> {'train': {'lr': 1e-3}}."""
+    out: dict[str, Any] = {}
+    node = out
     parts = key.split(".")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
-    node[parts[-1]] = parsed
-    return nested
+    node[parts[-1]] = value
+    return out
 
 
 def _yaml11_float(text: str) -> Any:

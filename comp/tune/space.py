@@ -11,7 +11,7 @@ from typing import Any
 
 import optuna
 
-from comp.config import Config, all_keys, build_config, check_keys, deep_merge
+from comp.config import Config, all_keys, build_config, check_keys, deep_merge, nest
 from comp.errors import CompError, did_you_mean
 
 KINDS = ("float", "int", "categorical")
@@ -37,17 +37,6 @@ class Param:
         if self.kind == "int":
             return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
-
-
-def nest(key: str, value: Any) -> dict[str, Any]:
-    """'train.lr', 1e-3 -> {'train': {'lr': 1e-3}}."""
-    out: dict[str, Any] = {}
-    node = out
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return out
 
 
 def _sections() -> set[str]:
