@@ -14,9 +14,8 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from comp.config import build_config, deep_merge, parse_override, read_yaml
+from comp.config import build_config, deep_merge, nest, parse_override, read_yaml
 from comp.report import add_section, img_html, report_image, save_figure, table_html
-from comp.config import nest
 from comp.workspace import Workspace, write_text
 
 log = logging.getLogger("comp.tune")
