@@ -17,7 +17,7 @@ import queue
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,8 +129,8 @@ def run_child(fold: int, device: str, *, cmd: list[str], env: dict[str, str], lo
     return FoldRun(fold, device, proc.returncode, log_path)
 
 
-def device_worker(device: str, todo: queue.Queue, done: queue.Queue, *, make_cmd, env: dict[str, str],
-                  log_of) -> None:
+def device_worker(device: str, todo: queue.Queue, done: queue.Queue, *, make_cmd: Callable[[int], list[str]],
+                  env: dict[str, str], log_of: Callable[[int], Path]) -> None:
     """Take folds from `todo` until it is empty; one child at a time on this device."""
     while True:
         try:
@@ -146,7 +146,8 @@ def device_worker(device: str, todo: queue.Queue, done: queue.Queue, *, make_cmd
             done.put(FoldRun(fold, device, -1, log_path))
 
 
-def run_folds(folds: list[int], devices: list[str], *, make_cmd, log_of) -> Iterator[FoldRun]:
+def run_folds(folds: list[int], devices: list[str], *, make_cmd: Callable[[int], list[str]],
+              log_of: Callable[[int], Path]) -> Iterator[FoldRun]:
     """Run the folds on the devices (a thread each, at most one fold per device at a time); yield as they end."""
     todo: queue.Queue = queue.Queue()
     for fold in folds:
