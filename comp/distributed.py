@@ -154,10 +154,10 @@ def gather_rows(part: torch.Tensor, n: int) -> torch.Tensor:
     return out
 
 
-def mean_across(value: float) -> float:
-    """The mean of a float over all ranks (e.g. the epoch's training loss)."""
+def mean_tensor(value: torch.Tensor) -> torch.Tensor:
+    """The element-wise mean of a tensor over all ranks (the tensor itself in one process)."""
     if not active():
         return value
-    values: list[float | None] = [None] * world_size()
-    dist.all_gather_object(values, float(value))
-    return float(np.mean(values))
+    out = value.detach().clone()
+    dist.all_reduce(out)
+    return out / world_size()

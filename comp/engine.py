@@ -166,8 +166,9 @@ def train_one_epoch(parts: Parts, loader: DataLoader, cfg: Config, state: FitSta
         if (i + 1) % accum == 0 or i + 1 == n:
             optimizer_step(parts, state, cfg.train.clip_grad)
         if (i + 1) % sync_every == 0 or i + 1 == n:
-            progress.note(loss=check_finite(total, count, epoch=epoch, step=i, lr=lr), lr=lr)
-    return distributed.mean_across(total.item() / max(count, 1))
+            # under DDP every rank checks the mean over ranks, so all stop at the same batch (none waits forever)
+            progress.note(loss=check_finite(distributed.mean_tensor(total), count, epoch=epoch, step=i, lr=lr), lr=lr)
+    return distributed.mean_tensor(total).item() / max(count, 1)
 
 
 # ---------------------------------------------------------------- validation

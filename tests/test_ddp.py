@@ -43,12 +43,12 @@ main()
 """
 
 
-def torchrun(root: Path, *target: str, check: bool = True) -> subprocess.CompletedProcess:
+def torchrun(root: Path, *target: str, check: bool = True, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """`python -m torch.distributed.run --nproc-per-node 2 <target> fold-train --fold 0 ... -w root` on CPU."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *target,
-           *ARGS, "-w", str(root)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, timeout=600)
+           *ARGS, *extra, "-w", str(root)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, timeout=300)
     if check:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return done
@@ -117,3 +117,13 @@ def test_interrupted_ddp_fold_resumes_to_the_same_weights(ddp_ws: Path, tmp_path
     b = torch.load(ddp_ws / "experiments" / "baseline" / "fold0" / "best.pt", weights_only=True)
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_diverging_ddp_fold_stops_every_rank_with_the_error(tmp_path: Path) -> None:
+    root = build_workspace(tmp_path / "ws")
+    done = torchrun(root, "-m", "comp", check=False, extra=("--set", "train.lr=1e30"))  # times out if a rank hangs
+    assert done.returncode != 0
+    assert "error: the raw model predicts NaN/inf" in done.stderr or "error: training loss became" in done.stderr, \
+        done.stderr[-3000:]  # the engine's own error (ranks agree on it), not a collective timing out
+    assert not (root / "experiments" / "baseline" / "fold0" / "best.pt").exists()
