@@ -52,7 +52,12 @@ def is_main() -> bool:
 
 
 def barrier() -> None:
-    if active():
+    """Wait for every rank (NCCL is told this rank's GPU, so it does not guess one)."""
+    if not active():
+        return
+    if dist.get_backend() == "nccl":
+        dist.barrier(device_ids=[torch.cuda.current_device()])
+    else:
         dist.barrier()
 
 
@@ -76,7 +81,10 @@ def process_group(device_spec: str) -> Iterator[bool]:
             raise CompError(f"LOCAL_RANK {local_rank()} but only {torch.cuda.device_count()} CUDA devices are visible; "
                             "lower torchrun's --nproc-per-node")
         torch.cuda.set_device(local_rank())
-    dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank()))
+    else:
+        dist.init_process_group("gloo")
     if is_main():
         log.info("data-parallel over %d processes (%s)", world_size(), "nccl" if cuda else "gloo")
     try:
