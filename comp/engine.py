@@ -2,7 +2,9 @@
 
 fit_fold reads the training images (through the decoded-image cache) and writes
 out_dir/{best.pt, last.pt, history.csv}. It holds no global state: every random draw comes
-from seed = train.seed + fold, and the caller's RNG state is restored afterwards.
+from seed = train.seed + fold, and the caller's RNG state is restored afterwards. Under torchrun
+(comp.distributed) every rank runs the same loop on its shard of the draws and of the validation
+rows; validation logits are gathered, and rank 0 alone writes.
 """
 
 from __future__ import annotations
