@@ -127,3 +127,14 @@ def postgres_url():
         pytest.skip(message)
     yield url
     server.stop()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models train faster on one thread, above all on a shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

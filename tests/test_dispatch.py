@@ -18,13 +18,7 @@ from comp.errors import CompError
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The in-process sequential run on one thread, as the children get on a small machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def fold_train(root: Path, *args: str):

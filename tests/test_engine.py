@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import comp.engine as engine
-from comp.config import Config, TrainConfig, load_config
+from comp.config import TrainConfig, load_config
 from comp.data.tables import load_tables
 from comp.engine import FoldResult, NonFiniteLoss, fit_fold, split_indices
 from comp.errors import CompError
@@ -35,13 +35,7 @@ def fit(root: Path, *overrides: str, fold: int = 0, out: str = "out", **kwargs) 
     return fit_fold(cfg, tables, fold_of, fold, root / out, ws=ws, **kwargs)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train faster on one thread, above all on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Stop(Exception):

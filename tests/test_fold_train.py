@@ -23,13 +23,7 @@ runner = CliRunner()
 SCORE_KEYS = {"metric", "folds", "mean", "std", "oof", "k", "best_epochs", "minutes", "train_hash"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train faster on one thread, above all on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cli(root: Path, *args: str):

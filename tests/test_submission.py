@@ -88,7 +88,7 @@ def test_manifest_records_the_file_hash(tmp_path):
 
 
 def test_score_submission_against_solution(tiny_ws):
-    ws, cfg = Workspace.at(tiny_ws), load_config(tiny_ws)
+    cfg = load_config(tiny_ws)
     solution = pd.read_csv(tiny_ws / "solution.csv")
     perfect = tiny_ws / "perfect.csv"
     solution.iloc[::-1].to_csv(perfect, index=False)
