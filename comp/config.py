@@ -146,6 +146,9 @@ class TuneConfig(Strict):
     n_startup_trials: int = 10  # random trials before TPE models the results
 
 
+RUN_PLACE_KEYS = ("train.device", "train.num_workers")
+
+
 class Config(Strict):
     data: DataConfig = DataConfig()
     metric: str = "macro_f1"
@@ -165,17 +168,24 @@ class Config(Strict):
             raise ValueError(f"unknown metric {v!r}{did_you_mean(v, METRICS)} (known: {', '.join(METRICS)})")
         return v
 
-    def hash(self, sections: tuple[str, ...] | None = None) -> str:
-        """A short stable hash of the whole config, or of some top-level sections."""
+    def hash(self, sections: tuple[str, ...] | None = None, *, ignore: tuple[str, ...] = ()) -> str:
+        """A short stable hash of the whole config, or of some top-level sections, less `ignore` keys."""
         dumped = self.model_dump(mode="json")
         if sections is not None:
             dumped = {s: dumped[s] for s in sections}
+        for dotted in ignore:
+            section, key = dotted.split(".")
+            dumped.get(section, {}).pop(key, None)
         blob = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def train_hash(self) -> str:
-        """Hash of what determines trained weights (tta and tune settings excluded)."""
-        return self.hash(("data", "metric", "folds", "model", "image", "augment", "train"))
+        """Hash of what determines trained weights (tta and tune settings excluded).
+
+        Where a run happens (train.device, train.num_workers) is not part of it: augmentation
+        does not depend on the worker count, and a fold begun on one machine may resume on another.
+        """
+        return self.hash(("data", "metric", "folds", "model", "image", "augment", "train"), ignore=RUN_PLACE_KEYS)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

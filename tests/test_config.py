@@ -88,6 +88,8 @@ def test_config_is_frozen_and_hash_stable(tmp_path):
     d = load_config(ws, overrides=["tta.transforms=d4"])
     assert c.train_hash() != a.train_hash()
     assert d.train_hash() == a.train_hash() and d.hash() != a.hash()  # TTA does not change weights
+    e = load_config(ws, overrides=["train.device=cpu", "train.num_workers=7"])
+    assert e.train_hash() == a.train_hash()  # where a run happens is not what it trains
 
 
 def test_k_below_two_rejected(tmp_path):
