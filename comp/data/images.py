@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -41,6 +42,44 @@ def _stamp(path: str) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
+def _read_cache(cache_file: Path | None, version: int) -> dict[str, dict]:
+    if cache_file is None or not cache_file.is_file():
+        return {}
+    try:
+        doc = json.loads(cache_file.read_text())
+    except ValueError:
+        return {}
+    return doc.get("files", {}) if isinstance(doc, dict) and doc.get("version") == version else {}
+
+
+def cached_map(
+    paths: list[str],
+    fn: Callable[[str], dict],
+    cache_file: Path | None,
+    *,
+    version: int,
+    description: str,
+    n_workers: int | None = None,
+    progress: Progress = SILENT,
+) -> dict[str, dict]:
+    """fn(path) for every path, in threads, cached in `cache_file` by path, size and mtime.
+
+    Returns the whole cache (path -> fn's dict + "stamp"); a rerun only calls fn on new or changed files.
+    """
+    cache = _read_cache(cache_file, version)
+    stamps = {p: _stamp(p) for p in paths}
+    todo = sorted({p for p in paths if cache.get(p, {}).get("stamp") != stamps[p]})
+    if todo:
+        workers = n_workers or min(8, (os.cpu_count() or 2) * 2)
+        with ThreadPoolExecutor(workers) as pool:
+            results = pool.map(fn, todo, chunksize=16)
+            for path, out in zip(todo, progress.track(results, total=len(todo), description=description)):
+                cache[path] = {**out, "stamp": stamps[path]}
+        if cache_file is not None:
+            write_json(cache_file, {"version": version, "files": cache})
+    return cache
+
+
 def _inspect(path: str) -> dict:
     """One file's facts: readable?, size, mode, format, bytes."""
     info = {"path": path, "ok": False, "error": "", "width": 0, "height": 0, "mode": "", "format": "", "bytes": 0}
@@ -67,23 +106,7 @@ def check_images(
     Results are cached in `cache_file` keyed by path, size and mtime, so a rerun only opens
     new or changed files.
     """
-    cache: dict[str, dict] = {}
-    if cache_file is not None and cache_file.is_file():
-        try:
-            doc = json.loads(cache_file.read_text())
-            if doc.get("version") == CHECK_CACHE_VERSION:
-                cache = doc["files"]
-        except (ValueError, KeyError):
-            cache = {}
-    stamps = {p: _stamp(p) for p in paths}
-    todo = [p for p in paths if cache.get(p, {}).get("stamp") != stamps[p]]
-    if todo:
-        workers = n_workers or min(8, (os.cpu_count() or 2) * 2)
-        with ThreadPoolExecutor(workers) as pool:
-            results = pool.map(_inspect, todo, chunksize=16)
-            for info in progress.track(results, total=len(todo), description="checking images"):
-                cache[info["path"]] = {**info, "stamp": stamps[info["path"]]}
-        if cache_file is not None:
-            write_json(cache_file, {"version": CHECK_CACHE_VERSION, "files": cache})
+    cache = cached_map(paths, _inspect, cache_file, version=CHECK_CACHE_VERSION, description="checking images",
+                       n_workers=n_workers, progress=progress)
     rows = [{k: v for k, v in cache[p].items() if k != "stamp"} for p in paths]
     return pd.DataFrame(rows, columns=["path", "ok", "error", "width", "height", "mode", "format", "bytes"])

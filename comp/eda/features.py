@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from comp.data.images import check_images, read_rgb
+from comp.data.images import cached_map, check_images, read_rgb
 from comp.progress import SILENT, Progress
-from comp.workspace import write_json
 
 FEATURE_CACHE_VERSION = 1
 THUMB = 64  # longest side of the thumbnail that colour statistics are computed on
@@ -49,21 +45,6 @@ def _safe_features(path: str) -> dict:
         return {}
 
 
-def _stamp(path: str) -> str:
-    st = os.stat(path)
-    return f"{st.st_size}:{st.st_mtime_ns}"
-
-
-def _read_cache(cache_file: Path | None) -> dict[str, dict]:
-    if cache_file is None or not cache_file.is_file():
-        return {}
-    try:
-        doc = json.loads(cache_file.read_text())
-    except ValueError:
-        return {}
-    return doc.get("files", {}) if doc.get("version") == FEATURE_CACHE_VERSION else {}
-
-
 def compute_features(
     paths: list[str],
     cache_file: Path | None = None,
@@ -75,17 +56,8 @@ def compute_features(
 
     Returns one row per path (path + FEATURES); files that cannot be decoded have NaN / "" features.
     """
-    cache = _read_cache(cache_file)
-    stamps = {p: _stamp(p) for p in paths}
-    todo = sorted({p for p in paths if cache.get(p, {}).get("stamp") != stamps[p]})
-    if todo:
-        workers = n_workers or min(8, (os.cpu_count() or 2) * 2)
-        with ThreadPoolExecutor(workers) as pool:
-            results = pool.map(_safe_features, todo, chunksize=16)
-            for path, feats in zip(todo, progress.track(results, total=len(todo), description="thumbnails")):
-                cache[path] = {**feats, "stamp": stamps[path]}
-        if cache_file is not None:
-            write_json(cache_file, {"version": FEATURE_CACHE_VERSION, "files": cache})
+    cache = cached_map(paths, _safe_features, cache_file, version=FEATURE_CACHE_VERSION, description="thumbnails",
+                       n_workers=n_workers, progress=progress)
     rows = [{"path": p, **{k: cache[p].get(k) for k in FEATURES}} for p in paths]
     frame = pd.DataFrame(rows, columns=["path", *FEATURES])
     frame["dhash"] = frame["dhash"].fillna("")
