@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image, ImageDraw, ImageOps  # noqa: E402
 
+from comp.data.cache import BBOX, crop_box, fraction_boxes, frame_boxes  # noqa: E402
 from comp.data.images import read_rgb  # noqa: E402
 
 MAX_GRID_CLASSES = 40  # sample grids show at most this many classes (rows)
@@ -87,26 +88,6 @@ def plot_colour(train: pd.DataFrame, test: pd.DataFrame | None, *, classes: tupl
     return fig
 
 
-def _thumbnail(path: str, box: tuple[float, ...] | None, *, side: int = 160) -> tuple[np.ndarray, tuple | None]:
-    """A small RGB copy of an image and the box scaled to it."""
-    img = Image.fromarray(read_rgb(path))
-    scale = min(1.0, side / max(img.size))
-    if scale < 1.0:
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BILINEAR)
-    return np.asarray(img), (tuple(v * scale for v in box) if box is not None else None)
-
-
-def crop_box(path: str, box: tuple[float, ...], *, margin: float) -> np.ndarray:
-    """The bbox crop (plus margin on each side) of an image, as the model would see it before resizing."""
-    rgb = read_rgb(path)
-    x0, y0, x1, y1 = box
-    dx, dy = (x1 - x0) * margin, (y1 - y0) * margin
-    h, w = rgb.shape[:2]
-    xa, ya = int(max(0, np.floor(x0 - dx))), int(max(0, np.floor(y0 - dy)))
-    xb, yb = int(min(w, np.ceil(x1 + dx))), int(min(h, np.ceil(y1 + dy)))
-    return rgb[ya:yb, xa:xb] if xb > xa and yb > ya else rgb
-
-
 def pick_samples(train: pd.DataFrame, classes: tuple[Any, ...], *, n: int, seed: int = 0) -> dict[Any, pd.DataFrame]:
     """Up to n readable rows per class (at most MAX_GRID_CLASSES classes), drawn with `seed`."""
     rng = np.random.default_rng(seed)
@@ -119,17 +100,19 @@ def pick_samples(train: pd.DataFrame, classes: tuple[Any, ...], *, n: int, seed:
     return out
 
 
-def _cell(row: pd.Series, crop: float | None, side: int) -> Image.Image:
-    """One grid cell: the image (box drawn) or its bbox crop, fitted into side x side."""
-    box = tuple(float(row[k]) for k in ("bx0", "by0", "bx1", "by1")) if "bx0" in row else None
-    box = box if box is not None and all(np.isfinite(box)) else None
+def _cell(row: pd.Series, crop: float | None, side: int, *, fractional: bool) -> Image.Image:
+    """One grid cell: the image (box drawn) or its bbox crop as the cache makes it, fitted into side x side."""
+    box = row[list(BBOX)].to_numpy(dtype=np.float64) if BBOX[0] in row else None
+    box = box if box is not None and np.all(np.isfinite(box)) else None
+    rgb = read_rgb(row["path"])
     if crop is not None and box is not None:
-        return ImageOps.contain(Image.fromarray(crop_box(row["path"], box, margin=crop)), (side, side))
-    img = Image.fromarray(read_rgb(row["path"]))
+        return ImageOps.contain(Image.fromarray(crop_box(rgb, box, crop, fractional=fractional)), (side, side))
+    img = Image.fromarray(rgb)
     fitted = ImageOps.contain(img, (side, side))
     if box is not None:
         scale = fitted.width / img.width
-        x0, y0, x1, y1 = (v * scale for v in box)
+        units = (img.width, img.height) * 2 if fractional else (1, 1, 1, 1)
+        x0, y0, x1, y1 = (v * u * scale for v, u in zip(box, units))
         draw = ImageDraw.Draw(fitted)
         draw.rectangle((x0, y0, x1, y1), outline=(0, 0, 0), width=4)  # dark rim: visible on any background
         draw.rectangle((x0, y0, x1, y1), outline=(255, 230, 0), width=2)
@@ -139,10 +122,11 @@ def _cell(row: pd.Series, crop: float | None, side: int) -> Image.Image:
 def sample_mosaic(samples: dict[Any, pd.DataFrame], n: int, *, crop: float | None = None, side: int = 96) -> np.ndarray:
     """(rows * (side + pad), n * (side + pad), 3) uint8: one row of n cells per class on white."""
     pad = 4
+    fractional = fraction_boxes(frame_boxes(pd.concat(list(samples.values())))) if samples else False
     mosaic = np.full((len(samples) * (side + pad), n * (side + pad), 3), 255, dtype=np.uint8)
     for r, rows in enumerate(samples.values()):
         for c in range(min(n, len(rows))):
-            cell = np.asarray(_cell(rows.iloc[c], crop, side).convert("RGB"))
+            cell = np.asarray(_cell(rows.iloc[c], crop, side, fractional=fractional).convert("RGB"))
             y, x = r * (side + pad), c * (side + pad)
             mosaic[y : y + cell.shape[0], x : x + cell.shape[1]] = cell
     return mosaic
@@ -184,7 +168,7 @@ def plot_pairs(pairs: pd.DataFrame, n: int = 8) -> plt.Figure:
     for r, row in enumerate(shown.itertuples(index=False)):
         for c, (pid, path, label) in enumerate(((row.id_a, row.path_a, row.label_a), (row.id_b, row.path_b, row.label_b))):
             ax = axes[r, c]
-            ax.imshow(_thumbnail(path, None)[0])
+            ax.imshow(ImageOps.contain(Image.fromarray(read_rgb(path)), (160, 160)))
             ax.axis("off")
             ax.set_title(f"{pid}" + (f" [{label}]" if label is not None and label == label else ""), fontsize=7)
         axes[r, 0].text(-0.05, 0.5, f"{row.kind}\nd={row.distance}", transform=axes[r, 0].transAxes,

@@ -10,6 +10,7 @@ import pandas as pd
 from scipy.stats import ks_2samp
 
 from comp.config import Config
+from comp.data.tables import BBOX
 from comp.workspace import Workspace
 
 USUAL_MODES = ("RGB", "L")
@@ -139,7 +140,7 @@ def _unusual(row: Any, median_w: float, median_h: float) -> list[str]:
         reasons.append(f"size {int(row.width)}x{int(row.height)} far from the median {median_w:.0f}x{median_h:.0f}")
     if pd.notna(row.contrast) and row.contrast < 1.0:
         reasons.append("blank (uniform) image")
-    box = tuple(getattr(row, k, np.nan) for k in ("bx0", "by0", "bx1", "by1"))
+    box = tuple(getattr(row, k, np.nan) for k in BBOX)
     if hasattr(row, "bx0") and not _box_inside(box, row.width, row.height):
         reasons.append(f"bounding box ({', '.join(f'{v:g}' for v in box)}) empty, missing or outside the {int(row.width)}x{int(row.height)} image")
     return reasons
