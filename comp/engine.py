@@ -34,7 +34,7 @@ from comp.data.tables import Tables
 from comp.errors import CompError
 from comp.metrics import Metric, get_metric
 from comp.progress import SILENT, Progress
-from comp.optim import Parts, build_parts, epoch_seed
+from comp.optim import Parts, autocast, build_parts, epoch_seed
 from comp.workspace import Workspace, write_csv
 
 log = logging.getLogger("comp.engine")
@@ -159,7 +159,7 @@ def train_one_epoch(parts: Parts, loader: DataLoader, cfg: Config, state: FitSta
         images, target = to_device(images, parts), target.to(parts.device, non_blocking=True)
         if parts.mixup is not None:
             images, target = parts.mixup(images, target)
-        with torch.autocast(parts.device.type, dtype=parts.amp_dtype or torch.float32, enabled=parts.amp_dtype is not None):
+        with autocast(parts.device, parts.amp_dtype):
             logits = model(images)
         loss = parts.loss(logits.float(), target)
         parts.scaler.scale(loss / accum).backward()
@@ -182,7 +182,7 @@ def predict_logits(model: nn.Module, loader: DataLoader, parts: Parts) -> torch.
     model.eval()
     out = []
     for images, _ in loader:
-        with torch.autocast(parts.device.type, dtype=parts.amp_dtype or torch.float32, enabled=parts.amp_dtype is not None):
+        with autocast(parts.device, parts.amp_dtype):
             logits = model(to_device(images, parts))
         out.append(logits.float().cpu())
     return torch.cat(out)

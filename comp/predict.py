@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from torch import nn
 from comp.config import Config, TTAConfig, build_config, read_yaml
 from comp.ensemble import oof_path, prob_columns
 from comp.errors import CompError, did_you_mean
+from comp.optim import autocast, resolve_amp, resolve_device
 from comp.progress import SILENT, Progress
 from comp.workspace import Workspace, write_csv, write_json
 
@@ -52,22 +52,6 @@ def build_tta(name: str, *, size: tuple[int, int]) -> tta.Compose:
     return factories[name]()
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CompError(f"train.device={name!r} but CUDA is not available here; use --set train.device=cpu")
-    return torch.device(name)
-
-
-def autocast(device: torch.device, amp: str | bool) -> Any:
-    """Mixed precision on CUDA (bf16 where supported, else fp16); nothing on CPU or with amp off."""
-    if device.type != "cuda" or amp in (False, "off"):
-        return nullcontext()
-    bf16 = amp == "bf16" or (amp in (True, "auto") and torch.cuda.is_bf16_supported())
-    return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
-
-
 @torch.inference_mode()
 def predict_tta(
     model: nn.Module,
@@ -76,29 +60,31 @@ def predict_tta(
     tta: str = "hflip",
     merge: str = "mean",
     device: torch.device | str = "cpu",
-    amp: str | bool = "auto",
+    amp: str = "auto",
     progress: Progress = SILENT,
 ) -> np.ndarray:
     """(N, C) probabilities: per view softmax, merged by mean or geometric mean; rows in loader order."""
     if merge not in ("mean", "gmean"):
         raise CompError(f"unknown TTA merge {merge!r}; use mean or gmean")
     device = torch.device(device)
+    amp_dtype = resolve_amp(amp, device)  # the precision training and validation used
     model.eval().to(device)
     views, out = None, []
     for images, *_ in progress.track(loader, description=f"predict ({tta})"):
         images = images.to(device, non_blocking=True)
         views = views or list(build_tta(tta, size=tuple(images.shape[-2:])))
-        out.append(_merge_views(model, images, views, merge=merge, device=device, amp=amp).cpu())
+        out.append(_merge_views(model, images, views, merge=merge, device=device, amp_dtype=amp_dtype).cpu())
     if not out:
         raise CompError("nothing to predict: the loader yielded no batches")
     probs = torch.cat(out).double().numpy()
     return probs / probs.sum(axis=1, keepdims=True)
 
 
-def _merge_views(model: nn.Module, images: torch.Tensor, views: list, *, merge: str, device: torch.device, amp: Any) -> torch.Tensor:
+def _merge_views(model: nn.Module, images: torch.Tensor, views: list, *, merge: str, device: torch.device,
+                 amp_dtype: torch.dtype | None) -> torch.Tensor:
     acc = None
     for view in views:
-        with autocast(device, amp):
+        with autocast(device, amp_dtype):
             logits = model(view.augment_image(images).contiguous())  # rot90 views are strided; conv wants dense
         probs = torch.softmax(logits.float(), dim=1)  # (B, C), in float32 whatever the autocast dtype
         term = probs if merge == "mean" else torch.log(probs.clamp_min(1e-7))
