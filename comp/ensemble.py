@@ -127,12 +127,13 @@ def build_scorer(metric: Metric, y: np.ndarray, *, method: str) -> Callable[[np.
     """score(summed contributions) -> metric; argmax metrics skip normalising (same argmax)."""
     y = np.asarray(y)
     if metric.name in ARGMAX_METRICS:
-        offsets = {}  # n_classes -> y * n_classes, computed once
+        offsets: dict[int, np.ndarray] = {}  # n_classes -> y * n_classes, computed once
 
         def score(summed: np.ndarray) -> float:
             c = summed.shape[1]
-            off = offsets.setdefault(c, y.astype(np.int64) * c)
-            return _argmax_score(metric.name, y, np.argmax(summed, axis=1), c, offsets=off)
+            if c not in offsets:  # (setdefault would build the default on every call)
+                offsets[c] = y.astype(np.int64) * c
+            return _argmax_score(metric.name, y, np.argmax(summed, axis=1), c, offsets=offsets[c])
 
         return score
     return lambda summed: metric(y, finish(summed, method))

@@ -163,7 +163,7 @@ def predict_experiment(
     ckpts = fold_checkpoints(ws, exp)
     if not ckpts:
         raise CompError(f"no fold checkpoints under {ws.exp_dir(exp)}; run `comp fold-train -e {exp}` first")
-    tables = load_tables(trained, ws, progress=progress)
+    tables = load_tables(trained, ws, check_images=False, progress=progress)  # the image cache names bad files
     if tables.test is None:
         raise CompError("data.test_csv is not set in comp.yaml; there is nothing to predict")
     if len(ckpts) < trained.folds.k:

@@ -22,9 +22,8 @@ import comp
 from comp.config import Config, SubmissionConfig
 from comp.errors import CompError, did_you_mean
 from comp.metrics import Metric, get_metric
-from comp.workspace import Workspace, read_json, write_bytes, write_json
+from comp.workspace import Workspace, csv_bytes, read_json, write_bytes, write_json
 
-FLOAT_FORMAT = "%.6f"
 log = logging.getLogger("comp.submission")
 
 
@@ -77,12 +76,6 @@ def build_submission(
         return pd.DataFrame({sub.id_col: list(order), sub.target_col: labels})
     cols = class_columns(classes, sample_columns, sub.id_col)
     return pd.concat([pd.DataFrame({sub.id_col: list(order)}), table[cols].reset_index(drop=True)], axis=1)
-
-
-def render_csv(frame: pd.DataFrame) -> bytes:
-    buf = io.StringIO()
-    frame.to_csv(buf, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
-    return buf.getvalue().encode("utf-8")
 
 
 def validate_submission(frame: pd.DataFrame, sub: SubmissionConfig, *, expected: Sequence[str], classes: Sequence[Any]) -> None:
@@ -139,7 +132,7 @@ def write_submission(
     manifest: dict[str, Any],
 ) -> tuple[Path, Path]:
     """Validate the CSV as it will be written (re-read), then write submissions/<name>.csv and .json."""
-    data = render_csv(frame)
+    data = csv_bytes(frame)
     reread = pd.read_csv(io.BytesIO(data), dtype={sub.id_col: str, sub.target_col: str}, keep_default_na=True)
     validate_submission(reread, sub, expected=expected, classes=classes)
     csv_path = write_bytes(ws.submission_csv(name), data)

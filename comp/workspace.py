@@ -58,11 +58,16 @@ def write_yaml(path: Path | str, obj: Any) -> Path:
     return write_text(path, yaml.safe_dump(obj, sort_keys=False))
 
 
-def write_csv(path: Path | str, frame: pd.DataFrame, float_format: str | None = "%.6f") -> Path:
-    """A CSV written byte-reproducibly (fixed float format, '\\n' line endings, no index)."""
+def csv_bytes(frame: pd.DataFrame, float_format: str | None = "%.6f") -> bytes:
+    """A frame as reproducible CSV bytes (fixed float format, '\\n' line endings, no index)."""
     buf = io.StringIO()
     frame.to_csv(buf, index=False, float_format=float_format, lineterminator="\n")
-    return write_text(path, buf.getvalue())
+    return buf.getvalue().encode("utf-8")
+
+
+def write_csv(path: Path | str, frame: pd.DataFrame, float_format: str | None = "%.6f") -> Path:
+    """A CSV written byte-reproducibly (see csv_bytes)."""
+    return write_bytes(path, csv_bytes(frame, float_format))
 
 
 def write_with(path: Path | str, writer: Callable[[Path], Any]) -> Path:

@@ -80,9 +80,6 @@ def run_stages(ws: Workspace, solution: Path, *, force: bool, epochs: int | None
             cv[exp] = fold_train(cfg, ws, exp, force=force, progress=progress)
         show_scores(cv[exp])
     step("6. tune -e baseline (a short study: lr and label smoothing, one fold, two epochs a trial)")
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # comp reports each trial itself
     _, cfg = load(ws.root, "baseline")
     with RichProgress() as progress:
         tuned = tune_experiment(ws, cfg, exp="baseline", progress=progress)

@@ -32,6 +32,7 @@ from comp.tune.study import (
     counted,
     open_storage,
     open_study,
+    quiet_optuna,
     redact,
     run_trials,
     tally,
@@ -103,20 +104,21 @@ def tune_experiment(
     fold_of, _ = ensure_folds(ws, tables, cfg.folds.k, cfg.folds.seed, cfg.folds.stratify)
     journal = ws.tune_journal(exp)
     epochs = cfg.tune.epochs or cfg.train.epochs
-    study = open_study(
-        open_storage(storage, journal), plan.study_name, direction=plan.direction,
-        sampler=TrialSeededSampler(cfg.train.seed if cfg.tune.seed is None else cfg.tune.seed,
-                                   n_startup_trials=cfg.tune.n_startup_trials),
-        pruner=build_pruner(cfg.tune.pruner, max_steps=epochs * len(plan.folds)),
-    )
-    with warnings.catch_warnings():  # experimental since optuna 3.2; names the value axis in optuna-dashboard
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([cfg.metric])
-    objective = Objective(cfg, plan.params, tables, fold_of, plan.folds, ws, exp, progress=progress, fit=fit)
-    lock = journal.with_name(journal.name + ".ask-lock") if storage is None else None
-    ran = _run(study, objective, plan, lock=lock, progress=progress, stop=stop)
-    return _finish(ws, exp, study, ran, overrides=overrides, metric=cfg.metric,
-                   where=str(journal) if storage is None else redact(storage))
+    with quiet_optuna():  # comp reports each trial itself
+        study = open_study(
+            open_storage(storage, journal), plan.study_name, direction=plan.direction,
+            sampler=TrialSeededSampler(cfg.train.seed if cfg.tune.seed is None else cfg.tune.seed,
+                                       n_startup_trials=cfg.tune.n_startup_trials),
+            pruner=build_pruner(cfg.tune.pruner, max_steps=epochs * len(plan.folds)),
+        )
+        with warnings.catch_warnings():  # experimental since optuna 3.2; names the value axis in optuna-dashboard
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([cfg.metric])
+        objective = Objective(cfg, plan.params, tables, fold_of, plan.folds, ws, exp, progress=progress, fit=fit)
+        lock = journal.with_name(journal.name + ".ask-lock") if storage is None else None
+        ran = _run(study, objective, plan, lock=lock, progress=progress, stop=stop)
+        return _finish(ws, exp, study, ran, overrides=overrides, metric=cfg.metric,
+                       where=str(journal) if storage is None else redact(storage))
 
 
 def _run(study: Any, objective: Objective, plan: _Plan, *, lock: Path | None, progress: Progress,

@@ -42,6 +42,17 @@ SURPLUS = "surplus"  # fail_reason of a trial another worker made unnecessary wh
 # ---------------------------------------------------------------- storage, sampler, pruner
 
 
+
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's own INFO lines off (comp reports the trials itself); the caller's level is restored."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
 def open_storage(url: str | None, journal: Path) -> BaseStorage:
     """Optuna's journal file at `journal` by default; an RDB URL (postgresql://, mysql://) when given."""
     if url is None:
