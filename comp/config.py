@@ -187,9 +187,6 @@ class Config(Strict):
         """
         return self.hash(("data", "metric", "folds", "model", "image", "augment", "train"), ignore=RUN_PLACE_KEYS)
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-
 
 # ---------------------------------------------------------------- key checking
 

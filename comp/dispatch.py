@@ -99,7 +99,6 @@ def check_devices(devices: list[str], device_spec: str) -> None:
 def child_env(device: str, *, n_cpu_slots: int) -> dict[str, str]:
     """The environment of a child: its GPU alone, or no GPU and a fair share of the CPU threads."""
     env = dict(os.environ)
-    env["NO_ALBUMENTATIONS_UPDATE"] = "1"
     if device == "cpu":
         threads = str(max(1, (os.cpu_count() or 1) // max(1, n_cpu_slots)))
         env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)

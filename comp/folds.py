@@ -27,9 +27,9 @@ def encode_strata(columns: list[np.ndarray]) -> np.ndarray:
     return np.array([codes.setdefault(key, len(codes)) for key in keys], dtype=np.int64)
 
 
-def check_feasible(y: np.ndarray, groups: np.ndarray | None, k: int, labels: np.ndarray) -> None:
+def check_feasible(labels: np.ndarray, groups: np.ndarray | None, k: int) -> None:
     """Every class needs at least k members (k groups when grouped), or some fold lacks it."""
-    frame = pd.DataFrame({"label": labels, "y": y, "group": groups if groups is not None else np.arange(len(y))})
+    frame = pd.DataFrame({"label": labels, "group": groups if groups is not None else np.arange(len(labels))})
     per_class = frame.groupby("label", sort=True)["group"].nunique()
     short = per_class[per_class < k]
     if len(short):
@@ -80,7 +80,7 @@ def make_folds(tables: Tables, k: int, seed: int, stratify: tuple[str, ...] = ()
                 f"--stratify column {col!r} not in train.csv{did_you_mean(col, choices)}; columns are: {', '.join(choices)}"
             )
         extra.append(train[col].astype(str).to_numpy())
-    check_feasible(train["y"].to_numpy(), groups, k, train["label"].to_numpy())
+    check_feasible(train["label"].to_numpy(), groups, k)
     fold = assign_folds(train["y"].to_numpy(), groups, k, seed, extra=extra)
     out = train[["id", "label"] + (["group"] if groups is not None else [])].copy()
     out["fold"] = fold

@@ -24,10 +24,6 @@ class Metric:
         """Is score `a` strictly better than `b`?"""
         return a > b if self.greater_is_better else a < b
 
-    @property
-    def worst(self) -> float:
-        return -np.inf if self.greater_is_better else np.inf
-
 
 def _labels(probs: np.ndarray) -> np.ndarray:
     return probs.argmax(axis=1)

@@ -23,7 +23,7 @@ from comp.folds import ensure_folds
 from comp.metrics import get_metric
 from comp.progress import SILENT, Progress
 from comp.report import add_section, img_html, plt, report_image, save_figure, table_html
-from comp.workspace import Workspace, read_json, write_csv, write_json
+from comp.workspace import Workspace, write_csv, write_json
 
 log = logging.getLogger("comp.train")
 
@@ -167,11 +167,6 @@ def summarise(cfg: Config, tables: Tables, oof: pd.DataFrame, results: dict[int,
         "oof_rows": len(oof),
         "train_rows": len(tables.train),
     }
-
-
-def read_scores(ws: Workspace, exp: str) -> dict | None:
-    path = ws.scores_json(exp)
-    return read_json(path) if path.is_file() else None
 
 
 # ---------------------------------------------------------------- report

@@ -143,9 +143,6 @@ class Workspace:
     def last_ckpt(self, exp: str, fold: int) -> Path:
         return self.fold_dir(exp, fold) / "last.pt"
 
-    def history_csv(self, exp: str, fold: int) -> Path:
-        return self.fold_dir(exp, fold) / "history.csv"
-
     def oof_csv(self, exp: str) -> Path:
         return self.exp_dir(exp) / "oof.csv"
 

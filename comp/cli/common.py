@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -25,8 +24,6 @@ from comp.config import Config, load_config
 from comp.errors import CompError
 from comp.progress import Progress
 from comp.workspace import Workspace
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 T = TypeVar("T")
 console = Console()

@@ -203,17 +203,6 @@ def _pin(cfg: Config) -> bool:
     return cfg.train.device != "cpu" and torch.cuda.is_available()
 
 
-def _worker_init(worker_id: int) -> None:
-    """Seed global RNGs in each worker from torch's per-worker seed (for user code that uses them).
-
-    OpenCV's thread settings are left alone here: cv2.setNumThreads in a forked worker, after
-    the parent used OpenCV's thread pool, deadlocks on the pool's copied lock.
-    """
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
 def build_train_loader(
     store: ImageStore,
     indices: np.ndarray,
@@ -253,17 +242,15 @@ def build_train_loader(
 def _worker_args(num_workers: int, seed: int) -> dict[str, Any]:
     if num_workers <= 0:
         return {"num_workers": 0}
-    return {"num_workers": num_workers, "persistent_workers": True, "worker_init_fn": _worker_init,
-            "generator": torch.Generator().manual_seed(seed)}
+    # torch seeds random/numpy/torch in each worker from the generator; samples reseed themselves.
+    # (No cv2.setNumThreads in workers: after the parent used OpenCV's pool it deadlocks a fork.)
+    return {"num_workers": num_workers, "persistent_workers": True, "generator": torch.Generator().manual_seed(seed)}
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:
     """Make the next pass over `loader` shuffle and augment as epoch `epoch` of its seed does (any worker count)."""
-    sampler = loader.sampler
-    if isinstance(sampler, EpochSampler):
-        sampler.set_epoch(epoch)
-    elif hasattr(sampler, "set_epoch"):  # DistributedSampler
-        sampler.set_epoch(epoch)
+    if hasattr(loader.sampler, "set_epoch"):  # EpochSampler (sharded or not)
+        loader.sampler.set_epoch(epoch)
 
 
 def build_eval_loader(

@@ -21,7 +21,6 @@ from comp.progress import SILENT, Progress
 from comp.workspace import Workspace
 
 BBOX = ("bx0", "by0", "bx1", "by1")
-CANONICAL = ("id", "path", "label", "y", "group", *BBOX)
 
 
 @dataclass(frozen=True)
