@@ -1,7 +1,7 @@
 """Experiments and submissions side by side: CV, folds, blend scores, recorded leaderboard scores.
 
 Never imports torch. Reads experiments/<exp>/{config.yaml,scores.json,fold*/best.pt} and
-submissions/*.json; writes submissions/leaderboard.json and a CV-vs-LB plot into the reports
+submissions/*.json; writes leaderboard.json (workspace root) and a CV-vs-LB plot into the reports
 of the experiments a recorded submission blends.
 """
 
@@ -83,8 +83,6 @@ def submission_rows(ws: Workspace) -> pd.DataFrame:
     lb = read_leaderboard(ws)
     rows = []
     for path in sorted(ws.submissions_dir.glob("*.json")):
-        if path == ws.leaderboard_json:
-            continue
         doc = _read(path, read_json)
         if not isinstance(doc, dict) or "members" not in doc:
             continue
@@ -102,11 +100,11 @@ def submission_rows(ws: Workspace) -> pd.DataFrame:
 
 
 def record_lb(ws: Workspace, name: str, lb: float) -> dict[str, dict[str, Any]]:
-    """Store a public-leaderboard score for submissions/<name>.csv in submissions/leaderboard.json."""
+    """Store a public-leaderboard score for submissions/<name>.csv in the workspace's leaderboard.json."""
     if not math.isfinite(lb):
         raise CompError(f"--lb must be a finite number, got {lb}")
     if not ws.submission_json(name).is_file():
-        known = sorted(p.stem for p in ws.submissions_dir.glob("*.json") if p != ws.leaderboard_json)
+        known = sorted(p.stem for p in ws.submissions_dir.glob("*.json"))
         raise CompError(f"no submission {name!r} (no {ws.submission_json(name)}){did_you_mean(name, known)}; "
                         f"known submissions: {', '.join(known) or 'none'}")
     board = read_leaderboard(ws)

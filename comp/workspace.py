@@ -180,7 +180,8 @@ class Workspace:
 
     @property
     def leaderboard_json(self) -> Path:
-        return self.submissions_dir / "leaderboard.json"
+        """Recorded public-leaderboard scores; beside submissions/, so no submission name can collide with it."""
+        return self.root / "leaderboard.json"
 
     @property
     def eda_dir(self) -> Path:
