@@ -160,6 +160,8 @@ class Config(Strict):
     train: TrainConfig = TrainConfig()
     tta: TTAConfig = TTAConfig()
     tune: TuneConfig = TuneConfig()
+    competition: str | None = None  # the Kaggle competition slug (`comp submit`)
+    code_competition: bool = False  # scored by a notebook: submit through `comp export`
 
     @field_validator("metric")
     @classmethod

@@ -103,12 +103,17 @@ def record_lb(ws: Workspace, name: str, lb: float) -> dict[str, dict[str, Any]]:
     """Store a public-leaderboard score for submissions/<name>.csv in the workspace's leaderboard.json."""
     if not math.isfinite(lb):
         raise CompError(f"--lb must be a finite number, got {lb}")
+    return record_entry(ws, name, lb=float(lb), recorded=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+def record_entry(ws: Workspace, name: str, **fields: Any) -> dict[str, dict[str, Any]]:
+    """Merge `fields` into submission `name`'s entry of leaderboard.json (by `--record` or `comp submit`)."""
     if not ws.submission_json(name).is_file():
         known = sorted(p.stem for p in ws.submissions_dir.glob("*.json"))
         raise CompError(f"no submission {name!r} (no {ws.submission_json(name)}){did_you_mean(name, known)}; "
                         f"known submissions: {', '.join(known) or 'none'}")
     board = read_leaderboard(ws)
-    board[name] = {"lb": float(lb), "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    board[name] = {**board.get(name, {}), **fields}
     write_json(ws.leaderboard_json, board)
     return board
 

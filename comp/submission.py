@@ -209,6 +209,7 @@ def make_submission(
     frame = build_submission(test_ids, probs, classes, cfg.submission, order=order, sample_columns=sample_columns)
     manifest = {
         "members": list(members), "weights": [round(float(w), 6) for w in fit.weights], "method": method,
+        "weights_full": [float(w) for w in fit.weights],  # unrounded: `comp export` reproduces the blend bit for bit
         "weights_mode": weights, "bias": None if fit.bias is None else [round(float(b), 4) for b in fit.bias],
         "metric": cfg.metric, "oof_source": oof_source, "seed": seed, "oof": fit.oof, "insample_fold_mean": fit.insample,
         "nested": fit.nested, "nested_folds": list(fit.nested_folds),

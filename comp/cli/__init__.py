@@ -36,6 +36,7 @@ from comp.cli import demo as _demo  # noqa: E402,F401
 from comp.cli import tune as _tune  # noqa: E402,F401
 from comp.cli import eda as _eda  # noqa: E402,F401
 from comp.cli import predict as _predict, ensemble as _ensemble, evaluate as _evaluate, leaderboard as _leaderboard  # noqa: E402,F401
+from comp.cli import export as _export, submit as _submit  # noqa: E402,F401
 
 
 def main() -> None:
