@@ -5,6 +5,9 @@ Never imports torch.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +15,12 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from comp.config import Config, read_yaml
 from comp.data.tables import Tables
 from comp.errors import CompError, did_you_mean
-from comp.workspace import Workspace, write_csv
+from comp.workspace import Workspace, read_json, write_csv, write_json
+
+log = logging.getLogger("comp.folds")
 
 
 def encode_strata(columns: list[np.ndarray]) -> np.ndarray:
@@ -114,42 +120,185 @@ def fold_balance(folds: pd.DataFrame, tolerance: float = 0.5, min_gap: int = 3) 
     return Balance(table=table.reset_index(), warnings=warnings)
 
 
-def check_folds(folds: pd.DataFrame, train_ids: pd.Series, k: int) -> None:
-    """Invariants of a folds table: covers every training id once, k folds, no group in two folds."""
-    ids = set(train_ids)
+def check_folds(folds: pd.DataFrame, train: pd.DataFrame, k: int, *, path: Path | str = "the folds file") -> None:
+    """Invariants of a folds table: covers every training id once, k folds, no group of train.csv in two folds."""
+    fix = f"remake it with `comp folds --k {k} --force`"
+    ids = set(train["id"].astype(str))
     have = folds["id"].astype(str)
     if have.duplicated().any() or set(have) != ids:
         missing = len(ids - set(have))
         extra = len(set(have) - ids)
-        raise CompError(
-            f"the folds file does not match train.csv ({missing} training ids missing, {extra} unknown ids); "
-            "it was made for other data: rerun `comp folds --force`"
-        )
+        raise CompError(f"{path} does not match train.csv ({missing} training ids missing, {extra} unknown ids); {fix}")
     if sorted(folds["fold"].unique().tolist()) != list(range(k)):
-        raise CompError(f"the folds file should hold folds 0..{k - 1}, found {sorted(folds['fold'].unique())}")
-    if "group" in folds.columns:
-        spread = folds.groupby("group")["fold"].nunique()
+        raise CompError(f"{path} should hold folds 0..{k - 1}, found {sorted(folds['fold'].unique().tolist())}; {fix}")
+    if "group" in train.columns:
+        fold_of = dict(zip(have, folds["fold"]))
+        spread = pd.Series([fold_of[i] for i in train["id"].astype(str)]).groupby(train["group"].to_numpy()).nunique()
         if (spread > 1).any():
-            raise CompError(f"groups {spread[spread > 1].index[:5].tolist()} appear in several folds: leakage")
+            raise CompError(f"{path}: groups {spread[spread > 1].index[:5].tolist()} of train.csv sit in several "
+                            f"folds (leakage); {fix}")
 
 
-def write_folds(ws: Workspace, folds: pd.DataFrame, k: int, seed: int) -> Path:
-    return write_csv(ws.folds_csv(k, seed), folds)
+def folds_record(tables: Tables, *, k: int, seed: int, group_col: str | None, stratify: tuple[str, ...]) -> dict:
+    """How a folds file is made from these tables: k, seed, group and stratify columns, classes, a data fingerprint."""
+    return {"k": int(k), "seed": int(seed), "group_col": group_col, "stratify": list(stratify),
+            "classes": [str(c) for c in tables.classes], "rows": len(tables.train),
+            "fingerprint": data_fingerprint(tables.train)}
 
 
-def read_folds(path: Path, tables: Tables, k: int) -> pd.DataFrame:
-    frame = pd.read_csv(path, dtype={"id": str, "group": str})
-    check_folds(frame, tables.train["id"], k)
+def data_fingerprint(train: pd.DataFrame) -> str:
+    """sha256 (16 hex) of the ids, labels and groups of train.csv, row by row in file order."""
+    cols = [train["id"], train["label"]] + ([train["group"]] if "group" in train.columns else [])
+    digest = hashlib.sha256()
+    for row in zip(*(c.astype(str) for c in cols)):
+        digest.update(("\x1f".join(row) + "\n").encode("utf-8"))
+    return digest.hexdigest()[:16]
+
+
+def record_path(csv_path: Path) -> Path:
+    """folds/k5-s42.csv -> folds/k5-s42.json (how the folds file was made)."""
+    return csv_path.with_suffix(".json")
+
+
+RECORD_WORDS = {"k": "k", "seed": "seed", "group_col": "data.group_col", "stratify": "folds.stratify",
+                "classes": "the class set", "rows": "the number of training rows",
+                "fingerprint": "train.csv's ids, labels or groups"}
+
+
+def record_changes(made: dict, wanted: dict) -> list[str]:
+    """What differs between a folds file's record and what the current config and tables want."""
+    changes = []
+    settings_changed = any(made.get(key) != wanted[key] for key in ("group_col", "stratify"))
+    for key, word in RECORD_WORDS.items():
+        old, new = made.get(key), wanted[key]
+        if old != new and not (key == "fingerprint" and settings_changed):
+            if key in ("fingerprint", "classes", "rows"):
+                changes.append(f"{word} changed")
+            else:
+                changes.append(f"{word} was {_show(old)}, now {_show(new)}")
+    return changes
+
+
+def _show(value: object) -> str:
+    if value is None or value == []:
+        return "none"
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def check_record(path: Path, wanted: dict) -> None:
+    """Refuse a folds file whose record is missing or differs from `wanted`, saying what changed and the fix."""
+    fix = f"`comp folds --k {wanted['k']} --seed {wanted['seed']} --force`"
+    rec = record_path(path)
+    if not rec.is_file():
+        raise CompError(f"{path} has no record of how it was made ({rec.name} is missing), so it may be stale "
+                        f"or ungrouped; remake it with {fix}")
+    try:
+        made = read_json(rec)
+    except ValueError as exc:
+        raise CompError(f"{rec} is not valid JSON ({exc}); remake the folds with {fix}") from None
+    changes = record_changes(made if isinstance(made, dict) else {}, wanted)
+    if changes:
+        raise CompError(f"{path} was made for other settings or data ({'; '.join(changes)}); using it would score "
+                        f"folds that do not match the config; remake it with {fix} (finished experiments on the old "
+                        "folds need fold-train --force)")
+
+
+def write_folds(ws: Workspace, folds: pd.DataFrame, record: dict) -> Path:
+    """folds/k{k}-s{seed}.csv and its record (.json); the record last, so a file without one is never trusted."""
+    path = ws.folds_csv(record["k"], record["seed"])
+    write_csv(path, folds)
+    write_json(record_path(path), record)
+    return path
+
+
+def read_folds(path: Path, tables: Tables, wanted: dict) -> pd.DataFrame:
+    """A folds file checked against its record, the current tables, and the groups in train.csv (not in the file)."""
+    check_record(path, wanted)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if not {"id", "fold"} <= set(frame.columns):
+        raise CompError(f"{path} lacks the columns id and fold; remake it with `comp folds --k {wanted['k']} --force`")
+    frame["fold"] = pd.to_numeric(frame["fold"], errors="coerce")
+    if frame["fold"].isna().any():
+        raise CompError(f"{path} has fold values that are not numbers; remake it with `comp folds --k {wanted['k']} --force`")
+    frame["fold"] = frame["fold"].astype(np.int64)
+    check_folds(frame, tables.train, wanted["k"], path=path)
     return frame
 
 
-def ensure_folds(ws: Workspace, tables: Tables, k: int, seed: int, stratify: tuple[str, ...] = ()) -> tuple[np.ndarray, Path]:
-    """The fold of every training row (train.csv order), making folds/k{k}-s{seed}.csv when missing."""
+@dataclass(frozen=True)
+class FoldsFile:
+    path: Path
+    folds: pd.DataFrame  # id, label, [group], fold in train.csv order
+    record: dict
+    made: bool  # written by this call
+
+    def fold_of(self, train: pd.DataFrame) -> np.ndarray:
+        """The fold of every row of `train` (joined by id)."""
+        by_id = dict(zip(self.folds["id"].astype(str), self.folds["fold"].astype(int)))
+        return np.array([by_id[i] for i in train["id"].astype(str)], dtype=np.int64)
+
+
+def load_or_make_folds(ws: Workspace, tables: Tables, *, k: int, seed: int, group_col: str | None,
+                       stratify: tuple[str, ...] = (), force: bool = False) -> FoldsFile:
+    """The folds file for (k, seed): read and checked when it exists, else (or with force) made and written.
+
+    Args:
+        ws: the workspace (folds/ lives there).
+        tables: the loaded train (and test) tables the folds split.
+        k, seed: the number of folds and the shuffle seed (they name the file).
+        group_col: data.group_col (None: rows are independent); recorded and checked.
+        stratify: extra columns stratified with the label; recorded and checked.
+        force: remake the file even if one exists.
+    """
+    wanted = folds_record(tables, k=k, seed=seed, group_col=group_col, stratify=tuple(stratify))
     path = ws.folds_csv(k, seed)
-    if path.is_file():
-        folds = read_folds(path, tables, k)
-    else:
-        folds = make_folds(tables, k, seed, stratify)
-        write_folds(ws, folds, k, seed)
-    by_id = dict(zip(folds["id"].astype(str), folds["fold"].astype(int)))
-    return np.array([by_id[i] for i in tables.train["id"]], dtype=np.int64), path
+    if path.is_file() and not force:
+        return FoldsFile(path, read_folds(path, tables, wanted), wanted, made=False)
+    folds = make_folds(tables, k, seed, tuple(stratify))
+    return FoldsFile(write_folds(ws, folds, wanted), folds, wanted, made=True)
+
+
+def ensure_folds(ws: Workspace, tables: Tables, cfg: Config) -> FoldsFile:
+    """The folds file the config asks for (folds.k, folds.seed, folds.stratify, data.group_col), made when missing."""
+    return load_or_make_folds(ws, tables, k=cfg.folds.k, seed=cfg.folds.seed, group_col=cfg.data.group_col,
+                              stratify=tuple(cfg.folds.stratify))
+
+
+def parse_fold_selection(value: str | Sequence[int] | None, k: int, *, option: str = "--folds") -> tuple[int, ...]:
+    """'0,2' | 'all' | (0, 2) | None (all) -> fold indices, each checked against k; repeats are an error."""
+    if value is None:
+        return tuple(range(k))
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "all":
+            return tuple(range(k))
+        try:
+            value = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise CompError(f"{option} takes 'all' or fold numbers like 0 or 0,2; got {value!r}") from None
+    folds = tuple(int(f) for f in value)
+    if not folds:
+        raise CompError(f"{option} is empty; pass 'all' or fold numbers like 0 or 0,2")
+    bad = [f for f in folds if not 0 <= f < k]
+    if bad:
+        raise CompError(f"{option} {','.join(map(str, folds))}: fold {bad[0]} does not exist with k={k} "
+                        f"(folds are 0..{k - 1})")
+    if len(set(folds)) != len(folds):
+        raise CompError(f"{option} {','.join(map(str, folds))} repeats a fold; list each once")
+    return folds
+
+
+def check_trained_on(ws: Workspace, exp: str, train: pd.DataFrame) -> None:
+    """An experiment's OOF rows are only meaningful for the data its folds split: refuse when train.csv changed."""
+    path = ws.config_yaml(exp)
+    recorded = (read_yaml(path).get("folds_file") or {}) if path.is_file() else {}
+    if not recorded:
+        log.warning("%s does not record the folds it was trained on (trained by an older comp); its OOF rows are "
+                    "trusted as they are", exp)
+        return
+    now = data_fingerprint(train)
+    if recorded.get("fingerprint") != now:
+        raise CompError(f"experiment {exp!r} was trained on {recorded.get('path')} for other data (train.csv's ids, "
+                        f"labels or groups changed: fingerprint {recorded.get('fingerprint')}, now {now}); its OOF "
+                        f"scores no longer describe this data: retrain it with `comp fold-train -e {exp} --force`")
+

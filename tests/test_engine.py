@@ -26,7 +26,7 @@ def setup(root: Path, *overrides: str):
     cfg = load_config(root, "baseline", ["folds.k=2", *overrides])
     ws = Workspace.at(root)
     tables = load_tables(cfg, ws)
-    fold_of, _ = ensure_folds(ws, tables, 2, cfg.folds.seed)
+    fold_of = ensure_folds(ws, tables, cfg).fold_of(tables.train)
     return cfg, ws, tables, fold_of
 
 

@@ -87,13 +87,17 @@ def test_unknown_stratify_column(tiny_ws):
 def test_check_folds_detects_leak_and_mismatch(tiny_ws):
     t = load_tables(load_config(tiny_ws), Workspace.at(tiny_ws))
     folds = make_folds(t, 2, 0)
-    check_folds(folds, t.train["id"], 2)
+    check_folds(folds, t.train, 2)
     leaked = folds.copy()
     leaked.loc[0, "fold"] = 1 - leaked.loc[0, "fold"]
-    with pytest.raises(CompError, match="appear in several folds"):
-        check_folds(leaked, t.train["id"], 2)
+    with pytest.raises(CompError, match="sit in several folds"):
+        check_folds(leaked, t.train, 2)
     with pytest.raises(CompError, match=r"1 training ids missing"):
-        check_folds(folds.iloc[1:], t.train["id"], 2)
+        check_folds(folds.iloc[1:], t.train, 2)
+    # groups are checked against train.csv, not against the file's own group column
+    ungrouped = folds.drop(columns=["group"]).assign(fold=np.arange(len(folds)) % 2)
+    with pytest.raises(CompError, match="sit in several folds"):
+        check_folds(ungrouped, t.train, 2)
 
 
 def test_fold_balance_warns_on_skew():
@@ -125,9 +129,11 @@ def test_cli_folds_error_is_one_line(tiny_ws):
 
 def test_ensure_folds_creates_then_reuses(tiny_ws):
     ws = Workspace.at(tiny_ws)
-    t = load_tables(load_config(tiny_ws), ws)
-    fold, path = ensure_folds(ws, t, 2, 4)
-    assert path.is_file()
-    mtime = path.stat().st_mtime_ns
-    again, _ = ensure_folds(ws, t, 2, 4)
-    assert (fold == again).all() and path.stat().st_mtime_ns == mtime
+    cfg = load_config(tiny_ws, overrides=["folds.k=2", "folds.seed=4"])
+    t = load_tables(cfg, ws)
+    made = ensure_folds(ws, t, cfg)
+    assert made.made and made.path.is_file() and made.path.with_suffix(".json").is_file()
+    mtime = made.path.stat().st_mtime_ns
+    again = ensure_folds(ws, t, cfg)
+    assert not again.made and (made.fold_of(t.train) == again.fold_of(t.train)).all()
+    assert made.path.stat().st_mtime_ns == mtime

@@ -19,7 +19,8 @@ from comp.cli import app
 from comp.config import Config, load_config
 from comp.errors import CompError
 from comp.tune import default_space, parse_space, tune_experiment
-from comp.tune.objective import FoldReporter, resolve_folds, trial_config
+from comp.folds import parse_fold_selection
+from comp.tune.objective import FoldReporter, trial_config
 from comp.tune.space import apply_params
 from comp.tune.study import INTERRUPTED, SURPLUS, TrialSeededSampler, counted, open_storage, run_trials
 from comp.workspace import Workspace
@@ -96,14 +97,14 @@ def test_trial_config_applies_overrides_without_mutating() -> None:
         apply_params(cfg, {"train.batch_size": 0})
 
 
-def test_resolve_folds() -> None:
-    assert resolve_folds("all", 3) == (0, 1, 2)
-    assert resolve_folds("0,2", 3) == (0, 2)
-    assert resolve_folds((1,), 3) == (1,)
-    with pytest.raises(CompError, match=r"fold 5 does not exist with folds.k=3"):
-        resolve_folds("5", 3)
+def test_parse_fold_selection() -> None:
+    assert parse_fold_selection("all", 3) == (0, 1, 2)
+    assert parse_fold_selection("0,2", 3) == (0, 2)
+    assert parse_fold_selection((1,), 3) == (1,)
+    with pytest.raises(CompError, match=r"fold 5 does not exist with k=3"):
+        parse_fold_selection("5", 3)
     with pytest.raises(CompError, match=r"--folds takes 'all' or fold numbers.*'first'"):
-        resolve_folds("first", 3)
+        parse_fold_selection("first", 3)
 
 
 def test_running_mean_over_folds_is_reported_at_increasing_steps() -> None:
@@ -295,7 +296,7 @@ def test_three_trial_study_through_the_cli_and_the_tuned_yaml_trains(tiny_ws: Pa
 
     tuned = load_config(tiny_ws, "baseline-tuned", ["train.epochs=1"])
     tables = load_tables(tuned, ws)
-    fold_of, _ = ensure_folds(ws, tables, tuned.folds.k, tuned.folds.seed)
+    fold_of = ensure_folds(ws, tables, tuned).fold_of(tables.train)
     fit = fit_fold(tuned, tables, fold_of, 0, ws.fold_dir("baseline-tuned", 0), ws=ws)
     assert np.isfinite(fit.score) and (ws.fold_dir("baseline-tuned", 0) / "best.pt").is_file()
 

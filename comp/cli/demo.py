@@ -13,7 +13,7 @@ from comp.cli import app
 from comp.cli.common import RichProgress, console, handle_errors, load, print_table
 from comp.data.tables import load_tables
 from comp.demo import build_demo
-from comp.folds import fold_balance, make_folds, write_folds
+from comp.folds import fold_balance, load_or_make_folds
 from comp.metrics import get_metric
 from comp.workspace import Workspace
 
@@ -46,9 +46,10 @@ def demo_command(
     ws, cfg = load(directory)
     step("2. folds: stratified group k-fold (no subject on both sides)")
     tables = load_tables(cfg, ws)
-    folds = make_folds(tables, cfg.folds.k, cfg.folds.seed, cfg.folds.stratify)
-    console.print(f"wrote {write_folds(ws, folds, cfg.folds.k, cfg.folds.seed)}", highlight=False)
-    print_table(fold_balance(folds).table, title="rows, groups and class counts per fold")
+    made = load_or_make_folds(ws, tables, k=cfg.folds.k, seed=cfg.folds.seed, group_col=cfg.data.group_col,
+                              stratify=cfg.folds.stratify, force=True)
+    console.print(f"wrote {made.path}", highlight=False)
+    print_table(fold_balance(made.folds).table, title="rows, groups and class counts per fold")
     if only_data:
         return
     run_stages(ws, data.solution, force=force, epochs=epochs)

@@ -11,7 +11,7 @@ from comp.cli import app
 from comp.cli.common import ExperimentOpt, RichProgress, SetOpt, WorkspaceOpt, console, handle_errors, load, print_table
 from comp.data.tables import load_tables
 from comp.errors import CompError
-from comp.folds import fold_balance, make_folds, read_folds, write_folds
+from comp.folds import fold_balance, load_or_make_folds
 
 
 @app.command("folds")
@@ -34,19 +34,22 @@ def folds_command(
     extra = tuple(c.strip() for c in stratify.split(",") if c.strip()) if stratify else cfg.folds.stratify
     if k < 2:
         raise CompError(f"--k must be 2 or more, got --k {k}")
+    extra = tuple(extra)
     with RichProgress() as progress:
         tables = load_tables(cfg, ws, progress=progress)
-    path = ws.folds_csv(k, seed)
-    if path.is_file() and not force:
-        folds = read_folds(path, tables, k)
-        console.print(f"{path} exists and matches train.csv; kept it (--force to rewrite)")
+    made = load_or_make_folds(ws, tables, k=k, seed=seed, group_col=cfg.data.group_col, stratify=extra, force=force)
+    how = (f"{', grouped by ' + cfg.data.group_col if cfg.data.group_col else ', not grouped'}"
+           f"{', stratified on label x ' + ','.join(extra) if extra else ''}")
+    if made.made:
+        console.print(f"wrote {made.path} and {made.path.with_suffix('.json').name} ({len(made.folds)} rows, k={k}, "
+                      f"seed={seed}{how})", highlight=False)
     else:
-        folds = make_folds(tables, k, seed, extra)
-        write_folds(ws, folds, k, seed)
-        console.print(f"wrote {path} ({len(folds)} rows, k={k}, seed={seed}"
-                      f"{', grouped by ' + cfg.data.group_col if cfg.data.group_col else ''}"
-                      f"{', stratified on label x ' + ','.join(extra) if extra else ''})")
-    balance = fold_balance(folds)
+        console.print(f"{made.path} exists and was made from this data and these settings (k={k}, seed={seed}{how}); "
+                      "kept it (--force to rewrite)", highlight=False)
+    if extra != tuple(cfg.folds.stratify):
+        console.print(f"[yellow]note:[/] --stratify {','.join(extra)} differs from folds.stratify in the config; set "
+                      f"folds.stratify: [{', '.join(extra)}] in comp.yaml so fold-train accepts this file", highlight=False)
+    balance = fold_balance(made.folds)
     print_table(balance.table, title="rows, groups and class counts per fold")
     for warning in balance.warnings:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)

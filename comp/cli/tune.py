@@ -19,7 +19,7 @@ from comp.cli.common import ExperimentOpt, RichProgress, SetOpt, WorkspaceOpt, c
 def tune_command(
     trials: Annotated[int | None, typer.Option("--trials", help="Run until the study holds N trials (default: tune.trials).")] = None,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Start no new trial after SECONDS (default: tune.timeout).")] = None,
-    folds: Annotated[str | None, typer.Option("--folds", help="Folds to score each trial on: 0 | 0,1 | all (default: tune.folds).")] = None,
+    folds: Annotated[str | None, typer.Option("--folds", "--fold", help="Folds to score each trial on: 0 | 0,1 | all (default: tune.folds).")] = None,
     storage: Annotated[str | None, typer.Option("--storage", help="Optuna RDB URL (postgresql://...) shared by workers on many machines; default: experiments/<exp>/tune.journal.")] = None,
     study: Annotated[str | None, typer.Option("--study", help="Study name (default: the experiment name).")] = None,
     workspace: WorkspaceOpt = Path("."),

@@ -214,6 +214,7 @@ def init_mask(
                  "image_root": rel_to(ws, root),
                  "id_col": "id", "image_col": "path", "label_col": "label", "group_col": "person"},
         "metric": "macro_f1",
+        "folds": {"stratify": ["gender"]},  # folds balance gender as well as the 18 classes
         "submission": {"id_col": "ImageID", "target_col": "ans", "kind": "label",
                        "sample_csv": rel_to(ws, eval_dir / "info.csv")},
     }

@@ -247,7 +247,7 @@ def write_plan(ws: Workspace, plan: Plan, *, force: bool = False) -> Written:
     else:
         doc = baseline_experiment(suggest_size(train["path"].tolist()))
         written.append(write_text(exp, BASELINE_HEADER + yaml.safe_dump(doc, sort_keys=False)))
-    written.append(write_text(ws.comp_yaml, "# Written by `comp init`; see DESIGN.md for every key.\n"
+    written.append(write_text(ws.comp_yaml, "# Written by `comp init`; the README of comp lists every key.\n"
                               + yaml.safe_dump(plan.comp, sort_keys=False)))
     cfg = load_config(ws.root)
     tables = load_tables(cfg, ws, check_images=False)

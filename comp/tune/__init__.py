@@ -19,10 +19,10 @@ import pandas as pd
 
 from comp.config import Config
 from comp.data.tables import load_tables
-from comp.folds import ensure_folds
+from comp.folds import ensure_folds, parse_fold_selection
 from comp.metrics import get_metric
 from comp.progress import SILENT, Progress
-from comp.tune.objective import Objective, failure_types, resolve_folds
+from comp.tune.objective import Objective, failure_types
 from comp.tune.output import best_trial, trials_table, write_report, write_tuned_yaml
 from comp.tune.space import Param, default_space, parse_space, resolve_space
 from comp.tune.study import (
@@ -75,7 +75,7 @@ def _plan(cfg: Config, exp: str, *, trials: int | None, timeout: float | None,
     metric = get_metric(cfg.metric)
     return _Plan(
         params=resolve_space(cfg),
-        folds=resolve_folds(cfg.tune.folds if folds is None else folds, cfg.folds.k),
+        folds=parse_fold_selection(cfg.tune.folds if folds is None else folds, cfg.folds.k),
         n_trials=cfg.tune.trials if trials is None else trials,
         timeout=cfg.tune.timeout if timeout is None else timeout,
         direction="maximize" if metric.greater_is_better else "minimize",
@@ -101,7 +101,7 @@ def tune_experiment(
     """Run (or resume, or join) the study until it holds `trials` trials; write the tuned YAML and report."""
     plan = _plan(cfg, exp, trials=trials, timeout=timeout, folds=folds, study_name=study_name)
     tables = load_tables(cfg, ws, progress=progress)
-    fold_of, _ = ensure_folds(ws, tables, cfg.folds.k, cfg.folds.seed, cfg.folds.stratify)
+    fold_of = ensure_folds(ws, tables, cfg).fold_of(tables.train)
     journal = ws.tune_journal(exp)
     epochs = cfg.tune.epochs or cfg.train.epochs
     with quiet_optuna():  # comp reports each trial itself

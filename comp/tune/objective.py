@@ -28,27 +28,6 @@ from comp.workspace import Workspace
 log = logging.getLogger("comp.tune")
 
 
-def resolve_folds(folds: tuple[int, ...] | str, k: int) -> tuple[int, ...]:
-    """tune.folds (or --folds: '0', '0,2', 'all') as fold indices checked against folds.k."""
-    if isinstance(folds, str):
-        text = folds.strip().lower()
-        if text == "all":
-            return tuple(range(k))
-        try:
-            folds = tuple(int(part) for part in text.split(",") if part.strip())
-        except ValueError:
-            raise CompError(f"--folds takes 'all' or fold numbers like 0 or 0,1, got {folds!r}") from None
-    folds = tuple(int(f) for f in folds)
-    if not folds:
-        raise CompError("--folds is empty; pass 'all' or fold numbers like 0 or 0,1")
-    bad = [f for f in folds if not 0 <= f < k]
-    if bad:
-        raise CompError(f"--folds {list(folds)}: fold {bad[0]} does not exist with folds.k={k} (folds are 0..{k - 1})")
-    if len(set(folds)) != len(folds):
-        raise CompError(f"--folds {list(folds)} repeats a fold; list each once")
-    return folds
-
-
 def trial_config(cfg: Config, params: dict[str, Any], *, epochs: int | None) -> Config:
     """The experiment config with the trial's params (and tune.epochs as train.epochs) applied."""
     overrides = dict(params)
