@@ -26,7 +26,9 @@ from comp.data.cache import prepare_images
 from comp.engine import finished_result
 from comp.errors import CompError
 from comp.progress import SILENT, Progress
-from comp.train import aggregate_folds, prepare_experiment, select_folds
+from comp.folds import parse_fold_selection
+from comp.locks import JOB_ENV, FoldLocked, acquire_fold, job_id, release_fold
+from comp.train import aggregate_folds, prepare_experiment
 from comp.workspace import Workspace
 
 log = logging.getLogger("comp.dispatch")
@@ -106,6 +108,7 @@ def child_env(device: str, *, n_cpu_slots: int) -> dict[str, str]:
         env["CUDA_VISIBLE_DEVICES"] = device
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):  # a child is never a DDP rank of the parent's group
         env.pop(key, None)
+    env[JOB_ENV] = job_id()  # the parent's fold locks are the child's: one job
     return env
 
 
@@ -166,7 +169,7 @@ def run_folds(folds: list[int], devices: list[str], *, make_cmd: Callable[[int],
 
 
 def fold_train_parallel(cfg: Config, ws: Workspace, exp: str, *, devices: list[str], overrides: list[str],
-                        folds: list[int] | None = None, force: bool = False,
+                        folds: str | list[int] | None = None, force: bool = False,
                         progress: Progress = SILENT) -> DispatchResult:
     """Train the selected folds in child processes across `devices`, then aggregate as fold_train does.
 
@@ -174,12 +177,43 @@ def fold_train_parallel(cfg: Config, ws: Workspace, exp: str, *, devices: list[s
     train_hash equals cfg's. Folds that already finished with this config are not rerun.
     """
     check_devices(devices, cfg.train.device)
-    selected = select_folds(folds, cfg.folds.k)
+    selected = parse_fold_selection(folds, cfg.folds.k)
     tables, fold_of = prepare_experiment(cfg, ws, exp, force=force, progress=progress)
     prepare_images(tables.train, cfg, ws, progress=progress)  # built once here, read by every child
     todo = [f for f in selected if finished_result(ws.fold_dir(exp, f), cfg, f) is None]
     if len(todo) < len(selected):
         log.info("folds %s already finished; skipping them", sorted(set(selected) - set(todo)))
+    locked = lock_folds(ws, exp, todo, skip_held=folds is not None)
+    try:
+        runs = run_locked(ws, exp, locked, devices, overrides=overrides, progress=progress)
+    finally:
+        for fold in locked:
+            release_fold(ws.fold_dir(exp, fold))
+    return DispatchResult(aggregate_folds(cfg, ws, exp, tables, fold_of), runs)
+
+
+def lock_folds(ws: Workspace, exp: str, folds: list[int], *, skip_held: bool) -> list[int]:
+    """Lock the folds for this job (its children inherit them); held folds are skipped or, by default, an error."""
+    locked: list[int] = []
+    try:
+        for fold in folds:
+            try:
+                acquire_fold(ws.fold_dir(exp, fold))
+                locked.append(fold)
+            except FoldLocked as exc:
+                if not skip_held:
+                    raise
+                log.warning("fold %d skipped: %s", fold, exc)
+    except BaseException:
+        for fold in locked:
+            release_fold(ws.fold_dir(exp, fold))
+        raise
+    return locked
+
+
+def run_locked(ws: Workspace, exp: str, todo: list[int], devices: list[str], *, overrides: list[str],
+               progress: Progress) -> list[FoldRun]:
+    """Children for the locked folds, one device each at a time; how each ended."""
     runs = []
 
     def make_cmd(fold: int) -> list[str]:
@@ -193,4 +227,4 @@ def fold_train_parallel(cfg: Config, ws: Workspace, exp: str, *, devices: list[s
         runs.append(run)
         progress.log(f"fold {run.fold} on {run.device}: " + ("done" if run.ok else f"FAILED (exit {run.returncode})")
                      + f"; log {run.log_path}")
-    return DispatchResult(aggregate_folds(cfg, ws, exp, tables, fold_of), runs)
+    return runs

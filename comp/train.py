@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Sequence
+from contextlib import AbstractContextManager as ContextManager, nullcontext
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,7 +22,8 @@ from comp.config import Config, read_yaml
 from comp.data.tables import Tables, load_tables
 from comp.engine import FoldResult, finished_result, fit_fold
 from comp.errors import CompError
-from comp.folds import ensure_folds
+from comp.locks import FoldLocked, fold_lock, live_holder, short_lock
+from comp.folds import FoldsFile, ensure_folds, parse_fold_selection
 from comp.metrics import get_metric
 from comp.progress import SILENT, Progress
 from comp.report import add_section, img_html, plt, report_image, save_figure, table_html
@@ -27,20 +31,23 @@ from comp.workspace import Workspace, write_csv, write_json
 
 log = logging.getLogger("comp.train")
 
-KEEP_ON_FORCE = ("tune.journal", "tune")  # the tuning study is not a fold-train output
+KEEP_ON_FORCE = ("tune.journal", "tune", ".lock")  # the tuning study is not a fold-train output; .lock may be held
 
 
-def check_experiment(cfg: Config, ws: Workspace, exp: str) -> None:
-    """Refuse to mix configs in one experiment folder (its config.yaml records the train_hash)."""
+def check_experiment(cfg: Config, ws: Workspace, exp: str, folds_file: dict) -> None:
+    """Refuse to mix configs or folds in one experiment folder (its config.yaml records both)."""
     path = ws.config_yaml(exp)
     if not path.is_file():
         return
-    old = (read_yaml(path) or {}).get("train_hash")
-    if old != cfg.train_hash():
-        raise CompError(
-            f"experiment {exp!r} was trained with another config (train_hash {old}, now {cfg.train_hash()}); "
-            f"use a new experiment name (-e NAME with experiments/NAME.yaml) or --force to start {exp!r} over"
-        )
+    doc = read_yaml(path) or {}
+    fix = f"use a new experiment name (-e NAME with experiments/NAME.yaml) or --force to start {exp!r} over"
+    if doc.get("train_hash") != cfg.train_hash():
+        raise CompError(f"experiment {exp!r} was trained with another config (train_hash {doc.get('train_hash')}, "
+                        f"now {cfg.train_hash()}); {fix}")
+    old = doc.get("folds_file") or {}
+    if old and old.get("fingerprint") != folds_file["fingerprint"]:
+        raise CompError(f"experiment {exp!r} was trained on {old.get('path')} made from other data "
+                        f"(fingerprint {old.get('fingerprint')}, now {folds_file['fingerprint']}); {fix}")
 
 
 def wipe_outputs(ws: Workspace, exp: str) -> None:
@@ -48,6 +55,11 @@ def wipe_outputs(ws: Workspace, exp: str) -> None:
     folder = ws.exp_dir(exp)
     if not folder.is_dir():
         return
+    for fold_dir in sorted(folder.glob("fold*")):
+        holder = live_holder(fold_dir)
+        if holder is not None:
+            raise CompError(f"--force would delete {fold_dir} while {holder.describe()} trains it; "
+                            "wait for it or stop it, then rerun")
     log.info("--force: deleting the previous outputs of %s", folder)
     for child in folder.iterdir():
         if child.name in KEEP_ON_FORCE:
@@ -58,29 +70,45 @@ def wipe_outputs(ws: Workspace, exp: str) -> None:
             child.unlink()
 
 
-def select_folds(folds: list[int] | None, k: int) -> list[int]:
-    if not folds:
-        return list(range(k))
-    bad = [f for f in folds if not 0 <= f < k]
-    if bad:
-        raise CompError(f"--fold {','.join(map(str, bad))} is out of range for k={k}; use folds 0..{k - 1}")
-    return sorted(set(folds))
-
-
-def fold_train(cfg: Config, ws: Workspace, exp: str, *, folds: list[int] | None = None,
+def fold_train(cfg: Config, ws: Workspace, exp: str, *, folds: str | Sequence[int] | None = None,
                force: bool = False, progress: Progress = SILENT, aggregate: bool = True) -> dict:
     """Train the selected folds (all by default) and write oof.csv, scores.json and the report; returns scores.
 
-    aggregate=False trains the folds and writes only their own folders (a `--devices` child process);
-    returns {}. Under torchrun every rank trains; rank 0 alone writes and aggregates.
+    Args:
+        cfg: the experiment's resolved config.
+        ws: the workspace; reads comp.yaml's tables and the folds file, writes experiments/<exp>/.
+        exp: the experiment name (a plain name).
+        folds: '0,2', 'all', fold numbers, or None (all). Each fold is locked while this process trains
+            it: without a selection a fold held by another process is an error; with one, held folds
+            are skipped (several machines share an experiment that way).
+        force: delete the experiment's previous outputs first (refused while another process trains a fold).
+        aggregate: False trains the folds and writes only their own folders (a `--devices` child); returns {}.
+
+    Under torchrun every rank trains; rank 0 alone locks, writes and aggregates.
     """
-    selected = select_folds(folds, cfg.folds.k)
+    selected = parse_fold_selection(folds, cfg.folds.k)
     tables, fold_of = prepare_experiment(cfg, ws, exp, force=force, progress=progress)
+    skipped = []
     for fold in selected:
-        fit_fold(cfg, tables, fold_of, fold, ws.fold_dir(exp, fold), ws=ws, progress=progress)
+        try:
+            with fold_lock_if_main(ws.fold_dir(exp, fold)):
+                fit_fold(cfg, tables, fold_of, fold, ws.fold_dir(exp, fold), ws=ws, progress=progress)
+        except FoldLocked as exc:
+            if folds is None or distributed.active():
+                raise
+            log.warning("fold %d skipped: %s", fold, exc)
+            skipped.append(fold)
+    if skipped and len(skipped) == len(selected):
+        raise CompError(f"every selected fold ({','.join(map(str, skipped))}) is being trained by another process; "
+                        "nothing to do here")
     if not aggregate or not distributed.is_main():
         return {}
     return aggregate_folds(cfg, ws, exp, tables, fold_of)
+
+
+def fold_lock_if_main(fold_dir: Path) -> ContextManager[None]:
+    """The fold's lock in the process that writes (rank 0); DDP ranks are one job with it."""
+    return fold_lock(fold_dir) if distributed.is_main() else nullcontext()
 
 
 def prepare_experiment(cfg: Config, ws: Workspace, exp: str, *, force: bool = False,
@@ -92,13 +120,21 @@ def prepare_experiment(cfg: Config, ws: Workspace, exp: str, *, force: bool = Fa
     with distributed.main_first():
         if force and distributed.is_main():
             wipe_outputs(ws, exp)
-        check_experiment(cfg, ws, exp)
         tables = load_tables(cfg, ws, progress=progress)
-        fold_of, folds_path = ensure_folds(ws, tables, cfg.folds.k, cfg.folds.seed, cfg.folds.stratify)
-        log.info("folds from %s", folds_path)
+        folds = ensure_folds(ws, tables, cfg)
+        record = folds_file_record(ws, folds)
+        check_experiment(cfg, ws, exp, record)
+        log.info("folds from %s", folds.path)
         if distributed.is_main():
-            ws.write_config(exp, cfg)
-    return tables, fold_of
+            ws.write_config(exp, cfg, folds_file=record)
+    return tables, folds.fold_of(tables.train)
+
+
+def folds_file_record(ws: Workspace, folds: FoldsFile) -> dict:
+    """What an experiment records of the folds file it trains on: its path (in the workspace) and fingerprint."""
+    return {"path": str(folds.path.relative_to(ws.root)), "fingerprint": folds.record["fingerprint"],
+            "k": folds.record["k"], "seed": folds.record["seed"], "group_col": folds.record["group_col"],
+            "stratify": folds.record["stratify"]}
 
 
 def finished_results(cfg: Config, ws: Workspace, exp: str) -> dict[int, FoldResult]:
@@ -112,7 +148,12 @@ def finished_results(cfg: Config, ws: Workspace, exp: str) -> dict[int, FoldResu
 
 
 def aggregate_folds(cfg: Config, ws: Workspace, exp: str, tables: Tables, fold_of: np.ndarray) -> dict:
-    """oof.csv, scores.json and the report from the finished folds' best.pt; returns scores."""
+    """oof.csv, scores.json and the report from the finished folds' best.pt, under the experiment's lock."""
+    with short_lock(ws.exp_lock(exp), f"aggregating {exp}"):
+        return _aggregate(cfg, ws, exp, tables, fold_of)
+
+
+def _aggregate(cfg: Config, ws: Workspace, exp: str, tables: Tables, fold_of: np.ndarray) -> dict:
     results = finished_results(cfg, ws, exp)
     oof = oof_frame(tables, fold_of, results)
     write_csv(ws.oof_csv(exp), oof)

@@ -141,8 +141,8 @@ def test_same_seed_gives_identical_oof_bytes(make_ws) -> None:
 
 def test_bad_fold_arguments_and_nan_loss_are_clear_errors(tiny_ws: Path) -> None:
     out = cli(tiny_ws, "--k", "2", "--fold", "3")
-    assert out.exit_code == 2 and "--fold 3 is out of range for k=2" in out.output
+    assert out.exit_code == 2 and "fold 3 does not exist with k=2 (folds are 0..1)" in out.output
     out = cli(tiny_ws, "--k", "2", "--fold", "zero")
-    assert out.exit_code == 2 and "--fold expects fold numbers" in out.output
+    assert out.exit_code == 2 and "--folds takes 'all' or fold numbers" in out.output and "'zero'" in out.output
     out = cli(tiny_ws, "--k", "2", "--set", "train.lr=1e30", "--set", "train.epochs=1")
     assert out.exit_code == 2 and "training loss became nan" in out.output and "Lower train.lr" in out.output

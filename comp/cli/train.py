@@ -16,24 +16,15 @@ from comp.cli.common import (ExperimentOpt, RichProgress, SetOpt, WorkspaceOpt, 
 from comp.config import Config
 from comp.progress import SILENT
 from comp.workspace import Workspace
-from comp.errors import CompError
-
-
-def parse_folds(text: str | None) -> list[int] | None:
-    """'0,2' -> [0, 2]; None -> None (all folds)."""
-    if not text:
-        return None
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise CompError(f"--fold expects fold numbers separated by commas, e.g. --fold 0,2; got {text!r}") from None
 
 
 @app.command("fold-train")
 @handle_errors
 def fold_train_command(
     k: Annotated[int | None, typer.Option("--k", help="Number of folds (sets folds.k; default: folds.k).")] = None,
-    fold: Annotated[str | None, typer.Option("--fold", help="Train only these folds, e.g. 0 or 0,2 (default: all).")] = None,
+    fold: Annotated[str | None, typer.Option(
+        "--folds", "--fold", help="Train only these folds: 0 | 0,2 | all (default: all); folds that another process "
+        "is training are skipped.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Delete this experiment's previous outputs and start over.")] = False,
     devices: Annotated[str | None, typer.Option(
         "--devices", help="Train folds in parallel, one process per device: GPU numbers (0,1,2,3) or cpu (cpu,cpu).",
@@ -59,7 +50,7 @@ def fold_train_command(
         if not main:  # under torchrun only rank 0 logs and draws
             logging.getLogger("comp").setLevel(logging.WARNING)
         with RichProgress() if main else contextlib.nullcontext(SILENT) as progress:
-            scores = fold_train(cfg, ws, experiment, folds=parse_folds(fold), force=force, progress=progress,
+            scores = fold_train(cfg, ws, experiment, folds=fold, force=force, progress=progress,
                                 aggregate=not child)
     if child or not main:
         return
@@ -74,7 +65,7 @@ def run_on_devices(ws: Workspace, cfg: Config, experiment: str, *, devices: str,
 
     with RichProgress() as progress:
         result = fold_train_parallel(cfg, ws, experiment, devices=parse_devices(devices), overrides=overrides,
-                                     folds=parse_folds(fold), force=force, progress=progress)
+                                     folds=fold, force=force, progress=progress)
     show_scores(result.scores)
     console.print(f"outputs in {ws.exp_dir(experiment)} (report: {ws.report_html(experiment)})", highlight=False)
     for run in result.failed:
