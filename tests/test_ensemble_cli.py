@@ -22,7 +22,8 @@ from comp.cli import app
 from comp.config import load_config
 from comp.data.tables import load_tables
 from comp.models import build_model
-from comp.predict import fold_checkpoints, is_stale
+from comp.predict import fold_checkpoints
+from comp.predictions import prediction_record, stale_reason
 from comp.workspace import Workspace, read_json, write_csv
 from conftest import TINY_EXPERIMENT
 
@@ -76,7 +77,8 @@ def test_ensemble_predicts_missing_members_and_writes_a_valid_submission(two_mem
         assert ws.test_probs_csv(exp).is_file() and all(ws.test_probs_csv(exp, f).is_file() for f in range(K))
     manifest = read_json(ws.submission_json("blend"))
     assert manifest["members"] == ["good", "noise"] and manifest["weights"][0] > manifest["weights"][1]
-    assert manifest["config_hashes"]["noise"]["tta"] == "flip"
+    assert manifest["config_hashes"]["noise"]["tta"] == "flip" and manifest["tta"] == {"good": "hflip", "noise": "flip"}
+    assert manifest["oof_source"] == {"good": "tta", "noise": "tta"}
     sub = pd.read_csv(ws.submission_csv("blend"))
     sample = pd.read_csv(two_members / "data" / "sample_submission.csv")
     assert sub.columns.tolist() == ["ImageID", "ans"] and sub["ImageID"].tolist() == sample["ImageID"].tolist()
@@ -93,18 +95,73 @@ def test_ensemble_predicts_missing_members_and_writes_a_valid_submission(two_mem
     assert board.exit_code == 0 and "blend" in board.output and "good" in board.output
 
 
+def is_stale(ws: Workspace, exp: str, *, tta: str = "hflip", oof: bool = False) -> bool:
+    reason = stale_reason(prediction_record(ws, exp), tta=tta, merge="mean", oof=oof, ckpts=fold_checkpoints(ws, exp))
+    return reason is not None
+
+
 def test_predictions_go_stale_with_newer_checkpoints_or_other_tta(two_members):
     ws = Workspace.at(two_members)
     assert invoke(two_members, "predict", "-e", "good", "--oof").exit_code == 0
-    cfg = load_config(two_members, "good")
-    assert not is_stale(ws, "good", cfg, oof=True)
-    assert is_stale(ws, "good", cfg, tta_name="d4")
+    assert not is_stale(ws, "good", oof=True)
+    assert is_stale(ws, "good", tta="d4")
     oof, tta = pd.read_csv(ws.oof_csv("good")), pd.read_csv(ws.exp_dir("good") / "oof_tta.csv")
     assert tta[["id", "fold", "label"]].equals(oof[["id", "fold", "label"]])
     assert np.allclose(tta.filter(like="p_").sum(axis=1), 1.0, atol=1e-5)
     later = time.time() + 5
     os.utime(fold_checkpoints(ws, "good")[0], (later, later))
-    assert is_stale(ws, "good", cfg)
+    assert is_stale(ws, "good")
+
+
+def test_a_kill_between_predict_writes_leaves_nothing_trusted(two_members, monkeypatch):
+    """predict.json is the commit point: new files under the old record are stale, never used as fresh."""
+    import comp.predictions as predictions
+
+    ws = Workspace.at(two_members)
+    assert invoke(two_members, "predict", "-e", "good", "--tta", "none").exit_code == 0
+    old_record = ws.predict_json("good").read_bytes()
+
+    def killed(path, obj):
+        raise KeyboardInterrupt("killed after the tables, before predict.json")
+
+    monkeypatch.setattr(predictions, "write_json", killed)
+    assert invoke(two_members, "predict", "-e", "good", "--tta", "ten_crop").exit_code != 0
+    monkeypatch.undo()
+    assert ws.predict_json("good").read_bytes() == old_record  # the old record stayed...
+    assert prediction_record(ws, "good") is None  # ...but no longer matches the files: nothing is trusted
+    result = invoke(two_members, "ensemble", "-e", "good", "--tta", "none", "--name", "after-kill")
+    assert result.exit_code == 0, result.output
+    assert "because it has no complete predictions" in result.output
+    assert prediction_record(ws, "good")["tta"] == "none"
+
+
+def test_ensemble_uses_the_tta_the_user_chose_and_scores_oof_made_the_same_way(two_members):
+    ws = Workspace.at(two_members)
+    assert invoke(two_members, "predict", "-e", "good", "--tta", "none").exit_code == 0
+    before = ws.test_probs_csv("good").read_bytes()
+    result = invoke(two_members, "ensemble", "-e", "good", "--name", "plain")
+    assert result.exit_code == 0, result.output
+    assert "predictions on disk are current" in result.output
+    assert ws.test_probs_csv("good").read_bytes() == before  # not re-predicted with the experiment's hflip
+    manifest = read_json(ws.submission_json("plain"))
+    assert manifest["tta"] == {"good": "none"} and manifest["oof_source"] == {"good": "plain"}
+
+    assert invoke(two_members, "predict", "-e", "good", "--tta", "flip").exit_code == 0  # test only, no --oof
+    refused = invoke(two_members, "ensemble", "-e", "good", "--name", "x", "--oof-source", "plain")
+    assert refused.exit_code == 2 and "would not be the CV of the submission" in refused.output
+    result = invoke(two_members, "ensemble", "-e", "good", "--name", "flipped")
+    assert result.exit_code == 0, result.output
+    assert "TTA flip (recorded in predict.json) and its OOF rows" in result.output
+    manifest = read_json(ws.submission_json("flipped"))
+    assert manifest["tta"] == {"good": "flip"} and manifest["oof_source"] == {"good": "tta"}
+    # the reported score is the metric of the OOF re-predicted with flip, computed here by hand
+    from sklearn.metrics import f1_score
+
+    oof_tta = pd.read_csv(ws.oof_tta_csv("good"), dtype={"id": str, "label": str})
+    cols = [c for c in oof_tta.columns if c.startswith("p_")]
+    pred = np.array([c[2:] for c in cols])[oof_tta[cols].to_numpy().argmax(axis=1)]
+    assert manifest["oof"] == pytest.approx(f1_score(oof_tta["label"], pred, average="macro"))
+    assert prediction_record(ws, "good")["tta"] == "flip"
 
 
 def test_predict_refuses_a_checkpoint_of_another_config(two_members):

@@ -1,0 +1,102 @@
+"""Probability tables and the record that makes an experiment's predictions one unit.
+
+Never imports torch. A probability table is `id, p_<class>...` (OOF tables add `fold, label`),
+joined by id everywhere. `comp predict` writes test.csv, fold{i}/test.csv and (with --oof)
+oof_tta.csv, then predict.json LAST: it records the TTA, the checkpoints used and the sha256 of
+every file it covers. A reader trusts predictions only through `prediction_record`, which
+returns the record when every covered file is on disk with its recorded hash: a run killed
+between two writes leaves files that do not match the record, so they count as stale (to be
+predicted again), never as fresh predictions under old metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from comp.errors import CompError
+from comp.workspace import Workspace, read_json, write_csv, write_json
+
+OOF_SOURCES = ("plain", "tta")
+
+
+def prob_columns(classes: Sequence[object]) -> list[str]:
+    """Column names of a probability table: p_<class> in model-output order."""
+    return [f"p_{c}" for c in classes]
+
+
+def probs_frame(ids: Sequence[str], probs: np.ndarray, classes: Sequence[object]) -> pd.DataFrame:
+    """id, p_<class>... (the schema of every probability table)."""
+    frame = pd.DataFrame(np.asarray(probs), columns=prob_columns(classes))
+    frame.insert(0, "id", list(ids))
+    return frame
+
+
+def oof_path(ws: Workspace, exp: str, source: str = "plain") -> Path:
+    """A member's OOF table: oof.csv (from fold-train) or oof_tta.csv (re-predicted with the test TTA)."""
+    if source not in OOF_SOURCES:
+        raise CompError(f"OOF source must be plain or tta, got {source!r}")
+    return ws.oof_csv(exp) if source == "plain" else ws.oof_tta_csv(exp)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_stamps(ckpts: dict[int, Path]) -> dict[str, list[int]]:
+    """{fold: [size, mtime_ns]} of each best.pt: which checkpoints predictions were made from."""
+    return {str(f): [p.stat().st_size, p.stat().st_mtime_ns] for f, p in sorted(ckpts.items())}
+
+
+def commit_predictions(ws: Workspace, exp: str, tables: dict[Path, pd.DataFrame], summary: dict[str, Any]) -> dict:
+    """Write the tables, then predict.json recording each one's sha256 (the commit point); returns the record."""
+    files = {}
+    for path, frame in tables.items():
+        write_csv(path, frame)
+        files[str(path.relative_to(ws.exp_dir(exp)))] = sha256(path)
+    record = {**summary, "files": files}
+    write_json(ws.predict_json(exp), record)
+    return record
+
+
+def prediction_record(ws: Workspace, exp: str) -> dict | None:
+    """predict.json when every file it covers is on disk with its recorded hash; else None (stale or interrupted)."""
+    path = ws.predict_json(exp)
+    if not path.is_file():
+        return None
+    try:
+        record = read_json(path)
+    except ValueError:
+        return None
+    files = record.get("files") if isinstance(record, dict) else None
+    if not files:
+        return None
+    for rel, digest in files.items():
+        target = ws.exp_dir(exp) / rel
+        if not target.is_file() or sha256(target) != digest:
+            return None
+    return record
+
+
+def stale_reason(record: dict | None, *, tta: str, merge: str, oof: bool, ckpts: dict[int, Path]) -> str | None:
+    """Why an experiment's predictions cannot be used for (tta, merge, [OOF]) with these checkpoints; None if current."""
+    if not ckpts:
+        return "it has no fold checkpoints"
+    if record is None:
+        return "it has no complete predictions (none yet, or an interrupted predict)"
+    if record.get("checkpoints") != checkpoint_stamps(ckpts):
+        return "its checkpoints changed since the last predict"
+    if (record.get("tta"), record.get("merge")) != (tta, merge):
+        return f"its predictions used TTA {record.get('tta')} ({record.get('merge')}), not {tta} ({merge})"
+    if oof and not record.get("oof_tta"):
+        return f"its OOF rows were not re-predicted with TTA {tta}"
+    return None
