@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from comp.errors import CompError, did_you_mean
 from comp.metrics import METRICS
@@ -53,7 +53,7 @@ class FoldsConfig(Strict):
     @classmethod
     def _k(cls, v: int) -> int:
         if v < 2:
-            raise ValueError(f"folds.k must be 2 or more, got {v}")
+            raise ValueError("folds.k must be 2 or more")
         return v
 
 
@@ -120,14 +120,19 @@ class TrainConfig(Strict):
     def _amp_off(cls, v: Any) -> Any:
         return "off" if v is False else v  # YAML reads `amp: off` as false
 
-    @model_validator(mode="after")
-    def _positive(self) -> "TrainConfig":
-        for key in ("epochs", "batch_size", "grad_accum"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"train.{key} must be 1 or more, got {getattr(self, key)}")
-        if self.lr <= 0:
-            raise ValueError(f"train.lr must be positive, got {self.lr}")
-        return self
+    @field_validator("epochs", "batch_size", "grad_accum")
+    @classmethod
+    def _at_least_one(cls, v: int, info: ValidationInfo) -> int:
+        if v < 1:
+            raise ValueError(f"train.{info.field_name} must be 1 or more")
+        return v
+
+    @field_validator("lr")
+    @classmethod
+    def _positive_lr(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("train.lr must be positive")
+        return v
 
 
 class TTAConfig(Strict):
@@ -237,11 +242,39 @@ def check_keys(raw: dict[str, Any], model: type[BaseModel] = Config, prefix: str
 # ---------------------------------------------------------------- loading
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)):
+                continue  # an unhashable key is refused by SafeLoader itself
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (keep one of them)",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text through UniqueKeyLoader."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: the problem and where."""
+    problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise CompError(f"{path} is not valid YAML: {exc}; fix the file and rerun") from exc
+        raise CompError(f"{path} is not valid YAML: {yaml_problem(exc)}; fix the file and rerun") from None
     if not isinstance(data, dict):
         raise CompError(f"{path} must hold a mapping of keys, got {type(data).__name__}")
     return data
@@ -267,9 +300,9 @@ def parse_override(text: str) -> dict[str, Any]:
     if not key:
         raise CompError(f"--set expects dotted.key=value, got {text!r}")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = load_yaml(value) if value.strip() else None
     except yaml.YAMLError as exc:
-        raise CompError(f"--set {text!r}: value is not valid YAML ({exc})") from exc
+        raise CompError(f"--set {text!r}: value is not valid YAML ({yaml_problem(exc)})") from None
     if isinstance(parsed, str):
         parsed = _yaml11_float(parsed)
     return nest(key, parsed)
@@ -307,17 +340,103 @@ def experiment_names(workspace: Path) -> list[str]:
     return sorted(p.stem for p in (workspace / "experiments").glob("*.yaml"))
 
 
-def build_config(raw: dict[str, Any], source: str = "") -> Config:
-    """Validate a merged mapping into a Config, turning pydantic errors into CompErrors."""
+def build_config(raw: dict[str, Any], source: str = "", origins: dict[str, str] | None = None) -> Config:
+    """Validate a merged mapping into a Config; a pydantic error becomes one CompError line naming key and file."""
     check_keys(raw, source=source)
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        value = err.get("input")
-        msg = err["msg"].removeprefix("Value error, ")
-        raise CompError(f"{source}{loc}: {msg} (got {value!r})") from None
+        raise CompError(validation_message(exc.errors()[0], raw, source.rstrip(": "), origins or {})) from None
+
+
+def validation_message(err: Any, raw: dict[str, Any], source: str, origins: dict[str, str]) -> str:
+    """`key: what is wrong or expected, got VALUE (where it was set)`, the value once, no pydantic suffixes."""
+    key = field_path(err["loc"])
+    value = lookup(raw, key)
+    if err["type"] in ("value_error", "assertion_error"):
+        msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        text = msg if msg.startswith(key) else f"{key}: {msg}"
+    else:
+        text = f"{key}: expected {expected(key)}"
+    if repr(value) not in text:
+        text += f", got {value!r}"
+    where = key_origin(key, origins) or source
+    return f"{text} ({where})" if where else text
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    """The dotted config key of a pydantic error location, less what pydantic appends (`.int`, `function-after[...]`)."""
+    model: type[BaseModel] | None = Config
+    parts: list[str] = []
+    for part in loc:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            break
+        parts.append(part)
+        model = _model_of(model.model_fields[part].annotation)
+    return ".".join(parts) or "config"
+
+
+def lookup(raw: dict[str, Any], key: str) -> Any:
+    """The value at a dotted key of a nested mapping (None when absent)."""
+    node: Any = raw
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+EXPECTED = {"image.size": "an integer or [h, w]"}
+WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null", Any: "any value"}
+PLURALS = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
+
+
+def expected(key: str) -> str:
+    """What a key accepts, in words, from its annotation."""
+    if key in EXPECTED:
+        return EXPECTED[key]
+    model: Any = Config
+    annotation: Any = Config
+    for part in key.split(".") if key != "config" else ():
+        annotation = model.model_fields[part].annotation
+        model = _model_of(annotation)
+    return describe(annotation)
+
+
+def describe(annotation: Any) -> str:
+    """An annotation in words: `int | tuple[int, int]` -> 'an integer or a list of 2 integers'."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (Union, types.UnionType):
+        return " or ".join(describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, args)) if len(args) > 1 else str(args[0])
+    if origin is tuple:
+        count = "" if args and args[-1] is Ellipsis else f"{len(args)} "
+        return f"a list of {count}{PLURALS.get(args[0], 'values') if args else 'values'}"
+    if origin is dict or annotation is dict or (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        return "a mapping of keys"
+    return WORDS.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def key_sources(layer: dict[str, Any], label: str, prefix: str = "") -> dict[str, str]:
+    """{dotted key: label} for every key, section or leaf, that a layer sets."""
+    out = {}
+    for key, value in layer.items():
+        dotted = prefix + str(key)
+        out[dotted] = label
+        if isinstance(value, dict) and key != "space":
+            out.update(key_sources(value, label, dotted + "."))
+    return out
+
+
+def key_origin(key: str, origins: dict[str, str]) -> str:
+    """Where a key's value was set: its own entry, else its nearest parent's, else those of its children."""
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in origins:
+            return origins[".".join(parts[:n])]
+    below = sorted({label for k, label in origins.items() if k.startswith(key + ".")})
+    return ", ".join(below)
 
 
 def load_config(workspace: Path | str, experiment: str = "baseline", overrides: tuple[str, ...] | list[str] = ()) -> Config:
@@ -331,11 +450,13 @@ def load_config(workspace: Path | str, experiment: str = "baseline", overrides: 
         )
     raw = _float_fix(read_yaml(comp_yaml))
     check_keys(raw, source="comp.yaml: ")
+    origins = key_sources(raw, "comp.yaml")
     exp_yaml = workspace / "experiments" / f"{experiment}.yaml"
     if exp_yaml.is_file():
         layer = _float_fix(read_yaml(exp_yaml))
         check_keys(layer, source=f"experiments/{experiment}.yaml: ")
         raw = deep_merge(raw, layer)
+        origins |= key_sources(layer, f"experiments/{experiment}.yaml")
     elif experiment != "baseline":
         known = experiment_names(workspace)
         raise CompError(
@@ -346,4 +467,5 @@ def load_config(workspace: Path | str, experiment: str = "baseline", overrides: 
         layer = parse_override(text)
         check_keys(layer, source="--set ")
         raw = deep_merge(raw, layer)
-    return build_config(raw)
+        origins |= key_sources(layer, "--set")
+    return build_config(raw, origins=origins)

@@ -51,10 +51,7 @@ def align_members(frames: Sequence[pd.DataFrame], classes: Sequence[object], *, 
     base = frames[0]["id"].astype(str).to_numpy()
     arrays = []
     for name, frame in zip(names, frames):
-        missing = [c for c in cols if c not in frame.columns]
-        if missing:
-            raise CompError(f"member {name!r} lacks probability columns {missing[:3]}; "
-                            f"its classes differ from {list(classes)}: retrain or drop it")
+        check_member_classes(frame, classes, name)
         table = frame.assign(id=frame["id"].astype(str)).set_index("id")
         if set(table.index) != set(base) or len(table) != len(base):
             extra = sorted(set(table.index) ^ set(base))[:3]
@@ -62,6 +59,17 @@ def align_members(frames: Sequence[pd.DataFrame], classes: Sequence[object], *, 
                             "members must cover the same rows: rerun predict / fold-train on the same data")
         arrays.append(table.loc[base, cols].to_numpy(dtype=np.float64))
     return base, arrays
+
+
+def check_member_classes(frame: pd.DataFrame, classes: Sequence[object], name: str) -> None:
+    """A member's p_<class> columns must be exactly the class set; the error names the classes that differ."""
+    want = {str(c) for c in classes}
+    have = {str(c)[2:] for c in frame.columns if str(c).startswith("p_")}
+    extra, missing = sorted(have - want), sorted(want - have)
+    if extra or missing:
+        parts = ([f"extra classes {extra[:5]}"] if extra else []) + ([f"missing classes {missing[:5]}"] if missing else [])
+        raise CompError(f"member {name!r} has other classes than train.csv ({', '.join(parts)}); "
+                        f"retrain it on the current data (comp fold-train -e {name} --force) or drop it")
 
 
 # ---------------------------------------------------------------- blending

@@ -20,6 +20,7 @@ import ttach as tta
 from torch import nn
 
 from comp.config import Config, TTAConfig, build_config, read_yaml
+from comp.data.tables import read_csv
 from comp.ensemble import oof_path, prob_columns
 from comp.errors import CompError, did_you_mean
 from comp.optim import autocast, resolve_amp, resolve_device
@@ -190,18 +191,35 @@ def load_fold_model(path: Path, cfg: Config, classes: tuple, *, train_hash: str)
     """A fold's best weights in a freshly built model; refuses checkpoints of another config or class set."""
     from comp.models import build_model
 
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_fold_checkpoint(path)
     if ckpt.get("train_hash") != train_hash:
         raise CompError(f"{path} was trained with config {ckpt.get('train_hash')} but {path.parent.parent / 'config.yaml'} "
                         f"records {train_hash}; rerun `comp fold-train` (--force) so checkpoints and config agree")
     names = [str(c) for c in classes]
     if list(ckpt.get("classes", names)) != names:
-        raise CompError(f"{path} predicts classes {list(ckpt['classes'])[:6]} but train.csv has {names[:6]}; "
-                        "the data changed since training: retrain the experiment")
+        have = [str(c) for c in ckpt["classes"]]
+        extra, missing = sorted(set(have) - set(names)), sorted(set(names) - set(have))
+        differ = f"extra classes {extra[:5]}, missing classes {missing[:5]}" if extra or missing else "in another order"
+        raise CompError(f"{path} predicts other classes than train.csv ({differ}); the data changed since training: "
+                        f"retrain with `comp fold-train -e {path.parent.parent.name} --force`")
     model_cfg = cfg.model.model_copy(update={"pretrained": False, "pretrained_path": None})  # weights come from ckpt
     model = build_model(model_cfg, len(names))
     model.load_state_dict(ckpt["model"])
     return model.eval()
+
+
+def read_fold_checkpoint(path: Path) -> dict[str, Any]:
+    """fold{i}/best.pt as a dict; a corrupt or truncated file is a CompError naming it and the fold to retrain."""
+    fold, exp = path.parent.name.removeprefix("fold"), path.parent.parent.name
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle garbage, a foreign file: all mean the same to the user
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise CompError(f"{path} is corrupt or truncated ({reason}); retrain that fold with "
+                        f"`comp fold-train -e {exp} --fold {fold}`") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise CompError(f"{path} is not a comp fold checkpoint; retrain that fold with `comp fold-train -e {exp} --fold {fold}`")
+    return ckpt
 
 
 def predict_oof(ws: Workspace, exp: str, cfg: Config, tables: Any, models: dict[int, nn.Module], *, device: torch.device, progress: Progress) -> str:
@@ -209,7 +227,7 @@ def predict_oof(ws: Workspace, exp: str, cfg: Config, tables: Any, models: dict[
     path = ws.oof_csv(exp)
     if not path.is_file():
         raise CompError(f"{path} does not exist; finish `comp fold-train -e {exp}` before --oof")
-    plain = pd.read_csv(path, dtype={"id": str})
+    plain = read_csv(path, "OOF table", text=("id", "label"), fix=f"rerun `comp fold-train -e {exp}`")
     row_of = pd.Series(np.arange(len(tables.train)), index=tables.train["id"].astype(str))
     missing = set(plain["id"]) - set(row_of.index)
     if missing:

@@ -20,6 +20,7 @@ import pandas as pd
 
 import comp
 from comp.config import Config, SubmissionConfig
+from comp.data.tables import read_csv
 from comp.errors import CompError, did_you_mean
 from comp.metrics import Metric, get_metric
 from comp.workspace import Workspace, csv_bytes, read_json, write_bytes, write_json
@@ -31,19 +32,32 @@ def expected_ids(cfg: Config, ws: Workspace) -> tuple[list[str], list[str] | Non
     """(ids in submission order, the sample's columns or None) from sample_csv, else test_csv."""
     sub = cfg.submission
     if sub.sample_csv:
-        path, col = ws.path(sub.sample_csv), sub.id_col
+        path, col, what = ws.path(sub.sample_csv), sub.id_col, "submission.sample_csv"
     elif cfg.data.test_csv:
-        path, col = ws.path(cfg.data.test_csv), cfg.data.id_col
+        path, col, what = ws.path(cfg.data.test_csv), cfg.data.id_col, "data.test_csv"
     else:
         raise CompError("neither submission.sample_csv nor data.test_csv is set in comp.yaml; set one so ids are known")
-    if not path.is_file():
-        raise CompError(f"{path} does not exist; fix submission.sample_csv / data.test_csv in comp.yaml")
-    frame = pd.read_csv(path, dtype={col: str})
+    frame = read_csv(path, what, text=(col,), fix=f"fix {what} in comp.yaml or create the file")
     if col not in frame.columns:
         have = [str(c) for c in frame.columns]
-        raise CompError(f"id column {col!r} not in {path.name}{did_you_mean(col, have)} (columns: {', '.join(have)})")
+        raise CompError(f"id column {col!r} not in {path}{did_you_mean(col, have)} (columns: {', '.join(have)}); "
+                        "fix submission.id_col in comp.yaml")
+    if sub.sample_csv and cfg.data.test_csv:
+        _sample_in_test(frame[col].astype(str), path, cfg, ws)
     columns = [str(c) for c in frame.columns] if sub.sample_csv else None
     return frame[col].astype(str).tolist(), columns
+
+
+def _sample_in_test(ids: pd.Series, sample: Path, cfg: Config, ws: Workspace) -> None:
+    """Every id of the sample submission must be a row of test.csv, or no prediction can exist for it."""
+    test = ws.path(cfg.data.test_csv)
+    test_ids = read_csv(test, "data.test_csv", text=(cfg.data.id_col,))
+    if cfg.data.id_col not in test_ids.columns:
+        return  # load_tables names the missing column
+    absent = ids[~ids.isin(set(test_ids[cfg.data.id_col].astype(str)))]
+    if len(absent):
+        raise CompError(f"{len(absent)} ids of {sample} are not in {test} (e.g. {absent.head(3).tolist()}); the sample "
+                        f"submission and the test CSV must list the same ids: fix {sample.name} or {test.name}")
 
 
 def class_columns(classes: Sequence[Any], sample_columns: list[str] | None, id_col: str) -> list[str]:
@@ -105,11 +119,11 @@ def validate_submission(frame: pd.DataFrame, sub: SubmissionConfig, *, expected:
         _check_probabilities(values.to_numpy(dtype=np.float64))
 
 
-def _check_labels(labels: pd.Series, classes: Sequence[Any]) -> None:
+def _check_labels(labels: pd.Series, classes: Sequence[Any], what: str = "submission") -> None:
     known = {str(c) for c in classes}
     bad = sorted({str(v) for v in labels} - known)
     if bad:
-        raise CompError(f"submission has labels not among the classes: {bad[:5]} (known: {sorted(known)[:20]})")
+        raise CompError(f"{what} has labels not among the classes: {bad[:5]} (known: {sorted(known)[:20]})")
 
 
 def _check_probabilities(values: np.ndarray) -> None:
@@ -133,7 +147,8 @@ def write_submission(
 ) -> tuple[Path, Path]:
     """Validate the CSV as it will be written (re-read), then write submissions/<name>.csv and .json."""
     data = csv_bytes(frame)
-    reread = pd.read_csv(io.BytesIO(data), dtype={sub.id_col: str, sub.target_col: str}, keep_default_na=True)
+    reread = pd.read_csv(io.BytesIO(data), dtype={sub.id_col: str, sub.target_col: str}, keep_default_na=False,
+                         na_values=[""])
     validate_submission(reread, sub, expected=expected, classes=classes)
     csv_path = write_bytes(ws.submission_csv(name), data)
     doc = {"name": name, **manifest, "file": csv_path.name, "sha256": hashlib.sha256(data).hexdigest(),
@@ -145,18 +160,19 @@ def write_submission(
 
 def score_submission(submission: Path, solution: Path, sub: SubmissionConfig, *, classes: Sequence[Any], metric: Metric) -> float:
     """The competition metric of a submission file against a solution file (id column + true target)."""
-    for path in (submission, solution):
-        if not Path(path).is_file():
-            raise CompError(f"{path} does not exist; pass an existing file")
-    pred = pd.read_csv(submission, dtype={sub.id_col: str, sub.target_col: str})
-    truth = pd.read_csv(solution, dtype={sub.id_col: str, sub.target_col: str})
-    for frame, what in ((truth, "solution"),):
-        for col in (sub.id_col, sub.target_col):
-            if col not in frame.columns:
-                raise CompError(f"{what} {solution} lacks column {col!r} (columns: {', '.join(map(str, frame.columns))})")
+    text = (sub.id_col, sub.target_col)
+    truth = read_csv(solution, "solution", text=text, fix="pass an existing --solution file")
+    pred = read_csv(submission, "submission", text=text, fix="pass an existing submission file")
+    for col in text:
+        if col not in truth.columns:
+            raise CompError(f"solution {solution} lacks column {col!r} (columns: {', '.join(map(str, truth.columns))}); "
+                            "it needs the submission's id and target columns")
     expected = truth[sub.id_col].astype(str).tolist()
-    validate_submission(pred, sub, expected=expected, classes=classes)
-    _check_labels(truth[sub.target_col], classes)
+    try:
+        validate_submission(pred, sub, expected=expected, classes=classes)
+    except CompError as exc:
+        raise CompError(f"{submission}: {exc}") from None
+    _check_labels(truth[sub.target_col], classes, what=f"solution {solution}")
     code = {str(c): i for i, c in enumerate(classes)}
     y = truth[sub.target_col].astype(str).map(code).to_numpy()
     pred = pred.set_index(pred[sub.id_col].astype(str)).loc[expected]
@@ -172,9 +188,10 @@ def score_submission(submission: Path, solution: Path, sub: SubmissionConfig, *,
 
 
 def read_member_table(path: Path, member: str, what: str, hint: str) -> pd.DataFrame:
+    """A member's probability table (id, [fold, label], p_<class>...), ids and labels as written."""
     if not path.is_file():
         raise CompError(f"member {member!r} has no {what} ({path}); {hint}")
-    return pd.read_csv(path, dtype={"id": str})
+    return read_csv(path, f"member {member!r}'s {what}", text=("id", "label"), fix=hint)
 
 
 def make_submission(

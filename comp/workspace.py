@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -22,20 +23,40 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read the process umask once (setting it back at once)
 
 
+class WriteError(OSError):
+    """Writing an artifact failed for a reason the user fixes (no permission, read-only, disk full); names the artifact."""
+
+
+FIXABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A fixable OSError inside the block becomes a WriteError naming `path` (not a temporary file); others pass."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, WriteError) or exc.errno not in FIXABLE_ERRNOS:
+            raise
+        raise WriteError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+
+
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts get the usual permissions
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, path)
+        with _writing(path):
+            yield tmp_path
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -129,5 +129,7 @@ def test_align_members_joins_by_id():
     assert list(ids) == ["x", "y"] and np.array_equal(arrays[0], arrays[1])
     with pytest.raises(CompError, match="ids that differ"):
         align_members([a, b.assign(id=["x", "z"])], [0, 1], names=["a", "b"])
-    with pytest.raises(CompError, match="lacks probability columns"):
+    with pytest.raises(CompError, match=r"member 'b' has other classes .*missing classes \['1'\]"):
         align_members([a, b.drop(columns="p_1")], [0, 1], names=["a", "b"])
+    with pytest.raises(CompError, match=r"member 'b' has other classes .*extra classes \['2'\]"):
+        align_members([a, b.assign(p_2=0.0)], [0, 1], names=["a", "b"])

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,7 +26,7 @@ from rich.table import Table
 from comp.config import Config, load_config
 from comp.errors import CompError
 from comp.progress import Progress
-from comp.workspace import Workspace
+from comp.workspace import Workspace, WriteError
 
 T = TypeVar("T")
 console = Console()
@@ -47,24 +50,39 @@ def load(workspace: Path, experiment: str = "baseline", overrides: list[str] | N
 
 
 def handle_errors(fn: Callable[..., T]) -> Callable[..., T]:
-    """Show a CompError as one red line and exit 2, instead of a traceback."""
+    """Show a CompError (or a read-only / full disk) as one red line and exit 2; COMP_DEBUG=1 shows the traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
         logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_RichLogHandler()])
         try:
             return fn(*args, **kwargs)
-        except CompError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        except (CompError, OSError) as exc:
+            message = str(exc) if isinstance(exc, CompError) else os_error_message(exc)
+            if message is None or os.environ.get("COMP_DEBUG") == "1":
+                raise  # a bug (or a traceback asked for): show it
+            err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
 
 
+def os_error_message(exc: OSError) -> str | None:
+    """One line for the OS errors a user can cause and fix (no permission, read-only, disk full); None for others."""
+    verb = "writing" if isinstance(exc, WriteError) else "on"
+    path = exc.filename or "a file in the workspace"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on device {verb} {path}; free space and rerun (nothing already written was changed)"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"permission denied {verb} {path}: the workspace is read-only? make it writable "
+                "(or pass another --workspace) and rerun; nothing already written was changed")
+    return None
+
+
 class _RichLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.levelno >= logging.WARNING:
-            err_console.print(f"[yellow]warning:[/] {record.getMessage()}", highlight=False, soft_wrap=True)
+            err_console.print(f"[yellow]warning:[/] {escape(record.getMessage())}", highlight=False, soft_wrap=True)
         elif record.name.startswith("comp"):
             err_console.print(record.getMessage(), highlight=False, soft_wrap=True, markup=False)
 

@@ -1,12 +1,14 @@
 """Load comp.yaml's train/test tables into canonical frames, validating everything a run depends on.
 
-Canonical columns: id (str), path (absolute str), label (as the user wrote it), y (int code),
+Canonical columns: id (str), path (absolute str), label (str, exactly as written), y (int code),
 group (when data.group_col is set), bx0 by0 bx1 by1 (when data.bbox_cols is set). Every other
 column of the CSV is kept under its own name (e.g. gender, for --stratify).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,20 +29,28 @@ BBOX = ("bx0", "by0", "bx1", "by1")
 class Tables:
     train: pd.DataFrame
     test: pd.DataFrame | None
-    classes: tuple[Any, ...]  # class values in model-output order
+    classes: tuple[str, ...]  # class names as written, in model-output order
 
     @property
     def n_classes(self) -> int:
         return len(self.classes)
 
 
-def read_csv(path: Path, id_col: str, what: str) -> pd.DataFrame:
+def read_csv(path: Path | str, what: str, *, text: Iterable[str | None] = (), fix: str = "") -> pd.DataFrame:
+    """A CSV for comp: `text` columns as strings exactly as written, only an empty cell missing; never empty."""
+    path = Path(path)
+    fix = fix or "fix its path in comp.yaml or create the file"
     if not path.is_file():
-        raise CompError(f"{what} {path} does not exist; fix data.{what} in comp.yaml or create the file")
+        raise CompError(f"{what} {path} does not exist; {fix}")
     try:
-        frame = pd.read_csv(path, dtype={id_col: str}, keep_default_na=True)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise CompError(f"{what} {path} could not be read as CSV: {exc}") from exc
+        frame = pd.read_csv(path, dtype={c: str for c in text if c}, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        raise CompError(f"{what} {path} is empty (no header); write its header and rows, or {fix}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CompError(f"{what} {path} could not be read as CSV ({first}); fix the file") from None
+    if frame.empty:
+        raise CompError(f"no rows in {path} ({what}: only a header); add its rows, or {fix}")
     return frame
 
 
@@ -69,7 +79,7 @@ def check_ids(ids: pd.Series, name: str) -> None:
 
 
 def normalise_labels(labels: pd.Series, name: str) -> pd.Series:
-    """Labels as the user wrote them; NaN/empty is an error; integral floats become ints."""
+    """Labels as strings exactly as written (`007` is not `7`); only an empty cell is missing, an error."""
     empty = labels.isna() | (labels.astype(str).str.strip() == "")
     if empty.any():
         rows = np.flatnonzero(empty.to_numpy())[:5].tolist()
@@ -77,19 +87,32 @@ def normalise_labels(labels: pd.Series, name: str) -> pd.Series:
             f"{name} has {int(empty.sum())} rows with an empty label (first rows: {rows}); "
             "fill them or drop those rows"
         )
-    if labels.dtype.kind == "f" and np.all(labels == labels.round()):
+    if labels.dtype.kind == "f" and np.all(labels == labels.round()):  # an in-memory table, not a file
         labels = labels.astype(np.int64)
-    return labels
+    return labels.astype(str)
 
 
-def resolve_classes(labels: pd.Series, explicit: tuple[Any, ...] | None) -> tuple[Any, ...]:
-    found = sorted(labels.unique().tolist(), key=lambda v: (str(type(v)), v))
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def class_order(names: Iterable[str]) -> list[str]:
+    """Class names sorted: numerically when every name is a number (ties by text), else as text."""
+    names = sorted(set(names))
+    if names and all(NUMBER.fullmatch(n) for n in names):
+        return sorted(names, key=lambda n: (float(n), n))
+    return names
+
+
+def resolve_classes(labels: pd.Series, explicit: tuple[Any, ...] | None) -> tuple[str, ...]:
+    """The classes in model-output order: data.classes as listed (compared as text), else class_order."""
+    found = class_order(labels.astype(str))
     if explicit is None:
         return tuple(found)
-    unknown = [v for v in found if v not in explicit]
+    listed = tuple(str(c) for c in explicit)
+    unknown = [v for v in found if v not in listed]
     if unknown:
-        raise CompError(f"labels {unknown[:5]} are not in data.classes {list(explicit)}; add them there")
-    return tuple(explicit)
+        raise CompError(f"labels {unknown[:5]} are not in data.classes {list(listed)}; add them there")
+    return listed
 
 
 def canonical(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, labelled: bool) -> pd.DataFrame:
@@ -98,7 +121,9 @@ def canonical(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, labelled: bool
     out = pd.DataFrame({"id": frame[d.id_col].astype(str).to_numpy()})
     rel = frame[d.image_col]
     if rel.isna().any():
-        raise CompError(f"column {d.image_col!r} has {int(rel.isna().sum())} empty image paths; fill them")
+        rows = np.flatnonzero(rel.isna().to_numpy())[:5].tolist()
+        raise CompError(f"{'train.csv' if labelled else 'test.csv'}: column {d.image_col!r} has {int(rel.isna().sum())} "
+                        f"empty image paths (first rows: {rows}); fill them or drop those rows")
     out["path"] = [str(root / str(p)) for p in rel]
     if labelled:
         out["label"] = normalise_labels(frame[d.label_col], "train.csv").to_numpy()
@@ -136,7 +161,8 @@ def check_files(frame: pd.DataFrame, ws: Workspace, name: str, progress: Progres
 def load_tables(cfg: Config, ws: Workspace, *, check_images: bool = True, progress: Progress = SILENT) -> Tables:
     """Read and validate data.train_csv (and data.test_csv when set) into canonical frames."""
     d = cfg.data
-    train_raw = read_csv(ws.path(d.train_csv), d.id_col, "train_csv")
+    train_raw = read_csv(ws.path(d.train_csv), "train_csv", text=(d.id_col, d.label_col, d.group_col),
+                         fix="fix data.train_csv in comp.yaml or create the file")
     cols = {"data.id_col": d.id_col, "data.image_col": d.image_col, "data.label_col": d.label_col,
             "data.group_col": d.group_col}
     for i, col in enumerate(d.bbox_cols or ()):
@@ -149,7 +175,8 @@ def load_tables(cfg: Config, ws: Workspace, *, check_images: bool = True, progre
     train["y"] = train["label"].map(code).astype(np.int64)
     test = None
     if d.test_csv:
-        test_raw = read_csv(ws.path(d.test_csv), d.id_col, "test_csv")
+        test_raw = read_csv(ws.path(d.test_csv), "test_csv", text=(d.id_col,),
+                            fix="fix data.test_csv in comp.yaml or create the file")
         test_cols = {k: v for k, v in cols.items() if k not in ("data.label_col", "data.group_col")}
         require_columns(test_raw, test_cols, "test.csv")
         check_ids(test_raw[d.id_col], "test.csv")

@@ -65,7 +65,7 @@ def _folds(ws: Workspace, cfg: Config, tables: Tables) -> tuple[dict | None, pd.
     if path is None:
         return None, pd.DataFrame(), None
     summary, counts = stats.fold_stats(path, tables.train, classes=tables.classes)
-    return summary, counts, (pd.read_csv(path, dtype={"id": str}) if len(counts) else None)
+    return summary, counts, (stats.read_folds_table(path) if len(counts) else None)
 
 
 def summarise(tables: Tables, train: pd.DataFrame, *, test: pd.DataFrame | None) -> dict:

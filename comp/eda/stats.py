@@ -169,6 +169,11 @@ def problem_files(facts: pd.DataFrame, name: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["set", "id", "path", "problem", "detail"])
 
 
+def read_folds_table(path: Path) -> pd.DataFrame:
+    """A folds file with id, label and group read exactly as written."""
+    return pd.read_csv(path, dtype={"id": str, "label": str, "group": str}, keep_default_na=False, na_values=[""])
+
+
 def find_folds_file(ws: Workspace, cfg: Config) -> Path | None:
     """The configured folds file if it exists, else the newest folds/*.csv, else None."""
     configured = ws.folds_csv(cfg.folds.k, cfg.folds.seed)
@@ -180,7 +185,7 @@ def find_folds_file(ws: Workspace, cfg: Config) -> Path | None:
 
 def fold_stats(path: Path, train: pd.DataFrame, *, classes: tuple[Any, ...]) -> tuple[dict, pd.DataFrame]:
     """Per-fold class counts (fold x class frame) and groups per fold, from a folds file."""
-    folds = pd.read_csv(path, dtype={"id": str, "group": str})
+    folds = read_folds_table(path)
     if not {"id", "fold"} <= set(folds.columns):
         return {"file": str(path), "error": "a folds file needs columns id and fold"}, pd.DataFrame()
     merged = train.merge(folds[["id", "fold"]], on="id", how="left")

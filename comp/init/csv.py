@@ -37,9 +37,13 @@ def read_table(path: Path, what: str) -> pd.DataFrame:
     if not Path(path).is_file():
         raise CompError(f"{what} {path} does not exist; pass an existing CSV")
     try:
-        frame = pd.read_csv(path, dtype=str)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise CompError(f"{what} {path} could not be read as CSV: {exc}") from exc
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])  # only an empty cell is missing
+    except pd.errors.EmptyDataError:
+        raise CompError(f"{what} {path} is empty (no header); pass the CSV with its header and rows") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise CompError(f"{what} {path} could not be read as CSV ({str(exc).strip().splitlines()[0]}); fix the file") from None
+    if frame.empty:
+        raise CompError(f"no rows in {path} ({what}: only a header); pass the CSV with its rows")
     frame.columns = [str(c) for c in frame.columns]
     return frame
 
