@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -443,3 +444,47 @@ def test_out_of_memory_fails_one_trial_and_the_study_goes_on(tiny_ws: Path) -> N
 
 def test_timeout_zero_starts_no_trial(tmp_path: Path) -> None:
     assert list(run_trials(journal_study(tmp_path / "j"), quadratic, n_trials=3, timeout=0)) == []
+
+
+def test_a_trial_failed_by_optuna_without_reason_does_not_count(tmp_path: Path) -> None:
+    """Optuna's heartbeat check fails a dead worker's trial without comp's fail_reason: a later trial replaces it."""
+    study = journal_study(tmp_path / "tune.journal")
+    orphan = study.ask()
+    study.tell(orphan.number, state=TrialState.FAIL)  # as optuna.storages.fail_stale_trials does
+    assert not counted(study.trials[0])
+    assert len(list(run_trials(study, quadratic, n_trials=2))) == 2
+
+
+def test_folders_of_killed_trials_are_removed_on_the_next_run(tmp_path: Path) -> None:
+    from comp.tune import clean_trial_dirs
+    from comp.tune.objective import trial_dir
+
+    ws = Workspace.at(tmp_path)
+    study = journal_study(ws.tune_journal("baseline"))
+    killed, running = study.ask(), study.ask()
+    study.tell(killed.number, state=TrialState.FAIL)
+    for number in (killed.number, running.number):
+        (trial_dir(ws, "baseline", number) / "fold0").mkdir(parents=True)
+        (trial_dir(ws, "baseline", number) / "fold0" / "last.pt").write_bytes(b"x")
+    assert clean_trial_dirs(ws, "baseline", study) == [killed.number]
+    assert not trial_dir(ws, "baseline", killed.number).exists() and trial_dir(ws, "baseline", running.number).exists()
+
+
+@pytest.mark.postgres
+def test_a_worker_that_dies_on_another_machine_is_failed_by_heartbeat(postgres_url: str, monkeypatch, caplog) -> None:
+    import comp.tune.study as study_module
+
+    monkeypatch.setattr(study_module, "GRACE_S", 2)
+    monkeypatch.setattr(study_module, "HEARTBEAT_S", 1)
+    storage = open_storage(postgres_url, Path("unused"))
+    study = optuna.create_study(storage=storage, study_name="heartbeat", sampler=TrialSeededSampler(1))
+    orphan = study.ask()  # a worker elsewhere: its pid means nothing here, only its heartbeat can tell
+    orphan.set_user_attr("host", "another-machine")
+    orphan.set_user_attr("pid", 1)
+    storage.record_heartbeat(study_module.trial_id(storage, study, orphan.number))
+    time.sleep(3)
+    with caplog.at_level("WARNING", logger="comp.tune"):
+        ran = list(run_trials(study, quadratic, n_trials=2, storage=storage))
+    assert len(ran) == 2 and study.trials[0].state == TrialState.FAIL and not counted(study.trials[0])
+    assert "sent no heartbeat" in caplog.text
+    assert storage.get_heartbeat_interval() == 1

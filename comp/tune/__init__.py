@@ -7,6 +7,7 @@ experiments/<exp>/tune.journal), experiments/<exp>-tuned.yaml and the report's t
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import warnings
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 import pandas as pd
 
 from comp.config import Config
@@ -105,8 +107,9 @@ def tune_experiment(
     journal = ws.tune_journal(exp)
     epochs = cfg.tune.epochs or cfg.train.epochs
     with quiet_optuna():  # comp reports each trial itself
+        store = open_storage(storage, journal)
         study = open_study(
-            open_storage(storage, journal), plan.study_name, direction=plan.direction,
+            store, plan.study_name, direction=plan.direction,
             sampler=TrialSeededSampler(cfg.train.seed if cfg.tune.seed is None else cfg.tune.seed,
                                        n_startup_trials=cfg.tune.n_startup_trials),
             pruner=build_pruner(cfg.tune.pruner, max_steps=epochs * len(plan.folds)),
@@ -116,19 +119,34 @@ def tune_experiment(
             study.set_metric_names([cfg.metric])
         objective = Objective(cfg, plan.params, tables, fold_of, plan.folds, ws, exp, progress=progress, fit=fit)
         lock = journal.with_name(journal.name + ".ask-lock") if storage is None else None
-        ran = _run(study, objective, plan, lock=lock, progress=progress, stop=stop)
+        clean_trial_dirs(ws, exp, study)
+        ran = _run(study, objective, plan, store=store, lock=lock, progress=progress, stop=stop)
         return _finish(ws, exp, study, ran, overrides=overrides, metric=cfg.metric,
                        where=str(journal) if storage is None else redact(storage))
 
 
-def _run(study: Any, objective: Objective, plan: _Plan, *, lock: Path | None, progress: Progress,
+def clean_trial_dirs(ws: Workspace, exp: str, study: Any) -> list[int]:
+    """Delete the folders of trials that are no longer running (left behind by a killed trial); their numbers."""
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    removed = []
+    for folder in sorted(ws.trial_dir(exp, 0).parent.glob("trial*")):
+        number = folder.name.removeprefix("trial")
+        if number.isdigit() and int(number) not in running:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(int(number))
+    if removed:
+        log.info("removed the folders of trials %s, left behind by a run that was stopped", removed)
+    return removed
+
+
+def _run(study: Any, objective: Objective, plan: _Plan, *, store: Any, lock: Path | None, progress: Progress,
          stop: threading.Event | None) -> tuple[Outcome, ...]:
     """The trial loop with a progress bar: done / pruned / failed, best so far."""
     have = sum(counted(t) for t in study.get_trials(deepcopy=False))
     log.info("study %r: %d of %d trials present; folds %s; space %s", plan.study_name, have, plan.n_trials,
              list(plan.folds), ", ".join(p.key for p in plan.params))
     ran: list[Outcome] = []
-    loop = run_trials(study, objective, n_trials=plan.n_trials, timeout=plan.timeout,
+    loop = run_trials(study, objective, n_trials=plan.n_trials, timeout=plan.timeout, storage=store,
                       catch=failure_types(), lock_path=lock, stop=stop)
     for outcome in progress.track(loop, total=max(0, plan.n_trials - have), description=f"tune {plan.study_name}"):
         ran.append(outcome)

@@ -37,7 +37,7 @@ def trial_config(cfg: Config, params: dict[str, Any], *, epochs: int | None) -> 
 
 
 def trial_dir(ws: Workspace, exp: str, number: int) -> Path:
-    return ws.exp_dir(exp) / "tune" / f"trial{number}"
+    return ws.trial_dir(exp, number)
 
 
 def failure_types() -> tuple[type[BaseException], ...]:

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ log = logging.getLogger("comp.tune")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 INTERRUPTED = "interrupted"  # fail_reason of a trial stopped by Ctrl-C; not counted, so a rerun redoes it
 SURPLUS = "surplus"  # fail_reason of a trial another worker made unnecessary while it was asked for; not counted
+HEARTBEAT_S = 60  # an RDB worker records a heartbeat this often while a trial runs
+GRACE_S = 240  # a RUNNING trial without a heartbeat for this long belongs to a dead worker: failed, not counted
 
 
 # ---------------------------------------------------------------- storage, sampler, pruner
@@ -77,7 +80,8 @@ def _rdb_storage(url: str, attempts: int = 5) -> RDBStorage:
 
     for attempt in range(attempts):
         try:
-            return RDBStorage(url)
+            return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                              heartbeat_stale_trial_callback=note_stale_trial)
         except (IntegrityError, ProgrammingError):
             if attempt == attempts - 1:
                 raise
@@ -169,10 +173,21 @@ def open_study(
 # ---------------------------------------------------------------- counting and the trial loop
 
 
+def note_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna's callback for a trial whose worker stopped sending heartbeats (it has been marked failed)."""
+    log.warning("trial %d of study %r: its worker (%s, pid %s) sent no heartbeat for %d s, so it died; the trial is "
+                "marked failed and not counted, and a later trial takes its place", trial.number, study.study_name,
+                trial.user_attrs.get("host", "?"), trial.user_attrs.get("pid", "?"), GRACE_S)
+
+
 def counted(trial: FrozenTrial) -> bool:
-    """Does this trial count towards --trials? Finished ones do, except those stopped by Ctrl-C."""
+    """Does this trial count towards --trials? Finished ones do, except those stopped by Ctrl-C or by a dead worker.
+
+    A trial failed by comp always carries a fail_reason; one failed without it was failed by Optuna's
+    heartbeat check (its worker died), so it does not count either.
+    """
     if trial.state == TrialState.FAIL:
-        return trial.user_attrs.get("fail_reason") not in (INTERRUPTED, SURPLUS)
+        return trial.user_attrs.get("fail_reason") not in (INTERRUPTED, SURPLUS, None)
     return trial.state in FINISHED or trial.state == TrialState.RUNNING
 
 
@@ -188,20 +203,52 @@ def tally(study: optuna.Study) -> dict[str, int]:
     return out
 
 
+def trial_id(storage: BaseStorage, study: optuna.Study, number: int) -> int:
+    """The storage's id of trial `number` (public storage API; the Trial object's own id is private)."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+
+
 def fail_dead_local_trials(study: optuna.Study) -> list[int]:
-    """Mark RUNNING trials of dead processes on this host as failed (a killed worker), so they stop counting."""
+    """Mark RUNNING trials of dead processes on this host as failed (a killed worker), so they stop counting.
+
+    They are failed without a fail_reason, as Optuna's heartbeat check fails those of dead workers on
+    any machine (RDB storages); `counted` leaves both out.
+    """
+    optuna.storages.fail_stale_trials(study)  # a no-op unless the storage has heartbeats
     host = socket.gethostname()
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = trial.user_attrs.get("pid")
         if trial.user_attrs.get("host") == host and pid is not None and not _alive(int(pid)):
-            # Study has no public API to edit another process's trial; the storage's is stable since optuna 2.
-            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", INTERRUPTED)
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
             failed.append(trial.number)
     if failed:
         log.info("trials %s were left running by a dead process; marked failed (not counted)", failed)
     return failed
+
+
+@contextlib.contextmanager
+def heartbeat(storage: BaseStorage | None, study: optuna.Study, number: int) -> Iterator[None]:
+    """Record the trial's heartbeat every HEARTBEAT_S seconds while it runs (RDB storages with heartbeats)."""
+    if not (isinstance(storage, RDBStorage) and storage.get_heartbeat_interval()):
+        yield
+        return
+    tid = trial_id(storage, study, number)
+    done = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(tid)
+            if done.wait(storage.get_heartbeat_interval() or HEARTBEAT_S):
+                return
+
+    thread = threading.Thread(target=beat, name=f"comp-heartbeat-{number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def _alive(pid: int) -> bool:
@@ -249,7 +296,9 @@ def next_trial(study: optuna.Study, n_trials: int, lock_path: Path | None) -> op
     with ask_lock(lock_path):
         if sum(counted(t) for t in study.get_trials(deepcopy=False)) >= n_trials:
             return None
-        trial = study.ask()
+        with warnings.catch_warnings():  # comp records the heartbeats itself (see `heartbeat`), not Study.optimize
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+            trial = study.ask()
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
     ahead = sum(counted(t) for t in study.get_trials(deepcopy=False) if t.number < trial.number)
@@ -298,6 +347,7 @@ def run_trials(
     *,
     n_trials: int,
     timeout: float | None = None,
+    storage: BaseStorage | None = None,
     catch: tuple[type[BaseException], ...] = (),
     lock_path: Path | None = None,
     max_failures_in_a_row: int = 5,
@@ -305,6 +355,7 @@ def run_trials(
 ) -> Iterator[Outcome]:
     """Run trials until the study holds n_trials counted trials or `timeout` seconds have passed; yield each.
 
+    storage: the study's storage, for heartbeats while a trial runs (RDB storages opened by open_storage).
     Stops with a CompError after `max_failures_in_a_row` failed trials: then the cause is not one bad
     combination but something every trial hits, and the rest of the budget would be wasted.
     """
@@ -314,10 +365,12 @@ def run_trials(
     deadline = None if timeout is None else time.monotonic() + timeout
     failures = 0
     while deadline is None or time.monotonic() < deadline:
+        optuna.storages.fail_stale_trials(study)  # RDB workers that died since the last trial (heartbeats)
         trial = next_trial(study, n_trials, lock_path)
         if trial is None:
             return
-        outcome = run_trial(study, trial, objective, catch=catch, stop=stop)
+        with heartbeat(storage, study, trial.number):
+            outcome = run_trial(study, trial, objective, catch=catch, stop=stop)
         failures = failures + 1 if outcome.state == "failed" else 0
         yield outcome
         if failures >= max_failures_in_a_row:
