@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 from comp.cli import app
 from comp.config import load_config
 from comp.errors import CompError
+from comp.data.tables import load_tables
 from comp.eda import dhash, find_duplicates, hamming_pairs, run_eda
+from comp.folds import folds_record
 from comp.workspace import Workspace
 
 from conftest import build_workspace
@@ -46,6 +48,11 @@ def _break(root: Path) -> None:
                           "fold": [int(p[-1]) % 3 for p in train["person"]]})
     (root / "folds").mkdir(exist_ok=True)
     folds.to_csv(root / "folds" / "k3-s42.csv", index=False)
+    comp = yaml.safe_load((root / "comp.yaml").read_text())
+    (root / "comp.yaml").write_text(yaml.safe_dump({**comp, "folds": {"k": 3}}))
+    tables = load_tables(load_config(root), Workspace.at(root), check_images=False)
+    record = folds_record(tables, k=3, seed=42, group_col="person", stratify=())
+    (root / "folds" / "k3-s42.json").write_text(json.dumps(record))  # hand-made folds, recorded as comp would
 
 
 @pytest.fixture(scope="module")

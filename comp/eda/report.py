@@ -16,6 +16,7 @@ from comp.eda import plots, stats
 from comp.eda.duplicates import find_duplicates
 from comp.eda.features import file_facts
 from comp.eda.page import render_body
+from comp.folds import check_record, folds_record
 from comp.progress import SILENT, Progress
 from comp.report import page, save_figure
 from comp.workspace import Workspace, write_csv, write_json, write_text
@@ -61,9 +62,15 @@ def _facts(tables: Tables, ws: Workspace, progress: Progress) -> tuple[pd.DataFr
 
 def _folds(ws: Workspace, cfg: Config, tables: Tables) -> tuple[dict | None, pd.DataFrame, pd.DataFrame | None]:
     """(fold summary, fold x class counts, the folds frame) of the folds file in use, if any."""
-    path = stats.find_folds_file(ws, cfg)
-    if path is None:
+    path = ws.folds_csv(cfg.folds.k, cfg.folds.seed)
+    if not path.is_file():
         return None, pd.DataFrame(), None
+    try:  # the same check every reader makes: made from this data, with these settings
+        check_record(path, folds_record(tables, k=cfg.folds.k, seed=cfg.folds.seed, group_col=cfg.data.group_col,
+                                        stratify=tuple(cfg.folds.stratify)))
+    except CompError as exc:
+        log.warning("%s", exc)
+        return {"file": str(path), "error": str(exc)}, pd.DataFrame(), None
     summary, counts = stats.fold_stats(path, tables.train, classes=tables.classes)
     return summary, counts, (stats.read_folds_table(path) if len(counts) else None)
 

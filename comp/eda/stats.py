@@ -174,15 +174,6 @@ def read_folds_table(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"id": str, "label": str, "group": str}, keep_default_na=False, na_values=[""])
 
 
-def find_folds_file(ws: Workspace, cfg: Config) -> Path | None:
-    """The configured folds file if it exists, else the newest folds/*.csv, else None."""
-    configured = ws.folds_csv(cfg.folds.k, cfg.folds.seed)
-    if configured.is_file():
-        return configured
-    found = sorted(ws.folds_dir.glob("*.csv"), key=lambda p: (p.stat().st_mtime_ns, p.name))
-    return found[-1] if found else None
-
-
 def fold_stats(path: Path, train: pd.DataFrame, *, classes: tuple[Any, ...]) -> tuple[dict, pd.DataFrame]:
     """Per-fold class counts (fold x class frame) and groups per fold, from a folds file."""
     folds = read_folds_table(path)
