@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, fie
 
 from comp.errors import CompError, did_you_mean
 from comp.metrics import METRICS
+from comp.workspace import check_name
 
 
 class Strict(BaseModel):
@@ -448,6 +449,7 @@ def load_config(workspace: Path | str, experiment: str = "baseline", overrides: 
             f"no comp.yaml in {workspace.resolve()}; run `comp init` there, "
             f"or `comp demo DIR` for a ready example, or pass --workspace"
         )
+    check_name(experiment)
     raw = _float_fix(read_yaml(comp_yaml))
     check_keys(raw, source="comp.yaml: ")
     origins = key_sources(raw, "comp.yaml")

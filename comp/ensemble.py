@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,7 +19,7 @@ from scipy.stats import rankdata
 
 from comp.errors import CompError
 from comp.metrics import Metric
-from comp.workspace import Workspace
+from comp.predictions import prob_columns
 
 log = logging.getLogger("comp.ensemble")
 
@@ -31,18 +30,6 @@ ARGMAX_METRICS = ("accuracy", "macro_f1", "weighted_f1", "balanced_accuracy")
 
 
 # ---------------------------------------------------------------- tables
-
-
-def oof_path(ws: Workspace, exp: str, source: str = "plain") -> Path:
-    """A member's OOF table: oof.csv (from fold-train) or oof_tta.csv (re-predicted with test-time TTA)."""
-    if source not in ("plain", "tta"):
-        raise CompError(f"--oof-source must be plain or tta, got {source!r}")
-    return ws.oof_csv(exp) if source == "plain" else ws.exp_dir(exp) / "oof_tta.csv"
-
-
-def prob_columns(classes: Sequence[object]) -> list[str]:
-    """Column names of a probability table: p_<class> in model-output order."""
-    return [f"p_{c}" for c in classes]
 
 
 def align_members(frames: Sequence[pd.DataFrame], classes: Sequence[object], *, names: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray]]:

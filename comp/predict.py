@@ -8,9 +8,9 @@ NaN or flipped signs. Inference uses the training config recorded beside the che
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,11 +21,14 @@ from torch import nn
 
 from comp.config import Config, TTAConfig, build_config, read_yaml
 from comp.data.tables import read_csv
-from comp.ensemble import oof_path, prob_columns
+from comp.folds import check_trained_on
+from comp.locks import short_lock
+from comp.predictions import (checkpoint_stamps, commit_predictions, prediction_record, prob_columns, probs_frame,
+                              stale_reason)
 from comp.errors import CompError, did_you_mean
 from comp.optim import autocast, resolve_amp, resolve_device
 from comp.progress import SILENT, Progress
-from comp.workspace import Workspace, write_csv, write_json
+from comp.workspace import Workspace
 
 log = logging.getLogger("comp.predict")
 
@@ -97,14 +100,6 @@ def _merge_views(model: nn.Module, images: torch.Tensor, views: list, *, merge: 
 # ---------------------------------------------------------------- an experiment's folds
 
 
-def oof_tta_csv(ws: Workspace, exp: str) -> Path:
-    return oof_path(ws, exp, "tta")
-
-
-def predict_json(ws: Workspace, exp: str) -> Path:
-    return ws.exp_dir(exp) / "predict.json"
-
-
 def fold_checkpoints(ws: Workspace, exp: str) -> dict[int, Path]:
     """{fold: best.pt} for every fold folder holding one."""
     found = {}
@@ -123,6 +118,7 @@ def training_config(ws: Workspace, exp: str, cfg: Config, *, tta_name: str | Non
     doc = read_yaml(path)
     recorded = doc.pop("train_hash", None)
     doc.pop("config_hash", None)
+    doc.pop("folds_file", None)
     trained = build_config(doc, source=f"{path}: ")
     if recorded != trained.train_hash():
         log.warning("%s: recorded train_hash %s differs from its content's %s", path, recorded, trained.train_hash())
@@ -134,20 +130,6 @@ def training_config(ws: Workspace, exp: str, cfg: Config, *, tta_name: str | Non
     return trained.model_copy(update={"tta": tta_cfg, "train": train}), str(recorded)
 
 
-def is_stale(ws: Workspace, exp: str, cfg: Config, *, oof: bool = False, tta_name: str | None = None) -> bool:
-    """Are the test (and OOF-TTA) predictions missing, older than a checkpoint, or made with other TTA/folds?"""
-    ckpts = fold_checkpoints(ws, exp)
-    outputs = [ws.test_probs_csv(exp), predict_json(ws, exp)] + ([oof_tta_csv(ws, exp)] if oof else [])
-    if not ckpts or not all(p.is_file() for p in outputs):
-        return True
-    newest = max(p.stat().st_mtime for p in ckpts.values())
-    if any(p.stat().st_mtime < newest for p in outputs):
-        return True
-    made = json.loads(predict_json(ws, exp).read_text())
-    wanted = {"tta": tta_name or cfg.tta.transforms, "merge": cfg.tta.merge, "folds": sorted(ckpts)}
-    return any(made.get(k) != v for k, v in wanted.items())
-
-
 def predict_experiment(
     cfg: Config,
     ws: Workspace,
@@ -157,7 +139,19 @@ def predict_experiment(
     oof: bool = False,
     progress: Progress = SILENT,
 ) -> dict[str, Any]:
-    """Read fold{i}/best.pt; write fold{i}/test.csv, test.csv (fold mean), [oof_tta.csv], predict.json."""
+    """Read fold{i}/best.pt; write fold{i}/test.csv, test.csv (fold mean), [oof_tta.csv], then predict.json.
+
+    Args:
+        cfg: the current config: only its tta (unless `tta` is given), train.device and train.amp are used;
+            everything else comes from the config recorded with the checkpoints.
+        ws, exp: the workspace and the experiment.
+        tta: a TTA name (none, hflip, flip, d4, ...) overriding tta.transforms.
+        oof: also re-predict each fold's validation rows with the same TTA (oof_tta.csv), so blends can be
+            fitted and scored on OOF made exactly as the test predictions.
+
+    All predictions are computed first, then written under the experiment's lock with predict.json last,
+    recording the sha256 of each file: a kill at any moment leaves either the old unit or the new one.
+    """
     from comp.data.tables import load_tables  # the data stack is only needed when predicting
 
     trained, train_hash = training_config(ws, exp, cfg, tta_name=tta)
@@ -169,22 +163,31 @@ def predict_experiment(
         raise CompError("data.test_csv is not set in comp.yaml; there is nothing to predict")
     if len(ckpts) < trained.folds.k:
         log.warning("%s: only folds %s of %d have checkpoints; predicting with those", exp, sorted(ckpts), trained.folds.k)
+    stamps = checkpoint_stamps(ckpts)
     models = {fold: load_fold_model(path, trained, tables.classes, train_hash=train_hash) for fold, path in ckpts.items()}
     device = resolve_device(trained.train.device)
-    test_ids = tables.test["id"].astype(str).tolist()
-    loader = _loader(tables.test, np.arange(len(tables.test)), trained, ws, progress)
-    per_fold = []
-    for fold, model in models.items():
-        probs = _predict(model, loader, trained, device, progress)
-        write_csv(ws.test_probs_csv(exp, fold), probs_frame(test_ids, probs, tables.classes))
-        per_fold.append(probs)
-    write_csv(ws.test_probs_csv(exp), probs_frame(test_ids, np.mean(per_fold, axis=0), tables.classes))
+    out = predict_tables(ws, exp, trained, tables, models, device=device, oof=oof, progress=progress)
     summary = {"tta": trained.tta.transforms, "merge": trained.tta.merge, "folds": sorted(ckpts),
-               "train_hash": train_hash, "test_rows": len(test_ids), "oof_tta": None}
+               "train_hash": train_hash, "checkpoints": stamps, "test_rows": len(tables.test),
+               "oof_tta": ws.oof_tta_csv(exp).name if oof else None}
+    with short_lock(ws.exp_lock(exp), f"writing the predictions of {exp}"):
+        return commit_predictions(ws, exp, out, summary)
+
+
+def predict_tables(ws: Workspace, exp: str, cfg: Config, tables: Any, models: dict[int, nn.Module], *,
+                   device: torch.device, oof: bool, progress: Progress) -> dict[Path, pd.DataFrame]:
+    """{path: table} of every prediction file: per-fold and mean test probabilities, [OOF re-predicted]."""
+    test_ids = tables.test["id"].astype(str).tolist()
+    loader = _loader(tables.test, np.arange(len(tables.test)), cfg, ws, progress)
+    out, per_fold = {}, []
+    for fold, model in models.items():
+        probs = _predict(model, loader, cfg, device, progress)
+        out[ws.test_probs_csv(exp, fold)] = probs_frame(test_ids, probs, tables.classes)
+        per_fold.append(probs)
+    out[ws.test_probs_csv(exp)] = probs_frame(test_ids, np.mean(per_fold, axis=0), tables.classes)
     if oof:
-        summary["oof_tta"] = predict_oof(ws, exp, trained, tables, models, device=device, progress=progress)
-    write_json(predict_json(ws, exp), summary)
-    return summary
+        out[ws.oof_tta_csv(exp)] = predict_oof(ws, exp, cfg, tables, models, device=device, progress=progress)
+    return out
 
 
 def load_fold_model(path: Path, cfg: Config, classes: tuple, *, train_hash: str) -> nn.Module:
@@ -222,8 +225,10 @@ def read_fold_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def predict_oof(ws: Workspace, exp: str, cfg: Config, tables: Any, models: dict[int, nn.Module], *, device: torch.device, progress: Progress) -> str:
-    """Each fold's validation rows (from oof.csv) re-predicted with the TTA used on test -> oof_tta.csv."""
+def predict_oof(ws: Workspace, exp: str, cfg: Config, tables: Any, models: dict[int, nn.Module], *, device: torch.device,
+                progress: Progress) -> pd.DataFrame:
+    """Each fold's validation rows (from oof.csv) re-predicted with the TTA used on test (the oof_tta.csv table)."""
+    check_trained_on(ws, exp, tables.train)
     path = ws.oof_csv(exp)
     if not path.is_file():
         raise CompError(f"{path} does not exist; finish `comp fold-train -e {exp}` before --oof")
@@ -240,9 +245,7 @@ def predict_oof(ws: Workspace, exp: str, cfg: Config, tables: Any, models: dict[
         if mask.any():
             loader = _loader(tables.train, row_of.loc[plain["id"][mask]].to_numpy(), cfg, ws, progress)
             out.loc[mask, cols] = _predict(model, loader, cfg, device, progress)
-    out = out.dropna(subset=cols)
-    write_csv(oof_tta_csv(ws, exp), out)
-    return str(oof_tta_csv(ws, exp))
+    return out.dropna(subset=cols)
 
 
 def _loader(frame: pd.DataFrame, indices: np.ndarray, cfg: Config, ws: Workspace, progress: Progress) -> Any:
@@ -259,8 +262,57 @@ def _predict(model: nn.Module, loader: Any, cfg: Config, device: torch.device, p
                        amp=cfg.train.amp, progress=progress)
 
 
-def probs_frame(ids: list[str], probs: np.ndarray, classes: tuple) -> pd.DataFrame:
-    """id, p_<class>... (the schema of every probability table)."""
-    frame = pd.DataFrame(np.asarray(probs), columns=prob_columns(classes))
-    frame.insert(0, "id", ids)
-    return frame
+# ---------------------------------------------------------------- members of a blend
+
+
+def member_config(ws: Workspace, exp: str, overrides: Sequence[str] = ()) -> Config:
+    """A member's current config (its TTA, device); a trained experiment whose YAML is gone falls back to comp.yaml."""
+    from comp.config import load_config
+
+    has_yaml = ws.experiment_yaml(exp).is_file()
+    return load_config(ws.root, exp if has_yaml else "baseline", tuple(overrides))
+
+
+def choose_tta(record: dict | None, tta: str | None, cfg: Config) -> tuple[TTAConfig, str]:
+    """The TTA a member is blended with, and why: --tta, else the one its predictions on disk used, else tta.transforms."""
+    if tta is not None:
+        return TTAConfig(transforms=tta, merge=cfg.tta.merge), "--tta"
+    if record is not None and record.get("tta"):
+        return TTAConfig(transforms=record["tta"], merge=record.get("merge", "mean")), "recorded in predict.json"
+    return cfg.tta, "the experiment's tta.transforms"
+
+
+def oof_source_for(tta_name: str, oof_source: str, exp: str) -> str:
+    """plain OOF (from training) fits a blend only of predictions made without TTA; otherwise OOF re-predicted with it."""
+    if oof_source == "plain" and tta_name != "none":
+        raise CompError(f"--oof-source plain would fit and score the blend on OOF made without TTA while {exp}'s test "
+                        f"predictions use TTA {tta_name}: the reported CV would not be the CV of the submission; "
+                        "drop --oof-source (OOF is then re-predicted with the same TTA) or pass --tta none")
+    if oof_source not in ("auto", "plain", "tta"):
+        raise CompError(f"--oof-source must be auto, plain or tta, got {oof_source!r}")
+    return "tta" if oof_source == "tta" or tta_name != "none" else "plain"
+
+
+def prepare_members(ws: Workspace, members: Sequence[str], *, tta: str | None = None, oof_source: str = "auto",
+                    overrides: Sequence[str] = (), progress: Progress = SILENT) -> dict[str, str]:
+    """Make each member's test (and matching OOF) predictions current; {member: what was used and why}.
+
+    A member is predicted again only when its predictions are missing, interrupted, made from other
+    checkpoints, or made with another TTA than the one chosen (--tta, else the recorded one).
+    """
+    done = {}
+    for exp in members:
+        cfg = member_config(ws, exp, overrides)
+        record = prediction_record(ws, exp)
+        chosen, why = choose_tta(record, tta, cfg)
+        need_oof = oof_source_for(chosen.transforms, oof_source, exp) == "tta"
+        reason = stale_reason(record, tta=chosen.transforms, merge=chosen.merge, oof=need_oof,
+                              ckpts=fold_checkpoints(ws, exp))
+        if reason is None:
+            done[exp] = f"TTA {chosen.transforms} ({why}): predictions on disk are current"
+            continue
+        progress.log(f"{exp}: predicting with TTA {chosen.transforms} ({why}){' and its OOF rows' if need_oof else ''}, "
+                     f"because {reason}")
+        predict_experiment(cfg.model_copy(update={"tta": chosen}), ws, exp, oof=need_oof, progress=progress)
+        done[exp] = f"TTA {chosen.transforms} ({why}): predicted now"
+    return done

@@ -23,7 +23,8 @@ from comp.config import Config, SubmissionConfig
 from comp.data.tables import read_csv
 from comp.errors import CompError, did_you_mean
 from comp.metrics import Metric, get_metric
-from comp.workspace import Workspace, csv_bytes, read_json, write_bytes, write_json
+from comp.predictions import oof_path, prediction_record
+from comp.workspace import Workspace, csv_bytes, write_bytes, write_json
 
 log = logging.getLogger("comp.submission")
 
@@ -203,10 +204,22 @@ def make_submission(
     method: str = "mean",
     weights: str = "auto",
     bias: bool = False,
-    oof_source: str = "plain",
+    oof_source: str = "auto",
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Fit a blend of members' OOF probabilities, apply it to their test probabilities, write the submission."""
+    """Fit a blend of members' OOF probabilities, apply it to their test probabilities, write the submission.
+
+    Args:
+        cfg, ws: the competition's config and workspace (classes, metric, submission format).
+        members: experiment names; each needs current predictions (predict.json matching its files).
+        name: the submission name (submissions/<name>.csv and .json).
+        method: mean | geometric | rank | vote.
+        weights: auto (fitted on OOF) | equal | 'w1,w2,...'.
+        bias: also fit per-class logit biases on OOF.
+        oof_source: auto (each member's OOF made as its test predictions: re-predicted with its TTA, or
+            training's OOF when it used none) | tta | plain (refused for members predicted with TTA).
+        seed: seed of the weight search.
+    """
     from comp.data.tables import load_tables
     from comp.ensemble import align_members, apply_bias, blend, fit_blend, parse_weights
 
@@ -214,35 +227,65 @@ def make_submission(
         raise CompError("ensemble needs at least one member: -e NAME (repeatable)")
     if len(set(members)) != len(members):
         raise CompError(f"members are listed twice: {list(members)}; give each -e once")
-    classes = load_tables(cfg, ws, check_images=False).classes
+    ws.submission_csv(name)  # a plain name, checked before any work
     metric = get_metric(cfg.metric)
-    oof_probs, y, folds = member_oof(ws, members, classes, oof_source=oof_source)
+    tables = load_tables(cfg, ws, check_images=False)
+    records = member_records(ws, members, tables.train, oof_source=oof_source)
+    sources = {m: r["oof_source"] for m, r in records.items()}
+    oof_probs, y, folds = member_oof(ws, members, tables.classes, oof_sources=sources)
     fit = fit_blend(oof_probs, y, folds, metric, method=method,
                     weights=parse_weights(weights, len(members)), bias=bias, seed=seed)
     test_frames = [read_member_table(ws.test_probs_csv(m), m, "test predictions", f"run `comp predict -e {m}`") for m in members]
-    test_ids, test_probs = align_members(test_frames, classes, names=members)
+    test_ids, test_probs = align_members(test_frames, tables.classes, names=members)
     probs = apply_bias(blend(test_probs, fit.weights, method=method), fit.bias)
     order, sample_columns = expected_ids(cfg, ws)
-    frame = build_submission(test_ids, probs, classes, cfg.submission, order=order, sample_columns=sample_columns)
+    frame = build_submission(test_ids, probs, tables.classes, cfg.submission, order=order, sample_columns=sample_columns)
     manifest = {
         "members": list(members), "weights": [round(float(w), 6) for w in fit.weights], "method": method,
         "weights_full": [float(w) for w in fit.weights],  # unrounded: `comp export` reproduces the blend bit for bit
         "weights_mode": weights, "bias": None if fit.bias is None else [round(float(b), 4) for b in fit.bias],
-        "metric": cfg.metric, "oof_source": oof_source, "seed": seed, "oof": fit.oof, "insample_fold_mean": fit.insample,
+        "metric": cfg.metric, "oof_source": sources, "tta": {m: r["tta"] for m, r in records.items()},
+        "scores_from": "OOF predictions made as each member's test predictions (same folds, checkpoints and TTA)",
+        "seed": seed, "oof": fit.oof, "insample_fold_mean": fit.insample,
         "nested": fit.nested, "nested_folds": list(fit.nested_folds),
         "member_oof": {m: metric(y, p) for m, p in zip(members, oof_probs)},
         "config_hashes": {m: _hashes(ws, m) for m in members},
     }
-    csv_path, json_path = write_submission(ws, name, frame, cfg.submission, expected=order, classes=classes, manifest=manifest)
+    csv_path, json_path = write_submission(ws, name, frame, cfg.submission, expected=order, classes=tables.classes,
+                                           manifest=manifest)
     return {**manifest, "csv": str(csv_path), "json": str(json_path)}
 
 
-def member_oof(ws: Workspace, members: Sequence[str], classes: Sequence[Any], *, oof_source: str) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """(members' OOF probabilities joined by id, labels y, folds) in the first member's row order."""
-    from comp.ensemble import align_members, oof_path
+def member_records(ws: Workspace, members: Sequence[str], train: pd.DataFrame, *, oof_source: str) -> dict[str, dict]:
+    """Each member's prediction record, checked to be complete, on the current data, with OOF made like its test set."""
+    from comp.folds import check_trained_on
 
-    hint = " then `comp predict --oof`" if oof_source == "tta" else ""
-    frames = [read_member_table(oof_path(ws, m, oof_source), m, f"{oof_source} OOF table", f"run `comp fold-train -e {m}`{hint}")
+    out = {}
+    for m in members:
+        record = prediction_record(ws, m)
+        if record is None:
+            raise CompError(f"member {m!r} has no complete test predictions ({ws.predict_json(m)} missing or not "
+                            f"matching its files); run `comp predict -e {m}` (comp ensemble does it for you)")
+        check_trained_on(ws, m, train)
+        tta = str(record.get("tta"))
+        source = "tta" if oof_source == "tta" or (oof_source != "plain" and tta != "none") else "plain"
+        if oof_source == "plain" and tta != "none":
+            raise CompError(f"--oof-source plain would fit and score the blend on OOF made without TTA while {m}'s "
+                            f"test predictions use TTA {tta}; drop --oof-source, or predict with --tta none")
+        if source == "tta" and not record.get("oof_tta"):
+            raise CompError(f"member {m!r} was predicted with TTA {tta} but its OOF rows were not; run "
+                            f"`comp predict -e {m} --tta {tta} --oof` (comp ensemble does it for you)")
+        out[m] = {"tta": tta, "oof_source": source}
+    return out
+
+
+def member_oof(ws: Workspace, members: Sequence[str], classes: Sequence[Any], *,
+               oof_sources: dict[str, str]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """(members' OOF probabilities joined by id, labels y, folds) in the first member's row order."""
+    from comp.ensemble import align_members
+
+    frames = [read_member_table(oof_path(ws, m, oof_sources[m]), m, f"{oof_sources[m]} OOF table",
+                                f"run `comp fold-train -e {m}`" + (" then `comp predict --oof`" if oof_sources[m] == "tta" else ""))
               for m in members]
     ids, probs = align_members(frames, classes, names=members)
     first = frames[0].set_index("id").loc[ids]
@@ -266,7 +309,8 @@ def _hashes(ws: Workspace, exp: str) -> dict[str, Any]:
     if ws.config_yaml(exp).is_file():
         doc = yaml.safe_load(ws.config_yaml(exp).read_text()) or {}
         out = {"config_hash": doc.get("config_hash"), "train_hash": doc.get("train_hash")}
-    made = ws.exp_dir(exp) / "predict.json"
-    if made.is_file():
-        out["tta"] = read_json(made).get("tta")
+    record = prediction_record(ws, exp)
+    if record is not None:
+        out["tta"] = record.get("tta")
+        out["predictions"] = record.get("files")
     return out

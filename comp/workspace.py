@@ -6,6 +6,7 @@ import errno
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -15,6 +16,8 @@ from typing import Any, Iterator
 
 import pandas as pd
 import yaml
+
+from comp.errors import CompError
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -114,10 +117,22 @@ def _json_default(obj: Any) -> Any:
 
 # ---------------------------------------------------------------- paths
 
+NAME_RULE = "letters, digits, '-', '_' and '.', not starting with '.'"
+_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}")
+
+
+def check_name(name: str, what: str = "experiment") -> str:
+    """An experiment or submission name is a plain name, so every artifact stays inside the workspace."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise CompError(f"{what} name {name!r} is not a plain name: use {NAME_RULE} (no path separators, "
+                        f"at most 128 characters), e.g. {what}-2")
+    return name
+
+
 
 @dataclass(frozen=True)
 class Workspace:
-    """Paths of one workspace folder (see DESIGN.md, 'Workspace')."""
+    """Paths of one workspace folder (the layout is listed in the README, 'Workspace')."""
 
     root: Path
 
@@ -150,10 +165,10 @@ class Workspace:
         return self.root / "experiments"
 
     def experiment_yaml(self, exp: str) -> Path:
-        return self.experiments_dir / f"{exp}.yaml"
+        return self.experiments_dir / f"{check_name(exp)}.yaml"
 
     def exp_dir(self, exp: str) -> Path:
-        return self.experiments_dir / exp
+        return self.experiments_dir / check_name(exp)
 
     def fold_dir(self, exp: str, fold: int) -> Path:
         return self.exp_dir(exp) / f"fold{fold}"
@@ -164,8 +179,20 @@ class Workspace:
     def last_ckpt(self, exp: str, fold: int) -> Path:
         return self.fold_dir(exp, fold) / "last.pt"
 
+    def exp_lock(self, exp: str) -> Path:
+        """The experiment's short lock (aggregation, predict and ensemble writes)."""
+        return self.exp_dir(exp) / ".lock"
+
     def oof_csv(self, exp: str) -> Path:
         return self.exp_dir(exp) / "oof.csv"
+
+    def oof_tta_csv(self, exp: str) -> Path:
+        """OOF rows re-predicted with the TTA of the test predictions (`comp predict --oof`)."""
+        return self.exp_dir(exp) / "oof_tta.csv"
+
+    def predict_json(self, exp: str) -> Path:
+        """The record of the last predict: TTA, checkpoints, and the sha256 of each file it wrote."""
+        return self.exp_dir(exp) / "predict.json"
 
     def scores_json(self, exp: str) -> Path:
         return self.exp_dir(exp) / "scores.json"
@@ -180,8 +207,12 @@ class Workspace:
     def tune_journal(self, exp: str) -> Path:
         return self.exp_dir(exp) / "tune.journal"
 
+    def trial_dir(self, exp: str, number: int) -> Path:
+        """A tuning trial's fold folders (deleted when the trial ends)."""
+        return self.exp_dir(exp) / "tune" / f"trial{number}"
+
     def tuned_yaml(self, exp: str) -> Path:
-        return self.experiments_dir / f"{exp}-tuned.yaml"
+        return self.experiments_dir / f"{check_name(exp)}-tuned.yaml"
 
     def report_dir(self, exp: str) -> Path:
         return self.exp_dir(exp) / "report"
@@ -194,10 +225,10 @@ class Workspace:
         return self.root / "submissions"
 
     def submission_csv(self, name: str) -> Path:
-        return self.submissions_dir / f"{name}.csv"
+        return self.submissions_dir / f"{check_name(name, 'submission')}.csv"
 
     def submission_json(self, name: str) -> Path:
-        return self.submissions_dir / f"{name}.json"
+        return self.submissions_dir / f"{check_name(name, 'submission')}.json"
 
     @property
     def leaderboard_json(self) -> Path:
@@ -208,7 +239,8 @@ class Workspace:
     def eda_dir(self) -> Path:
         return self.root / "eda"
 
-    def write_config(self, exp: str, cfg: Any) -> Path:
-        """The resolved config and its hashes, beside the experiment's outputs."""
-        doc = {"config_hash": cfg.hash(), "train_hash": cfg.train_hash(), **cfg.model_dump(mode="json")}
+    def write_config(self, exp: str, cfg: Any, *, folds_file: dict | None = None) -> Path:
+        """The resolved config, its hashes and the folds file it trains on, beside the experiment's outputs."""
+        doc = {"config_hash": cfg.hash(), "train_hash": cfg.train_hash(), **({"folds_file": folds_file} if folds_file else {}),
+               **cfg.model_dump(mode="json")}
         return write_yaml(self.config_yaml(exp), doc)
