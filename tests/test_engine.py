@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 import comp.engine as engine
 from comp.config import TrainConfig, load_config
+from comp.data.dataset import ImageDataset
 from comp.data.tables import load_tables
 from comp.engine import FoldResult, NonFiniteLoss, fit_fold, split_indices
 from comp.errors import CompError
@@ -112,10 +115,13 @@ def test_finished_fold_without_best_checkpoint_is_trained_again(tiny_ws: Path) -
 
 
 def test_changed_config_starts_the_fold_over(tiny_ws: Path) -> None:
-    fit(tiny_ws, "train.epochs=1")
+    first = fit(tiny_ws, "train.epochs=1")
     res = fit(tiny_ws, "train.epochs=2")
     assert res.history["epoch"].tolist() == [0, 1]
-    assert torch.load(tiny_ws / "out" / "best.pt", weights_only=True)["train_hash"] != ""
+    assert res.history["train_loss"].iloc[0] == first.history["train_loss"].iloc[0]  # epoch 0 ran again, same seed
+    old, new = (load_config(tiny_ws, "baseline", ["folds.k=2", f"train.epochs={n}"]).train_hash() for n in (1, 2))
+    assert old != new
+    assert [torch.load(tiny_ws / "out" / f, weights_only=True)["train_hash"] for f in ("best.pt", "last.pt")] == [new, new]
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_last_good_checkpoint(tiny_ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,21 +150,191 @@ def test_ema_is_validated_as_its_own_candidate(tiny_ws: Path) -> None:
     res = fit(tiny_ws, "train.ema=true", "train.ema_decay=0.9")
     assert {"ema_metric", "ema_val_loss"} <= set(res.history.columns)
     best = torch.load(tiny_ws / "out" / "best.pt", weights_only=True)
-    assert best["weights"] in ("raw", "ema")
     row = res.history.iloc[res.best_epoch]
-    assert res.score == max(row["metric"], row["ema_metric"])
+    ema_wins = row["ema_metric"] > row["metric"] or (
+        row["ema_metric"] == row["metric"] and row["ema_val_loss"] < row["val_loss"])
+    assert best["weights"] == ("ema" if ema_wins else "raw")  # the better candidate of the best epoch
+    prefix = "ema_" if ema_wins else ""
+    assert (res.score, res.val_loss) == pytest.approx((row[f"{prefix}metric"], row[f"{prefix}val_loss"]))
+    assert not np.allclose(res.history["ema_val_loss"], res.history["val_loss"])  # the EMA is another model
 
 
-@pytest.mark.parametrize("overrides", [
-    ("train.optimizer=sgd", "train.scheduler=step", "train.step_size=1", "train.grad_accum=2", "train.clip_grad=1.0"),
-    ("train.scheduler=onecycle", "train.loss=focal", "train.sampler=balanced", "train.sample_ratio=1.5"),
-    ("train.scheduler=none", "train.loss=f1", "augment.mixup_alpha=0.4", "train.label_smoothing=0.1"),
-    ("train.loss=weighted_ce", "train.amp=bf16", "train.warmup_epochs=0.5", "train.num_workers=2"),
-], ids=["sgd-step-accum-clip", "onecycle-focal-sampler", "none-f1-mixup", "weighted-bf16-workers"])
-def test_training_options_run_and_stay_finite(tiny_ws: Path, overrides: tuple[str, ...]) -> None:
-    res = fit(tiny_ws, "train.epochs=1", *overrides)
-    assert np.isfinite(res.history[["train_loss", "val_loss", "metric", "lr"]].to_numpy()).all()
-    assert np.allclose(res.val_probs.sum(1), 1, atol=1e-5)
+def test_ema_weights_are_saved_when_the_ema_candidate_wins(tiny_ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_pick = engine.pick
+    monkeypatch.setattr(engine, "pick", lambda cands, metric: cands[-1] if cands[-1].weights == "ema" else real_pick(cands, metric))
+    res = fit(tiny_ws, "train.ema=true", "train.ema_decay=0.9", "train.epochs=1")
+    best = torch.load(tiny_ws / "out" / "best.pt", weights_only=True)
+    last = torch.load(tiny_ws / "out" / "last.pt", weights_only=True)
+    assert best["weights"] == "ema" and res.val_loss == pytest.approx(res.history["ema_val_loss"].iloc[0])
+    assert all(torch.equal(best["model"][k], last["ema"][k]) for k in best["model"])  # the EMA's weights, not the raw
+    assert not all(torch.equal(best["model"][k], last["model"][k]) for k in best["model"])
+
+
+class Spy:
+    """What one fit trains with, seen through hooks on the objects engine.build_parts returns."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.parts = None
+        self.loss = None  # the loss module build_parts made
+        self.targets: list[torch.Tensor] = []  # what the loss received, batch by batch
+        self.step_norms: list[float] = []  # total gradient norm as each optimizer step sees it
+        self.forwards: list[tuple[bool, torch.dtype]] = []  # (training?, output dtype) of each model forward
+        self.mixes: list[tuple[torch.Tensor, ...]] = []  # (images, target) before and after MixUp
+        real = engine.build_parts
+
+        def build_parts(*args, **kwargs):
+            parts = self.parts = real(*args, **kwargs)
+            parts.optimizer.register_step_pre_hook(self._on_step)
+            parts.model.register_forward_hook(lambda m, i, out: self.forwards.append((m.training, out.dtype)))
+            self.loss = loss = parts.loss
+            parts.loss = lambda logits, y: self.targets.append(y.detach().clone()) or loss(logits, y)
+            if parts.mixup is not None:
+                parts.mixup = MixSpy(parts.mixup, self.mixes)
+            return parts
+
+        monkeypatch.setattr(engine, "build_parts", build_parts)
+
+    def _on_step(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+        grads = [p.grad.flatten() for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        self.step_norms.append(float(torch.linalg.vector_norm(torch.cat(grads))))
+
+    def train_forwards(self) -> list[torch.dtype]:
+        return [dtype for training, dtype in self.forwards if training]
+
+
+class MixSpy:
+    """Stands in for the engine's SeededMixup: records each batch before and after mixing."""
+
+    def __init__(self, mixup, record: list) -> None:
+        self.mixup, self.record = mixup, record
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor):
+        before = (x.clone(), y.clone())  # timm mixes in place
+        out = self.mixup(x, y)
+        self.record.append((*before, out[0].clone(), out[1].clone()))
+        return out
+
+    def __getattr__(self, name: str):
+        return getattr(self.mixup, name)
+
+
+def imbalanced_ws(make_ws) -> Path:
+    """c0 keeps 6 images per person, c1 and c2 keep 1: per fold of k=2 the training rows are 12, 2, 2."""
+    root = make_ws("imbalanced", images_per_group=6)
+    train = pd.read_csv(root / "data" / "train.csv")
+    keep = (train["label"] == "c0") | train["id"].str.endswith("_0")
+    train[keep].to_csv(root / "data" / "train.csv", index=False)
+    return root
+
+
+def train_counts(root: Path, fold: int = 0) -> np.ndarray:
+    _, _, tables, fold_of = setup(root)
+    return np.bincount(tables.train["y"].to_numpy()[fold_of != fold], minlength=tables.n_classes)
+
+
+def finite(res: FoldResult) -> bool:
+    return bool(np.isfinite(res.history[["train_loss", "val_loss", "metric", "lr"]].to_numpy()).all()
+                and np.allclose(res.val_probs.sum(1), 1, atol=1e-5))
+
+
+def test_sgd_uses_nesterov_momentum_and_the_step_schedule_drops_the_lr(tiny_ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = Spy(monkeypatch)
+    res = fit(tiny_ws, "train.epochs=3", "train.optimizer=sgd", "train.momentum=0.8", "train.scheduler=step",
+              "train.step_size=2", "train.step_gamma=0.5")
+    opt = spy.parts.optimizer
+    assert type(opt) is torch.optim.SGD and all(g["momentum"] == 0.8 and g["nesterov"] for g in opt.param_groups)
+    assert any("momentum_buffer" in s for s in opt.state.values())  # SGD really stepped with momentum
+    assert res.history["lr"].tolist() == pytest.approx([3e-3, 3e-3, 1.5e-3])  # x step_gamma after step_size epochs
+    assert finite(res)
+
+
+def test_grad_accum_steps_every_n_batches_and_clip_grad_bounds_the_norm(tiny_ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    unclipped = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, clip: unclipped.append(float(
+        real_clip(params, clip))) or unclipped[-1])
+    spy = Spy(monkeypatch)
+    clip = 0.05
+    res = fit(tiny_ws, "train.epochs=2", "train.batch_size=4", "train.grad_accum=3", f"train.clip_grad={clip}")
+    batches = int(train_counts(tiny_ws).sum()) // 4  # drop_last
+    assert len(spy.train_forwards()) == 2 * batches
+    steps = 2 * math.ceil(batches / 3)  # every 3rd batch, and the epoch's last
+    assert torch.load(tiny_ws / "out" / "last.pt", weights_only=True)["step"] == steps == len(spy.step_norms)
+    assert batches % 3 != 0 and steps < 2 * batches  # the remainder step and the accumulation both happened
+    assert max(spy.step_norms) <= clip * (1 + 1e-4)
+    assert len(unclipped) == steps and max(unclipped) > 2 * clip  # the gradients did need clipping
+    assert finite(res)
+
+
+def test_balanced_sampler_draws_classes_evenly_with_focal_loss_and_onecycle(make_ws, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = imbalanced_ws(make_ws)
+    counts = train_counts(root)
+    assert counts[0] >= 5 * counts[1:].max()  # the input is imbalanced
+    spy = Spy(monkeypatch)
+    res = fit(root, "train.epochs=3", "train.batch_size=4", "train.scheduler=onecycle", "train.loss=focal",
+              "train.focal_gamma=1.5", "train.sampler=balanced", "train.sample_ratio=1.5")
+    drawn = torch.cat(spy.targets).numpy()
+    assert len(drawn) == 3 * (round(1.5 * counts.sum()) // 4 * 4)  # sample_ratio sets the draws per epoch
+    share = np.bincount(drawn, minlength=3) / len(drawn)
+    assert share[0] < 0.5 < counts[0] / counts.sum() and share[1:].min() > 0.2  # near 1/3 each, unlike the input
+    assert type(spy.loss).__name__ == "FocalLoss" and spy.loss.gamma == 1.5
+    lrs = res.history["lr"].tolist()  # one-cycle: starts at lr/25, rises, then anneals
+    assert lrs[0] == pytest.approx(3e-3 / 25) and lrs[0] < lrs[1] and lrs[2] < lrs[1]
+    assert finite(res)
+
+
+def test_mixup_feeds_convex_mixes_of_images_and_soft_targets(tiny_ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = Spy(monkeypatch)
+    res = fit(tiny_ws, "train.epochs=2", "train.scheduler=none", "train.loss=f1", "augment.mixup_alpha=0.4",
+              "train.label_smoothing=0.1")
+    assert type(spy.loss).__name__ == "SoftF1Loss" and spy.loss.smoothing == 0.0  # MixUp smooths, the loss does not
+    assert res.history["lr"].tolist() == [3e-3, 3e-3]  # no schedule
+    assert spy.mixes and len(spy.mixes) == len(spy.targets)
+    on, off = 1 - 0.1 + 0.1 / 3, 0.1 / 3
+    lams = []
+    for x, y, x_mixed, y_mixed in spy.mixes:
+        flipped = x.flip(0)
+        lam = float(((x_mixed - flipped) * (x - flipped)).sum() / ((x - flipped) ** 2).sum())
+        lams.append(lam)
+        assert 0 <= lam <= 1 and torch.allclose(x_mixed, lam * x + (1 - lam) * flipped, atol=1e-4)
+        hard = torch.nn.functional.one_hot(y, 3).float() * (on - off) + off
+        assert torch.allclose(y_mixed, lam * hard + (1 - lam) * hard.flip(0), atol=1e-4)
+    assert any(0.05 < lam < 0.95 for lam in lams)  # really mixed, not just passed through
+    targets = torch.cat(spy.targets)
+    assert targets.ndim == 2 and torch.allclose(targets.sum(1), torch.ones(len(targets)), atol=1e-5)
+    assert finite(res)
+
+
+def test_weighted_ce_bf16_warmup_and_workers(make_ws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = imbalanced_ws(make_ws)
+    counts = train_counts(root)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    real_fetch = ImageDataset.__getitems__
+
+    def fetch(self, items):  # runs in whichever process loads the batch
+        (pids / str(os.getpid())).touch()
+        return real_fetch(self, items)
+
+    monkeypatch.setattr(ImageDataset, "__getitems__", fetch)
+    spy = Spy(monkeypatch)
+    res = fit(root, "train.epochs=1", "train.loss=weighted_ce", "train.amp=bf16", "train.warmup_epochs=0.5",
+              "train.num_workers=2")
+    weight = spy.loss.weight.numpy()
+    assert weight[1] / weight[0] == pytest.approx(counts[0] / counts[1])  # inverse class frequency
+    assert set(spy.train_forwards()) == {torch.bfloat16}  # the forward ran under bf16 autocast
+    batches = int(counts.sum()) // 8
+    warm = round(0.5 * batches)
+    assert res.history["lr"].iloc[0] == pytest.approx(3e-3 / (warm + 1))  # the first batch trains warming up
+    loaded_by = {int(p.name) for p in pids.iterdir()}
+    assert loaded_by and os.getpid() not in loaded_by  # batches came from worker processes
+    assert finite(res)
+
+
+def test_without_amp_the_forward_stays_float32(tiny_ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = Spy(monkeypatch)
+    fit(tiny_ws, "train.epochs=1", "train.amp=off")
+    assert spy.train_forwards() and set(spy.train_forwards()) == {torch.float32}
 
 
 def test_fit_leaves_the_callers_random_state_alone(tiny_ws: Path) -> None:
