@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from comp.config import build_config
 from comp.engine import FitState, train_one_epoch
-from comp.optim import build_parts
+from comp.parts import build_parts
 from comp.progress import SILENT
 
 
@@ -89,7 +89,8 @@ def main() -> int:
     torch.manual_seed(0)
     parts = build_parts(cfg, counts, args.steps + 5, seed=0)
     state = FitState()
-    step = lambda d: train_one_epoch(parts, d, cfg, state, epoch=0, progress=SILENT, label="bench")
+    step = lambda d: train_one_epoch(parts, d, state, grad_accum=cfg.train.grad_accum, clip_grad=cfg.train.clip_grad,
+                                     epoch=0, progress=SILENT, label="bench")
     results["comp"] = n_images / timed(step, data, warm)
     print(f"{torch.cuda.get_device_name()}  {args.model} @ {args.size}px, batch {args.batch_size}, "
           f"amp dtype {parts.amp_dtype}")

@@ -31,7 +31,7 @@ from comp.config import load_config  # noqa: E402
 from comp.data.tables import load_tables  # noqa: E402
 from comp.engine import FitState, build_loaders, train_one_epoch  # noqa: E402
 from comp.models import build_model  # noqa: E402
-from comp.optim import build_parts  # noqa: E402
+from comp.parts import build_parts  # noqa: E402
 from comp.progress import SILENT  # noqa: E402
 from comp.workspace import Workspace  # noqa: E402
 
@@ -70,7 +70,8 @@ def comp_epoch(parts, loader, cfg, state: FitState, epoch: int) -> float:
 
     start = time.perf_counter()
     set_epoch(loader, epoch)
-    train_one_epoch(parts, loader, cfg, state, epoch=epoch, progress=SILENT, label="bench")
+    train_one_epoch(parts, loader, state, grad_accum=cfg.train.grad_accum, clip_grad=cfg.train.clip_grad,
+                    epoch=epoch, progress=SILENT, label="bench")
     if parts.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start

@@ -1,10 +1,8 @@
-"""Fold checkpoints (best.pt, last.pt) as dicts of tensors and primitives, and RNG state capture.
+"""The fold checkpoint format (best.pt, last.pt): one schema, written by the engine, read by predict and export.
 
-Every checkpoint loads with `torch.load(path, weights_only=True)`:
-  {"model": state_dict (uncompiled, no prefixes), "fold", "epoch", "score", "val_loss",
-   "train_hash", "model_name", "n_classes", "classes": [str], "weights": "raw"|"ema"}
-best.pt adds "val_ids" and "val_probs" ((N_val, C) float32 softmax of those weights);
-last.pt adds optimizer, scheduler, scaler, ema, rng, best, bad_epochs, step, history, finished.
+Every checkpoint is a dict of tensors and primitives that loads with `torch.load(path, weights_only=True)`.
+best.pt is a `BestCheckpoint` (the fold's chosen weights and their validation predictions); last.pt
+holds the same identifying fields (`CheckpointBase`) plus what resuming needs (see `last_payload`).
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ import logging
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from comp.errors import CompError
 from comp.workspace import write_with
 
 log = logging.getLogger("comp.checkpoint")
@@ -43,6 +43,80 @@ def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any] | None:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # a corrupt or foreign file: train that fold again rather than crash
         log.warning("could not read %s (%s); ignoring it", path, exc)
+        return None
+
+
+# ---------------------------------------------------------------- the schema
+
+
+@dataclass(frozen=True)
+class CheckpointBase:
+    """What every checkpoint of a fold carries, so a checkpoint is never used for another fold, config or class set."""
+
+    fold: int
+    epoch: int  # 0-based epoch the weights are from
+    train_hash: str  # Config.train_hash() of the run that wrote it
+    model_name: str
+    n_classes: int
+    classes: list[str]  # class names in model-output order
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"fold": self.fold, "epoch": self.epoch, "train_hash": self.train_hash, "model_name": self.model_name,
+                "n_classes": self.n_classes, "classes": list(self.classes)}
+
+
+@dataclass(frozen=True)
+class BestCheckpoint:
+    """best.pt: the fold's chosen weights (raw or EMA) and their softmax on the validation rows."""
+
+    base: CheckpointBase
+    model: dict[str, torch.Tensor]  # state dict of the uncompiled module, no prefixes
+    score: float  # the competition metric on the validation rows
+    val_loss: float
+    weights: str  # "raw" | "ema"
+    val_ids: list[str]
+    val_probs: torch.Tensor  # (N_val, C) float32
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.base.as_dict(), "model": self.model, "score": self.score, "val_loss": self.val_loss,
+                "weights": self.weights, "val_ids": self.val_ids, "val_probs": self.val_probs}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> "BestCheckpoint":
+        base = CheckpointBase(**{k: doc[k] for k in CheckpointBase.__dataclass_fields__})
+        return cls(base, doc["model"], float(doc["score"]), float(doc["val_loss"]), str(doc["weights"]),
+                   list(doc["val_ids"]), doc["val_probs"])
+
+
+def last_payload(base: CheckpointBase, **state: Any) -> dict[str, Any]:
+    """last.pt: the base fields, the raw weights ("model") and the resume state.
+
+    state: model, score, val_loss, weights, optimizer, scheduler, scaler, ema, rng, best
+    ({score, val_loss, epoch}), epochs_without_improvement, step, next_epoch, history, finished.
+    """
+    return {**base.as_dict(), **state}
+
+
+def read_best(path: Path, *, retrain: str) -> BestCheckpoint:
+    """A fold's best.pt; a missing, corrupt, truncated or foreign file is a CompError naming it and `retrain`."""
+    try:
+        doc = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle garbage, a foreign file: all mean the same to the user
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise CompError(f"{path} is corrupt or truncated ({reason}); retrain that fold with `{retrain}`") from None
+    try:
+        return BestCheckpoint.from_dict(doc)
+    except (KeyError, TypeError, ValueError):
+        raise CompError(f"{path} is not a comp fold checkpoint; retrain that fold with `{retrain}`") from None
+
+
+def load_best(path: Path) -> BestCheckpoint | None:
+    """best.pt, or None (logged) when it is missing or unreadable (the fold is then trained again)."""
+    doc = load_checkpoint(path)
+    try:
+        return None if doc is None else BestCheckpoint.from_dict(doc)
+    except (KeyError, TypeError, ValueError):
+        log.warning("%s is not a comp fold checkpoint; ignoring it", path)
         return None
 
 

@@ -33,7 +33,6 @@ from comp.workspace import Workspace
 
 log = logging.getLogger("comp.dispatch")
 
-LOG_NAME = "train.log"
 TAIL_LINES = 30
 
 
@@ -113,12 +112,42 @@ def child_env(device: str, *, n_cpu_slots: int) -> dict[str, str]:
 
 
 def child_command(fold: int, *, workspace: Path, exp: str, overrides: list[str]) -> list[str]:
-    """`python -m comp fold-train --fold i --child ...`: the hidden --child skips the experiment-level aggregation."""
-    cmd = [sys.executable, "-m", "comp", "fold-train", "--fold", str(fold), "--child",
-           "-w", str(workspace), "-e", exp]
+    """`python -m comp.dispatch -w W -e EXP --fold i [--set ...]`: one fold, no experiment-level aggregation."""
+    cmd = [sys.executable, "-m", "comp.dispatch", "--fold", str(fold), "-w", str(workspace), "-e", exp]
     for item in overrides:
         cmd += ["--set", item]
     return cmd
+
+
+class LineProgress(Progress):
+    """Progress for a child whose output goes to a log file: epoch summaries as plain lines, no bars."""
+
+    def log(self, message: str) -> None:
+        log.info("%s", message)
+
+
+def child_main(argv: list[str] | None = None) -> int:
+    """Entry point of a --devices child: train the given fold(s) of an experiment and write only their folders."""
+    import argparse
+
+    from comp.config import load_config
+    from comp.train import fold_train
+
+    parser = argparse.ArgumentParser(prog="python -m comp.dispatch", description=child_main.__doc__)
+    parser.add_argument("--fold", required=True, help="fold numbers, e.g. 0 or 0,2")
+    parser.add_argument("-w", "--workspace", required=True)
+    parser.add_argument("-e", "--experiment", required=True)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    try:
+        ws = Workspace.at(args.workspace)
+        cfg = load_config(ws.root, args.experiment, tuple(args.overrides))
+        fold_train(cfg, ws, args.experiment, folds=args.fold, progress=LineProgress(), aggregate=False)
+    except CompError as exc:
+        log.error("error: %s", exc)
+        return 2
+    return 0
 
 
 def run_child(fold: int, device: str, *, cmd: list[str], env: dict[str, str], log_path: Path) -> FoldRun:
@@ -220,7 +249,7 @@ def run_locked(ws: Workspace, exp: str, todo: list[int], devices: list[str], *, 
         return child_command(fold, workspace=ws.root, exp=exp, overrides=overrides)
 
     def log_of(fold: int) -> Path:
-        return ws.fold_dir(exp, fold) / LOG_NAME
+        return ws.fold_files(exp, fold).log
 
     for run in progress.track(run_folds(todo, devices, make_cmd=make_cmd, log_of=log_of), total=len(todo),
                               description="folds"):
@@ -228,3 +257,7 @@ def run_locked(ws: Workspace, exp: str, todo: list[int], devices: list[str], *, 
         progress.log(f"fold {run.fold} on {run.device}: " + ("done" if run.ok else f"FAILED (exit {run.returncode})")
                      + f"; log {run.log_path}")
     return runs
+
+
+if __name__ == "__main__":
+    sys.exit(child_main())

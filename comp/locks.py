@@ -28,10 +28,10 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from comp.errors import CompError
+from comp.workspace import FoldFiles
 
 log = logging.getLogger("comp.locks")
 
-LOCK_NAME = ".lock"
 JOB_ENV = "COMP_LOCK_JOB"  # set by a --devices parent for its children: locks of this job are theirs
 SHORT_WAIT_S = 600.0  # how long a short experiment-level lock waits for another process
 
@@ -125,7 +125,7 @@ def acquire_fold(fold_dir: Path) -> bool:
     Raises FoldLocked when a live process of another job holds it.
     """
     fold_dir.mkdir(parents=True, exist_ok=True)
-    path = fold_dir / LOCK_NAME
+    path = FoldFiles(fold_dir).lock
     mine = me()
     with FileLock(str(path) + ".guard"):  # one local process at a time checks and takes over
         if _create(path, mine):
@@ -147,7 +147,7 @@ def acquire_fold(fold_dir: Path) -> bool:
 
 def release_fold(fold_dir: Path) -> None:
     """Remove this process's lock on a fold (only if it is still ours)."""
-    path = fold_dir / LOCK_NAME
+    path = FoldFiles(fold_dir).lock
     holder = read_holder(path)
     if holder is not None and holder.job == job_id() and holder.host == socket.gethostname():
         path.unlink(missing_ok=True)
@@ -155,7 +155,7 @@ def release_fold(fold_dir: Path) -> None:
 
 def live_holder(fold_dir: Path) -> Holder | None:
     """The holder of a fold's lock if another job holds it and may be alive (remote holders count as alive)."""
-    holder = read_holder(fold_dir / LOCK_NAME)
+    holder = read_holder(FoldFiles(fold_dir).lock)
     if holder is None or holder.job == job_id():
         return None
     if holder.host == socket.gethostname() and not pid_alive(holder.pid, holder.started):

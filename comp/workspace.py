@@ -131,6 +131,41 @@ def check_name(name: str, what: str = "experiment") -> str:
 
 
 @dataclass(frozen=True)
+class FoldFiles:
+    """The files of one fold folder (an experiment's fold{i}/, or a tuning trial's)."""
+
+    dir: Path
+
+    @property
+    def best(self) -> Path:
+        """The best epoch's weights and its validation predictions (the fold's model)."""
+        return self.dir / "best.pt"
+
+    @property
+    def last(self) -> Path:
+        """Everything needed to resume after the last finished epoch."""
+        return self.dir / "last.pt"
+
+    @property
+    def history(self) -> Path:
+        return self.dir / "history.csv"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "train.log"
+
+    @property
+    def lock(self) -> Path:
+        """Held while a process trains the fold (see comp.locks)."""
+        return self.dir / ".lock"
+
+    @property
+    def test_csv(self) -> Path:
+        """This fold model's test probabilities."""
+        return self.dir / "test.csv"
+
+
+@dataclass(frozen=True)
 class Workspace:
     """Paths of one workspace folder (the layout is listed in the README, 'Workspace')."""
 
@@ -173,11 +208,23 @@ class Workspace:
     def fold_dir(self, exp: str, fold: int) -> Path:
         return self.exp_dir(exp) / f"fold{fold}"
 
+    def fold_files(self, exp: str, fold: int) -> FoldFiles:
+        return FoldFiles(self.fold_dir(exp, fold))
+
+    def fold_dirs(self, exp: str) -> dict[int, Path]:
+        """{fold: folder} of every fold{i}/ folder of the experiment, in fold order."""
+        found = {int(p.name[4:]): p for p in self.exp_dir(exp).glob("fold*") if p.is_dir() and p.name[4:].isdigit()}
+        return dict(sorted(found.items()))
+
+    def fold_checkpoints(self, exp: str) -> dict[int, Path]:
+        """{fold: best.pt} for every fold folder holding one."""
+        return {f: FoldFiles(d).best for f, d in self.fold_dirs(exp).items() if FoldFiles(d).best.is_file()}
+
     def best_ckpt(self, exp: str, fold: int) -> Path:
-        return self.fold_dir(exp, fold) / "best.pt"
+        return self.fold_files(exp, fold).best
 
     def last_ckpt(self, exp: str, fold: int) -> Path:
-        return self.fold_dir(exp, fold) / "last.pt"
+        return self.fold_files(exp, fold).last
 
     def exp_lock(self, exp: str) -> Path:
         """The experiment's short lock (aggregation, predict and ensemble writes)."""
@@ -201,8 +248,8 @@ class Workspace:
         return self.exp_dir(exp) / "config.yaml"
 
     def test_probs_csv(self, exp: str, fold: int | None = None) -> Path:
-        name = "test.csv" if fold is None else f"fold{fold}/test.csv"
-        return self.exp_dir(exp) / name
+        """The experiment's test probabilities (fold mean), or one fold model's."""
+        return self.exp_dir(exp) / "test.csv" if fold is None else self.fold_files(exp, fold).test_csv
 
     def tune_journal(self, exp: str) -> Path:
         return self.exp_dir(exp) / "tune.journal"
@@ -210,6 +257,9 @@ class Workspace:
     def trial_dir(self, exp: str, number: int) -> Path:
         """A tuning trial's fold folders (deleted when the trial ends)."""
         return self.exp_dir(exp) / "tune" / f"trial{number}"
+
+    def trial_fold_dir(self, exp: str, number: int, fold: int) -> Path:
+        return self.trial_dir(exp, number) / f"fold{fold}"
 
     def tuned_yaml(self, exp: str) -> Path:
         return self.experiments_dir / f"{check_name(exp)}-tuned.yaml"

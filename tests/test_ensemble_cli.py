@@ -18,11 +18,11 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from comp.checkpoint import BestCheckpoint, CheckpointBase
 from comp.cli import app
 from comp.config import load_config
 from comp.data.tables import load_tables
 from comp.models import build_model
-from comp.predict import fold_checkpoints
 from comp.predictions import prediction_record, stale_reason
 from comp.workspace import Workspace, read_json, write_csv
 from conftest import TINY_EXPERIMENT
@@ -47,9 +47,9 @@ def fake_experiment(ws_root: Path, exp: str, *, skill: float, seed: int, tta: st
     for f in range(K):
         torch.manual_seed(seed + f)
         model = build_model(cfg.model.model_copy(update={"pretrained": False}), len(names))
-        ckpt = {"model": model.state_dict(), "fold": f, "epoch": 1, "score": 0.5, "val_loss": 1.0,
-                "train_hash": cfg.train_hash(), "model_name": cfg.model.name, "n_classes": len(names),
-                "classes": names, "weights": "raw"}
+        base = CheckpointBase(fold=f, epoch=1, train_hash=cfg.train_hash(), model_name=cfg.model.name,
+                              n_classes=len(names), classes=names)
+        ckpt = BestCheckpoint(base, model.state_dict(), 0.5, 1.0, "raw", [], torch.zeros(0, len(names))).as_dict()
         ws.fold_dir(exp, f).mkdir(parents=True, exist_ok=True)
         torch.save(ckpt, ws.best_ckpt(exp, f))
     rng = np.random.default_rng(seed)
@@ -96,7 +96,7 @@ def test_ensemble_predicts_missing_members_and_writes_a_valid_submission(two_mem
 
 
 def is_stale(ws: Workspace, exp: str, *, tta: str = "hflip", oof: bool = False) -> bool:
-    reason = stale_reason(prediction_record(ws, exp), tta=tta, merge="mean", oof=oof, ckpts=fold_checkpoints(ws, exp))
+    reason = stale_reason(prediction_record(ws, exp), tta=tta, merge="mean", oof=oof, ckpts=ws.fold_checkpoints(exp))
     return reason is not None
 
 
@@ -109,7 +109,7 @@ def test_predictions_go_stale_with_newer_checkpoints_or_other_tta(two_members):
     assert tta[["id", "fold", "label"]].equals(oof[["id", "fold", "label"]])
     assert np.allclose(tta.filter(like="p_").sum(axis=1), 1.0, atol=1e-5)
     later = time.time() + 5
-    os.utime(fold_checkpoints(ws, "good")[0], (later, later))
+    os.utime(ws.fold_checkpoints("good")[0], (later, later))
     assert is_stale(ws, "good")
 
 

@@ -21,6 +21,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from comp.checkpoint import BestCheckpoint, CheckpointBase
 from comp.cli import app
 from comp.config import load_config
 from comp.data.tables import load_tables
@@ -71,9 +72,9 @@ def fake_member(ws_root: Path, exp: str, spec: dict, *, seed: int) -> None:
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 1.5)
-        ckpt = {"model": model.state_dict(), "fold": f, "epoch": 1, "score": 0.5, "val_loss": 1.0,
-                "train_hash": cfg.train_hash(), "model_name": cfg.model.name, "n_classes": len(names),
-                "classes": names, "weights": "raw"}
+        base = CheckpointBase(fold=f, epoch=1, train_hash=cfg.train_hash(), model_name=cfg.model.name,
+                              n_classes=len(names), classes=names)
+        ckpt = BestCheckpoint(base, model.state_dict(), 0.5, 1.0, "raw", [], torch.zeros(0, len(names))).as_dict()
         ws.fold_dir(exp, f).mkdir(parents=True, exist_ok=True)
         torch.save(ckpt, ws.best_ckpt(exp, f))
     rng = np.random.default_rng(seed)
@@ -214,7 +215,7 @@ def test_experiment_bundle_with_onnx(tiny_ws, tmp_path, bare_python, one_torch_t
 def test_export_refuses_what_it_cannot_reproduce(tiny_ws, tmp_path, one_torch_thread):
     fake_member(tiny_ws, "m", member_spec(), seed=1)
     never = invoke(tiny_ws, "export", "m", "--to", str(tmp_path / "a"))
-    assert never.exit_code == 2 and "no test predictions" in never.output and "comp predict -e m" in never.output
+    assert never.exit_code == 2 and "no complete test predictions" in never.output and "comp predict -e m" in never.output
     assert invoke(tiny_ws, "ensemble", "-e", "m", "--name", "s").exit_code == 0
     unknown = invoke(tiny_ws, "export", "nope", "--to", str(tmp_path / "a"))
     assert unknown.exit_code == 2 and "neither a submission nor a trained experiment" in unknown.output
@@ -242,7 +243,7 @@ def test_export_refuses_what_it_cannot_reproduce(tiny_ws, tmp_path, one_torch_th
     later = ckpt.stat().st_mtime + 10
     os.utime(ckpt, (later, later))
     stale = invoke(tiny_ws, "export", "s", "--to", str(tmp_path / "b"))
-    assert stale.exit_code == 2 and "newer than its test predictions" in stale.output
+    assert stale.exit_code == 2 and "checkpoints changed since its test predictions were made" in stale.output
     ckpt.unlink()
     gone = invoke(tiny_ws, "export", "s", "--to", str(tmp_path / "b"))
     assert gone.exit_code == 2 and "fold1/best.pt is missing" in gone.output

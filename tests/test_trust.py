@@ -15,7 +15,8 @@ import yaml
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.locks import LOCK_NAME, FoldLocked, acquire_fold, fold_lock, release_fold
+from comp.locks import FoldLocked, acquire_fold, fold_lock, release_fold
+from comp.workspace import FoldFiles
 
 runner = CliRunner()
 
@@ -135,7 +136,7 @@ def write_lock(fold_dir: Path, **fields) -> None:
     fold_dir.mkdir(parents=True, exist_ok=True)
     holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": None, "command": "comp fold-train",
               "time": "2026-01-01 00:00:00", "job": "another-job", **fields}
-    (fold_dir / LOCK_NAME).write_text(json.dumps(holder))
+    FoldFiles(fold_dir).lock.write_text(json.dumps(holder))
 
 
 def test_a_second_writer_fails_at_once_naming_the_holder(tiny_ws: Path, caplog) -> None:
@@ -153,7 +154,7 @@ def test_a_second_writer_fails_at_once_naming_the_holder(tiny_ws: Path, caplog) 
         assert shared.exit_code == 0, shared.output
         assert "fold 0 skipped: fold0 of baseline is being trained by" in caplog.text
         assert (tiny_ws / "experiments" / "baseline" / "fold1" / "best.pt").is_file()
-        assert not (fold0 / "best.pt").exists() and (fold0 / LOCK_NAME).is_file()
+        assert not (fold0 / "best.pt").exists() and FoldFiles(fold0).lock.is_file()
         forced = cli("fold-train", "--k", "2", "--force", "-w", str(tiny_ws))
         assert forced.exit_code == 2 and "--force would delete" in " ".join(forced.output.split())
     finally:
@@ -167,7 +168,7 @@ def test_a_dead_holder_on_this_host_is_taken_over_with_a_note(tiny_ws: Path, cap
     result = cli("fold-train", "--k", "2", "--folds", "0", "-w", str(tiny_ws), "--set", "train.epochs=1")
     assert result.exit_code == 0, result.output
     assert "taking over the lock of 'comp fold-train'" in caplog.text and "which is no longer running" in caplog.text
-    assert (fold0 / "best.pt").is_file() and not (fold0 / LOCK_NAME).exists()  # released when done
+    assert (fold0 / "best.pt").is_file() and not FoldFiles(fold0).lock.exists()  # released when done
 
 
 def test_lock_holder_on_another_host_and_reused_pid(tmp_path: Path) -> None:
@@ -178,7 +179,7 @@ def test_lock_holder_on_another_host_and_reused_pid(tmp_path: Path) -> None:
     write_lock(fold, pid=os.getpid(), started=-1)  # a live pid whose start tick differs: the pid was reused
     assert acquire_fold(fold) is True
     release_fold(fold)
-    assert not (fold / LOCK_NAME).exists()
+    assert not FoldFiles(fold).lock.exists()
 
 
 def test_one_job_shares_its_locks(tmp_path: Path, monkeypatch) -> None:
@@ -187,10 +188,10 @@ def test_one_job_shares_its_locks(tmp_path: Path, monkeypatch) -> None:
     fold = tmp_path / "fold0"
     with fold_lock(fold):
         assert acquire_fold(fold) is False  # the same job (a --devices child, a torchrun rank) holds it already
-        holder = json.loads((fold / LOCK_NAME).read_text())
+        holder = json.loads(FoldFiles(fold).lock.read_text())
         assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
         monkeypatch.setenv(locks.JOB_ENV, "someone-else")
         with pytest.raises(FoldLocked):
             acquire_fold(fold)
         monkeypatch.delenv(locks.JOB_ENV)
-    assert not (fold / LOCK_NAME).exists()
+    assert not FoldFiles(fold).lock.exists()

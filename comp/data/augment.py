@@ -190,6 +190,10 @@ class SeededMixup:
 
     def __init__(self, mixup: Any, seed: int) -> None:
         self.mixup = mixup
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Draw from here on as a new SeededMixup of `seed` would (the engine reseeds it every epoch)."""
         self._state = np.random.RandomState(seed).get_state()
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,7 +206,7 @@ class SeededMixup:
             np.random.set_state(outer)
 
 
-def build_mixup(cfg: Config, n_classes: int, *, seed: int | None = None) -> Callable | None:
+def build_mixup(cfg: Config, n_classes: int, *, seed: int | None = None) -> SeededMixup | None:
     """Batch MixUp/CutMix (soft targets, label smoothing from train.label_smoothing), or None when both alphas are 0."""
     aug = cfg.augment
     if aug.mixup_alpha <= 0 and aug.cutmix_alpha <= 0:

@@ -261,7 +261,7 @@ def verify_images(cfg: Config, ws: Workspace, bundle: dict[str, Any], folder: Pa
         return None
     from comp.data.cache import fraction_boxes, frame_boxes
     from comp.export import bundle_predict as bp
-    from comp.optim import resolve_amp, resolve_device
+    from comp.device import resolve_amp, resolve_device
     from comp.submission import read_member_table
 
     device = resolve_device(cfg.train.device)

@@ -8,7 +8,7 @@ from typing import Any
 
 from comp.config import Config
 from comp.errors import CompError
-from comp.workspace import Workspace, read_json, write_bytes
+from comp.workspace import Workspace, write_bytes
 
 log = logging.getLogger("comp.export")
 
@@ -16,27 +16,24 @@ EXTERNAL_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
 
 
 def predictions_made(ws: Workspace, exp: str, train_hash: str, ckpts: dict[int, Path]) -> dict[str, Any]:
-    """predict.json of a member whose test.csv matches its checkpoints; else a CompError saying what to rerun."""
-    made_path, test_csv = ws.exp_dir(exp) / "predict.json", ws.test_probs_csv(exp)
-    if not made_path.is_file() or not test_csv.is_file():
-        raise CompError(f"member {exp!r} has no test predictions ({made_path}); run `comp predict -e {exp}` first, "
-                        "so the bundle can be checked against them")
-    made = read_json(made_path)
+    """The predict record of a member whose test.csv is complete and made from these checkpoints; else a CompError."""
+    from comp.predictions import checkpoint_stamps, prediction_record
+
+    rerun = f"rerun `comp predict -e {exp}` (and `comp ensemble`) first"
+    made = prediction_record(ws, exp)
+    if made is None:
+        raise CompError(f"member {exp!r} has no complete test predictions ({ws.predict_json(exp)} missing or not "
+                        f"matching its files); run `comp predict -e {exp}` first, so the bundle can be checked against them")
     if made.get("train_hash") != train_hash:
         raise CompError(f"member {exp!r}: its test predictions come from config {made.get('train_hash')} but its "
-                        f"checkpoints from {train_hash}; rerun `comp predict -e {exp}` (and `comp ensemble`) first")
+                        f"checkpoints from {train_hash}; {rerun}")
     used = [int(f) for f in made.get("folds", [])]
     missing = [f for f in used if f not in ckpts]
     if missing:
         raise CompError(f"member {exp!r}: its test predictions used folds {used} but fold{missing[0]}/best.pt is missing, "
                         f"so they cannot be reproduced; restore it, or rerun `comp predict -e {exp}` with the folds present")
-    if sorted(ckpts) != sorted(used):
-        raise CompError(f"member {exp!r}: checkpoints hold folds {sorted(ckpts)} but its test predictions used {used}; "
-                        f"rerun `comp predict -e {exp}` (and `comp ensemble`) first")
-    newest = max(p.stat().st_mtime for p in ckpts.values())
-    if newest > test_csv.stat().st_mtime:
-        raise CompError(f"member {exp!r}: a checkpoint is newer than its test predictions ({test_csv}); "
-                        f"rerun `comp predict -e {exp}` (and `comp ensemble`) first")
+    if made.get("checkpoints") != checkpoint_stamps(ckpts):
+        raise CompError(f"member {exp!r}: its checkpoints changed since its test predictions were made; {rerun}")
     return made
 
 
@@ -44,11 +41,11 @@ def member_spec(cfg: Config, ws: Workspace, exp: str, classes: tuple, folder: Pa
     """Write <exp>.fold<k>.safetensors (+ .onnx) and <exp>.config.yaml into `folder`; return the member's bundle entry."""
     from comp.data.cache import cache_hw
     from comp.models import resolve_norm
-    from comp.predict import CROP, MULTISCALE, fold_checkpoints, training_config
+    from comp.predict import CROP, MULTISCALE, training_config
 
     trained, train_hash = training_config(ws, exp, cfg)
     check_model_name(trained.model.name, exp)
-    ckpts = fold_checkpoints(ws, exp)
+    ckpts = ws.fold_checkpoints(exp)
     made = predictions_made(ws, exp, train_hash, ckpts)
     mean, std = resolve_norm(trained.model)
     spec: dict[str, Any] = {

@@ -7,6 +7,7 @@ in experiments/<exp>/tune/trial{N}/ and are deleted when the trial ends.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import shutil
@@ -34,10 +35,6 @@ def trial_config(cfg: Config, params: dict[str, Any], *, epochs: int | None) -> 
     if epochs is not None:
         overrides["train.epochs"] = epochs
     return apply_params(cfg, overrides)
-
-
-def trial_dir(ws: Workspace, exp: str, number: int) -> Path:
-    return ws.trial_dir(exp, number)
 
 
 def failure_types() -> tuple[type[BaseException], ...]:
@@ -90,9 +87,10 @@ class Objective:
         sampled = {p.key: p.suggest(trial) for p in self.params}
         cfg = trial_config(self.cfg, sampled, epochs=self.cfg.tune.epochs)
         trial.set_user_attr("config_hash", cfg.hash())
-        out = trial_dir(self.ws, self.exp, trial.number)
+        trial.set_user_attr("epochs", cfg.train.epochs)  # what the score was trained with (the report labels it)
+        out = self.ws.trial_dir(self.exp, trial.number)
         try:
-            scores = self._fit_folds(trial, cfg, out)
+            scores = self._fit_folds(trial, cfg)
         finally:
             shutil.rmtree(out, ignore_errors=True)  # keep only the study: disk must not fill up
             _free_memory()
@@ -100,12 +98,12 @@ class Objective:
             trial.set_user_attr(f"fold{fold}", score)
         return float(np.mean(scores))
 
-    def _fit_folds(self, trial: optuna.Trial, cfg: Config, out: Path) -> list[float]:
+    def _fit_folds(self, trial: optuna.Trial, cfg: Config) -> list[float]:
         fit = self.fit or _fit_fold()
         scores: list[float] = []
         for pos, fold in enumerate(self.folds):
             reporter = FoldReporter(trial, tuple(scores), fold, pos, cfg.train.epochs)
-            result = fit(cfg, self.tables, self.fold_of, fold, out / f"fold{fold}",
+            result = fit(cfg, self.tables, self.fold_of, fold, self.ws.trial_fold_dir(self.exp, trial.number, fold),
                          ws=self.ws, progress=self.progress, on_epoch=reporter)
             score = float(result.score)
             if not np.isfinite(score):
@@ -117,7 +115,7 @@ class Objective:
 def _fit_fold() -> Callable[..., Any]:
     from comp.engine import fit_fold  # torch is imported only when training
 
-    return fit_fold
+    return functools.partial(fit_fold, resumable=False)  # a trial is never resumed: no per-epoch last.pt
 
 
 def _free_memory() -> None:

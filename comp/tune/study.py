@@ -80,8 +80,10 @@ def _rdb_storage(url: str, attempts: int = 5) -> RDBStorage:
 
     for attempt in range(attempts):
         try:
-            return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                              heartbeat_stale_trial_callback=note_stale_trial)
+            with warnings.catch_warnings():  # heartbeats are experimental in Optuna (stable since 2.9)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                  heartbeat_stale_trial_callback=note_stale_trial)
         except (IntegrityError, ProgrammingError):
             if attempt == attempts - 1:
                 raise
@@ -214,7 +216,7 @@ def fail_dead_local_trials(study: optuna.Study) -> list[int]:
     They are failed without a fail_reason, as Optuna's heartbeat check fails those of dead workers on
     any machine (RDB storages); `counted` leaves both out.
     """
-    optuna.storages.fail_stale_trials(study)  # a no-op unless the storage has heartbeats
+    fail_stale_trials(study)
     host = socket.gethostname()
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -225,6 +227,13 @@ def fail_dead_local_trials(study: optuna.Study) -> list[int]:
     if failed:
         log.info("trials %s were left running by a dead process; marked failed (not counted)", failed)
     return failed
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Optuna's heartbeat check (a no-op unless the storage has heartbeats); experimental in Optuna, stable since 2.9."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 @contextlib.contextmanager
@@ -365,7 +374,7 @@ def run_trials(
     deadline = None if timeout is None else time.monotonic() + timeout
     failures = 0
     while deadline is None or time.monotonic() < deadline:
-        optuna.storages.fail_stale_trials(study)  # RDB workers that died since the last trial (heartbeats)
+        fail_stale_trials(study)  # RDB workers that died since the last trial
         trial = next_trial(study, n_trials, lock_path)
         if trial is None:
             return

@@ -1,0 +1,125 @@
+"""What one fit trains with: model, loss, optimizer, per-step schedule, scaler, EMA and MixUp (`Parts`).
+
+The engine (comp/engine.py) runs the epochs; this module only builds the objects it runs with.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from timm.utils import ModelEmaV3
+from torch import nn
+
+from comp import distributed
+from comp.config import Config, TrainConfig
+from comp.data.augment import SeededMixup, build_mixup
+from comp.device import resolve_amp, resolve_device
+from comp.losses import build_loss
+from comp.models import build_model
+
+ONECYCLE_START = 1 / 25  # one-cycle starts at lr/25 (as torch's OneCycleLR) ...
+ONECYCLE_END = 1 / 25e4  # ... and ends at lr/(25 * 1e4)
+ONECYCLE_WARMUP = 0.3  # fraction of steps warming up when train.warmup_epochs is 0
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW or SGD; biases and norm weights (1-d parameters) get no weight decay."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """step -> multiplier of the base lr for cfg.scheduler, with a linear warmup of cfg.warmup_epochs."""
+    total = max(1, steps_per_epoch * cfg.epochs)
+    warm = min(total - 1, round(cfg.warmup_epochs * steps_per_epoch))
+    if cfg.scheduler == "onecycle" and warm <= 0:
+        warm = max(1, round(ONECYCLE_WARMUP * total))
+
+    def cosine(t: float, start: float, end: float) -> float:
+        return end + (start - end) * 0.5 * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
+
+    def factor(step: int) -> float:
+        if cfg.scheduler == "onecycle":
+            if step < warm:
+                return cosine(step / warm, ONECYCLE_START, 1.0)
+            return cosine((step - warm) / max(1, total - warm), 1.0, ONECYCLE_END)
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        if cfg.scheduler == "cosine":
+            return cosine((step - warm) / max(1, total - warm), 1.0, 0.0)
+        if cfg.scheduler == "step":
+            return cfg.step_gamma ** ((step // steps_per_epoch) // max(1, cfg.step_size))
+        return 1.0
+
+    return factor
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-optimizer-step schedule (its state_dict holds only numbers, so it loads with weights_only)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch))
+
+
+# ---------------------------------------------------------------- everything a fit trains with
+
+
+@dataclass
+class Parts:
+    """The objects one fit trains with; `model` is the uncompiled module whose state dict is saved."""
+
+    model: nn.Module
+    forward_model: nn.Module  # torch.compile(model) when train.compile, else model
+    loss: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    ema: ModelEmaV3 | None
+    mixup: SeededMixup | None  # reseeded each epoch by the engine from (fold seed, epoch)
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    eval_model: nn.Module | None = None  # validation forward when forward_model is DDP-wrapped (no collectives)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A seed for one epoch's random draws, from (fold seed, epoch)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, *, seed: int) -> Parts:
+    """Model (random init from the current torch RNG), loss, optimizer, schedule, scaler, EMA, mixup."""
+    t = cfg.train
+    device = distributed.place(resolve_device(t.device))
+    amp_dtype = resolve_amp(t.amp, device)
+    channels_last = t.channels_last and device.type == "cuda"
+    model = distributed.prepare_model(build_model(cfg.model, len(class_counts)), device, sync_bn=t.sync_bn).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    mixup = build_mixup(cfg, len(class_counts), seed=epoch_seed(seed, 0))
+    optimizer = build_optimizer(model, t)
+    n_steps = math.ceil(steps_per_epoch / t.grad_accum)
+    ema = ModelEmaV3(model, decay=t.ema_decay, use_warmup=True) if t.ema else None
+    forward = torch.compile(model) if t.compile else model
+    return Parts(
+        model=model,
+        forward_model=distributed.wrap(forward, device),
+        loss=build_loss(cfg, class_counts, mixup=mixup is not None).to(device),
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, t, n_steps),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+        ema=ema,
+        mixup=mixup,
+        device=device,
+        amp_dtype=amp_dtype,
+        channels_last=channels_last,
+        eval_model=forward if distributed.active() else None,
+    )
