@@ -42,7 +42,11 @@ def test_demo_is_reproducible(tmp_path):
     a = build_demo(tmp_path / "a", max_per_class=8, photos=2, seed=3)
     b = build_demo(tmp_path / "b", max_per_class=8, photos=2, seed=3)
     assert (a.root / "data/train.csv").read_bytes() == (b.root / "data/train.csv").read_bytes()
-    assert (a.root / "data/images/s0000_0.png").exists() == (b.root / "data/images/s0000_0.png").exists()
+    pngs = sorted(p.name for p in (a.root / "data/images").glob("*.png"))
+    assert pngs and pngs == sorted(p.name for p in (b.root / "data/images").glob("*.png"))
+    assert all((a.root / "data/images" / n).read_bytes() == (b.root / "data/images" / n).read_bytes() for n in pngs)
+    other = build_demo(tmp_path / "c", max_per_class=8, photos=2, seed=4)
+    assert (other.root / "data/train.csv").read_bytes() != (a.root / "data/train.csv").read_bytes()  # the seed matters
 
 
 def test_demo_refuses_to_overwrite(demo_ws):

@@ -29,7 +29,7 @@ class FakeCuda:
         return self.caps[i]
 
     def get_device_properties(self, i):
-        return SimpleNamespace(name=f"Fake GPU {i}", total_memory=80 * 2**30)
+        return SimpleNamespace(name=f"Fake GPU {i}", total_memory=85_520_809_984)  # an "80 GB" H100: 79.65 GiB
 
 
 @pytest.fixture
@@ -52,16 +52,27 @@ def test_supported_gpu_reports_facts(fake_gpus):
     fake_gpus([(9, 0)], ["sm_80", "sm_90"])
     report = doctor.diagnose()
     (gpu,) = report.gpus
-    assert (gpu.arch, gpu.arch_supported, gpu.bf16, gpu.memory_gib) == ("sm_90", True, True, 80.0)
-    assert report.ok
-    result = runner.invoke(app, ["doctor"])
-    assert result.exit_code == 0 and "Fake GPU 0" in result.output
+    assert (gpu.capability, gpu.arch, gpu.arch_supported, gpu.bf16, gpu.memory_gib) == ("9.0", "sm_90", True, True, 79.6)
+    assert gpu.tensor_ok and not gpu.fix and report.ok and report.problems() == []
+    result = runner.invoke(app, ["doctor"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if "Fake GPU 0" in line)
+    assert [cell.strip() for cell in row.strip("│ ").split("│")] == ["0", "Fake GPU 0", "9.0", "79.6", "yes", "yes", "ok"]
+    assert "kernels for sm_80, sm_90" in result.output and result.output.rstrip().endswith("ready")
+
+
+def test_pre_ampere_gpu_has_no_bf16(fake_gpus):
+    fake_gpus([(7, 5)], ["sm_75"])
+    (gpu,) = doctor.diagnose().gpus
+    assert (gpu.capability, gpu.arch, gpu.arch_supported, gpu.bf16) == ("7.5", "sm_75", True, False)
 
 
 def test_gpu_missing_from_build_fails_with_fix(fake_gpus):
     fake_gpus([(8, 0), (12, 0)], ["sm_50", "sm_60", "sm_70", "sm_80", "sm_90"])
     report = doctor.diagnose()
-    assert [g.arch_supported for g in report.gpus] == [True, False]
+    assert [g.arch_supported for g in report.gpus] == [True, False] and not report.ok
+    assert [g.tensor_ok for g in report.gpus] == [True, False]  # no tensor test on a GPU without kernels
+    assert report.problems()[0].startswith("GPU 1 (Fake GPU 1): no kernels for this GPU in the torch build.")
     assert "sm_120" in report.gpus[1].fix and "CUDA 12.8 or newer" in report.gpus[1].fix
     result = runner.invoke(app, ["doctor"])
     assert result.exit_code == 1
