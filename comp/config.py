@@ -112,7 +112,7 @@ class TrainConfig(Strict):
     clip_grad: float | None = None
     compile: bool = False
     channels_last: bool = True  # applied on CUDA only
-    num_workers: int = 2
+    num_workers: int | Literal["auto"] = "auto"  # auto: from the device and the CPU cores (comp.data.workers)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     sync_bn: bool = False  # SyncBatchNorm across DDP ranks (torchrun); no effect in one process
 

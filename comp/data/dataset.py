@@ -236,7 +236,13 @@ def build_train_loader(
             "so every batch would be dropped; lower train.batch_size"
         )
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, collate_fn=collate,
-                      **_worker_args(cfg.train.num_workers, seed), pin_memory=_pin(cfg))
+                      **_worker_args(_workers(cfg), seed), pin_memory=_pin(cfg))
+
+
+def _workers(cfg: Config) -> int:
+    from comp.data.workers import resolve_workers
+
+    return resolve_workers(cfg.train.num_workers, cfg.train.device)
 
 
 def _worker_args(num_workers: int, seed: int) -> dict[str, Any]:
@@ -269,7 +275,7 @@ def build_eval_loader(
     if transform is None:
         transform = build_eval_transform(cfg, *resolve_norm(cfg.model))
     dataset = ImageDataset(store, indices, labels, transform)
-    workers = cfg.train.num_workers
+    workers = _workers(cfg)
     extra = {"num_workers": workers, "persistent_workers": True} if workers > 0 else {}
     return DataLoader(dataset, batch_size=batch_size or 2 * cfg.train.batch_size, shuffle=False, drop_last=False,
                       collate_fn=collate, pin_memory=_pin(cfg), **extra)
