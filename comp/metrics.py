@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn import metrics as skm
 
 from comp.errors import CompError, did_you_mean
 
@@ -29,8 +28,15 @@ def _labels(probs: np.ndarray) -> np.ndarray:
     return probs.argmax(axis=1)
 
 
+def _skm():  # noqa: ANN202 - sklearn.metrics, imported on first use (it costs ~1 s at start-up)
+    from sklearn import metrics
+
+    return metrics
+
+
 def _f1(average: str) -> Callable[[np.ndarray, np.ndarray], float]:
     def fn(y: np.ndarray, probs: np.ndarray) -> float:
+        skm = _skm()
         labels = np.arange(probs.shape[1])
         return skm.f1_score(y, _labels(probs), labels=labels, average=average, zero_division=0)
 
@@ -44,6 +50,7 @@ def _log_loss(y: np.ndarray, probs: np.ndarray) -> float:
 
 
 def _roc_auc(y: np.ndarray, probs: np.ndarray) -> float:
+    skm = _skm()
     if probs.shape[1] == 2:
         return skm.roc_auc_score(y, probs[:, 1])
     return skm.roc_auc_score(y, probs, multi_class="ovr", labels=np.arange(probs.shape[1]))
@@ -55,7 +62,7 @@ METRICS: dict[str, Metric] = {
         Metric("accuracy", lambda y, p: float((_labels(p) == y).mean())),
         Metric("macro_f1", _f1("macro")),
         Metric("weighted_f1", _f1("weighted")),
-        Metric("balanced_accuracy", lambda y, p: skm.balanced_accuracy_score(y, _labels(p))),
+        Metric("balanced_accuracy", lambda y, p: _skm().balanced_accuracy_score(y, _labels(p))),
         Metric("log_loss", _log_loss, greater_is_better=False),
         Metric("roc_auc", _roc_auc),
     )

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from comp.cli import app
 from comp.cli.common import console, err_console, handle_errors
-from comp.doctor import diagnose
 
 
 @app.command("doctor")
@@ -17,6 +15,10 @@ def doctor_command() -> None:
 
     Exits 1 when a visible GPU cannot run torch or torch is installed twice.
     """
+    from rich.table import Table
+
+    from comp.doctor import diagnose
+
     report = diagnose()
     console.print(f"python {report.python} on {report.platform}")
     for name, version in report.versions.items():

@@ -5,12 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 
 from comp.cli import app
 from comp.cli.common import RichProgress, SetOpt, WorkspaceOpt, console, handle_errors, load, print_table
-from comp.eda import run_eda
 
 
 @app.command("eda")
@@ -25,6 +23,8 @@ def eda_command(
     set_: SetOpt = None,
 ) -> None:
     """Write eda/report.html, eda/summary.json and PNGs: classes, groups, sizes, colour, duplicates, folds."""
+    from comp.eda import run_eda  # matplotlib and the image stack load only for this command
+
     ws, cfg = load(workspace, "baseline", set_)
     with RichProgress() as progress:
         result = run_eda(cfg, ws, samples=samples, threshold=threshold, seed=seed, progress=progress)
@@ -34,6 +34,8 @@ def eda_command(
 
 def print_summary(s: dict) -> None:
     """A few lines and a class table on the console; the report holds the rest."""
+    import pandas as pd
+
     c = s["classes"]
     console.print(f"{s['n_train']} training images, {s['n_test']} test images, {s['n_classes']} classes; "
                   f"imbalance ratio {c['imbalance_ratio']:.3g} ({c['largest']} / {c['smallest']})")

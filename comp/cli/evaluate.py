@@ -9,9 +9,6 @@ import typer
 
 from comp.cli import app
 from comp.cli.common import SetOpt, WorkspaceOpt, console, handle_errors, load
-from comp.data.tables import load_tables
-from comp.metrics import get_metric
-from comp.submission import score_submission
 
 
 @app.command("evaluate")
@@ -23,6 +20,10 @@ def evaluate_command(
     set_: SetOpt = None,
 ) -> None:
     """Print the competition metric of SUBMISSION against --solution."""
+    from comp.data.tables import load_tables
+    from comp.metrics import get_metric
+    from comp.submission import score_submission
+
     ws, cfg = load(workspace, "baseline", set_)
     classes = load_tables(cfg, ws, check_images=False).classes
     metric = get_metric(cfg.metric)

@@ -9,9 +9,7 @@ import typer
 
 from comp.cli import app
 from comp.cli.common import ExperimentOpt, RichProgress, SetOpt, WorkspaceOpt, console, handle_errors, load, print_table
-from comp.data.tables import load_tables
 from comp.errors import CompError
-from comp.folds import fold_balance, load_or_make_folds
 
 
 @app.command("folds")
@@ -28,6 +26,9 @@ def folds_command(
     set_: SetOpt = None,
 ) -> None:
     """Write folds/k{K}-s{SEED}.csv: StratifiedKFold, or StratifiedGroupKFold when data.group_col is set."""
+    from comp.data.tables import load_tables
+    from comp.folds import fold_balance, load_or_make_folds
+
     ws, cfg = load(workspace, experiment, set_)
     k = k if k is not None else cfg.folds.k
     seed = seed if seed is not None else cfg.folds.seed

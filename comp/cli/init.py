@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 
 from comp.cli import app
 from comp.cli.common import WorkspaceOpt, console, handle_errors, print_table
 from comp.errors import CompError
-from comp.init import FORMS, Plan, Written, detect_form, init_csv, init_folders, init_mask, parse_age_bands, write_plan
-from comp.workspace import Workspace
+
+if TYPE_CHECKING:
+    from comp.init import Plan, Written
 
 PathOpt = Path | None
 
@@ -28,6 +28,8 @@ def pick_source(source: Path | None, train: Path | None) -> Path:
 
 
 def show(plan: Plan, done: Written) -> None:
+    import pandas as pd
+
     if plan.guesses:
         rows = [(g.role, g.column or "-", g.how, ", ".join(g.alternatives[:4]) or "-") for g in plan.guesses]
         print_table(pd.DataFrame(rows, columns=["role", "column", "why", "alternatives"]),
@@ -81,6 +83,9 @@ def init_command(
     Writes comp.yaml, experiments/baseline.yaml (when absent) and, where the data needs them,
     data/train.csv and data/test.csv; never overwrites without --force.
     """
+    from comp.init import FORMS, detect_form, init_csv, init_folders, init_mask, parse_age_bands, write_plan
+    from comp.workspace import Workspace
+
     ws = Workspace.at(workspace)
     src = pick_source(source, train)
     form = form or detect_form(src)
