@@ -68,6 +68,21 @@ def predict_tta(
     progress: Progress = SILENT,
 ) -> np.ndarray:
     """(N, C) probabilities: per view softmax, merged by mean or geometric mean; rows in loader order."""
+    return predict_tta_models({0: model}, loader, tta=tta, merge=merge, device=device, amp=amp, progress=progress)[0]
+
+
+@torch.inference_mode()
+def predict_tta_models(
+    models: dict[Any, nn.Module],
+    loader: Any,
+    *,
+    tta: str = "hflip",
+    merge: str = "mean",
+    device: torch.device | str = "cpu",
+    amp: str = "auto",
+    progress: Progress = SILENT,
+) -> dict[Any, np.ndarray]:
+    """predict_tta for several models in one pass: each batch is read, copied and augmented once for all of them."""
     if merge not in ("mean", "gmean"):
         raise CompError(f"unknown TTA merge {merge!r}; use mean or gmean")
     device = torch.device(device)
@@ -77,16 +92,24 @@ def predict_tta(
     for images, *_ in progress.track(loader, description=f"predict ({tta})"):
         images = images.to(device, non_blocking=True)
         views = views or list(build_tta(tta, size=tuple(images.shape[-2:])))
-        out.append(_merge_views(model, images, views, merge=merge, device=device, amp_dtype=amp_dtype).cpu())
-    if not out:
+        merged = _merge_views_models(list(models.values()), images, views, merge=merge, device=device,
+                                     amp_dtype=amp_dtype)
+        for key, probs in zip(models, merged):
+            out[key].append(probs.cpu())
+    if not all(out.values()):
         raise CompError("nothing to predict: the loader yielded no batches")
-    probs = torch.cat(out).double().numpy()
+    return {key: _normalised(torch.cat(parts)) for key, parts in out.items()}
+
+
+def _normalised(probs: torch.Tensor) -> np.ndarray:
+    probs = probs.double().numpy()
     return probs / probs.sum(axis=1, keepdims=True)
 
 
-def _merge_views(model: nn.Module, images: torch.Tensor, views: list, *, merge: str, device: torch.device,
-                 amp_dtype: torch.dtype | None) -> torch.Tensor:
-    acc = None
+def _merge_views_models(models: list[nn.Module], images: torch.Tensor, views: list, *, merge: str,
+                        device: torch.device, amp_dtype: torch.dtype | None) -> list[torch.Tensor]:
+    """Each model's merged probabilities for one batch; every view is made once and fed to all models."""
+    acc: list[torch.Tensor | None] = [None] * len(models)
     for view in views:
         with autocast(device, amp_dtype):
             logits = model(view.augment_image(images).contiguous())  # rot90 views are strided; conv wants dense
@@ -180,8 +203,9 @@ def predict_tables(ws: Workspace, exp: str, cfg: Config, tables: Any, models: di
     test_ids = tables.test["id"].astype(str).tolist()
     loader = _loader(tables.test, np.arange(len(tables.test)), cfg, ws, progress)
     out, per_fold = {}, []
-    for fold, model in models.items():
-        probs = _predict(model, loader, cfg, device, progress)
+    all_probs = predict_tta_models(models, loader, tta=cfg.tta.transforms, merge=cfg.tta.merge, device=device,
+                                   amp=cfg.train.amp, progress=progress)  # one pass over the test images
+    for fold, probs in all_probs.items():
         out[ws.test_probs_csv(exp, fold)] = probs_frame(test_ids, probs, tables.classes)
         per_fold.append(probs)
     out[ws.test_probs_csv(exp)] = probs_frame(test_ids, np.mean(per_fold, axis=0), tables.classes)

@@ -93,3 +93,48 @@ def test_bad_merge_and_empty_loader(model):
         predict_tta(model, [], merge="max")
     with pytest.raises(CompError, match="no batches"):
         predict_tta(model, [])
+
+
+def _reference_per_model(model, loader, tta_name, merge):
+    """The pre-issue-16 algorithm: one pass over the loader per model, views merged in order."""
+    views, out = list(build_tta(tta_name, size=(32, 32))), []
+    with torch.inference_mode():
+        for images, _ in loader:
+            acc = None
+            for view in views:
+                probs = torch.softmax(model(view.augment_image(images).contiguous()).float(), dim=1)
+                term = probs if merge == "mean" else torch.log(probs.clamp_min(1e-7))
+                acc = term if acc is None else acc + term
+            acc = acc / len(views)
+            out.append(acc if merge == "mean" else torch.softmax(acc, dim=1))
+    probs = torch.cat(out).double().numpy()
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+class CountingLoader:
+    """A loader that counts how often it is iterated."""
+
+    def __init__(self, batches):
+        self.batches, self.passes = batches, 0
+
+    def __iter__(self):
+        self.passes += 1
+        return iter(self.batches)
+
+
+@pytest.mark.parametrize("tta_name,merge", [("hflip", "mean"), ("d4", "gmean"), ("five_crop", "mean")])
+def test_all_fold_models_in_one_pass_match_the_per_model_loop_bytewise(loader, tta_name, merge):
+    from comp.predict import predict_tta_models
+
+    models = {}
+    for fold in (0, 2, 3):
+        torch.manual_seed(fold)
+        models[fold] = timm.create_model("test_resnet", pretrained=False, num_classes=5).eval()
+    counting = CountingLoader(loader)
+    got = predict_tta_models(models, counting, tta=tta_name, merge=merge)
+    assert counting.passes == 1  # the test images are read once for every fold model
+    assert list(got) == [0, 2, 3]
+    for fold, model in models.items():
+        want = _reference_per_model(model, loader, tta_name, merge)
+        assert got[fold].dtype == want.dtype and got[fold].tobytes() == want.tobytes(), fold
+    assert not np.array_equal(got[0], got[2])  # the models really differ
