@@ -308,12 +308,13 @@ def finished_result(out_dir: Path, cfg: Config, fold: int) -> FoldResult | None:
 
 def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_dir: Path, *,
              ws: Workspace, progress: Progress = SILENT,
-             on_epoch: Callable[[int, dict], None] | None = None) -> FoldResult:
+             on_epoch: Callable[[int, dict], None] | None = None, resumable: bool = True) -> FoldResult:
     """Train on fold_of != fold, validate on fold_of == fold; write out_dir/{best.pt,last.pt,history.csv}.
 
     Resumes from last.pt when it matches cfg.train_hash(); returns at once when the fold finished.
     on_epoch(epoch, {"score", "val_loss"}) runs after each epoch's checkpoints are written; what it
-    raises (e.g. optuna.TrialPruned) propagates.
+    raises (e.g. optuna.TrialPruned) propagates. resumable=False writes last.pt only when the fold finishes
+    (a tuning trial is never resumed: per-epoch checkpoints would be time spent outside training).
     """
     out_dir = Path(out_dir)
     done = finished_result(out_dir, cfg, fold)
@@ -334,7 +335,7 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
             resume(parts, state, ckpt)
             log.info("fold %d: resuming from epoch %d", fold, state.epoch + 1)
         run_epochs(cfg, tables, fold, out_dir, parts, state, loaders, val_idx,
-                   progress=progress, on_epoch=on_epoch)
+                   progress=progress, on_epoch=on_epoch, resumable=resumable)
     distributed.barrier()  # rank 0 has written best.pt and last.pt
     result = finished_result(out_dir, cfg, fold)
     if result is None:
@@ -344,7 +345,7 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
 
 def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Parts, state: FitState,
                loaders: tuple[DataLoader, DataLoader], val_idx: np.ndarray, *, progress: Progress,
-               on_epoch: Callable[[int, dict], None] | None) -> None:
+               on_epoch: Callable[[int, dict], None] | None, resumable: bool = True) -> None:
     """The epoch loop: train, validate, keep the best, write history and last.pt, stop early."""
     metric, epochs = get_metric(cfg.metric), cfg.train.epochs
     train_loader, val_loader = loaders
@@ -374,7 +375,8 @@ def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Par
         state.finished = state.epoch >= epochs or (patience is not None and state.bad_epochs >= patience)
         if distributed.is_main():  # under DDP the other ranks hold the same state and write nothing
             write_csv(out_dir / "history.csv", history_frame(state.history))
-            save_last(out_dir, base, parts, state)
+            if resumable or state.finished:
+                save_last(out_dir, base, parts, state)
         progress.note(**{"val_loss": best.val_loss, metric.name: best.score})
         progress.log(epoch_line(fold, epoch, epochs, state.history[-1], metric.name, improved))
         if on_epoch is not None:
