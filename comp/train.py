@@ -19,7 +19,8 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from comp import distributed
 from comp.config import Config, read_yaml
-from comp.data.tables import Tables, load_tables
+from comp.data.checked import load_checked_tables
+from comp.data.tables import Tables
 from comp.engine import FoldResult, finished_result, fit_fold
 from comp.errors import CompError
 from comp.locks import FoldLocked, fold_lock, live_holder, short_lock
@@ -120,7 +121,7 @@ def prepare_experiment(cfg: Config, ws: Workspace, exp: str, *, force: bool = Fa
     with distributed.main_first():
         if force and distributed.is_main():
             wipe_outputs(ws, exp)
-        tables = load_tables(cfg, ws, progress=progress)
+        tables = load_checked_tables(cfg, ws, progress=progress)  # each image decoded once: check + cache
         folds = ensure_folds(ws, tables, cfg)
         record = folds_file_record(ws, folds)
         check_experiment(cfg, ws, exp, record)

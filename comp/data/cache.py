@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -94,11 +95,12 @@ def resize(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 
 def load_image(
-    path: str, box: np.ndarray | None, *, hw: tuple[int, int], margin: float, fractional: bool = False
+    path: str, box: np.ndarray | None, *, hw: tuple[int, int], margin: float, fractional: bool = False,
+    reader: Callable[[str], np.ndarray] = read_rgb,
 ) -> np.ndarray:
-    """One image decoded to RGB, cropped to its box and resized: what the cache stores."""
+    """One image decoded to RGB (by `reader`), cropped to its box and resized: what the cache stores."""
     try:
-        img = read_rgb(path)
+        img = reader(path)
     except (OSError, ValueError, SyntaxError) as exc:
         raise CompError(f"could not decode {path} ({type(exc).__name__}: {exc}); replace the file or drop its row") from exc
     return resize(crop_box(img, box, margin, fractional=fractional), hw)
@@ -185,8 +187,12 @@ def cache_key(paths: list[str], boxes: np.ndarray | None, *, hw: tuple[int, int]
     return digest.hexdigest()[:20]
 
 
-def prepare_images(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, progress: Progress = SILENT) -> ImageStore:
-    """An ImageStore for the rows of `frame` (columns path, optional bx0..by1), built once and cached on disk."""
+def prepare_images(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, progress: Progress = SILENT,
+                   reader: Callable[[str], np.ndarray] = read_rgb) -> ImageStore:
+    """An ImageStore for the rows of `frame` (columns path, optional bx0..by1), built once and cached on disk.
+
+    `reader` decodes a file when the cache is built (comp.data.checked checks each image in that same decode).
+    """
     paths = frame["path"].astype(str).tolist()
     boxes = frame_boxes(frame)
     hw = cache_hw(cfg)
@@ -206,7 +212,8 @@ def prepare_images(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, progress:
             if not _valid(target, len(paths), hw):
                 _sweep_stale(target.parent)
                 check_space(target.parent, len(paths) * hw[0] * hw[1] * 3)
-                build_cache(target, paths, boxes, hw=hw, margin=margin, fractional=fractional, progress=progress)
+                build_cache(target, paths, boxes, hw=hw, margin=margin, fractional=fractional, progress=progress,
+                            reader=reader)
     else:
         log.debug("reusing image cache %s", target)
     return ImageStore(array_path=target)
@@ -254,13 +261,14 @@ def build_cache(
     fractional: bool = False,
     progress: Progress = SILENT,
     n_workers: int | None = None,
+    reader: Callable[[str], np.ndarray] = read_rgb,
 ) -> Path:
     """Decode all images in threads into a temporary .npy memmap, then rename it to `target`."""
     workers = n_workers or min(8, (os.cpu_count() or 2) * 2)
 
     def one(i: int) -> np.ndarray:
         box = None if boxes is None else boxes[i]
-        return load_image(paths[i], box, hw=hw, margin=margin, fractional=fractional)
+        return load_image(paths[i], box, hw=hw, margin=margin, fractional=fractional, reader=reader)
 
     start = time.perf_counter()
     with atomic_path(target) as tmp:

@@ -21,20 +21,25 @@ CHECK_CACHE_VERSION = 1
 def read_rgb(path: str | Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB from grayscale, RGBA, palette, 16-bit or EXIF-rotated files."""
     with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img)
-        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(img, dtype=np.float64)
-            peak = 65535.0 if arr.max() > 255 else 255.0
-            img = Image.fromarray((arr / peak * 255.0).round().clip(0, 255).astype(np.uint8))
-        elif img.mode == "F":
-            arr = np.asarray(img, dtype=np.float64)
-            lo, hi = float(arr.min()), float(arr.max())
-            img = Image.fromarray(((arr - lo) / max(hi - lo, 1e-12) * 255).astype(np.uint8))
-        if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-            img = img.convert("RGBA")
-            background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-            img = Image.alpha_composite(background, img)
-        return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+        return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> np.ndarray:
+    """An opened image as (H, W, 3) uint8 RGB (what read_rgb returns)."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray((arr / peak * 255.0).round().clip(0, 255).astype(np.uint8))
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        img = Image.fromarray(((arr - lo) / max(hi - lo, 1e-12) * 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
 
 
 def _stamp(path: str) -> str:
@@ -92,6 +97,28 @@ def _inspect(path: str) -> dict:
     except Exception as exc:  # any decoder error means "corrupt" to the user
         info["error"] = f"{type(exc).__name__}: {exc}"
     return info
+
+
+def inspect_rgb(path: str) -> tuple[dict, np.ndarray]:
+    """_inspect's facts and the RGB pixels from one decode; a file that does not decode raises after noting why."""
+    info = {"path": path, "ok": False, "error": "", "width": 0, "height": 0, "mode": "", "format": "",
+            "bytes": os.path.getsize(path)}
+    with Image.open(path) as img:
+        info.update(width=img.width, height=img.height, mode=img.mode, format=img.format or "")
+        img.load()
+        rgb = to_rgb(img)
+    info["ok"] = True
+    return info, rgb
+
+
+def record_checks(cache_file: Path, infos: dict[str, dict]) -> None:
+    """Add check_images results found elsewhere (a cache build decoding each file) to its cache file."""
+    if not infos:
+        return
+    cache = _read_cache(cache_file, CHECK_CACHE_VERSION)
+    for path, info in infos.items():
+        cache[path] = {**info, "stamp": _stamp(path)}
+    write_json(cache_file, {"version": CHECK_CACHE_VERSION, "files": cache})
 
 
 def check_images(

@@ -138,8 +138,8 @@ def canonical(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, labelled: bool
     return out
 
 
-def check_files(frame: pd.DataFrame, ws: Workspace, name: str, progress: Progress) -> pd.DataFrame:
-    """Missing files and corrupt images are errors naming how many and which."""
+def check_exist(frame: pd.DataFrame, name: str) -> None:
+    """Missing files are an error naming how many and which."""
     exists = np.array([Path(p).is_file() for p in frame["path"]])
     if not exists.all():
         missing = frame["path"][~exists].tolist()
@@ -147,6 +147,11 @@ def check_files(frame: pd.DataFrame, ws: Workspace, name: str, progress: Progres
             f"{len(missing)} of {len(frame)} images in {name} do not exist, e.g. {missing[:3]}; "
             "check data.image_root and the image column in comp.yaml"
         )
+
+
+def check_files(frame: pd.DataFrame, ws: Workspace, name: str, progress: Progress) -> pd.DataFrame:
+    """Missing files and corrupt images are errors naming how many and which."""
+    check_exist(frame, name)
     info = check_images(frame["path"].tolist(), ws.cache_dir / "image_check.json", progress=progress)
     bad = info[~info["ok"]]
     if len(bad):

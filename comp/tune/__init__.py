@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 import pandas as pd
 
 from comp.config import Config
-from comp.data.tables import load_tables
+from comp.data.checked import load_checked_tables
 from comp.folds import ensure_folds, parse_fold_selection
 from comp.metrics import get_metric
 from comp.progress import SILENT, Progress
@@ -102,7 +102,7 @@ def tune_experiment(
 ) -> TuneResult:
     """Run (or resume, or join) the study until it holds `trials` trials; write the tuned YAML and report."""
     plan = _plan(cfg, exp, trials=trials, timeout=timeout, folds=folds, study_name=study_name)
-    tables = load_tables(cfg, ws, progress=progress)
+    tables = load_checked_tables(cfg, ws, progress=progress)  # checked and cached once for every trial
     fold_of = ensure_folds(ws, tables, cfg).fold_of(tables.train)
     journal = ws.tune_journal(exp)
     epochs = cfg.tune.epochs or cfg.train.epochs
