@@ -1,4 +1,4 @@
-"""Duplicates and near-duplicates by 64-bit perceptual hash: vectorised Hamming distances, blockwise."""
+"""Duplicates and near-duplicates by 64-bit perceptual hash: multi-index hashing (sub-quadratic), or blockwise brute force."""
 
 from __future__ import annotations
 
@@ -21,11 +21,75 @@ def hamming_pairs(
     threshold: int = 6,
     block_cells: int = 4_000_000,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, distance) for every pair with Hamming distance <= threshold.
+    """(i, j, distance) for every pair with Hamming distance <= threshold, ordered by (i, j).
 
-    With b=None, pairs within a with i < j; otherwise i indexes a and j indexes b. Memory is
-    O(block_cells): each block of rows of a is XORed against all of b and counted with popcount.
+    With b=None, pairs within a with i < j; otherwise i indexes a and j indexes b. Large inputs use
+    multi-index hashing (sub-quadratic); small ones, or thresholds above MIH_MAX_THRESHOLD, the dense search.
     """
+    n_b = len(a) if b is None else len(b)
+    if threshold > MIH_MAX_THRESHOLD or len(a) * n_b <= block_cells:
+        return dense_hamming_pairs(a, b, threshold=threshold, block_cells=block_cells)
+    return mih_hamming_pairs(a, b, threshold=threshold)
+
+
+MIH_CHUNKS = 4  # 16-bit substrings: a pair within distance t has a substring within t // 4 (pigeonhole)
+MIH_MAX_THRESHOLD = 11  # up to 2 flipped bits per substring (137 probes); beyond, the dense search
+
+
+def _flip_masks(bits: int, radius: int) -> np.ndarray:
+    """Every `bits`-bit mask with at most `radius` bits set."""
+    from itertools import combinations
+
+    masks = [sum(1 << k for k in combo) for r in range(radius + 1) for combo in combinations(range(bits), r)]
+    return np.array(masks, dtype=np.uint64)
+
+
+def _ranges_to_pairs(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(query index, sorted position) for every position in [starts[q], stops[q]) of every query q."""
+    counts = stops - starts
+    query = np.repeat(np.arange(len(starts)), counts)
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    return query, np.repeat(starts, counts) + offsets
+
+
+def mih_hamming_pairs(a: np.ndarray, b: np.ndarray | None = None, *,
+                      threshold: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """hamming_pairs by multi-index hashing: probe each 16-bit substring of a within t // 4 flips in b's sorted substrings."""
+    a = np.asarray(a, dtype=np.uint64)
+    same = b is None
+    b = a if same else np.asarray(b, dtype=np.uint64)
+    masks = _flip_masks(64 // MIH_CHUNKS, threshold // MIH_CHUNKS)
+    found_i, found_j = [], []
+    for c in range(MIH_CHUNKS):
+        shift = np.uint64(16 * c)
+        sub_b = ((b >> shift) & np.uint64(0xFFFF)).astype(np.int64)
+        order = np.argsort(sub_b, kind="stable")  # b's rows bucketed by this substring
+        ends = np.cumsum(np.bincount(sub_b, minlength=1 << 16))
+        starts = ends - np.bincount(sub_b, minlength=1 << 16)
+        sub_a = ((a >> shift) & np.uint64(0xFFFF)).astype(np.int64)
+        for mask in masks.astype(np.int64):
+            probe = sub_a ^ mask
+            i, pos = _ranges_to_pairs(starts[probe], ends[probe])
+            j = order[pos]
+            keep = np.bitwise_count(a[i] ^ b[j]) <= threshold
+            if same:
+                keep &= i < j
+            found_i.append(i[keep])
+            found_j.append(j[keep])
+    i, j = np.concatenate(found_i).astype(np.int64), np.concatenate(found_j).astype(np.int64)
+    key = np.unique(i * len(b) + j)  # a pair found through several substrings once, ordered by (i, j)
+    i, j = key // len(b), key % len(b)
+    return i, j, np.bitwise_count(a[i] ^ b[j]).astype(np.int64)
+
+
+def dense_hamming_pairs(
+    a: np.ndarray,
+    b: np.ndarray | None = None,
+    *,
+    threshold: int = 6,
+    block_cells: int = 4_000_000,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """hamming_pairs by brute force: each block of rows of a XORed against all of b (memory O(block_cells))."""
     a = np.asarray(a, dtype=np.uint64)
     same = b is None
     b = a if same else np.asarray(b, dtype=np.uint64)
