@@ -96,11 +96,11 @@ def resize(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 def load_image(
     path: str, box: np.ndarray | None, *, hw: tuple[int, int], margin: float, fractional: bool = False,
-    reader: Callable[[str], np.ndarray] = read_rgb,
+    reader: Callable[[str], np.ndarray] | None = None,
 ) -> np.ndarray:
     """One image decoded to RGB (by `reader`), cropped to its box and resized: what the cache stores."""
     try:
-        img = reader(path)
+        img = (reader or read_rgb)(path)  # looked up at call time (tests count decodes)
     except (OSError, ValueError, SyntaxError) as exc:
         raise CompError(f"could not decode {path} ({type(exc).__name__}: {exc}); replace the file or drop its row") from exc
     return resize(crop_box(img, box, margin, fractional=fractional), hw)
@@ -188,7 +188,7 @@ def cache_key(paths: list[str], boxes: np.ndarray | None, *, hw: tuple[int, int]
 
 
 def prepare_images(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, progress: Progress = SILENT,
-                   reader: Callable[[str], np.ndarray] = read_rgb) -> ImageStore:
+                   reader: Callable[[str], np.ndarray] | None = None) -> ImageStore:
     """An ImageStore for the rows of `frame` (columns path, optional bx0..by1), built once and cached on disk.
 
     `reader` decodes a file when the cache is built (comp.data.checked checks each image in that same decode).
@@ -261,7 +261,7 @@ def build_cache(
     fractional: bool = False,
     progress: Progress = SILENT,
     n_workers: int | None = None,
-    reader: Callable[[str], np.ndarray] = read_rgb,
+    reader: Callable[[str], np.ndarray] | None = None,
 ) -> Path:
     """Decode all images in threads into a temporary .npy memmap, then rename it to `target`."""
     workers = n_workers or min(8, (os.cpu_count() or 2) * 2)
