@@ -9,7 +9,8 @@ import torch
 from comp.config import Config, load_config
 from comp.data.augment import build_eval_transform
 from comp.data.cache import ImageStore, prepare_images
-from comp.data.dataset import ImageDataset, build_eval_loader, build_train_loader, class_weights, set_epoch
+from comp.data.dataset import ImageDataset, class_weights, set_epoch
+from comp.loaders import eval_loader, train_loader
 from comp.data.tables import load_tables
 from comp.errors import CompError
 from comp.workspace import Workspace
@@ -43,7 +44,7 @@ def memory_store(n: int) -> ImageStore:
 
 def test_drop_last_keeps_batches_full(tiny):
     store, y, cfg = tiny
-    loader = build_train_loader(store, np.arange(30), y, with_train(cfg, batch_size=8), seed=0)
+    loader = train_loader(with_train(cfg, batch_size=8), store, np.arange(30), y, seed=0)
     batches = epoch_batches(loader, 0)
     assert len(batches) == 3 and all(x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 for x, _ in batches)
     seen = torch.cat([b for _, b in batches])
@@ -53,14 +54,14 @@ def test_drop_last_keeps_batches_full(tiny):
 def test_batch_larger_than_data_is_an_error(tiny):
     store, y, cfg = tiny
     with pytest.raises(CompError, match="batch_size=64 is larger than the 10 training samples"):
-        build_train_loader(store, np.arange(10), y, with_train(cfg, batch_size=64), seed=0)
+        train_loader(with_train(cfg, batch_size=64), store, np.arange(10), y, seed=0)
 
 
 @pytest.mark.parametrize("how,low,high", [("balanced", 0.42, 0.58), ("sqrt", 0.16, 0.36)])
 def test_sampler_balances_imbalanced_classes(how, low, high):
     labels = np.array([0] * 900 + [1] * 100)
     cfg = Config.model_validate({"train": {"sampler": how, "sample_ratio": 2.0, "batch_size": 8}})
-    loader = build_train_loader(memory_store(1000), np.arange(1000), labels, cfg, seed=3, transform=None)
+    loader = train_loader(cfg, memory_store(1000), np.arange(1000), labels, seed=3, transform=None)
     draws = [pos for pos, _ in loader.sampler]
     assert len(draws) == 2000  # round(sample_ratio * n)
     share = np.mean(labels[draws] == 1)  # sqrt: 1/sqrt(100) / (1/sqrt(100) + 9/sqrt(900)) = 0.25
@@ -77,20 +78,20 @@ def test_explicit_sampler_weights_and_their_validation():
     cfg = Config.model_validate({"train": {"batch_size": 2}})
     weights = np.zeros(10)
     weights[3] = 1.0
-    loader = build_train_loader(memory_store(10), np.arange(10), None, cfg, seed=0, sampler_weights=weights)
+    loader = train_loader(cfg, memory_store(10), np.arange(10), None, seed=0, sampler_weights=weights)
     assert {pos for pos, _ in loader.sampler} == {3}
     with pytest.raises(CompError, match="sampler weights must be 10 finite non-negative"):
-        build_train_loader(memory_store(10), np.arange(10), None, cfg, seed=0, sampler_weights=-weights)
+        train_loader(cfg, memory_store(10), np.arange(10), None, seed=0, sampler_weights=-weights)
 
 
 def test_same_seed_same_batches_and_resume_at_an_epoch(tiny):
     store, y, cfg = tiny
-    a = build_train_loader(store, np.arange(36), y, cfg, seed=5)
-    b = build_train_loader(store, np.arange(36), y, cfg, seed=5)
+    a = train_loader(cfg, store, np.arange(36), y, seed=5)
+    b = train_loader(cfg, store, np.arange(36), y, seed=5)
     a0, a1 = epoch_batches(a, 0), epoch_batches(a, 1)
     assert same(a0, epoch_batches(b, 0))
-    assert same(a1, epoch_batches(build_train_loader(store, np.arange(36), y, cfg, seed=5), 1))  # resumed run
-    assert not same(a0, epoch_batches(build_train_loader(store, np.arange(36), y, cfg, seed=6), 0))
+    assert same(a1, epoch_batches(train_loader(cfg, store, np.arange(36), y, seed=5), 1))  # resumed run
+    assert not same(a0, epoch_batches(train_loader(cfg, store, np.arange(36), y, seed=6), 0))
 
 
 def by_sample(batches) -> dict[int, torch.Tensor]:
@@ -101,7 +102,7 @@ def by_sample(batches) -> dict[int, torch.Tensor]:
 def test_each_epoch_augments_differently(tiny):
     store, _, cfg = tiny
     ids = np.arange(36)  # labels = row ids, to follow each image across epochs
-    loader = build_train_loader(store, ids, ids, cfg, seed=1)
+    loader = train_loader(cfg, store, ids, ids, seed=1)
     e0, e1 = by_sample(epoch_batches(loader, 0)), by_sample(epoch_batches(loader, 1))
     common = sorted(set(e0) & set(e1))
     assert len(common) > 20
@@ -112,8 +113,8 @@ def test_each_epoch_augments_differently(tiny):
 
 def test_two_workers_give_the_same_batches_as_none(tiny):
     store, y, cfg = tiny
-    serial = build_train_loader(store, np.arange(36), y, cfg, seed=2)
-    parallel = build_train_loader(store, np.arange(36), y, with_train(cfg, num_workers=2), seed=2)
+    serial = train_loader(cfg, store, np.arange(36), y, seed=2)
+    parallel = train_loader(with_train(cfg, num_workers=2), store, np.arange(36), y, seed=2)
     for epoch in (0, 1):
         assert same(epoch_batches(serial, epoch), epoch_batches(parallel, epoch))
 
@@ -121,14 +122,14 @@ def test_two_workers_give_the_same_batches_as_none(tiny):
 def test_eval_loader_keeps_order_and_every_row(tiny):
     store, y, cfg = tiny
     order = np.array([5, 3, 30, 0, 17, 9, 11])
-    loader = build_eval_loader(store, order, cfg, batch_size=3, labels=np.arange(36))
+    loader = eval_loader(cfg, store, order, batch_size=3, labels=np.arange(36))
     xs, ids = zip(*loader)
     assert torch.cat(ids).tolist() == order.tolist()  # no shuffle, no drop_last
     assert torch.cat(xs).shape == (7, 3, 32, 32)
     transform = build_eval_transform(cfg, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     direct = transform(image=store[30])["image"]
     assert torch.equal(torch.cat(xs)[2], direct)  # the one eval pipeline, test_resnet's norm
-    unlabelled = build_eval_loader(store, order, cfg)
+    unlabelled = eval_loader(cfg, store, order)
     assert torch.cat([b for _, b in unlabelled]).tolist() == [-1] * 7
 
 
@@ -155,20 +156,19 @@ def test_ranks_draw_disjoint_equal_shares_of_each_epoch():
     cfg = Config.model_validate({"train": {"batch_size": 2}})
     draws = []
     for rank in range(3):
-        loader = build_train_loader(memory_store(20), np.arange(20), None, cfg, seed=4, rank=rank, world_size=3,
-                                    transform=None)
+        loader = train_loader(cfg, memory_store(20), np.arange(20), None, seed=4, rank=rank, world_size=3)
         set_epoch(loader, 2)
         draws.append([pos for pos, _ in loader.sampler])
     assert [len(d) for d in draws] == [6, 6, 6]
     assert len(set().union(*map(set, draws))) == 18  # disjoint
     with pytest.raises(CompError, match="rank must be in"):
-        build_train_loader(memory_store(20), np.arange(20), None, cfg, seed=4, rank=3, world_size=3)
+        train_loader(cfg, memory_store(20), np.arange(20), None, seed=4, rank=3, world_size=3)
 
 
 def test_batched_fetch_equals_item_by_item(tiny):
     """__getitems__ (one tensor written per batch) must give exactly what __getitem__ + stacking gives."""
     store, y, cfg = tiny
-    loader = build_train_loader(store, np.arange(36), y, cfg, seed=9)
+    loader = train_loader(cfg, store, np.arange(36), y, seed=9)
     set_epoch(loader, 3)
     draws = list(loader.sampler)[:8]
     set_epoch(loader, 3)
@@ -223,5 +223,5 @@ def test_workers_do_not_deadlock_after_the_parent_used_opencv_threads():
     store = ImageStore(array=np.zeros((24, 36, 36, 3), np.uint8))
     cfg = Config.model_validate({"model": {"name": "test_resnet"}, "image": {"size": 32},
                                  "train": {"batch_size": 8, "num_workers": 2}})
-    loader = build_train_loader(store, np.arange(24), np.arange(24) % 2, cfg, seed=0)
+    loader = train_loader(cfg, store, np.arange(24), np.arange(24) % 2, seed=0)
     assert sum(len(x) for x, _ in loader) == 24

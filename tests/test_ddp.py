@@ -16,7 +16,7 @@ from conftest import build_workspace
 
 from comp.config import load_config
 from comp.data.cache import prepare_images
-from comp.data.dataset import build_eval_loader
+from comp.loaders import eval_loader
 from comp.models import build_model
 from comp.workspace import Workspace
 
@@ -75,7 +75,7 @@ def single_process_probs(root: Path, ckpt: dict, ids: list[str]) -> np.ndarray:
     model.load_state_dict(ckpt["model"])  # strict: no "module." prefix from the DDP wrapper
     model.eval()
     store = prepare_images(tables.train, cfg, Workspace.at(root))
-    loader = build_eval_loader(store, np.array([row_of[i] for i in ids]), cfg, batch_size=5)
+    loader = eval_loader(cfg, store, np.array([row_of[i] for i in ids]), batch_size=5)
     with torch.no_grad():
         return torch.cat([torch.softmax(model(x), 1) for x, _ in loader]).numpy()
 
@@ -94,7 +94,7 @@ def test_ddp_fold_validates_every_row_once_and_rank0_writes(ddp_ws: Path) -> Non
     assert not any(k.startswith("module.") for k in ckpt["model"])
     np.testing.assert_allclose(ckpt["val_probs"].numpy(), single_process_probs(ddp_ws, ckpt, val_ids), atol=1e-5)
     history = pd.read_csv(exp / "fold0" / "history.csv")
-    assert history["epoch"].tolist() == [0, 1]  # one writer: no duplicated rows
+    assert history["epoch"].tolist() == [1, 2]  # one writer: no duplicated rows
     assert not (exp / "fold1").exists()
 
 
@@ -110,7 +110,7 @@ def test_interrupted_ddp_fold_resumes_to_the_same_weights(ddp_ws: Path, tmp_path
     torchrun(root, "-m", "comp")  # every rank loads last.pt and goes on with epoch 2
     resumed = pd.read_csv(fold0 / "history.csv")
     straight = pd.read_csv(ddp_ws / "experiments" / "baseline" / "fold0" / "history.csv")
-    assert resumed["epoch"].tolist() == [0, 1]
+    assert resumed["epoch"].tolist() == [1, 2]
     cols = ["train_loss", "val_loss", "metric"]
     np.testing.assert_allclose(resumed[cols].to_numpy(), straight[cols].to_numpy(), rtol=0, atol=1e-6)
     a = torch.load(fold0 / "best.pt", weights_only=True)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
-from comp.config import Config
+from comp.config import TrainConfig
 from comp.data.cache import ImageStore
 from comp.errors import CompError
 
@@ -181,68 +182,78 @@ def class_weights(labels: np.ndarray, how: str) -> np.ndarray:
     return per_class[inverse]
 
 
-def _sampler(labels: np.ndarray | None, n: int, cfg: Config, *, seed: int, weights: np.ndarray | None,
+@dataclass(frozen=True)
+class LoaderSettings:
+    """What the loaders take from a run's settings, resolved for this machine (they read no Config and no model)."""
+
+    batch_size: int
+    num_workers: int = 0
+    pin_memory: bool = False
+    sampler: str | None = None  # balanced | sqrt | None (train.sampler)
+    sample_ratio: float = 1.0  # draws per epoch / training rows, with a sampler
+
+
+def loader_settings(train: TrainConfig) -> LoaderSettings:
+    """train.* as LoaderSettings: worker count from train.num_workers (auto: from device and cores), pinned memory
+    when training on a GPU."""
+    from comp.data.workers import resolve_workers, uses_gpu
+
+    return LoaderSettings(batch_size=train.batch_size, num_workers=resolve_workers(train.num_workers, train.device),
+                          pin_memory=uses_gpu(train.device), sampler=train.sampler,
+                          sample_ratio=train.sample_ratio)
+
+
+def _sampler(labels: np.ndarray | None, n: int, settings: LoaderSettings, *, seed: int, weights: np.ndarray | None,
              rank: int, world_size: int) -> EpochSampler:
-    t = cfg.train
-    if weights is None and t.sampler is not None:
+    if weights is None and settings.sampler is not None:
         if labels is None:
-            raise CompError(f"train.sampler={t.sampler!r} needs labels; pass them to build_train_loader")
-        weights = class_weights(labels, t.sampler)
+            raise CompError(f"train.sampler={settings.sampler!r} needs labels; pass them to build_train_loader")
+        weights = class_weights(labels, settings.sampler)
     if weights is None:
         return EpochSampler(n, seed=seed, rank=rank, world_size=world_size)
     weights = np.asarray(weights, np.float64)
     if weights.shape != (n,) or not np.all(np.isfinite(weights)) or weights.min() < 0 or weights.sum() <= 0:
         raise CompError(f"sampler weights must be {n} finite non-negative numbers with a positive sum, got shape {weights.shape}")
-    if t.sample_ratio <= 0:
-        raise CompError(f"train.sample_ratio must be positive, got {t.sample_ratio}")
-    return EpochSampler(n, seed=seed, weights=weights, n_samples=max(1, round(t.sample_ratio * n)),
+    if settings.sample_ratio <= 0:
+        raise CompError(f"train.sample_ratio must be positive, got {settings.sample_ratio}")
+    return EpochSampler(n, seed=seed, weights=weights, n_samples=max(1, round(settings.sample_ratio * n)),
                         rank=rank, world_size=world_size)
-
-
-def _pin(cfg: Config) -> bool:
-    return cfg.train.device != "cpu" and torch.cuda.is_available()
 
 
 def build_train_loader(
     store: ImageStore,
     indices: np.ndarray,
     labels: np.ndarray | None,
-    cfg: Config,
+    settings: LoaderSettings,
     *,
+    transform: Any,
     seed: int,
     sampler_weights: np.ndarray | None = None,
-    transform: Any = None,
     rank: int = 0,
     world_size: int = 1,
 ) -> DataLoader:
     """Shuffled (or class-weighted) training batches, last incomplete batch dropped, augmentation seeded per epoch.
 
-    labels: per store row or per index (see ImageDataset). sampler_weights (one per index)
-    override train.sampler. transform defaults to the train pipeline. rank/world_size shard
-    each epoch's draws across DistributedDataParallel processes.
+    Args:
+        store: the decoded images (comp.data.cache.prepare_images).
+        indices: the store rows to train on; labels: per store row or per index (see ImageDataset).
+        settings: batch size, workers, pinned memory, sampler (loader_settings(cfg.train)).
+        transform: the train pipeline (comp.data.augment.build_train_transform with the model's mean and std).
+        seed: the fold's seed; every epoch's order and augmentation follow (seed, epoch), whatever the workers.
+        sampler_weights: one per index, overriding settings.sampler.
+        rank, world_size: shard each epoch's draws across DistributedDataParallel processes.
     """
-    from comp.data.augment import build_train_transform
-    from comp.models import resolve_norm
-
-    if transform is None:
-        transform = build_train_transform(cfg, *resolve_norm(cfg.model))
     dataset = ImageDataset(store, indices, labels, transform)
-    sampler = _sampler(dataset.labels, len(dataset), cfg, seed=seed, weights=sampler_weights,
+    sampler = _sampler(dataset.labels, len(dataset), settings, seed=seed, weights=sampler_weights,
                        rank=rank, world_size=world_size)
-    batch_size = cfg.train.batch_size
+    batch_size = settings.batch_size
     if len(sampler) < batch_size:
         raise CompError(
             f"train.batch_size={batch_size} is larger than the {len(sampler)} training samples per epoch, "
             "so every batch would be dropped; lower train.batch_size"
         )
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, collate_fn=collate,
-                      **_worker_args(_workers(cfg), seed), pin_memory=_pin(cfg))
-
-
-def _workers(cfg: Config) -> int:
-    from comp.data.workers import resolve_workers
-
-    return resolve_workers(cfg.train.num_workers, cfg.train.device)
+                      **_worker_args(settings.num_workers, seed), pin_memory=settings.pin_memory)
 
 
 def _worker_args(num_workers: int, seed: int) -> dict[str, Any]:
@@ -262,20 +273,16 @@ def set_epoch(loader: DataLoader, epoch: int) -> None:
 def build_eval_loader(
     store: ImageStore,
     indices: np.ndarray,
-    cfg: Config,
+    settings: LoaderSettings,
     *,
+    transform: Any,
     batch_size: int | None = None,
-    transform: Any = None,
     labels: np.ndarray | None = None,
 ) -> DataLoader:
-    """Batches of (images, labels or -1) in `indices` order through the eval pipeline (default batch: 2x train)."""
-    from comp.data.augment import build_eval_transform
-    from comp.models import resolve_norm
-
-    if transform is None:
-        transform = build_eval_transform(cfg, *resolve_norm(cfg.model))
+    """Batches of (images, labels or -1) in `indices` order through `transform`, the eval pipeline (default batch: 2x
+    settings.batch_size)."""
     dataset = ImageDataset(store, indices, labels, transform)
-    workers = _workers(cfg)
+    workers = settings.num_workers
     extra = {"num_workers": workers, "persistent_workers": True} if workers > 0 else {}
-    return DataLoader(dataset, batch_size=batch_size or 2 * cfg.train.batch_size, shuffle=False, drop_last=False,
-                      collate_fn=collate, pin_memory=_pin(cfg), **extra)
+    return DataLoader(dataset, batch_size=batch_size or 2 * settings.batch_size, shuffle=False, drop_last=False,
+                      collate_fn=collate, pin_memory=settings.pin_memory, **extra)

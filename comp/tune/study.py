@@ -27,6 +27,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from comp.errors import CompError
+from comp.locks import pid_alive
 
 try:  # a process-wide file lock around "count, then ask"; not on Windows
     import fcntl
@@ -221,7 +222,7 @@ def fail_dead_local_trials(study: optuna.Study) -> list[int]:
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = trial.user_attrs.get("pid")
-        if trial.user_attrs.get("host") == host and pid is not None and not _alive(int(pid)):
+        if trial.user_attrs.get("host") == host and pid is not None and not pid_alive(int(pid), None):
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
             failed.append(trial.number)
     if failed:
@@ -258,16 +259,6 @@ def heartbeat(storage: BaseStorage | None, study: optuna.Study, number: int) -> 
     finally:
         done.set()
         thread.join()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager
