@@ -7,7 +7,10 @@ so every later stage appends to the same report and reruns never duplicate a sec
 
 from __future__ import annotations
 
+import base64
 import html
+import mimetypes
+import re
 from pathlib import Path
 
 import matplotlib
@@ -58,10 +61,29 @@ def add_section(ws: Workspace, exp: str, key: str, title: str, body: str, *, ord
 
 
 def render_report(ws: Workspace, exp: str) -> Path:
-    """report.html = all sections in order; image paths inside sections are relative to report/."""
+    """report.html = all sections in order, one self-contained file (every image embedded as a data URI)."""
     sections = sorted(ws.report_dir(exp).glob("*.html"))
     body = "\n".join(p.read_text() for p in sections)
-    return write_text(ws.report_html(exp), page(f"comp report: {exp}", body))
+    return write_text(ws.report_html(exp), page(f"comp report: {exp}", embed_images(body, ws.report_html(exp).parent)))
+
+
+_SRC = re.compile(r'src="([^"]+)"')
+
+
+def embed_images(body: str, folder: Path) -> str:
+    """Replace each src="relative.png" by a base64 data URI of the file under `folder` (a missing file is dropped)."""
+
+    def inline(match: re.Match) -> str:
+        src = html.unescape(match.group(1))
+        if src.startswith("data:"):
+            return match.group(0)
+        path = folder / src
+        if not path.is_file():
+            return 'src=""'
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return f'src="data:{mime};base64,{base64.b64encode(path.read_bytes()).decode("ascii")}"'
+
+    return _SRC.sub(inline, body)
 
 
 def report_image(ws: Workspace, exp: str, name: str) -> tuple[Path, str]:

@@ -62,7 +62,7 @@ def test_bad_value_names_key_and_value(tmp_path):
 
 
 def test_missing_comp_yaml_says_what_to_do(tmp_path):
-    with pytest.raises(CompError, match=r"no comp\.yaml in .*comp init"):
+    with pytest.raises(CompError, match=r"no comp\.yaml here .*run comp init"):
         load_config(tmp_path)
 
 

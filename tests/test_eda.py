@@ -121,17 +121,20 @@ def test_folds_heat_map_numbers(broken) -> None:
     assert f["n_groups_in_several_folds"] == 0
 
 
-def test_html_references_existing_images(broken) -> None:
+def test_html_embeds_every_image(broken) -> None:
+    """eda/report.html travels alone: every figure is embedded (the PNGs stay beside it too)."""
     root, result = broken
     page = result.report.read_text()
-    sources = re.findall(r'<img src="([^"]+)"', page)
-    assert {"classes.png", "groups.png", "images.png", "colour.png", "samples.png", "duplicates.png",
-            "folds.png"} <= set(sources)
-    for src in sources:
-        assert not Path(src).is_absolute() and (result.report.parent / src).stat().st_size > 0
+    images = re.findall(r'<img src="([^"]+)" alt="([^"]*)"', page)
+    assert {"classes", "groups", "images", "colour", "samples", "duplicates", "folds"} <= {alt for _, alt in images}
+    for src, alt in images:
+        assert src.startswith("data:image/png;base64,") and len(src) > 200, alt
+        assert (result.report.parent / f"{alt}.png").stat().st_size > 0
     for section in ("overview", "classes", "images", "colour", "samples", "duplicates", "problems", "folds"):
         assert f"<section id='{section}'>" in page
-    assert "p002_0" in page and "t000" in page
+    assert "p002_0" in page
+    dup = page[page.index("<section id='duplicates'>"):]
+    assert dup.index("conflicting labels") < dup.index("across groups") < dup.index("train/test pairs") < dup.index("<img")
 
 
 def test_rerun_is_reproducible_and_uses_the_caches(broken) -> None:
@@ -196,7 +199,7 @@ def test_bbox_crops_without_test_set(make_ws) -> None:
     (root / "comp.yaml").write_text(yaml.safe_dump(comp))
     result = _eda(root, samples=2)
     assert result.summary["n_test"] == 0 and result.summary["groups"] is None and result.summary["folds"] is None
-    assert '<img src="crops.png"' in result.report.read_text() and (root / "eda" / "crops.png").is_file()
+    assert 'alt="crops"' in result.report.read_text() and (root / "eda" / "crops.png").is_file()
     assert result.problems[["id", "problem"]].values.tolist() == [[train["id"][0], "unusual"]]
     assert result.problems["detail"][0] == "bounding box (2, 3, 40, 14) empty, missing or outside the 16x16 image"
 

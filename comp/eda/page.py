@@ -117,14 +117,15 @@ def samples_section(figures: dict[str, str]) -> str:
 def duplicates_section(s: dict, figures: dict[str, str], *, pairs: pd.DataFrame, ws: Workspace) -> str:
     d = s["duplicates"]
     counts = {k: v for k, v in d.items() if k.startswith("n_")}
-    text = (f"64-bit dHash, Hamming distance <= {d['threshold']}; kinds: test = train/test pair, "
-            "label = different labels, group = same label in different groups, train = same label (no groups)")
-    shown = pairs.head(MAX_SHOWN).copy()
-    for col in ("path_a", "path_b"):
-        shown[col] = [_relative(p, ws) for p in shown[col]]
-    body = _note(text) + table_html(pd.DataFrame([counts])) + (
-        table_html(shown) + _note(f"{len(pairs)} pairs in duplicates.csv") + _img(figures, "duplicates")
-        if len(pairs) else "<p>no near-duplicate pairs found</p>")
+    text = (f"64-bit dHash, Hamming distance <= {d['threshold']}; kinds: label = different labels, group = same "
+            "label in different groups, test = train/test pair, train = same label (no groups)")
+    lead = [f"{d.get('n_label_conflicts', 0)} pairs with conflicting labels (fix or drop one image)",
+            f"{d.get('n_cross_group', 0)} pairs across groups (they leak between folds: merge the groups)",
+            f"{d.get('n_train_test', 0)} train/test pairs (the leaderboard sees these)"]
+    body = "<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in lead) + "</ul>" + (
+        _img(figures, "duplicates") + _note(f"the first pairs above, actionable kinds first; all {len(pairs)} "
+                                            "pairs are listed in duplicates.csv")
+        if len(pairs) else "<p>no near-duplicate pairs found</p>") + _note(text) + table_html(pd.DataFrame([counts]))
     return _section("duplicates", "Duplicates and near-duplicates", body)
 
 

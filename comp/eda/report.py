@@ -18,7 +18,7 @@ from comp.eda.features import file_facts
 from comp.eda.page import render_body
 from comp.folds import check_record, folds_record
 from comp.progress import SILENT, Progress
-from comp.report import page, save_figure
+from comp.report import embed_images, page, save_figure
 from comp.workspace import Workspace, write_csv, write_json, write_text
 
 log = logging.getLogger("comp.eda")
@@ -122,9 +122,18 @@ def run_eda(
     summary["figures"] = sorted(figures.values())
     write_json(out / "summary.json", summary)
     body = render_body(summary, figures, pairs=pairs, problems=problems, ws=ws)
-    report = write_text(out / "report.html", page("comp eda: data report", body))
+    report = write_text(out / "report.html", page("comp eda: data report", embed_images(body, out)))
     log.debug("wrote %s", report)
     return EdaResult(summary=summary, report=report, pairs=pairs, problems=problems)
+
+
+ACTIONABLE = {"label": 0, "group": 1, "test": 2, "train": 3}  # label conflicts and cross-group leaks lead
+
+
+def actionable_first(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Pairs with label conflicts, then across groups, then train/test, then same-label train pairs."""
+    order = pairs["kind"].map(ACTIONABLE).fillna(len(ACTIONABLE))
+    return pairs.assign(_k=order).sort_values(["_k", "distance"], kind="stable").drop(columns="_k")
 
 
 def draw_figures(
@@ -152,7 +161,7 @@ def draw_figures(
         if "bx0" in train:
             todo["crops"] = lambda: plots.plot_samples(picked, samples, crop=margin)
     if len(pairs):
-        todo["duplicates"] = lambda: plots.plot_pairs(pairs)
+        todo["duplicates"] = lambda: plots.plot_pairs(actionable_first(pairs))
     if len(fold_counts):
         todo["folds"] = lambda: plots.plot_folds(fold_counts)
     names = {}

@@ -94,6 +94,18 @@ def _plot(ws: Workspace, exp: str, name: str, draw: Callable[[], Any]) -> str:
         return ""
 
 
+def label_history(ax: Any, trials: list[FrozenTrial]) -> Any:
+    """Integer trial ticks, and the score labelled with the epochs and folds the trials were scored on."""
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = sorted({t.user_attrs["epochs"] for t in trials if "epochs" in t.user_attrs})
+    folds = sorted({int(k[4:]) for t in trials for k in t.user_attrs if k.startswith("fold") and k[4:].isdigit()})
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"mean score over folds {folds} ({'/'.join(map(str, epochs)) or '?'} epochs a trial)")
+    return ax
+
+
 def tune_plots(ws: Workspace, exp: str, study: optuna.Study) -> list[str]:
     """Optimisation history, parameter importances (>= 2 complete trials, > 1 param), parallel coordinates."""
     from optuna.visualization import matplotlib as vis
@@ -102,7 +114,7 @@ def tune_plots(ws: Workspace, exp: str, study: optuna.Study) -> list[str]:
     if not complete:
         return []
     n_params = len({k for t in complete for k in t.params})
-    images = [_plot(ws, exp, "tune-history.png", lambda: vis.plot_optimization_history(study))]
+    images = [_plot(ws, exp, "tune-history.png", lambda: label_history(vis.plot_optimization_history(study), complete))]
     if len(complete) >= 2 and n_params > 1:
         images.append(_plot(ws, exp, "tune-importances.png", lambda: vis.plot_param_importances(study)))
     if n_params >= 1:

@@ -1,0 +1,159 @@
+"""The stages as the CLI and the Python API run them: a stage plus its trackers, report sections and results.
+
+comp.cli prints what these return; comp.api returns it to a notebook.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from comp.config import Config, load_config
+from comp.progress import SILENT, Progress
+from comp.workspace import Workspace
+
+log = logging.getLogger("comp.pipeline")
+
+
+def with_seed(overrides: Sequence[str], seed: int | None, key: str = "train.seed") -> list[str]:
+    """--seed N as one more --set override."""
+    return list(overrides) + ([f"{key}={seed}"] if seed is not None else [])
+
+
+def train_experiment(ws: Workspace, exp: str, cfg: Config, origins: dict[str, str] | None = None, *,
+                     folds: Any = None, force: bool = False, progress: Progress = SILENT,
+                     track: Sequence[str] | None = None, aggregate: bool = True, fold_logs: bool = True,
+                     runner: Callable[..., dict] | None = None) -> dict:
+    """fold_train (or `runner`, e.g. the --devices dispatcher) with trackers, config and environment sections."""
+    from comp import distributed
+    from comp.report_sections import config_section, environment_section
+    from comp.track import open_trackers, parse_track
+    from comp.train import fold_train
+
+    names = cfg.track if track is None else parse_track(track)
+    writes = aggregate and distributed.is_main()
+    with open_trackers(names if writes else (), ws, exp, cfg) as trackers:
+        on_epoch = trackers.on_epoch if trackers else None
+        if runner is None:
+            scores = fold_train(cfg, ws, exp, folds=folds, force=force, progress=progress, aggregate=aggregate,
+                                on_epoch=on_epoch, fold_logs=fold_logs)
+        else:
+            scores = runner(progress=progress)
+        if writes and scores:
+            config_section(ws, exp, cfg, origins or {})
+            environment_section(ws, exp, scores.get("environment") or {})
+            trackers.finish(ws, exp, scores)
+    return scores
+
+
+def resume_command(ws_arg: str, exp: str, overrides: Sequence[str], folds: str | None) -> str:
+    """The `comp fold-train` command that resumes an interrupted run (never with --force)."""
+    import shlex
+
+    parts = ["comp", "fold-train", "-w", ws_arg, "-e", exp]
+    if folds:
+        parts += ["--folds", folds]
+    for item in overrides:
+        parts += ["--set", item]
+    return shlex.join(parts)
+
+
+def predict(ws: Workspace, exp: str, cfg: Config, *, tta: str | None = None, oof: bool = False,
+            progress: Progress = SILENT) -> dict:
+    """predict_experiment, then the report's predict/TTA section."""
+    from comp.data.tables import load_tables
+    from comp.metrics import get_metric
+    from comp.predict import predict_experiment
+    from comp.report_sections import predict_section
+
+    summary = predict_experiment(cfg, ws, exp, tta=tta, oof=oof, progress=progress)
+    classes = load_tables(cfg, ws, check_images=False).classes
+    predict_section(ws, exp, summary, get_metric(cfg.metric), classes)
+    return summary
+
+
+def ensemble(ws: Workspace, experiments: Sequence[str], *, name: str | None = None, method: str = "mean",
+             weights: str = "auto", bias: bool = False, oof_source: str = "auto", tta: str | None = None,
+             seed: int = 0, overrides: Sequence[str] = (), progress: Progress = SILENT) -> tuple[dict, dict]:
+    """Predict stale members, fit the blend, write submissions/<name>.csv + .json; (how each member was used, result)."""
+    from comp.ensemble import METHODS
+    from comp.errors import CompError
+    from comp.predict import member_config, prepare_members
+    from comp.report_sections import ensemble_section
+    from comp.submission import make_submission
+
+    if method not in METHODS:
+        raise CompError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    experiments = list(experiments)
+    name = name or "-".join([*experiments, method])
+    ws.submission_csv(name)  # a plain name, checked before any work
+    cfg = member_config(ws, experiments[0], overrides) if experiments else load_config(ws.root)
+    used = prepare_members(ws, experiments, tta=tta, oof_source=oof_source, overrides=overrides, progress=progress)
+    result = make_submission(cfg, ws, experiments, name=name, method=method, weights=weights, bias=bias,
+                             oof_source=oof_source, seed=seed)
+    ensemble_section(ws, result)
+    return used, result
+
+
+# ---------------------------------------------------------------- the demo
+
+
+DEMO_MEMBERS = ("baseline", "effnet")
+
+
+@dataclass
+class DemoResult:
+    cv: dict[str, dict]
+    tuned: Any
+    blend: dict
+    hidden: float
+    estimates: Any  # DataFrame: what, metric
+
+
+def run_demo_stages(ws: Workspace, solution: Path, *, force: bool, epochs: int | None,
+                    progress: Callable[[], Any] = lambda: SILENT,
+                    step: Callable[[str], None] = lambda title: None,
+                    show: Callable[[str, Any], None] = lambda kind, value: None) -> DemoResult:
+    """Every stage after folds on the demo's two experiments; step(title) before each, show(kind, result) after."""
+    import pandas as pd
+
+    from comp.data.tables import load_tables
+    from comp.eda import run_eda
+    from comp.metrics import get_metric
+    from comp.submission import score_submission
+    from comp.tune import tune_experiment
+
+    overrides = [f"train.epochs={epochs}"] if epochs else []
+    step("3. eda: the data report")
+    with progress() as shown:
+        show("eda", run_eda(load_config(ws.root), ws, progress=shown))
+    cv = {}
+    for i, exp in enumerate(DEMO_MEMBERS):
+        step(f"{4 + i}. fold-train -e {exp}")
+        with progress() as shown:
+            cv[exp] = train_experiment(ws, exp, load_config(ws.root, exp, overrides), force=force, progress=shown)
+        show("scores", cv[exp])
+    step("6. tune -e baseline (a short study: lr and label smoothing, one fold, two epochs a trial)")
+    cfg = load_config(ws.root, "baseline")
+    with progress() as shown:
+        tuned = tune_experiment(ws, cfg, exp="baseline", progress=shown)
+    show("tuned", tuned)
+    step("7. predict with TTA (hflip), every fold of each experiment")
+    for exp in DEMO_MEMBERS:
+        with progress() as shown:
+            show("predicted", (exp, predict(ws, exp, load_config(ws.root, exp, overrides), oof=True, progress=shown)))
+    step("8. ensemble: weights fitted on TTA out-of-fold predictions")
+    _, blend = ensemble(ws, list(DEMO_MEMBERS), name="demo-blend", weights="auto", oof_source="tta")
+    show("blend", blend)
+    step("9. the hidden test set (what the leaderboard would say)")
+    cfg = load_config(ws.root)
+    hidden = score_submission(Path(blend["csv"]), solution, cfg.submission,
+                              classes=load_tables(cfg, ws, check_images=False).classes, metric=get_metric(cfg.metric))
+    rows = [{"what": f"{exp} CV (mean of folds)", cfg.metric: cv[exp]["mean"]} for exp in DEMO_MEMBERS]
+    rows += [{"what": "blend OOF (in-sample weights)", cfg.metric: blend["oof"]},
+             {"what": "blend nested estimate", cfg.metric: blend["nested"]},
+             {"what": "blend on the hidden test set", cfg.metric: hidden}]
+    return DemoResult(cv=cv, tuned=tuned, blend=blend, hidden=hidden, estimates=pd.DataFrame(rows))
