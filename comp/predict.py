@@ -19,6 +19,7 @@ import torch
 import ttach as tta
 from torch import nn
 
+from comp.checkpoint import read_best
 from comp.config import Config, TTAConfig, build_config, read_yaml
 from comp.data.tables import read_csv
 from comp.folds import check_trained_on
@@ -26,7 +27,7 @@ from comp.locks import short_lock
 from comp.predictions import (checkpoint_stamps, commit_predictions, prediction_record, prob_columns, probs_frame,
                               stale_reason)
 from comp.errors import CompError, did_you_mean
-from comp.optim import autocast, resolve_amp, resolve_device
+from comp.device import autocast, resolve_amp, resolve_device
 from comp.progress import SILENT, Progress
 from comp.workspace import Workspace
 
@@ -56,7 +57,6 @@ def build_tta(name: str, *, size: tuple[int, int]) -> tta.Compose:
     return factories[name]()
 
 
-@torch.inference_mode()
 def predict_tta(
     model: nn.Module,
     loader: Any,
@@ -81,24 +81,44 @@ def predict_tta_models(
     device: torch.device | str = "cpu",
     amp: str = "auto",
     progress: Progress = SILENT,
+    views_out: dict[Any, list[np.ndarray]] | None = None,
 ) -> dict[Any, np.ndarray]:
-    """predict_tta for several models in one pass: each batch is read, copied and augmented once for all of them."""
+    """predict_tta for several models in one pass: each batch is read, copied and augmented once for all of them.
+
+    views_out, when given, receives each model's probabilities of every single view ((N, C) per view, in
+    the order of `view_names`): what each view alone would score.
+    """
     if merge not in ("mean", "gmean"):
         raise CompError(f"unknown TTA merge {merge!r}; use mean or gmean")
     device = torch.device(device)
     amp_dtype = resolve_amp(amp, device)  # the precision training and validation used
-    model.eval().to(device)
-    views, out = None, []
-    for images, *_ in progress.track(loader, description=f"predict ({tta})"):
+    for model in models.values():
+        model.eval().to(device)
+    views, out = None, {key: [] for key in models}
+    per_view: list[list[list[torch.Tensor]]] | None = [[] for _ in models] if views_out is not None else None
+    for images, *_ in progress.track(loader, description=f"predict ({tta}, {len(models)} models)"):
         images = images.to(device, non_blocking=True)
         views = views or list(build_tta(tta, size=tuple(images.shape[-2:])))
         merged = _merge_views_models(list(models.values()), images, views, merge=merge, device=device,
-                                     amp_dtype=amp_dtype)
+                                     amp_dtype=amp_dtype, per_view=per_view)
         for key, probs in zip(models, merged):
             out[key].append(probs.cpu())
     if not all(out.values()):
         raise CompError("nothing to predict: the loader yielded no batches")
+    if views_out is not None:
+        for key, batches in zip(models, per_view):  # batches: per batch, one (B, C) tensor per view
+            views_out[key] = [_normalised(torch.cat(list(view))) for view in zip(*batches)]
     return {key: _normalised(torch.cat(parts)) for key, parts in out.items()}
+
+
+def view_names(tta: str, *, size: tuple[int, int] = (32, 32)) -> list[str]:
+    """A readable name per view of a TTA, in the order its views are applied (e.g. 'HorizontalFlip=True')."""
+    compose = build_tta(tta, size=size)
+    names = []
+    for params in compose.aug_transform_parameters:
+        parts = [f"{type(t).__name__}={p}" for t, p in zip(compose.aug_transforms, params)]
+        names.append(", ".join(parts) or "identity")
+    return names
 
 
 def _normalised(probs: torch.Tensor) -> np.ndarray:
@@ -107,30 +127,31 @@ def _normalised(probs: torch.Tensor) -> np.ndarray:
 
 
 def _merge_views_models(models: list[nn.Module], images: torch.Tensor, views: list, *, merge: str,
-                        device: torch.device, amp_dtype: torch.dtype | None) -> list[torch.Tensor]:
-    """Each model's merged probabilities for one batch; every view is made once and fed to all models."""
+                        device: torch.device, amp_dtype: torch.dtype | None,
+                        per_view: list[list[list[torch.Tensor]]] | None = None) -> list[torch.Tensor]:
+    """Each model's merged probabilities for one batch; every view is made once and fed to all models.
+
+    per_view, when given, gets per model one more batch entry: that batch's probabilities of each view.
+    """
     acc: list[torch.Tensor | None] = [None] * len(models)
+    if per_view is not None:
+        for batches in per_view:
+            batches.append([])
     for view in views:
-        with autocast(device, amp_dtype):
-            logits = model(view.augment_image(images).contiguous())  # rot90 views are strided; conv wants dense
-        probs = torch.softmax(logits.float(), dim=1)  # (B, C), in float32 whatever the autocast dtype
-        term = probs if merge == "mean" else torch.log(probs.clamp_min(1e-7))
-        acc = term if acc is None else acc + term
-    acc = acc / len(views)
-    return acc if merge == "mean" else torch.softmax(acc, dim=1)  # exp(mean log p), renormalised
+        viewed = view.augment_image(images).contiguous()  # rot90 views are strided; conv wants dense
+        for m, model in enumerate(models):
+            with autocast(device, amp_dtype):
+                logits = model(viewed)
+            probs = torch.softmax(logits.float(), dim=1)  # (B, C), in float32 whatever the autocast dtype
+            if per_view is not None:
+                per_view[m][-1].append(probs.cpu())
+            term = probs if merge == "mean" else torch.log(probs.clamp_min(1e-7))
+            acc[m] = term if acc[m] is None else acc[m] + term
+    merged = [a / len(views) for a in acc]
+    return merged if merge == "mean" else [torch.softmax(a, dim=1) for a in merged]  # exp(mean log p), renormalised
 
 
 # ---------------------------------------------------------------- an experiment's folds
-
-
-def fold_checkpoints(ws: Workspace, exp: str) -> dict[int, Path]:
-    """{fold: best.pt} for every fold folder holding one."""
-    found = {}
-    for path in ws.exp_dir(exp).glob("fold*/best.pt"):
-        suffix = path.parent.name.removeprefix("fold")
-        if suffix.isdigit():
-            found[int(suffix)] = path
-    return dict(sorted(found.items()))
 
 
 def training_config(ws: Workspace, exp: str, cfg: Config, *, tta_name: str | None = None) -> tuple[Config, str]:
@@ -178,7 +199,7 @@ def predict_experiment(
     from comp.data.tables import load_tables  # the data stack is only needed when predicting
 
     trained, train_hash = training_config(ws, exp, cfg, tta_name=tta)
-    ckpts = fold_checkpoints(ws, exp)
+    ckpts = ws.fold_checkpoints(exp)
     if not ckpts:
         raise CompError(f"no fold checkpoints under {ws.exp_dir(exp)}; run `comp fold-train -e {exp}` first")
     tables = load_tables(trained, ws, check_images=False, progress=progress)  # the image cache names bad files
@@ -189,17 +210,18 @@ def predict_experiment(
     stamps = checkpoint_stamps(ckpts)
     models = {fold: load_fold_model(path, trained, tables.classes, train_hash=train_hash) for fold, path in ckpts.items()}
     device = resolve_device(trained.train.device)
-    out = predict_tables(ws, exp, trained, tables, models, device=device, oof=oof, progress=progress)
+    out, views = predict_tables(ws, exp, trained, tables, models, device=device, oof=oof, progress=progress)
     summary = {"tta": trained.tta.transforms, "merge": trained.tta.merge, "folds": sorted(ckpts),
                "train_hash": train_hash, "checkpoints": stamps, "test_rows": len(tables.test),
-               "oof_tta": ws.oof_tta_csv(exp).name if oof else None}
+               "oof_tta": ws.oof_tta_csv(exp).name if oof else None, "oof_view_scores": views or None}
     with short_lock(ws.exp_lock(exp), f"writing the predictions of {exp}"):
         return commit_predictions(ws, exp, out, summary)
 
 
 def predict_tables(ws: Workspace, exp: str, cfg: Config, tables: Any, models: dict[int, nn.Module], *,
-                   device: torch.device, oof: bool, progress: Progress) -> dict[Path, pd.DataFrame]:
-    """{path: table} of every prediction file: per-fold and mean test probabilities, [OOF re-predicted]."""
+                   device: torch.device, oof: bool, progress: Progress) -> tuple[dict[Path, pd.DataFrame], dict[str, float]]:
+    """({path: table} of every prediction file: per-fold and mean test probabilities, [OOF re-predicted]),
+    and with `oof` the OOF score of each TTA view alone."""
     test_ids = tables.test["id"].astype(str).tolist()
     loader = _loader(tables.test, np.arange(len(tables.test)), cfg, ws, progress)
     out, per_fold = {}, []
@@ -209,49 +231,38 @@ def predict_tables(ws: Workspace, exp: str, cfg: Config, tables: Any, models: di
         out[ws.test_probs_csv(exp, fold)] = probs_frame(test_ids, probs, tables.classes)
         per_fold.append(probs)
     out[ws.test_probs_csv(exp)] = probs_frame(test_ids, np.mean(per_fold, axis=0), tables.classes)
+    views: dict[str, float] = {}
     if oof:
-        out[ws.oof_tta_csv(exp)] = predict_oof(ws, exp, cfg, tables, models, device=device, progress=progress)
-    return out
+        out[ws.oof_tta_csv(exp)], views = predict_oof(ws, exp, cfg, tables, models, device=device, progress=progress)
+    return out, views
 
 
 def load_fold_model(path: Path, cfg: Config, classes: tuple, *, train_hash: str) -> nn.Module:
     """A fold's best weights in a freshly built model; refuses checkpoints of another config or class set."""
     from comp.models import build_model
 
-    ckpt = read_fold_checkpoint(path)
-    if ckpt.get("train_hash") != train_hash:
-        raise CompError(f"{path} was trained with config {ckpt.get('train_hash')} but {path.parent.parent / 'config.yaml'} "
+    fold, exp = path.parent.name.removeprefix("fold"), path.parent.parent.name
+    ckpt = read_best(path, retrain=f"comp fold-train -e {exp} --fold {fold}")
+    if ckpt.base.train_hash != train_hash:
+        raise CompError(f"{path} was trained with config {ckpt.base.train_hash} but {path.parent.parent / 'config.yaml'} "
                         f"records {train_hash}; rerun `comp fold-train` (--force) so checkpoints and config agree")
     names = [str(c) for c in classes]
-    if list(ckpt.get("classes", names)) != names:
-        have = [str(c) for c in ckpt["classes"]]
+    if list(ckpt.base.classes) != names:
+        have = [str(c) for c in ckpt.base.classes]
         extra, missing = sorted(set(have) - set(names)), sorted(set(names) - set(have))
         differ = f"extra classes {extra[:5]}, missing classes {missing[:5]}" if extra or missing else "in another order"
         raise CompError(f"{path} predicts other classes than train.csv ({differ}); the data changed since training: "
                         f"retrain with `comp fold-train -e {path.parent.parent.name} --force`")
     model_cfg = cfg.model.model_copy(update={"pretrained": False, "pretrained_path": None})  # weights come from ckpt
     model = build_model(model_cfg, len(names))
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(ckpt.model)
     return model.eval()
 
 
-def read_fold_checkpoint(path: Path) -> dict[str, Any]:
-    """fold{i}/best.pt as a dict; a corrupt or truncated file is a CompError naming it and the fold to retrain."""
-    fold, exp = path.parent.name.removeprefix("fold"), path.parent.parent.name
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, pickle garbage, a foreign file: all mean the same to the user
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-        raise CompError(f"{path} is corrupt or truncated ({reason}); retrain that fold with "
-                        f"`comp fold-train -e {exp} --fold {fold}`") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise CompError(f"{path} is not a comp fold checkpoint; retrain that fold with `comp fold-train -e {exp} --fold {fold}`")
-    return ckpt
-
-
 def predict_oof(ws: Workspace, exp: str, cfg: Config, tables: Any, models: dict[int, nn.Module], *, device: torch.device,
-                progress: Progress) -> pd.DataFrame:
-    """Each fold's validation rows (from oof.csv) re-predicted with the TTA used on test (the oof_tta.csv table)."""
+                progress: Progress) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Each fold's validation rows (from oof.csv) re-predicted with the TTA used on test (the oof_tta.csv table),
+    and the OOF score of each TTA view alone (what each view adds or costs)."""
     check_trained_on(ws, exp, tables.train)
     path = ws.oof_csv(exp)
     if not path.is_file():
@@ -264,26 +275,37 @@ def predict_oof(ws: Workspace, exp: str, cfg: Config, tables: Any, models: dict[
     cols = prob_columns(tables.classes)
     out = plain[["id", "fold", "label"]].copy()
     out[cols] = np.nan
+    names = view_names(cfg.tta.transforms, size=cfg.image.hw)
+    views = np.full((len(names), len(out), len(cols)), np.nan)
     for fold, model in models.items():
         mask = (plain["fold"] == fold).to_numpy()
         if mask.any():
             loader = _loader(tables.train, row_of.loc[plain["id"][mask]].to_numpy(), cfg, ws, progress)
-            out.loc[mask, cols] = _predict(model, loader, cfg, device, progress)
-    return out.dropna(subset=cols)
+            per_view: dict[Any, list[np.ndarray]] = {}
+            out.loc[mask, cols] = predict_tta_models({fold: model}, loader, tta=cfg.tta.transforms, merge=cfg.tta.merge,
+                                                     device=device, amp=cfg.train.amp, progress=progress,
+                                                     views_out=per_view)[fold]
+            views[:, mask] = np.stack(per_view[fold])
+    done = out[cols].notna().all(axis=1).to_numpy()
+    return out[done].reset_index(drop=True), view_scores(names, views[:, done], out["label"][done], tables, cfg)
+
+
+def view_scores(names: list[str], views: np.ndarray, labels: pd.Series, tables: Any, cfg: Config) -> dict[str, float]:
+    """The competition metric of each single TTA view's OOF probabilities ((V, N, C) -> {view name: score})."""
+    from comp.metrics import get_metric
+
+    metric, code = get_metric(cfg.metric), {str(c): i for i, c in enumerate(tables.classes)}
+    y = labels.astype(str).map(code).to_numpy(dtype=np.int64)
+    return {name: float(metric(y, probs)) for name, probs in zip(names, views)}
 
 
 def _loader(frame: pd.DataFrame, indices: np.ndarray, cfg: Config, ws: Workspace, progress: Progress) -> Any:
     """The eval loader (THE eval pipeline, the one validation used) over `indices` of `frame`."""
     from comp.data.cache import prepare_images
-    from comp.data.dataset import build_eval_loader
+    from comp.loaders import eval_loader
 
     store = prepare_images(frame, cfg, ws, progress=progress)
-    return build_eval_loader(store, np.asarray(indices), cfg)
-
-
-def _predict(model: nn.Module, loader: Any, cfg: Config, device: torch.device, progress: Progress) -> np.ndarray:
-    return predict_tta(model, loader, tta=cfg.tta.transforms, merge=cfg.tta.merge, device=device,
-                       amp=cfg.train.amp, progress=progress)
+    return eval_loader(cfg, store, np.asarray(indices))
 
 
 # ---------------------------------------------------------------- members of a blend
@@ -331,7 +353,7 @@ def prepare_members(ws: Workspace, members: Sequence[str], *, tta: str | None = 
         chosen, why = choose_tta(record, tta, cfg)
         need_oof = oof_source_for(chosen.transforms, oof_source, exp) == "tta"
         reason = stale_reason(record, tta=chosen.transforms, merge=chosen.merge, oof=need_oof,
-                              ckpts=fold_checkpoints(ws, exp))
+                              ckpts=ws.fold_checkpoints(exp))
         if reason is None:
             done[exp] = f"TTA {chosen.transforms} ({why}): predictions on disk are current"
             continue

@@ -148,7 +148,7 @@ def error_analysis_html(ws: Workspace, exp: str, train: pd.DataFrame, oof: pd.Da
 
 
 def predict_section(ws: Workspace, exp: str, summary: dict, metric: Any, classes: tuple) -> Path:
-    """TTA, folds and rows predicted; with --oof, the OOF score without and with the TTA (the TTA's gain)."""
+    """TTA, folds and rows predicted; with --oof, the OOF score without the TTA, with it, and of each view alone."""
     body = _p(f"TTA {summary['tta']} ({summary['merge']} of the views), folds {summary['folds']}, "
               f"{summary['test_rows']} test rows")
     plain, tta = ws.oof_csv(exp), ws.oof_tta_csv(exp)
@@ -158,10 +158,15 @@ def predict_section(ws: Workspace, exp: str, summary: dict, metric: Any, classes
             frame = pd.read_csv(path, dtype={"id": str, "label": str})
             y = frame["label"].map({str(c): i for i, c in enumerate(classes)}).to_numpy()
             rows.append({"OOF predictions": name, metric.name: metric(y, frame[[f"p_{c}" for c in classes]].to_numpy())})
+        plain_score = rows[0][metric.name]
+        rows += [{"OOF predictions": f"view {view} alone", metric.name: score}
+                 for view, score in (summary.get("oof_view_scores") or {}).items()]
         frame = pd.DataFrame(rows)
-        gain = frame[metric.name].iloc[1] - frame[metric.name].iloc[0]
+        frame["gain over no TTA"] = frame[metric.name] - plain_score
+        gain = frame[metric.name].iloc[1] - plain_score
         body += table_html(frame) + _p(f"OOF gain of the TTA: {gain:+.4f} {metric.name}"
-                                       f"{'' if metric.greater_is_better else ' (lower is better)'}")
+                                       f"{'' if metric.greater_is_better else ' (lower is better)'}; each view's own "
+                                       "score shows which views help and which cost (a flip of digits or text costs)")
     else:
         body += _p("run `comp predict --oof` to measure the TTA's gain on out-of-fold predictions", note=True)
     return add_section(ws, exp, "predict", "Predictions and TTA", body, order=70)

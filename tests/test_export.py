@@ -129,6 +129,9 @@ def test_exported_submission_reproduces_it_without_comp(tiny_ws, tmp_path, bare_
     assert doc["blend"]["method"] == "geometric" and doc["blend"]["bias"] is not None
     assert [m["tta"]["name"] for m in doc["members"]] == ["hflip", "d4"]
     assert doc["members"][1]["preprocess"]["input_hw"] == [40, 36] and doc["versions"]["torch"]
+    trained_with = read_json(tiny_ws / "experiments" / "baseline" / "scores.json")["environment"]
+    assert doc["trained_with"] == {"baseline": trained_with, "wide": None}  # wide is a fake: no scores.json
+    assert trained_with["torch"] == torch.__version__.split("+")[0]  # the package version (no local build tag)
     assert read_json(bundle / "dataset-metadata.json")["id"] == "alice/blend-bundle"
 
     out = tmp_path / "run" / "submission.csv"

@@ -138,3 +138,40 @@ def test_all_fold_models_in_one_pass_match_the_per_model_loop_bytewise(loader, t
         want = _reference_per_model(model, loader, tta_name, merge)
         assert got[fold].dtype == want.dtype and got[fold].tobytes() == want.tobytes(), fold
     assert not np.array_equal(got[0], got[2])  # the models really differ
+
+
+def test_views_out_holds_each_single_view(model, loader):
+    """The per-view probabilities a TTA collects: the identity view is the plain forward, the merge is their mean."""
+    from comp.predict import predict_tta_models, view_names
+
+    views: dict = {}
+    merged = predict_tta_models({"m": model}, loader, tta="hflip", device="cpu", views_out=views)["m"]
+    plain = predict_tta(model, loader, tta="none", device="cpu")
+    assert view_names("hflip") == ["HorizontalFlip=False", "HorizontalFlip=True"] and len(views["m"]) == 2
+    np.testing.assert_allclose(views["m"][0], plain, atol=1e-6)
+    assert not np.allclose(views["m"][1], plain, atol=1e-4)  # the flipped view sees other pixels
+    np.testing.assert_allclose(merged, (views["m"][0] + views["m"][1]) / 2, atol=1e-6)
+
+
+def test_predict_oof_scores_each_view_and_the_report_shows_them(tiny_ws, one_torch_thread):
+    """--oof records each view's OOF score; the no-flip view alone scores what training's oof.csv scores."""
+    import pandas as pd
+    from sklearn.metrics import f1_score
+    from typer.testing import CliRunner
+
+    from comp.cli import app
+    from comp.workspace import Workspace, read_json
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["fold-train", "--k", "2", "-w", str(tiny_ws)]).exit_code == 0
+    result = runner.invoke(app, ["predict", "--oof", "--tta", "hflip", "-w", str(tiny_ws)])
+    assert result.exit_code == 0, result.output
+    ws = Workspace.at(tiny_ws)
+    scores = read_json(ws.predict_json("baseline"))["oof_view_scores"]
+    assert list(scores) == ["HorizontalFlip=False", "HorizontalFlip=True"]
+    oof = pd.read_csv(ws.oof_csv("baseline"), dtype={"id": str, "label": str})
+    cols = [c for c in oof.columns if c.startswith("p_")]
+    pred = np.array([c[2:] for c in cols])[oof[cols].to_numpy().argmax(axis=1)]
+    assert scores["HorizontalFlip=False"] == pytest.approx(f1_score(oof["label"], pred, average="macro"))
+    report = ws.report_html("baseline").read_text()
+    assert "view HorizontalFlip=True alone" in report and "gain over no TTA" in report

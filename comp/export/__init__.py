@@ -142,6 +142,7 @@ def build_bundle(cfg: Config, ws: Workspace, name: str, members: list[str], blen
 def bundle_doc(cfg: Config, ws: Workspace, tables: Any, specs: list[dict[str, Any]], blend: dict[str, Any],
                source: dict[str, Any]) -> dict[str, Any]:
     """bundle.json: everything predict.py needs, and where it came from."""
+    from comp.report_sections import recorded_environment
     from comp.submission import class_columns, expected_ids
 
     _, sample_columns = expected_ids(cfg, ws)
@@ -158,13 +159,15 @@ def bundle_doc(cfg: Config, ws: Workspace, tables: Any, specs: list[dict[str, An
         "blend": {"method": blend["method"], "weights": [float(w) for w in blend["weights"]],
                   "bias": None if blend["bias"] is None else [float(b) for b in blend["bias"]]},
         "members": specs, "versions": versions(),
+        "trained_with": {spec["name"]: recorded_environment(ws, spec["name"]) for spec in specs},
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "competition": cfg.competition,
     }
 
 
 def versions() -> dict[str, str]:
-    """Versions of the packages in the environment that trained and exported the models (python included)."""
+    """Versions of the packages in the exporting environment (python included); `trained_with` in bundle.json holds
+    what each member's scores.json recorded at training time."""
     import platform
     from importlib import metadata
 
