@@ -168,6 +168,7 @@ class Config(Strict):
     tune: TuneConfig = TuneConfig()
     competition: str | None = None  # the Kaggle competition slug (`comp submit`)
     code_competition: bool = False  # scored by a notebook: submit through `comp export`
+    track: tuple[Literal["tensorboard", "mlflow", "wandb"], ...] = ()  # experiment trackers (not in train_hash)
 
     @field_validator("metric")
     @classmethod
@@ -442,11 +443,17 @@ def key_origin(key: str, origins: dict[str, str]) -> str:
 
 def load_config(workspace: Path | str, experiment: str = "baseline", overrides: tuple[str, ...] | list[str] = ()) -> Config:
     """Resolve defaults < comp.yaml < experiments/<experiment>.yaml < overrides."""
+    return resolve_config(workspace, experiment, overrides)[0]
+
+
+def resolve_config(workspace: Path | str, experiment: str = "baseline",
+                   overrides: tuple[str, ...] | list[str] = ()) -> tuple[Config, dict[str, str]]:
+    """(the resolved Config, {dotted key: the layer that set it}) for defaults < comp.yaml < experiment < --set."""
     workspace = Path(workspace)
     comp_yaml = workspace / "comp.yaml"
     if not comp_yaml.is_file():
         raise CompError(
-            f"no comp.yaml in {workspace.resolve()}; run `comp init` there, "
+            f"no comp.yaml here ({workspace.resolve()}): run comp init, "
             f"or `comp demo DIR` for a ready example, or pass --workspace"
         )
     check_name(experiment)
@@ -470,4 +477,19 @@ def load_config(workspace: Path | str, experiment: str = "baseline", overrides: 
         check_keys(layer, source="--set ")
         raw = deep_merge(raw, layer)
         origins |= key_sources(layer, "--set")
-    return build_config(raw, origins=origins)
+    return build_config(raw, origins=origins), origins
+
+
+def value_sources(cfg: Config, origins: dict[str, str]) -> list[tuple[str, Any, str]]:
+    """(dotted key, value, source) for every leaf of the resolved config; source 'default' when no layer set it."""
+    rows = []
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node and not prefix.endswith("space"):
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+            return
+        rows.append((prefix, node, origins.get(prefix, "default")))
+
+    walk(cfg.model_dump(mode="json"), "")
+    return rows

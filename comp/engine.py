@@ -25,17 +25,19 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from comp import distributed
-from comp.checkpoint import capture_rng, cpu_state, load_checkpoint, restore_rng, save_checkpoint, seeded_rng
+from comp.checkpoint import (BestCheckpoint, CheckpointBase, capture_rng, cpu_state, last_payload, load_best,
+                             load_checkpoint, restore_rng, save_checkpoint, seeded_rng)
 from comp.config import Config
-from comp.data.augment import build_mixup
 from comp.data.cache import prepare_images
-from comp.data.dataset import build_eval_loader, build_train_loader, set_epoch
+from comp.data.dataset import set_epoch
 from comp.data.tables import Tables
 from comp.errors import CompError
 from comp.metrics import Metric, get_metric
 from comp.progress import SILENT, Progress
-from comp.optim import Parts, autocast, build_parts, epoch_seed
-from comp.workspace import Workspace, write_csv
+from comp.device import autocast
+from comp.loaders import eval_loader, train_loader
+from comp.parts import Parts, build_parts, epoch_seed
+from comp.workspace import FoldFiles, Workspace, write_csv
 
 log = logging.getLogger("comp.engine")
 
@@ -107,9 +109,9 @@ def build_loaders(cfg: Config, tables: Tables, train_idx: np.ndarray, val_idx: n
     """
     store = prepare_images(tables.train, cfg, ws, progress=progress)
     y = tables.train["y"].to_numpy()
-    train_loader = build_train_loader(store, train_idx, y[train_idx], cfg, seed=seed,
-                                      rank=distributed.rank(), world_size=distributed.world_size())
-    return train_loader, build_eval_loader(store, distributed.shard(val_idx), cfg)
+    train = train_loader(cfg, store, train_idx, y[train_idx], seed=seed, rank=distributed.rank(),
+                         world_size=distributed.world_size())
+    return train, eval_loader(cfg, store, distributed.shard(val_idx))
 
 
 # ---------------------------------------------------------------- one epoch
@@ -146,10 +148,10 @@ def check_finite(total: torch.Tensor, count: int, *, epoch: int, step: int, lr: 
     return value
 
 
-def train_one_epoch(parts: Parts, loader: DataLoader, cfg: Config, state: FitState, *,
+def train_one_epoch(parts: Parts, loader: DataLoader, state: FitState, *, grad_accum: int, clip_grad: float | None,
                     epoch: int, progress: Progress, label: str) -> float:
-    """One pass over the training loader; returns the mean training loss."""
-    model, accum, n = parts.forward_model, cfg.train.grad_accum, len(loader)
+    """One pass over the training loader, stepping every `grad_accum` batches; returns the mean training loss."""
+    model, accum, n = parts.forward_model, grad_accum, len(loader)
     sync_every = 1 if parts.device.type == "cpu" else 25  # .item() stalls a GPU pipeline: check now and then
     total, count = torch.zeros((), device=parts.device), 0
     parts.model.train()
@@ -166,7 +168,7 @@ def train_one_epoch(parts: Parts, loader: DataLoader, cfg: Config, state: FitSta
         total += loss.detach()
         count += 1
         if (i + 1) % accum == 0 or i + 1 == n:
-            optimizer_step(parts, state, cfg.train.clip_grad)
+            optimizer_step(parts, state, clip_grad)
         if (i + 1) % sync_every == 0 or i + 1 == n:
             # under DDP every rank checks the mean over ranks, so all stop at the same batch (none waits forever)
             progress.note(loss=check_finite(distributed.mean_tensor(total), count, epoch=epoch, step=i, lr=lr), lr=lr)
@@ -232,39 +234,38 @@ def pick(candidates: list[Candidate], metric: Metric) -> Candidate:
 # ---------------------------------------------------------------- checkpoints
 
 
-def checkpoint_base(cfg: Config, tables: Tables, fold: int, epoch: int) -> dict[str, Any]:
+def checkpoint_base(cfg: Config, tables: Tables, fold: int, epoch: int) -> CheckpointBase:
     """The fields every checkpoint of this fold carries."""
-    return {"fold": fold, "epoch": epoch, "train_hash": cfg.train_hash(), "model_name": cfg.model.name,
-            "n_classes": tables.n_classes, "classes": [str(c) for c in tables.classes]}
+    return CheckpointBase(fold=fold, epoch=epoch, train_hash=cfg.train_hash(), model_name=cfg.model.name,
+                          n_classes=tables.n_classes, classes=[str(c) for c in tables.classes])
 
 
-def save_best(out_dir: Path, base: dict[str, Any], best: Candidate, val_ids: list[str]) -> None:
-    save_checkpoint(out_dir / "best.pt", {
-        **base, "model": cpu_state(best.module), "score": best.score, "val_loss": best.val_loss,
-        "weights": best.weights, "val_ids": val_ids, "val_probs": torch.from_numpy(best.probs),
-    })
+def save_best(out_dir: Path, base: CheckpointBase, best: Candidate, val_ids: list[str]) -> None:
+    ckpt = BestCheckpoint(base, cpu_state(best.module), best.score, best.val_loss, best.weights, val_ids,
+                          torch.from_numpy(best.probs))
+    save_checkpoint(FoldFiles(out_dir).best, ckpt.as_dict())
 
 
-def save_last(out_dir: Path, base: dict[str, Any], parts: Parts, state: FitState) -> None:
+def save_last(out_dir: Path, base: CheckpointBase, parts: Parts, state: FitState) -> None:
     """Everything needed to continue exactly where this epoch ended."""
-    save_checkpoint(out_dir / "last.pt", {
-        **base, "model": cpu_state(parts.model), "score": state.best_score, "val_loss": state.best_val_loss,
-        "weights": "raw", "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
-        "scaler": parts.scaler.state_dict(), "ema": cpu_state(parts.ema.module) if parts.ema is not None else None,
-        "rng": capture_rng(), "best": {"score": state.best_score, "val_loss": state.best_val_loss,
-                                       "epoch": state.best_epoch},
-        "epochs_without_improvement": state.bad_epochs, "step": state.step, "next_epoch": state.epoch,
-        "history": state.history, "finished": state.finished,
-    })
+    save_checkpoint(FoldFiles(out_dir).last, last_payload(
+        base, model=cpu_state(parts.model), score=state.best_score, val_loss=state.best_val_loss,
+        weights="raw", optimizer=parts.optimizer.state_dict(), scheduler=parts.scheduler.state_dict(),
+        scaler=parts.scaler.state_dict(), ema=cpu_state(parts.ema.module) if parts.ema is not None else None,
+        rng=capture_rng(), best={"score": state.best_score, "val_loss": state.best_val_loss, "epoch": state.best_epoch},
+        epochs_without_improvement=state.bad_epochs, step=state.step, next_epoch=state.epoch,
+        history=state.history, finished=state.finished,
+    ))
 
 
 def matching_last(out_dir: Path, cfg: Config, fold: int, *, mmap: bool = False) -> dict[str, Any] | None:
     """out_dir/last.pt when it belongs to this fold and config, else None (logged)."""
-    ckpt = load_checkpoint(out_dir / "last.pt", mmap=mmap)
+    path = FoldFiles(out_dir).last
+    ckpt = load_checkpoint(path, mmap=mmap)
     if ckpt is None:
         return None
     if ckpt.get("train_hash") != cfg.train_hash() or ckpt.get("fold") != fold:
-        log.warning("%s was trained with another config or fold; starting this fold over", out_dir / "last.pt")
+        log.warning("%s was trained with another config or fold; starting this fold over", path)
         return None
     return ckpt
 
@@ -294,13 +295,13 @@ def finished_result(out_dir: Path, cfg: Config, fold: int) -> FoldResult | None:
     last = matching_last(out_dir, cfg, fold, mmap=True)
     if last is None or not last["finished"]:
         return None
-    best = load_checkpoint(out_dir / "best.pt")
-    if best is None or best.get("train_hash") != cfg.train_hash():
+    best = load_best(FoldFiles(out_dir).best)
+    if best is None or best.base.train_hash != cfg.train_hash():
         return None
     history = history_frame(last["history"])
-    return FoldResult(fold=fold, best_epoch=int(best["epoch"]), score=float(best["score"]),
-                      val_loss=float(best["val_loss"]), minutes=float(history["seconds"].sum()) / 60,
-                      val_ids=list(best["val_ids"]), val_probs=best["val_probs"].numpy(), history=history)
+    return FoldResult(fold=fold, best_epoch=int(best.base.epoch), score=best.score, val_loss=best.val_loss,
+                      minutes=float(history["seconds"].sum()) / 60, val_ids=best.val_ids,
+                      val_probs=best.val_probs.numpy(), history=history)
 
 
 # ---------------------------------------------------------------- the fit
@@ -312,9 +313,17 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
     """Train on fold_of != fold, validate on fold_of == fold; write out_dir/{best.pt,last.pt,history.csv}.
 
     Resumes from last.pt when it matches cfg.train_hash(); returns at once when the fold finished.
-    on_epoch(epoch, {"score", "val_loss"}) runs after each epoch's checkpoints are written; what it
-    raises (e.g. optuna.TrialPruned) propagates. resumable=False writes last.pt only when the fold finishes
-    (a tuning trial is never resumed: per-epoch checkpoints would be time spent outside training).
+
+    Args:
+        cfg: the experiment's resolved config (model, image, augment, train, metric).
+        tables: the loaded training table (images are read through the decoded-image cache in `ws`).
+        fold_of: the fold of every training row (train.csv order); `fold` is validated, the rest trained.
+        out_dir: the fold's folder (an experiment's fold{i}/ or a tuning trial's); see comp.workspace.FoldFiles.
+        on_epoch: on_epoch(epoch, {"score", "val_loss", "improved", and the history row: epoch from 1,
+            train_loss, lr, ...}) after each epoch's checkpoints are written; what it raises (e.g.
+            optuna.TrialPruned) propagates.
+        resumable: False writes last.pt only when the fold finishes (a tuning trial is never resumed, and
+            per-epoch checkpoints would be time spent outside training).
     """
     out_dir = Path(out_dir)
     done = finished_result(out_dir, cfg, fold)
@@ -330,7 +339,7 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
         state = FitState()
         ckpt = matching_last(out_dir, cfg, fold)
         if ckpt is not None and ckpt["finished"]:  # finished, but best.pt is missing or unreadable
-            log.warning("fold %d: %s is missing or unreadable; training the fold again", fold, out_dir / "best.pt")
+            log.warning("fold %d: %s is missing or unreadable; training the fold again", fold, FoldFiles(out_dir).best)
         elif ckpt is not None:
             resume(parts, state, ckpt)
             log.info("fold %d: resuming from epoch %d", fold, state.epoch + 1)
@@ -339,7 +348,7 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
     distributed.barrier()  # rank 0 has written best.pt and last.pt
     result = finished_result(out_dir, cfg, fold)
     if result is None:
-        raise CompError(f"fold {fold} finished but {out_dir / 'best.pt'} cannot be read back; check the disk and rerun")
+        raise CompError(f"fold {fold} finished but {FoldFiles(out_dir).best} cannot be read back; check the disk and rerun")
     return result
 
 
@@ -356,10 +365,11 @@ def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Par
         start = time.perf_counter()
         set_epoch(train_loader, epoch)
         if parts.mixup is not None:  # per-epoch seed: a resumed fit draws what an uninterrupted one would
-            parts.mixup = build_mixup(cfg, tables.n_classes, seed=epoch_seed(cfg.train.seed + fold, epoch))
+            parts.mixup.reseed(epoch_seed(cfg.train.seed + fold, epoch))
         lr = parts.optimizer.param_groups[0]["lr"]
         label = f"fold {fold} epoch {epoch + 1}/{epochs}"
-        train_loss = train_one_epoch(parts, train_loader, cfg, state, epoch=epoch, progress=progress, label=label)
+        train_loss = train_one_epoch(parts, train_loader, state, grad_accum=cfg.train.grad_accum,
+                                     clip_grad=cfg.train.clip_grad, epoch=epoch, progress=progress, label=label)
         candidates = validate(parts, val_loader, y_val, metric, epoch=epoch)
         best = pick(candidates, metric)
         base = checkpoint_base(cfg, tables, fold, epoch)
@@ -374,20 +384,20 @@ def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Par
         state.epoch = epoch + 1
         state.finished = state.epoch >= epochs or (patience is not None and state.bad_epochs >= patience)
         if distributed.is_main():  # under DDP the other ranks hold the same state and write nothing
-            write_csv(out_dir / "history.csv", history_frame(state.history))
+            write_csv(FoldFiles(out_dir).history, history_frame(state.history))
             if resumable or state.finished:
                 save_last(out_dir, base, parts, state)
         progress.note(**{"val_loss": best.val_loss, metric.name: best.score})
         progress.log(epoch_line(fold, epoch, epochs, state.history[-1], metric.name, improved))
         if on_epoch is not None:
-            on_epoch(epoch, {"score": best.score, "val_loss": best.val_loss})
+            on_epoch(epoch, {**state.history[-1], "score": best.score, "val_loss": best.val_loss, "improved": improved})
         if state.finished:
             break
 
 
 def history_row(epoch: int, train_loss: float, candidates: list[Candidate], lr: float, seconds: float) -> dict[str, float]:
     raw = candidates[0]
-    row = {"epoch": epoch, "train_loss": train_loss, "val_loss": raw.val_loss, "metric": raw.score,
+    row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": raw.val_loss, "metric": raw.score,
            "lr": lr, "seconds": seconds}
     for c in candidates[1:]:
         row[f"{c.weights}_val_loss"], row[f"{c.weights}_metric"] = c.val_loss, c.score
@@ -398,4 +408,4 @@ def epoch_line(fold: int, epoch: int, epochs: int, row: dict[str, float], metric
     ema = f"  ema {metric} {row['ema_metric']:.4f}" if "ema_metric" in row else ""
     return (f"fold {fold} epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f}  "
             f"val loss {row['val_loss']:.4f}  {metric} {row['metric']:.4f}{ema}  "
-            f"lr {row['lr']:.3g}  {row['seconds']:.1f}s{'  *' if improved else ''}")
+            f"lr {row['lr']:.3g}  {row['seconds']:.1f}s{'  (new best)' if improved else ''}")

@@ -298,7 +298,20 @@ def fit_blend(
     bias: bool = False,
     seed: int = 0,
 ) -> BlendFit:
-    """Fit weights (and biases) on all OOF rows, and estimate them honestly with fold-wise nesting."""
+    """Fit weights (and biases) on all OOF rows, and estimate them honestly with fold-wise nesting.
+
+    Args:
+        oof_probs: each member's (N, C) OOF probabilities, rows joined by id (same order for all).
+        y: the true class index of each row; folds: the fold of each row (the nesting follows them).
+        metric: the competition metric (its direction decides what "better" means).
+        method: mean | geometric | rank | vote.
+        weights: "auto" (fitted), "equal", or an array of one weight per member.
+        bias: also fit per-class logit biases on the weighted blend.
+        seed: the weight search's seed (ties between equal candidates break reproducibly).
+
+    Returns a BlendFit: the weights and biases fitted on all rows, their in-sample score, and the nested
+    estimate (for each fold, weights fitted without it, scored on it), which is the honest one.
+    """
     y, folds = np.asarray(y), np.asarray(folds)
     fit = lambda rows: _fit_rows(oof_probs, y, rows, metric, method=method, weights=weights, bias=bias, seed=seed)
     w, b = fit(np.ones(len(y), dtype=bool))

@@ -75,7 +75,14 @@ def assign_folds(
 
 
 def make_folds(tables: Tables, k: int, seed: int, stratify: tuple[str, ...] = ()) -> pd.DataFrame:
-    """The folds table: id, label, [group], fold — in train.csv order."""
+    """The folds table: id, label, [group], fold — in train.csv order.
+
+    Args:
+        tables: the loaded tables; their `group` column (data.group_col) keeps each group in one fold.
+        k: the number of folds (2 or more; every class needs k groups, or k images when ungrouped).
+        seed: the shuffle seed (same tables, k and seed -> the same folds).
+        stratify: extra columns stratified together with the label (e.g. ("gender",)).
+    """
     train = tables.train
     groups = train["group"].to_numpy() if "group" in train.columns else None
     extra = []

@@ -47,7 +47,7 @@ def experiment_rows(ws: Workspace) -> pd.DataFrame:
         cfg = _read(cfg_path, lambda p: yaml.safe_load(p.read_text())) or {}
         scores = _read(ws.scores_json(exp), read_json) or {}
         k = (cfg.get("folds") or {}).get("k", "?")
-        done = len(list(ws.exp_dir(exp).glob("fold*/best.pt")))
+        done = len(ws.fold_checkpoints(exp))
         rows.append({
             "experiment": exp,
             "model": (cfg.get("model") or {}).get("name", "?"),
@@ -163,3 +163,17 @@ def leaderboard_json_text(ws: Workspace) -> str:
     clean = lambda f: f.astype(object).where(f.notna(), None).to_dict(orient="records")  # NaN is not JSON
     doc = {"experiments": clean(experiment_rows(ws)), "submissions": clean(submission_rows(ws))}
     return json.dumps(doc, indent=2, default=str)
+
+
+SORT_KEYS = ("cv", "oof", "lb", "name")
+SORT_COLUMNS = {"experiments": {"cv": "cv_mean", "oof": "oof", "lb": "cv_mean", "name": "experiment"},
+                "submissions": {"cv": "nested", "oof": "oof", "lb": "lb", "name": "submission"}}
+
+
+def sort_rows(frame: pd.DataFrame, table: str, by: str = "cv", *, greater_is_better: bool = True) -> pd.DataFrame:
+    """Rows of the experiments or submissions table, best score first (names A-Z); missing scores last."""
+    if by not in SORT_KEYS:
+        raise CompError(f"--sort must be one of {', '.join(SORT_KEYS)}, got {by!r}")
+    column = SORT_COLUMNS[table][by]
+    ascending = by == "name" or not greater_is_better
+    return frame.sort_values(column, ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)

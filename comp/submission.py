@@ -241,19 +241,24 @@ def make_submission(
     order, sample_columns = expected_ids(cfg, ws)
     frame = build_submission(test_ids, probs, tables.classes, cfg.submission, order=order, sample_columns=sample_columns)
     manifest = {
-        "members": list(members), "weights": [round(float(w), 6) for w in fit.weights], "method": method,
-        "weights_full": [float(w) for w in fit.weights],  # unrounded: `comp export` reproduces the blend bit for bit
-        "weights_mode": weights, "bias": None if fit.bias is None else [round(float(b), 4) for b in fit.bias],
-        "metric": cfg.metric, "oof_source": sources, "tta": {m: r["tta"] for m, r in records.items()},
+        "members": list(members), **blend_manifest(fit, weights, method=method, seed=seed), "metric": cfg.metric,
+        "oof_source": sources, "tta": {m: r["tta"] for m, r in records.items()},
         "scores_from": "OOF predictions made as each member's test predictions (same folds, checkpoints and TTA)",
-        "seed": seed, "oof": fit.oof, "insample_fold_mean": fit.insample,
-        "nested": fit.nested, "nested_folds": list(fit.nested_folds),
         "member_oof": {m: metric(y, p) for m, p in zip(members, oof_probs)},
         "config_hashes": {m: _hashes(ws, m) for m in members},
     }
     csv_path, json_path = write_submission(ws, name, frame, cfg.submission, expected=order, classes=tables.classes,
                                            manifest=manifest)
     return {**manifest, "csv": str(csv_path), "json": str(json_path)}
+
+
+def blend_manifest(fit: Any, weights: str, *, method: str, seed: int) -> dict[str, Any]:
+    """The manifest's blend: weights (rounded for reading, unrounded so `comp export` reproduces it), biases, scores."""
+    return {"weights": [round(float(w), 6) for w in fit.weights], "method": method,
+            "weights_full": [float(w) for w in fit.weights], "weights_mode": weights,
+            "bias": None if fit.bias is None else [round(float(b), 4) for b in fit.bias], "seed": seed,
+            "oof": fit.oof, "insample_fold_mean": fit.insample, "nested": fit.nested,
+            "nested_folds": list(fit.nested_folds)}
 
 
 def member_records(ws: Workspace, members: Sequence[str], train: pd.DataFrame, *, oof_source: str) -> dict[str, dict]:

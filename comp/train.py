@@ -7,14 +7,16 @@ report.html.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager as ContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from comp import distributed
@@ -24,9 +26,11 @@ from comp.data.tables import Tables
 from comp.engine import FoldResult, finished_result, fit_fold
 from comp.errors import CompError
 from comp.locks import FoldLocked, fold_lock, live_holder, short_lock
+from comp.foldlog import fold_log
 from comp.folds import FoldsFile, ensure_folds, parse_fold_selection
 from comp.metrics import get_metric
 from comp.progress import SILENT, Progress
+from comp.report_sections import environment, error_analysis_html
 from comp.report import add_section, img_html, plt, report_image, save_figure, table_html
 from comp.workspace import Workspace, write_csv, write_json
 
@@ -56,7 +60,7 @@ def wipe_outputs(ws: Workspace, exp: str) -> None:
     folder = ws.exp_dir(exp)
     if not folder.is_dir():
         return
-    for fold_dir in sorted(folder.glob("fold*")):
+    for fold_dir in ws.fold_dirs(exp).values():
         holder = live_holder(fold_dir)
         if holder is not None:
             raise CompError(f"--force would delete {fold_dir} while {holder.describe()} trains it; "
@@ -72,7 +76,8 @@ def wipe_outputs(ws: Workspace, exp: str) -> None:
 
 
 def fold_train(cfg: Config, ws: Workspace, exp: str, *, folds: str | Sequence[int] | None = None,
-               force: bool = False, progress: Progress = SILENT, aggregate: bool = True) -> dict:
+               force: bool = False, progress: Progress = SILENT, aggregate: bool = True,
+               on_epoch: Callable[[int, int, dict], None] | None = None, fold_logs: bool = True) -> dict:
     """Train the selected folds (all by default) and write oof.csv, scores.json and the report; returns scores.
 
     Args:
@@ -84,16 +89,21 @@ def fold_train(cfg: Config, ws: Workspace, exp: str, *, folds: str | Sequence[in
             are skipped (several machines share an experiment that way).
         force: delete the experiment's previous outputs first (refused while another process trains a fold).
         aggregate: False trains the folds and writes only their own folders (a `--devices` child); returns {}.
+        on_epoch: on_epoch(fold, epoch, row) after each epoch (experiment trackers); row as fit_fold's on_epoch gets.
+        fold_logs: also write each fold's fold{i}/train.log (never when aggregate is False: a `--devices` child's
+            output already goes to that file).
 
     Under torchrun every rank trains; rank 0 alone locks, writes and aggregates.
     """
     selected = parse_fold_selection(folds, cfg.folds.k)
     tables, fold_of = prepare_experiment(cfg, ws, exp, force=force, progress=progress)
     skipped = []
-    for fold in selected:
+    for fold in progress.track(selected, description="folds"):
         try:
-            with fold_lock_if_main(ws.fold_dir(exp, fold)):
-                fit_fold(cfg, tables, fold_of, fold, ws.fold_dir(exp, fold), ws=ws, progress=progress)
+            with fold_lock_if_main(ws.fold_dir(exp, fold)), \
+                    fold_log(ws.fold_files(exp, fold).log, progress, enabled=fold_logs and aggregate and distributed.is_main()) as shown:
+                fit_fold(cfg, tables, fold_of, fold, ws.fold_dir(exp, fold), ws=ws, progress=shown,
+                         on_epoch=None if on_epoch is None else functools.partial(on_epoch, fold))
         except FoldLocked as exc:
             if folds is None or distributed.active():
                 raise
@@ -200,7 +210,7 @@ def summarise(cfg: Config, tables: Tables, oof: pd.DataFrame, results: dict[int,
         "std": float(values.std()) if len(values) else None,
         "oof": oof_score,
         "k": cfg.folds.k,
-        "best_epochs": {int(f): int(r.best_epoch) for f, r in sorted(results.items())},
+        "best_epochs": {int(f): int(r.best_epoch) + 1 for f, r in sorted(results.items())},  # from 1, as history.csv
         "val_losses": {int(f): float(r.val_loss) for f, r in sorted(results.items())},
         "minutes": {int(f): round(float(r.minutes), 3) for f, r in sorted(results.items())},
         "train_hash": cfg.train_hash(),
@@ -208,6 +218,7 @@ def summarise(cfg: Config, tables: Tables, oof: pd.DataFrame, results: dict[int,
         "missing_folds": missing,
         "oof_rows": len(oof),
         "train_rows": len(tables.train),
+        "environment": environment(),
     }
 
 
@@ -218,6 +229,8 @@ def write_report(ws: Workspace, exp: str, tables: Tables, oof: pd.DataFrame,
                  results: dict[int, FoldResult], scores: dict) -> None:
     """The fold-train section of experiments/<exp>/report.html: scores, learning curves, OOF diagnostics."""
     parts = [scores_html(scores)]
+    if len(oof):  # the first thing to look at after CV: which images the models get most wrong
+        parts.append(error_analysis_html(ws, exp, tables.train, oof, tables.classes))
     if results:
         path, src = report_image(ws, exp, "train-curves.png")
         save_figure(curves_figure(results, scores["metric"]), path)
@@ -236,7 +249,7 @@ def write_report(ws: Workspace, exp: str, tables: Tables, oof: pd.DataFrame,
 
 
 def scores_html(scores: dict) -> str:
-    rows = [{"fold": f, "best epoch": scores["best_epochs"][f] + 1, scores["metric"]: s,
+    rows = [{"fold": f, "best epoch": scores["best_epochs"][f], scores["metric"]: s,
              "val loss": scores["val_losses"][f], "minutes": scores["minutes"][f]}
             for f, s in scores["folds"].items()]
     note = "" if scores["complete"] else f"<p class='note'>folds not trained yet: {scores['missing_folds']}</p>"
@@ -251,17 +264,18 @@ def curves_figure(results: dict[int, FoldResult], metric: str) -> plt.Figure:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for fold, res in sorted(results.items()):
         h, colour = res.history, f"C{fold % 10}"
-        epoch = h["epoch"] + 1
-        axes[0].plot(epoch, h["train_loss"], "--", color=colour, label=f"fold {fold} train")
-        axes[0].plot(epoch, h["val_loss"], "-", color=colour, label=f"fold {fold} val")
+        epoch, mark = h["epoch"], "o" if len(h) < 2 else ""  # a single epoch is a point, drawn as a marker
+        axes[0].plot(epoch, h["train_loss"], "--" + mark, color=colour, label=f"fold {fold} train")
+        axes[0].plot(epoch, h["val_loss"], "-" + mark, color=colour, label=f"fold {fold} val")
         axes[1].plot(epoch, h["metric"], "-o", color=colour, ms=3, label=f"fold {fold}")
         if "ema_metric" in h:
             axes[1].plot(epoch, h["ema_metric"], ":", color=colour, label=f"fold {fold} EMA")
         axes[1].axvline(res.best_epoch + 1, color=colour, lw=0.6, alpha=0.5)
-        axes[2].plot(epoch, h["lr"], color=colour, label=f"fold {fold}")
+        axes[2].plot(epoch, h["lr"], "-" + mark, color=colour, label=f"fold {fold}")
     for ax, title in zip(axes, ("loss", f"validation {metric}", "learning rate (epoch start)")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=7)
     return fig
 

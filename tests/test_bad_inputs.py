@@ -178,7 +178,7 @@ CASES = [
          r"duplicate key 'lr'.*line 3", "experiments/baseline.yaml"),
     Case("comp.yaml not a mapping", write("comp.yaml", "- a\n- b\n"), FOLDS, r"must hold a mapping of keys, got list",
          "comp.yaml"),
-    Case("no comp.yaml", lambda ws: (ws / "comp.yaml").unlink(), FOLDS, r"no comp\.yaml in .*comp init", "comp.yaml"),
+    Case("no comp.yaml", lambda ws: (ws / "comp.yaml").unlink(), FOLDS, r"no comp\.yaml here .*run comp init", "comp.yaml"),
     Case("unknown key", set_yaml("comp.yaml", "data.lable_col", "x"), FOLDS,
          r"comp\.yaml: data\.lable_col is not a key; did you mean data\.label_col\?", "data.lable_col"),
     Case("unknown --set key", None, (*FOLDS, "--set", "train.learning_rate=1"), r"--set train\.learning_rate is not a key",

@@ -19,7 +19,8 @@ from comp.engine import FoldResult, NonFiniteLoss, fit_fold, split_indices
 from comp.errors import CompError
 from comp.folds import ensure_folds
 from comp.models import build_model
-from comp.optim import build_optimizer, build_scheduler, lr_factor, resolve_amp, resolve_device
+from comp.device import resolve_amp, resolve_device
+from comp.parts import build_optimizer, build_scheduler, lr_factor
 from comp.workspace import Workspace
 
 CKPT_KEYS = {"model", "fold", "epoch", "score", "val_loss", "train_hash", "model_name", "n_classes", "classes", "weights"}
@@ -56,7 +57,7 @@ def test_fit_fold_writes_checkpoints_history_and_returns_val_probs(tiny_ws: Path
     assert res.val_probs.shape == (len(val), 3)
     assert np.allclose(res.val_probs.sum(1), 1, atol=1e-5)
     assert list(res.history.columns) == ["epoch", "train_loss", "val_loss", "metric", "lr", "seconds"]
-    assert res.history["epoch"].tolist() == [0, 1] and res.minutes > 0
+    assert res.history["epoch"].tolist() == [1, 2] and res.minutes > 0
     assert res.score == res.history["metric"].max()
     best = torch.load(tiny_ws / "f1" / "best.pt", weights_only=True)
     assert CKPT_KEYS <= set(best) and best["fold"] == 1 and best["weights"] == "raw"
@@ -76,7 +77,7 @@ def test_interrupted_fit_resumes_to_the_same_result(tiny_ws: Path) -> None:
     whole = fit(tiny_ws, *over, out="whole")
 
     def stop_after_first(epoch: int, info: dict) -> None:
-        assert set(info) == {"score", "val_loss"}
+        assert {"score", "val_loss", "improved", "epoch", "train_loss", "lr"} <= set(info) and info["epoch"] == epoch + 1
         if epoch == 0:
             raise Stop
 
@@ -87,7 +88,7 @@ def test_interrupted_fit_resumes_to_the_same_result(tiny_ws: Path) -> None:
     seen = []
     resumed = fit(tiny_ws, *over, out="cut", on_epoch=lambda e, info: seen.append(e))
     assert seen == [1, 2]
-    assert resumed.history["epoch"].tolist() == [0, 1, 2]
+    assert resumed.history["epoch"].tolist() == [1, 2, 3]
     np.testing.assert_array_equal(resumed.val_probs, whole.val_probs)
     assert resumed.history["train_loss"].tolist() == whole.history["train_loss"].tolist()
 
@@ -110,14 +111,14 @@ def test_finished_fold_without_best_checkpoint_is_trained_again(tiny_ws: Path) -
     first = fit(tiny_ws)
     (tiny_ws / "out" / "best.pt").unlink()
     again = fit(tiny_ws)
-    assert (tiny_ws / "out" / "best.pt").is_file() and again.history["epoch"].tolist() == [0, 1]
+    assert (tiny_ws / "out" / "best.pt").is_file() and again.history["epoch"].tolist() == [1, 2]
     np.testing.assert_array_equal(again.val_probs, first.val_probs)  # same seed, same fit
 
 
 def test_changed_config_starts_the_fold_over(tiny_ws: Path) -> None:
     first = fit(tiny_ws, "train.epochs=1")
     res = fit(tiny_ws, "train.epochs=2")
-    assert res.history["epoch"].tolist() == [0, 1]
+    assert res.history["epoch"].tolist() == [1, 2]
     assert res.history["train_loss"].iloc[0] == first.history["train_loss"].iloc[0]  # epoch 0 ran again, same seed
     old, new = (load_config(tiny_ws, "baseline", ["folds.k=2", f"train.epochs={n}"]).train_hash() for n in (1, 2))
     assert old != new
@@ -352,7 +353,7 @@ def test_early_stopping_on_the_metric(tiny_ws: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(engine, "pick", lambda cands, metric: engine.Candidate(
         "raw", cands[0].module, cands[0].probs, 1.0, 0.5))
     res = fit(tiny_ws, "train.epochs=6", "train.early_stopping=2")
-    assert res.history["epoch"].tolist() == [0, 1, 2] and res.best_epoch == 0
+    assert res.history["epoch"].tolist() == [1, 2, 3] and res.best_epoch == 0
 
 
 def test_split_indices_errors() -> None:

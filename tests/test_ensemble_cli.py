@@ -90,7 +90,7 @@ def test_ensemble_predicts_missing_members_and_writes_a_valid_submission(two_mem
     recorded = invoke(two_members, "leaderboard", "--record", "blend", "--lb", "0.61")
     assert recorded.exit_code == 0, recorded.output
     assert read_json(ws.leaderboard_json)["blend"]["lb"] == 0.61
-    assert "cv_vs_lb.png" in ws.report_html("good").read_text()
+    assert 'alt="CV vs leaderboard"' in ws.report_html("good").read_text()
     board = invoke(two_members, "leaderboard")
     assert board.exit_code == 0 and "blend" in board.output and "good" in board.output
 

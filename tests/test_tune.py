@@ -488,17 +488,16 @@ def test_a_trial_failed_by_optuna_without_reason_does_not_count(tmp_path: Path) 
 
 def test_folders_of_killed_trials_are_removed_on_the_next_run(tmp_path: Path) -> None:
     from comp.tune import clean_trial_dirs
-    from comp.tune.objective import trial_dir
 
     ws = Workspace.at(tmp_path)
     study = journal_study(ws.tune_journal("baseline"))
     killed, running = study.ask(), study.ask()
     study.tell(killed.number, state=TrialState.FAIL)
     for number in (killed.number, running.number):
-        (trial_dir(ws, "baseline", number) / "fold0").mkdir(parents=True)
-        (trial_dir(ws, "baseline", number) / "fold0" / "last.pt").write_bytes(b"x")
+        (ws.trial_dir("baseline", number) / "fold0").mkdir(parents=True)
+        (ws.trial_dir("baseline", number) / "fold0" / "last.pt").write_bytes(b"x")
     assert clean_trial_dirs(ws, "baseline", study) == [killed.number]
-    assert not trial_dir(ws, "baseline", killed.number).exists() and trial_dir(ws, "baseline", running.number).exists()
+    assert not ws.trial_dir("baseline", killed.number).exists() and ws.trial_dir("baseline", running.number).exists()
 
 
 @pytest.mark.postgres
