@@ -6,31 +6,26 @@ import errno
 import functools
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress as RichBars,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
-from comp.config import Config, load_config
 from comp.errors import CompError
+from comp.output import BarProgress, LineProgress, is_terminal, make_console
 from comp.progress import Progress
-from comp.workspace import Workspace, WriteError
+
+if TYPE_CHECKING:
+    from comp.config import Config
+    from comp.workspace import Workspace
 
 T = TypeVar("T")
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 WorkspaceOpt = Annotated[
     Path, typer.Option("--workspace", "-w", help="Workspace folder (holds comp.yaml).", show_default=True)
@@ -45,6 +40,9 @@ SetOpt = Annotated[
 
 
 def load(workspace: Path, experiment: str = "baseline", overrides: list[str] | None = None) -> tuple[Workspace, Config]:
+    from comp.config import load_config  # imported when a command runs: `comp --help` stays fast
+    from comp.workspace import Workspace
+
     ws = Workspace.at(workspace)
     return ws, load_config(ws.root, experiment, tuple(overrides or ()))
 
@@ -69,6 +67,8 @@ def handle_errors(fn: Callable[..., T]) -> Callable[..., T]:
 
 def os_error_message(exc: OSError) -> str | None:
     """One line for the OS errors a user can cause and fix (no permission, read-only, disk full); None for others."""
+    from comp.workspace import WriteError
+
     verb = "writing" if isinstance(exc, WriteError) else "on"
     path = exc.filename or "a file in the workspace"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -87,50 +87,18 @@ class _RichLogHandler(logging.Handler):
             err_console.print(record.getMessage(), highlight=False, soft_wrap=True, markup=False)
 
 
-class RichProgress(Progress):
-    """Progress bars on stderr with live fields (loss, metric) and ETA."""
+def RichProgress() -> Progress:
+    """The progress display for this place: bars on a terminal, timed plain lines in a pipe or file (--log-every)."""
+    return BarProgress(err_console) if is_terminal(sys.stderr) else LineProgress()
 
-    def __init__(self) -> None:
-        self.bars = RichBars(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=err_console,
-            transient=False,
-        )
-        self.tasks: list[int] = []
 
-    def __enter__(self) -> "RichProgress":
-        self.bars.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.bars.stop()
-
-    def track(self, iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
-        if total is None and hasattr(iterable, "__len__"):
-            total = len(iterable)  # type: ignore[arg-type]
-        task = self.bars.add_task(description, total=total, info="")
-        self.tasks.append(task)
-        try:
-            for item in iterable:
-                yield item
-                self.bars.advance(task)
-        finally:
-            self.tasks.remove(task)
-            self.bars.remove_task(task)
-
-    def note(self, **fields: Any) -> None:
-        if self.tasks:
-            info = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
-            self.bars.update(self.tasks[-1], info=info)
-
-    def log(self, message: str) -> None:
-        self.bars.console.print(message, highlight=False, markup=False)
+def rule(title: str, *, err: bool = False) -> None:
+    """A heading line: a Rich rule on a terminal, '== title ==' elsewhere (never a 100,000-character line)."""
+    target = err_console if err else console
+    if is_terminal(sys.stderr if err else sys.stdout):
+        target.rule(title)
+    else:
+        target.print(f"== {title} ==")
 
 
 def print_table(frame: Any, title: str = "", float_digits: int = 4) -> None:

@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 
 from comp.cli import app
-from comp.cli.common import RichProgress, console, handle_errors, load, print_table
-from comp.data.tables import load_tables
-from comp.demo import build_demo
-from comp.folds import fold_balance, load_or_make_folds
-from comp.metrics import get_metric
-from comp.workspace import Workspace
+from comp.cli.common import RichProgress, console, handle_errors, load, print_table, rule
+
+if TYPE_CHECKING:
+    from comp.workspace import Workspace
 
 MEMBERS = ("baseline", "effnet")
 
 
 def step(title: str) -> None:
-    console.rule(f"[bold]{title}")
+    rule(title)
 
 
 @app.command("demo")
@@ -37,6 +34,10 @@ def demo_command(
     folds -> eda -> fold-train (two architectures) -> tune (short) -> predict with TTA ->
     ensemble (weights fitted on OOF, nested estimate) -> score against the hidden solution.
     """
+    from comp.data.tables import load_tables
+    from comp.demo import build_demo
+    from comp.folds import fold_balance, load_or_make_folds
+
     start = time.perf_counter()
     step("1. data: digits photographed as subjects")
     with RichProgress() as progress:
@@ -58,51 +59,28 @@ def demo_command(
 
 
 def run_stages(ws: Workspace, solution: Path, *, force: bool, epochs: int | None) -> None:
-    """Every stage after folds, on the demo's two experiments."""
+    """Every stage after folds, on the demo's two experiments (comp.pipeline runs them; this prints)."""
+    from comp.pipeline import run_demo_stages
+
+    result = run_demo_stages(ws, solution, force=force, epochs=epochs, progress=RichProgress, step=step, show=_show)
+    print_table(result.estimates, title="honest estimates vs the hidden test score")
+    console.print(f"submission: {result.blend['csv']} (manifest {result.blend['json']})", highlight=False)
+
+
+def _show(kind: str, value: object) -> None:
+    """Print what a demo stage returned."""
     from comp.cli.ensemble import show as show_blend
     from comp.cli.train import show_scores
-    from comp.eda import run_eda
-    from comp.predict import predict_experiment
-    from comp.submission import make_submission, score_submission
-    from comp.train import fold_train
-    from comp.tune import tune_experiment
 
-    overrides = [f"train.epochs={epochs}"] if epochs else []
-    step("3. eda: the data report")
-    _, cfg = load(ws.root)
-    with RichProgress() as progress:
-        eda = run_eda(cfg, ws, progress=progress)
-    console.print(f"wrote {eda.report}", highlight=False)
-    cv = {}
-    for i, exp in enumerate(MEMBERS):
-        step(f"{4 + i}. fold-train -e {exp}")
-        _, cfg = load(ws.root, exp, overrides)
-        with RichProgress() as progress:
-            cv[exp] = fold_train(cfg, ws, exp, force=force, progress=progress)
-        show_scores(cv[exp])
-    step("6. tune -e baseline (a short study: lr and label smoothing, one fold, two epochs a trial)")
-    _, cfg = load(ws.root, "baseline")
-    with RichProgress() as progress:
-        tuned = tune_experiment(ws, cfg, exp="baseline", progress=progress)
-    console.print(f"best {cfg.metric} {tuned.best_value} with {tuned.best_params}; tuned experiment: {tuned.tuned_yaml} "
-                  "(train it with `comp fold-train -e baseline-tuned`)", highlight=False)
-    step("7. predict with TTA (hflip), every fold of each experiment")
-    for exp in MEMBERS:
-        _, cfg = load(ws.root, exp, overrides)
-        with RichProgress() as progress:
-            predict_experiment(cfg, ws, exp, oof=True, progress=progress)
-        console.print(f"wrote {ws.test_probs_csv(exp)}", highlight=False)
-    step("8. ensemble: weights fitted on TTA out-of-fold predictions")
-    _, cfg = load(ws.root)
-    blend = make_submission(cfg, ws, list(MEMBERS), name="demo-blend", weights="auto", oof_source="tta")
-    show_blend(blend)
-    step("9. the hidden test set (what the leaderboard would say)")
-    tables = load_tables(cfg, ws, check_images=False)
-    hidden = score_submission(Path(blend["csv"]), solution, cfg.submission, classes=tables.classes,
-                              metric=get_metric(cfg.metric))
-    rows = [{"what": f"{exp} CV (mean of folds)", cfg.metric: cv[exp]["mean"]} for exp in MEMBERS]
-    rows += [{"what": "blend OOF (in-sample weights)", cfg.metric: blend["oof"]},
-             {"what": "blend nested estimate", cfg.metric: blend["nested"]},
-             {"what": "blend on the hidden test set", cfg.metric: hidden}]
-    print_table(pd.DataFrame(rows), title="honest estimates vs the hidden test score")
-    console.print(f"submission: {blend['csv']} (manifest {blend['json']})", highlight=False)
+    if kind == "eda":
+        console.print(f"wrote {value.report}", highlight=False)  # type: ignore[attr-defined]
+    elif kind == "scores":
+        show_scores(value)  # type: ignore[arg-type]
+    elif kind == "tuned":
+        console.print(f"best {value.best_value} with {value.best_params}; tuned experiment: {value.tuned_yaml} "  # type: ignore[attr-defined]
+                      "(train it with `comp fold-train -e baseline-tuned`)", highlight=False)
+    elif kind == "predicted":
+        exp, summary = value  # type: ignore[misc]
+        console.print(f"wrote {exp}: {summary['test_rows']} test rows, TTA {summary['tta']}", highlight=False)
+    elif kind == "blend":
+        show_blend(value)  # type: ignore[arg-type]

@@ -5,14 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 
 from comp.cli import app
 from comp.cli.common import RichProgress, SetOpt, WorkspaceOpt, console, handle_errors, print_table
-from comp.ensemble import METHODS
-from comp.errors import CompError
-from comp.workspace import Workspace
 
 
 @app.command("ensemble")
@@ -33,25 +29,21 @@ def ensemble_command(
     set_: SetOpt = None,
 ) -> None:
     """Predict members whose predictions are missing or stale, fit the blend on matching OOF, write a validated submission."""
-    from comp.predict import member_config, prepare_members
-    from comp.submission import make_submission
+    from comp.pipeline import ensemble
+    from comp.workspace import Workspace
 
-    if method not in METHODS:
-        raise CompError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    name = name or "-".join([*experiments, method])
     ws = Workspace.at(workspace)
-    ws.submission_csv(name)  # a plain name, checked before any work
-    cfg = member_config(ws, experiments[0], set_ or ())
     with RichProgress() as progress:
-        used = prepare_members(ws, experiments, tta=tta, oof_source=oof_source, overrides=set_ or (), progress=progress)
-        result = make_submission(cfg, ws, experiments, name=name, method=method, weights=weights, bias=bias,
-                                 oof_source=oof_source, seed=seed)
+        used, result = ensemble(ws, experiments, name=name, method=method, weights=weights, bias=bias,
+                                oof_source=oof_source, tta=tta, seed=seed, overrides=set_ or (), progress=progress)
     for exp, how in used.items():
         console.print(f"{exp}: {how}", highlight=False)
     show(result)
 
 
 def show(result: dict) -> None:
+    import pandas as pd
+
     members = result["members"]
     table = pd.DataFrame({"member": members, "weight": result["weights"],
                           "TTA": [result["tta"][m] for m in members],

@@ -24,11 +24,11 @@ def predict_command(
     set_: SetOpt = None,
 ) -> None:
     """Write experiments/<exp>/fold{i}/test.csv and their mean experiments/<exp>/test.csv (id, p_<class>...)."""
-    from comp.predict import predict_experiment  # torch is imported only by commands that need it
+    from comp.pipeline import predict  # torch is imported only by commands that need it
 
     ws, cfg = load(workspace, experiment, set_)
     with RichProgress() as progress:
-        summary = predict_experiment(cfg, ws, experiment, tta=tta, oof=oof, progress=progress)
+        summary = predict(ws, experiment, cfg, tta=tta, oof=oof, progress=progress)
     console.print(f"{experiment}: {summary['test_rows']} test rows, folds {summary['folds']}, "
                   f"TTA {summary['tta']} ({summary['merge']}) -> {ws.test_probs_csv(experiment)}")
     if summary["oof_tta"]:

@@ -5,17 +5,18 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 
 from comp.cli import app
 from comp.cli.common import (ExperimentOpt, RichProgress, SetOpt, WorkspaceOpt, console, err_console, handle_errors,
-                             load, print_table)
-from comp.config import Config
+                             load, print_table, rule)
 from comp.progress import SILENT
-from comp.workspace import Workspace
+
+if TYPE_CHECKING:
+    from comp.config import Config
+    from comp.workspace import Workspace
 
 
 @app.command("fold-train")
@@ -29,7 +30,11 @@ def fold_train_command(
     devices: Annotated[str | None, typer.Option(
         "--devices", help="Train folds in parallel, one process per device: GPU numbers (0,1,2,3) or cpu (cpu,cpu).",
     )] = None,
-    child: Annotated[bool, typer.Option("--child", hidden=True, help="Train the folds only (a --devices child).")] = False,
+    seed: Annotated[int | None, typer.Option("--seed", help="Training seed (sets train.seed; default: train.seed).")] = None,
+    track: Annotated[str | None, typer.Option(
+        "--track", help="Experiment trackers: tensorboard,mlflow,wandb (default: the experiment's track).")] = None,
+    log_every: Annotated[float | None, typer.Option(
+        "--log-every", help="Seconds between progress lines when output is not a terminal (default 30).")] = None,
     workspace: WorkspaceOpt = Path("."),
     experiment: ExperimentOpt = "baseline",
     set_: SetOpt = None,
@@ -38,38 +43,69 @@ def fold_train_command(
 
     Under `torchrun --nproc-per-node N -m comp fold-train --fold i`, the fold trains data-parallel.
     """
-    overrides = list(set_ or []) + ([f"folds.k={k}"] if k is not None else [])
-    ws, cfg = load(workspace, experiment, overrides)
-    if devices is not None:
-        return run_on_devices(ws, cfg, experiment, devices=devices, overrides=overrides, fold=fold, force=force)
+    from comp.config import resolve_config
+    from comp.output import set_log_every
+    from comp.pipeline import resume_command, with_seed
+    from comp.track import parse_track
+    from comp.workspace import Workspace
+
+    set_log_every(log_every)
+    overrides = with_seed(list(set_ or []) + ([f"folds.k={k}"] if k is not None else []), seed)
+    ws = Workspace.at(workspace)
+    cfg, origins = resolve_config(ws.root, experiment, tuple(overrides))
+    names = parse_track(track) if track is not None else None
+    try:
+        if devices is not None:
+            return run_on_devices(ws, cfg, experiment, devices=devices, overrides=overrides, fold=fold, force=force,
+                                  origins=origins, track=names)
+        scores = train_here(ws, cfg, experiment, origins, fold=fold, force=force, track=names)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished folds and epochs are kept; resume with:", highlight=False)
+        err_console.print(resume_command(str(workspace), experiment, overrides, fold), highlight=False, markup=False)
+        raise typer.Exit(130) from None
+    if scores is None:  # a torchrun rank other than 0
+        return
+    show_scores(scores)
+    console.print(f"outputs in {ws.exp_dir(experiment)} (report: {ws.report_html(experiment)})", highlight=False)
+
+
+def train_here(ws: Workspace, cfg: Config, experiment: str, origins: dict, *, fold: str | None, force: bool,
+               track: tuple[str, ...] | None) -> dict | None:
+    """Train in this process (or as one torchrun rank); the scores on rank 0, None on the other ranks."""
     from comp import distributed  # torch loads only for the commands that train
-    from comp.train import fold_train
+    from comp.pipeline import train_experiment
 
     with distributed.process_group(cfg.train.device):
         main = distributed.is_main()
         if not main:  # under torchrun only rank 0 logs and draws
             logging.getLogger("comp").setLevel(logging.WARNING)
         with RichProgress() if main else contextlib.nullcontext(SILENT) as progress:
-            scores = fold_train(cfg, ws, experiment, folds=fold, force=force, progress=progress,
-                                aggregate=not child)
-    if child or not main:
-        return
-    show_scores(scores)
-    console.print(f"outputs in {ws.exp_dir(experiment)} (report: {ws.report_html(experiment)})", highlight=False)
+            scores = train_experiment(ws, experiment, cfg, origins, folds=fold, force=force, progress=progress,
+                                      track=track)
+    return scores if main else None
 
 
 def run_on_devices(ws: Workspace, cfg: Config, experiment: str, *, devices: str, overrides: list[str], fold: str | None,
-                   force: bool) -> None:
+                   force: bool, origins: dict | None = None, track: tuple[str, ...] | None = None) -> None:
     """--devices: folds in child processes, then the scores table; failed folds with their log tails, exit 1."""
     from comp.dispatch import fold_train_parallel, parse_devices
+    from comp.pipeline import train_experiment
 
-    with RichProgress() as progress:
+    runs = []
+
+    def runner(progress: object) -> dict:
         result = fold_train_parallel(cfg, ws, experiment, devices=parse_devices(devices), overrides=overrides,
                                      folds=fold, force=force, progress=progress)
+        runs.append(result)
+        return result.scores
+
+    with RichProgress() as progress:
+        train_experiment(ws, experiment, cfg, origins, progress=progress, track=track, runner=runner)
+    result = runs[0]
     show_scores(result.scores)
     console.print(f"outputs in {ws.exp_dir(experiment)} (report: {ws.report_html(experiment)})", highlight=False)
     for run in result.failed:
-        err_console.rule(f"fold {run.fold} failed on device {run.device} (exit {run.returncode}): {run.log_path}")
+        rule(f"fold {run.fold} failed on device {run.device} (exit {run.returncode}): {run.log_path}", err=True)
         err_console.print(run.tail(), highlight=False, markup=False)
     if result.failed:
         err_console.print(f"[bold red]error:[/] folds {[r.fold for r in result.failed]} failed; fix the cause and "
@@ -79,8 +115,10 @@ def run_on_devices(ws: Workspace, cfg: Config, experiment: str, *, devices: str,
 
 def show_scores(scores: dict) -> None:
     """The per-fold table, then CV mean +- std and the OOF score."""
+    import pandas as pd
+
     metric = scores["metric"]
-    rows = [{"fold": f, "best epoch": scores["best_epochs"][f] + 1, metric: float(s),
+    rows = [{"fold": f, "best epoch": scores["best_epochs"][f], metric: float(s),
              "val loss": float(scores["val_losses"][f]), "minutes": float(scores["minutes"][f])}
             for f, s in scores["folds"].items()]
     print_table(pd.DataFrame(rows), title=f"fold-train (k={scores['k']})")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 
 from comp.cli import app
+
+if TYPE_CHECKING:
+    import pandas as pd
 from comp.cli.common import ExperimentOpt, RichProgress, SetOpt, WorkspaceOpt, console, err_console, handle_errors, load, print_table
 
 
@@ -22,6 +24,9 @@ def tune_command(
     folds: Annotated[str | None, typer.Option("--folds", "--fold", help="Folds to score each trial on: 0 | 0,1 | all (default: tune.folds).")] = None,
     storage: Annotated[str | None, typer.Option("--storage", help="Optuna RDB URL (postgresql://...) shared by workers on many machines; default: experiments/<exp>/tune.journal.")] = None,
     study: Annotated[str | None, typer.Option("--study", help="Study name (default: the experiment name).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Sampler seed (sets tune.seed; default: tune.seed, else train.seed).")] = None,
+    log_every: Annotated[float | None, typer.Option(
+        "--log-every", help="Seconds between progress lines when output is not a terminal (default 30).")] = None,
     workspace: WorkspaceOpt = Path("."),
     experiment: ExperimentOpt = "baseline",
     set_: SetOpt = None,
@@ -29,7 +34,13 @@ def tune_command(
     """Search tune.space with Optuna (TPE + pruning); rerun to resume, run it on several workers to share one study."""
     from comp.tune import tune_experiment  # optuna and torch load only for this command
 
+    from comp.output import set_log_every
+    from comp.pipeline import with_seed
+
+    set_log_every(log_every)
+    set_ = with_seed(set_ or [], seed, key="tune.seed")
     ws, cfg = load(workspace, experiment, set_)
+    console.print(f"watch the study: {dashboard_command(ws, experiment, storage)}", highlight=False, markup=False)
     stop = _sigterm_as_interrupt()  # a preempted or killed worker marks its running trial as interrupted, not counted
     try:
         with RichProgress() as progress:
@@ -51,8 +62,27 @@ def tune_command(
     console.print(f"report: {result.report}")
 
 
+def dashboard_command(ws: object, experiment: str, storage: str | None) -> str:
+    """The optuna-dashboard command that watches this study (the journal relative to the current folder)."""
+    import os
+    import shlex
+
+    from comp.tune.study import redact
+
+    if storage is not None:
+        return f"optuna-dashboard {shlex.quote(redact(storage))}"
+    journal = ws.tune_journal(experiment)  # type: ignore[attr-defined]
+    try:
+        shown = os.path.relpath(journal)
+    except ValueError:
+        shown = str(journal)
+    return f"optuna-dashboard {shlex.quote(shown)}"
+
+
 def _shown(table: pd.DataFrame) -> pd.DataFrame:
     """The trials table as short strings: 4 significant digits, whole seconds, reasons cut to 60 characters."""
+    import pandas as pd
+
     out = table.drop(columns=["reason"]) if table["reason"].eq("").all() else table.copy()
     for col in out.columns:
         if out[col].dtype.kind == "f":
