@@ -23,6 +23,7 @@ from comp.config import Config, SubmissionConfig
 from comp.data.tables import read_csv
 from comp.errors import CompError, did_you_mean
 from comp.metrics import Metric, get_metric
+from comp.locks import short_lock
 from comp.predictions import oof_path, prediction_record
 from comp.workspace import Workspace, csv_bytes, write_bytes, write_json
 
@@ -247,8 +248,9 @@ def make_submission(
         "member_oof": {m: metric(y, p) for m, p in zip(members, oof_probs)},
         "config_hashes": {m: _hashes(ws, m) for m in members},
     }
-    csv_path, json_path = write_submission(ws, name, frame, cfg.submission, expected=order, classes=tables.classes,
-                                           manifest=manifest)
+    with short_lock(ws.submissions_dir / ".lock", f"writing submission {name}"):  # the csv and its manifest together
+        csv_path, json_path = write_submission(ws, name, frame, cfg.submission, expected=order,
+                                               classes=tables.classes, manifest=manifest)
     return {**manifest, "csv": str(csv_path), "json": str(json_path)}
 
 
