@@ -15,6 +15,7 @@ alternate; the best of --rounds is kept for each. Figure of merit: comp / hand (
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -130,6 +131,9 @@ def main() -> None:
                 t_hand.append(timed(hand_cmd, ws))
                 reset(ws)
                 t_comp.append(timed(comp_cmd, ws))
+                trained = json.loads((ws / "experiments" / "baseline" / "scores.json").read_text())["folds"]
+                if len(trained) != n_folds:
+                    raise SystemExit(f"comp fold-train trained folds {sorted(trained)}, expected {n_folds}")
             print(f"{n_folds} fold(s) of k=5, {args.n} images, {args.model} {args.size}px, {args.epochs} epochs, "
                   f"batch {args.batch}, best of {args.rounds}")
             print(f"  hand-written loop: {min(t_hand):.1f} s  (all: {', '.join(f'{t:.1f}' for t in t_hand)})")

@@ -111,11 +111,15 @@ def read_best(path: Path, *, retrain: str) -> BestCheckpoint:
 
 
 def load_best(path: Path) -> BestCheckpoint | None:
-    """best.pt, or None (logged) when it is missing or unreadable (the fold is then trained again)."""
-    doc = load_checkpoint(path)
+    """best.pt, or None (logged) when it is missing or unreadable (the fold is then trained again).
+
+    Memory-mapped: a finished fold's result (scores, validation probabilities) is read at the end of each
+    fold and again by the aggregation, and none of them needs the weights, so their bytes are not read.
+    """
+    doc = load_checkpoint(path, mmap=True)
     try:
-        return None if doc is None else BestCheckpoint.from_dict(doc)
-    except (KeyError, TypeError, ValueError):
+        return None if doc is None else BestCheckpoint.from_dict({**doc, "val_probs": doc["val_probs"].clone()})
+    except (KeyError, TypeError, ValueError, AttributeError):
         log.warning("%s is not a comp fold checkpoint; ignoring it", path)
         return None
 
