@@ -8,7 +8,14 @@ at a 224 px input:
 Both are measured in the same run, alternating, best of --rounds each; the ratio (b)/(a) is the
 figure of merit (goal >= 8x).
 
+It also prints comp's images/s per worker and the DataLoader workers a GPU needs to be fed at
+--target images/s (default 4200: resnet50 224 px AMP on an H200, measured by bench_gpu_amp.py):
+ceil(target / per-worker rate). On a CPU-only box that is an estimate from the CPU's per-worker
+rate; the GPU figure itself is measured only with --device cuda on a GPU machine. comp's loaders
+pin memory when train.device is a GPU and the engine copies batches with non_blocking=True.
+
     .venv/bin/python benchmarks/bench_loader.py [--n 300] [--epochs 1] [--batch 32] [--workers 0] [--device cpu]
+        [--target 4200]
 
 --workers N gives both loaders N worker processes; --device cuda also copies each batch to the GPU.
 """
@@ -16,6 +23,7 @@ figure of merit (goal >= 8x).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tempfile
 import time
@@ -102,6 +110,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--target", type=float, default=4200.0, help="images/s a GPU consumes (default: resnet50 224 px "
+                    "AMP on an H200)")
     args = ap.parse_args()
     torch.set_num_threads(1)  # one worker's worth of CPU for both sides
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,6 +146,10 @@ def main() -> None:
     print(f"    one-off cache build ({store.hw[0]}x{store.hw[1]})            : {build_s:8.2f} s "
           f"({args.n / build_s:.0f} images/s, threads)")
     print(f"ratio (b)/(a): {comp_ips / naive_ips:.1f}x  (goal >= 8x)")
+    per_worker = comp_ips / max(args.workers, 1)
+    measured = "measured" if args.device.startswith("cuda") else "estimated from this CPU; the GPU figure is not measured"
+    print(f"comp images/s per worker: {per_worker:.1f}; workers needed for {args.target:.0f} images/s: "
+          f"{math.ceil(args.target / per_worker)} ({measured}; assumes workers scale linearly, one core each)")
 
 
 if __name__ == "__main__":
