@@ -248,7 +248,7 @@ def make_submission(
         "member_oof": {m: metric(y, p) for m, p in zip(members, oof_probs)},
         "config_hashes": {m: _hashes(ws, m) for m in members},
     }
-    with short_lock(ws.submissions_dir / ".lock", f"writing submission {name}"):  # the csv and its manifest together
+    with short_lock(ws.submissions_lock, f"writing submission {name}"):  # the csv and its manifest together
         csv_path, json_path = write_submission(ws, name, frame, cfg.submission, expected=order,
                                                classes=tables.classes, manifest=manifest)
     return {**manifest, "csv": str(csv_path), "json": str(json_path)}

@@ -68,7 +68,7 @@ class TensorBoardTracker(Tracker):
     def __init__(self, ws: Workspace, exp: str) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.dir = ws.exp_dir(exp) / "tb"
+        self.dir = ws.tb_dir(exp)
         self.writer = SummaryWriter(log_dir=str(self.dir))
 
     def start(self, config: dict[str, Any], config_hash: str) -> None:
@@ -100,7 +100,7 @@ class MlflowTracker(Tracker):
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         artifacts = None
         if not uri:
-            store = ws.root / "mlruns"
+            store = ws.mlruns_dir
             store.mkdir(parents=True, exist_ok=True)
             uri, artifacts = f"sqlite:///{store / 'mlflow.db'}", (store / "artifacts").as_uri()
         self.client = MlflowClient(tracking_uri=uri)

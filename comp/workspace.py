@@ -189,6 +189,24 @@ class Workspace:
         return self.root / ".cache"
 
     @property
+    def image_check_json(self) -> Path:
+        """Cached facts of every image checked (size, mode, decodable), keyed by path, size and time."""
+        return self.cache_dir / "image_check.json"
+
+    @property
+    def eda_features_json(self) -> Path:
+        return self.cache_dir / "eda_features.json"
+
+    def image_cache(self, key: str) -> Path:
+        """A decoded, cropped and resized image array (memory-mapped), named by what it was made from."""
+        return self.cache_dir / "images" / f"{key}.npy"
+
+    @property
+    def mlruns_dir(self) -> Path:
+        """The local MLflow store when MLFLOW_TRACKING_URI is not set."""
+        return self.root / "mlruns"
+
+    @property
     def folds_dir(self) -> Path:
         return self.root / "folds"
 
@@ -225,6 +243,10 @@ class Workspace:
 
     def last_ckpt(self, exp: str, fold: int) -> Path:
         return self.fold_files(exp, fold).last
+
+    def tb_dir(self, exp: str) -> Path:
+        """TensorBoard event files of the experiment (track: [tensorboard])."""
+        return self.exp_dir(exp) / "tb"
 
     def exp_lock(self, exp: str) -> Path:
         """The experiment's short lock (aggregation, predict and ensemble writes)."""
@@ -279,6 +301,11 @@ class Workspace:
 
     def submission_json(self, name: str) -> Path:
         return self.submissions_dir / f"{check_name(name, 'submission')}.json"
+
+    @property
+    def submissions_lock(self) -> Path:
+        """Held while a submission's csv and manifest are written."""
+        return self.submissions_dir / ".lock"
 
     @property
     def leaderboard_json(self) -> Path:

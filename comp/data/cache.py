@@ -205,7 +205,7 @@ def prepare_images(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, progress:
     if not paths:
         return ImageStore(array=np.zeros((0, *hw, 3), np.uint8))
     key = cache_key(paths, boxes, hw=hw, margin=margin)
-    target = ws.cache_dir / "images" / f"{key}.npy"
+    target = ws.image_cache(key)
     if not _valid(target, len(paths), hw):
         target.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(target) + ".lock"):  # parallel fold processes build it once

@@ -45,7 +45,7 @@ def check_and_cache(frame: pd.DataFrame, cfg: Config, ws: Workspace, name: str, 
     except CompError:
         check_files(frame, ws, name, progress)  # names every file that does not decode, as the plain check does
         raise
-    record_checks(ws.cache_dir / "image_check.json", facts)
+    record_checks(ws.image_check_json, facts)
 
 
 def _checked_read(facts: dict[str, dict], path: str) -> np.ndarray:

@@ -152,7 +152,7 @@ def check_exist(frame: pd.DataFrame, name: str) -> None:
 def check_files(frame: pd.DataFrame, ws: Workspace, name: str, progress: Progress) -> pd.DataFrame:
     """Missing files and corrupt images are errors naming how many and which."""
     check_exist(frame, name)
-    info = check_images(frame["path"].tolist(), ws.cache_dir / "image_check.json", progress=progress)
+    info = check_images(frame["path"].tolist(), ws.image_check_json, progress=progress)
     bad = info[~info["ok"]]
     if len(bad):
         examples = "; ".join(f"{p} ({e})" for p, e in zip(bad["path"][:3], bad["error"][:3]))

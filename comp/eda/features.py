@@ -11,6 +11,7 @@ from PIL import Image
 
 from comp.data.images import cached_map, check_images, read_rgb
 from comp.progress import SILENT, Progress
+from comp.workspace import Workspace
 
 FEATURE_CACHE_VERSION = 1
 THUMB = 64  # longest side of the thumbnail that colour statistics are computed on
@@ -65,14 +66,14 @@ def compute_features(
     return frame
 
 
-def file_facts(frame: pd.DataFrame, cache_dir: Path, *, progress: Progress = SILENT) -> pd.DataFrame:
+def file_facts(frame: pd.DataFrame, ws: Workspace, *, progress: Progress = SILENT) -> pd.DataFrame:
     """Rows of `frame` (id, path, ...) joined with exists, check_images facts and thumbnail features."""
     paths = frame["path"].tolist()
     exists = np.array([Path(p).is_file() for p in paths], dtype=bool)
     present = [p for p, e in zip(paths, exists) if e]
-    info = check_images(present, cache_dir / "image_check.json", progress=progress)
+    info = check_images(present, ws.image_check_json, progress=progress)
     readable = info.loc[info["ok"].astype(bool), "path"].tolist()
-    feats = compute_features(readable, cache_dir / "eda_features.json", progress=progress)
+    feats = compute_features(readable, ws.eda_features_json, progress=progress)
     out = frame.reset_index(drop=True).copy()
     out["exists"] = exists
     info = info.drop_duplicates("path").set_index("path")

@@ -55,8 +55,8 @@ def duplicate_summary(pairs: pd.DataFrame, threshold: int, *, folds: pd.DataFram
 
 
 def _facts(tables: Tables, ws: Workspace, progress: Progress) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    train = file_facts(tables.train, ws.cache_dir, progress=progress)
-    test = file_facts(tables.test, ws.cache_dir, progress=progress) if tables.test is not None else None
+    train = file_facts(tables.train, ws, progress=progress)
+    test = file_facts(tables.test, ws, progress=progress) if tables.test is not None else None
     return train, test
 
 
