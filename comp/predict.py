@@ -24,8 +24,8 @@ from comp.config import Config, TTAConfig, build_config, read_yaml
 from comp.data.tables import read_csv
 from comp.folds import check_trained_on
 from comp.locks import short_lock
-from comp.predictions import (checkpoint_stamps, commit_predictions, prediction_record, prob_columns, probs_frame,
-                              stale_reason)
+from comp.predictions import (checkpoint_stamps, commit_predictions, oof_source_for, prediction_record, prob_columns,
+                              probs_frame, stale_reason)
 from comp.errors import CompError, did_you_mean
 from comp.device import autocast, resolve_amp, resolve_device
 from comp.progress import SILENT, Progress
@@ -326,17 +326,6 @@ def choose_tta(record: dict | None, tta: str | None, cfg: Config) -> tuple[TTACo
     if record is not None and record.get("tta"):
         return TTAConfig(transforms=record["tta"], merge=record.get("merge", "mean")), "recorded in predict.json"
     return cfg.tta, "the experiment's tta.transforms"
-
-
-def oof_source_for(tta_name: str, oof_source: str, exp: str) -> str:
-    """plain OOF (from training) fits a blend only of predictions made without TTA; otherwise OOF re-predicted with it."""
-    if oof_source == "plain" and tta_name != "none":
-        raise CompError(f"--oof-source plain would fit and score the blend on OOF made without TTA while {exp}'s test "
-                        f"predictions use TTA {tta_name}: the reported CV would not be the CV of the submission; "
-                        "drop --oof-source (OOF is then re-predicted with the same TTA) or pass --tta none")
-    if oof_source not in ("auto", "plain", "tta"):
-        raise CompError(f"--oof-source must be auto, plain or tta, got {oof_source!r}")
-    return "tta" if oof_source == "tta" or tta_name != "none" else "plain"
 
 
 def prepare_members(ws: Workspace, members: Sequence[str], *, tta: str | None = None, oof_source: str = "auto",

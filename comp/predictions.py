@@ -44,6 +44,17 @@ def oof_path(ws: Workspace, exp: str, source: str = "plain") -> Path:
     return ws.oof_csv(exp) if source == "plain" else ws.oof_tta_csv(exp)
 
 
+def oof_source_for(tta_name: str, oof_source: str, exp: str) -> str:
+    """plain OOF (from training) fits a blend only of predictions made without TTA; otherwise OOF re-predicted with it."""
+    if oof_source == "plain" and tta_name != "none":
+        raise CompError(f"--oof-source plain would fit and score the blend on OOF made without TTA while {exp}'s test "
+                        f"predictions use TTA {tta_name}: the reported CV would not be the CV of the submission; "
+                        "drop --oof-source (OOF is then re-predicted with the same TTA) or pass --tta none")
+    if oof_source not in ("auto", "plain", "tta"):
+        raise CompError(f"--oof-source must be auto, plain or tta, got {oof_source!r}")
+    return "tta" if oof_source == "tta" or tta_name != "none" else "plain"
+
+
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

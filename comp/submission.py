@@ -24,7 +24,7 @@ from comp.data.tables import read_csv
 from comp.errors import CompError, did_you_mean
 from comp.metrics import Metric, get_metric
 from comp.locks import short_lock
-from comp.predictions import oof_path, prediction_record
+from comp.predictions import oof_path, oof_source_for, prediction_record
 from comp.workspace import Workspace, csv_bytes, write_bytes, write_json
 
 log = logging.getLogger("comp.submission")
@@ -246,7 +246,7 @@ def make_submission(
         "oof_source": sources, "tta": {m: r["tta"] for m, r in records.items()},
         "scores_from": "OOF predictions made as each member's test predictions (same folds, checkpoints and TTA)",
         "member_oof": {m: metric(y, p) for m, p in zip(members, oof_probs)},
-        "config_hashes": {m: _hashes(ws, m) for m in members},
+        "config_hashes": {m: _hashes(ws, m, records[m]["record"]) for m in members},
     }
     with short_lock(ws.submissions_lock, f"writing submission {name}"):  # the csv and its manifest together
         csv_path, json_path = write_submission(ws, name, frame, cfg.submission, expected=order,
@@ -275,14 +275,11 @@ def member_records(ws: Workspace, members: Sequence[str], train: pd.DataFrame, *
                             f"matching its files); run `comp predict -e {m}` (comp ensemble does it for you)")
         check_trained_on(ws, m, train)
         tta = str(record.get("tta"))
-        source = "tta" if oof_source == "tta" or (oof_source != "plain" and tta != "none") else "plain"
-        if oof_source == "plain" and tta != "none":
-            raise CompError(f"--oof-source plain would fit and score the blend on OOF made without TTA while {m}'s "
-                            f"test predictions use TTA {tta}; drop --oof-source, or predict with --tta none")
+        source = oof_source_for(tta, oof_source, m)
         if source == "tta" and not record.get("oof_tta"):
             raise CompError(f"member {m!r} was predicted with TTA {tta} but its OOF rows were not; run "
                             f"`comp predict -e {m} --tta {tta} --oof` (comp ensemble does it for you)")
-        out[m] = {"tta": tta, "oof_source": source}
+        out[m] = {"tta": tta, "oof_source": source, "record": record}
     return out
 
 
@@ -308,16 +305,10 @@ def member_oof(ws: Workspace, members: Sequence[str], classes: Sequence[Any], *,
     return probs, y.to_numpy(dtype=np.int64), folds
 
 
-def _hashes(ws: Workspace, exp: str) -> dict[str, Any]:
-    """config_hash / train_hash recorded beside the member's checkpoints, and the TTA its test.csv used."""
-    import yaml
+def _hashes(ws: Workspace, exp: str, record: dict[str, Any]) -> dict[str, Any]:
+    """config_hash / train_hash recorded beside the member's checkpoints; the TTA and files of its (checked) record."""
+    from comp.config import read_yaml
 
-    out: dict[str, Any] = {}
-    if ws.config_yaml(exp).is_file():
-        doc = yaml.safe_load(ws.config_yaml(exp).read_text()) or {}
-        out = {"config_hash": doc.get("config_hash"), "train_hash": doc.get("train_hash")}
-    record = prediction_record(ws, exp)
-    if record is not None:
-        out["tta"] = record.get("tta")
-        out["predictions"] = record.get("files")
-    return out
+    doc = read_yaml(ws.config_yaml(exp)) if ws.config_yaml(exp).is_file() else {}
+    return {"config_hash": doc.get("config_hash"), "train_hash": doc.get("train_hash"), "tta": record.get("tta"),
+            "predictions": record.get("files")}
