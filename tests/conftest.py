@@ -138,3 +138,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def write_fake_best(ws, exp: str, fold: int, cfg, model, names: list[str]) -> None:
+    """A fold's best.pt in comp's checkpoint schema, holding `model`'s weights (no training, no validation rows)."""
+    import torch
+
+    from comp.checkpoint import BestCheckpoint, CheckpointBase
+
+    base = CheckpointBase(fold=fold, epoch=1, train_hash=cfg.train_hash(), model_name=cfg.model.name,
+                          n_classes=len(names), classes=names)
+    ckpt = BestCheckpoint(base, model.state_dict(), 0.5, 1.0, "raw", [], torch.zeros(0, len(names))).as_dict()
+    ws.fold_dir(exp, fold).mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, ws.best_ckpt(exp, fold))

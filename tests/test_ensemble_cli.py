@@ -18,14 +18,13 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from comp.checkpoint import BestCheckpoint, CheckpointBase
 from comp.cli import app
 from comp.config import load_config
 from comp.data.tables import load_tables
 from comp.models import build_model
 from comp.predictions import prediction_record, stale_reason
 from comp.workspace import Workspace, read_json, write_csv
-from conftest import TINY_EXPERIMENT
+from conftest import TINY_EXPERIMENT, write_fake_best
 
 runner = CliRunner()
 K = 2
@@ -47,11 +46,7 @@ def fake_experiment(ws_root: Path, exp: str, *, skill: float, seed: int, tta: st
     for f in range(K):
         torch.manual_seed(seed + f)
         model = build_model(cfg.model.model_copy(update={"pretrained": False}), len(names))
-        base = CheckpointBase(fold=f, epoch=1, train_hash=cfg.train_hash(), model_name=cfg.model.name,
-                              n_classes=len(names), classes=names)
-        ckpt = BestCheckpoint(base, model.state_dict(), 0.5, 1.0, "raw", [], torch.zeros(0, len(names))).as_dict()
-        ws.fold_dir(exp, f).mkdir(parents=True, exist_ok=True)
-        torch.save(ckpt, ws.best_ckpt(exp, f))
+        write_fake_best(ws, exp, f, cfg, model, names)
     rng = np.random.default_rng(seed)
     z = rng.normal(0, 1, (len(tables.train), len(names)))
     z[np.arange(len(z)), tables.train["y"].to_numpy()] += skill
