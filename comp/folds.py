@@ -1,12 +1,16 @@
 """Leakage-proof fold assignment: stratified on the label (x extra columns), grouped when a group exists.
 
-Never imports torch.
+Per task kind (comp/tasks.py): multiclass and binary stratify on the label; regression on quantile bins of
+the target and multitask on the combined label (train["y"]), rare strata pooled; multilabel by iterative
+stratification of the tag matrix (the `multilabel` extra: iterative-stratification), one row per group so
+groups stay whole. Never imports torch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +78,63 @@ def assign_folds(
     return fold
 
 
+def merge_rare(codes: np.ndarray, groups: np.ndarray | None, k: int) -> np.ndarray:
+    """Strata with fewer than k members (k groups when grouped) pooled into one, so every stratum can spread."""
+    units = pd.Series(groups if groups is not None else np.arange(len(codes))).groupby(np.asarray(codes)).nunique()
+    rare = set(units[units < k].index.tolist())
+    if not rare:
+        return np.asarray(codes)
+    return np.array(["rare" if c in rare else str(c) for c in codes], dtype=object)
+
+
+def check_enough_units(groups: np.ndarray | None, n_rows: int, k: int) -> None:
+    if groups is not None and len(np.unique(groups)) < k:
+        raise CompError(f"k={k} folds need at least {k} groups, got {len(np.unique(groups))}; use a smaller --k")
+    if n_rows < k:
+        raise CompError(f"k={k} folds need at least {k} training rows, got {n_rows}; use a smaller --k")
+
+
+def group_matrix(matrix: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(one 0/1 row per group: the tags any of its rows has, the group index of every row); ungrouped: rows."""
+    matrix = np.asarray(matrix) > 0.5
+    if groups is None:
+        return matrix, np.arange(len(matrix))
+    _, first, index = np.unique(np.asarray(groups).astype(str), return_index=True, return_inverse=True)
+    order = np.argsort(first)  # groups in order of first appearance (independent of how groups are named)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    index = rank[index.reshape(-1)]
+    out = np.zeros((len(order), matrix.shape[1]), dtype=bool)
+    np.logical_or.at(out, index, matrix)
+    return out, index
+
+
+def multilabel_folds(matrix: np.ndarray, groups: np.ndarray | None, k: int, seed: int,
+                     extra: list[np.ndarray] | None = None) -> np.ndarray:
+    """Fold per row by iterative stratification of the tag matrix (MultilabelStratifiedKFold), groups whole:
+    each group is one unit holding every tag of its rows; extra columns join the matrix one-hot."""
+    try:
+        from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+    except ImportError:
+        raise CompError("multilabel folds need the iterative-stratification package; pip install "
+                        "'comp[multilabel]' (or pip install iterative-stratification)") from None
+    if k < 2:
+        raise CompError(f"k must be 2 or more, got k={k}")
+    columns = [np.asarray(matrix) > 0.5]
+    for col in extra or []:
+        codes = encode_strata([col])
+        columns.append(np.eye(codes.max() + 1, dtype=bool)[codes])
+    full = np.concatenate(columns, axis=1)
+    full = np.concatenate([full, ~full.any(axis=1, keepdims=True)], axis=1)  # untagged rows are a stratum too
+    units, index = group_matrix(full, groups)
+    check_enough_units(groups, len(units), k)
+    splitter = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    fold_of_unit = np.full(len(units), -1, dtype=np.int64)
+    for i, (_, val_idx) in enumerate(splitter.split(np.zeros((len(units), 1)), units.astype(np.int64))):
+        fold_of_unit[val_idx] = i
+    return fold_of_unit[index]
+
+
 def make_folds(tables: Tables, k: int, seed: int, stratify: tuple[str, ...] = ()) -> pd.DataFrame:
     """The folds table: id, label, [group], fold — in train.csv order.
 
@@ -84,6 +145,7 @@ def make_folds(tables: Tables, k: int, seed: int, stratify: tuple[str, ...] = ()
         stratify: extra columns stratified together with the label (e.g. ("gender",)).
     """
     train = tables.train
+    kind = tables.task.kind
     groups = train["group"].to_numpy() if "group" in train.columns else None
     extra = []
     for col in stratify:
@@ -93,8 +155,19 @@ def make_folds(tables: Tables, k: int, seed: int, stratify: tuple[str, ...] = ()
                 f"--stratify column {col!r} not in train.csv{did_you_mean(col, choices)}; columns are: {', '.join(choices)}"
             )
         extra.append(train[col].astype(str).to_numpy())
-    check_feasible(train["label"].to_numpy(), groups, k)
-    fold = assign_folds(train["y"].to_numpy(), groups, k, seed, extra=extra)
+    if kind == "multilabel":
+        fold = multilabel_folds(tables.targets, groups, k, seed, extra=extra)
+    elif kind in ("regression", "multitask"):  # quantile bins / combined labels: rare strata pooled, never refused
+        if k < 2:
+            raise CompError(f"k must be 2 or more, got k={k}")
+        check_enough_units(groups, len(train), k)
+        strata = merge_rare(encode_strata([train["y"].to_numpy(), *extra]), groups, k)
+        with warnings.catch_warnings():  # a pooled stratum smaller than k is expected here
+            warnings.filterwarnings("ignore", message=".*least populated class.*")
+            fold = assign_folds(strata, groups, k, seed)
+    else:
+        check_feasible(train["label"].to_numpy(), groups, k)
+        fold = assign_folds(train["y"].to_numpy(), groups, k, seed, extra=extra)
     out = train[["id", "label"] + (["group"] if groups is not None else [])].copy()
     out["fold"] = fold
     return out
@@ -127,6 +200,64 @@ def fold_balance(folds: pd.DataFrame, tolerance: float = 0.5, min_gap: int = 3) 
     return Balance(table=table.reset_index(), warnings=warnings)
 
 
+def fold_summary(tables: Tables, fold: np.ndarray, *, tolerance: float = 0.05) -> Balance:
+    """The per-fold table of the task's kind, with warnings where a fold strays from the whole.
+
+    multilabel: rows, groups and the share of rows holding each tag (a warning where a tag seen in at least
+    k rows strays more than tolerance + 1/sqrt(rows of the fold) from its overall share); regression: rows,
+    groups and the target's mean, std, min and max (a warning where a fold's mean strays more than half an
+    overall std); the other kinds: class counts (multitask: of the combined label) as fold_balance.
+    """
+    train, kind = tables.train, tables.task.kind
+    fold = np.asarray(fold)
+    if kind not in ("multilabel", "regression"):
+        frame = train[["id", "label"] + (["group"] if "group" in train.columns else [])].assign(fold=fold)
+        return fold_balance(frame)
+    ks = sorted(set(fold.tolist()))
+    table = pd.DataFrame({"fold": ks, "rows": [int((fold == f).sum()) for f in ks]})
+    if "group" in train.columns:
+        table["groups"] = [int(train["group"][fold == f].nunique()) for f in ks]
+    warns = []
+    if kind == "multilabel":
+        matrix = np.asarray(tables.targets) > 0.5
+        overall = matrix.mean(axis=0)
+        for j, tag in enumerate(tables.task.outputs):
+            shares = [float(matrix[fold == f, j].mean()) for f in ks]
+            table[str(tag)] = np.round(shares, 3)
+            if matrix[:, j].sum() < len(ks):
+                warns.append(f"tag {tag!r} is on {int(matrix[:, j].sum())} rows, fewer than the {len(ks)} folds: "
+                             "some folds cannot score it")
+                continue
+            for f, share in zip(ks, shares):
+                n = int((fold == f).sum())
+                if abs(share - overall[j]) > tolerance + 1 / np.sqrt(max(n, 1)):
+                    warns.append(f"fold {f}: tag {tag!r} on {share:.1%} of the rows vs {overall[j]:.1%} overall")
+        table = pd.concat([table, pd.DataFrame([{"fold": "all", "rows": len(fold),
+                                                 **({"groups": int(train["group"].nunique())} if "groups" in table else {}),
+                                                 **{str(t): round(float(v), 3) for t, v in zip(tables.task.outputs, overall)}}])],
+                          ignore_index=True)
+        return Balance(table=table, warnings=warns)
+    target = np.asarray(tables.targets, dtype=np.float64).reshape(-1)
+    for name, fn in (("mean", np.mean), ("std", np.std), ("min", np.min), ("max", np.max)):
+        table[name] = [float(fn(target[fold == f])) for f in ks]
+    spread = float(target.std()) or 1.0
+    for f, mean in zip(ks, table["mean"]):
+        if abs(mean - target.mean()) > 0.5 * spread:
+            warns.append(f"fold {f}: target mean {mean:.4g} vs {target.mean():.4g} overall (std {spread:.4g})")
+    whole = {"fold": "all", "rows": len(target), "mean": float(target.mean()), "std": float(target.std()),
+             "min": float(target.min()), "max": float(target.max())}
+    if "groups" in table:
+        whole["groups"] = int(train["group"].nunique())
+    return Balance(table=pd.concat([table, pd.DataFrame([whole])], ignore_index=True), warnings=warns)
+
+
+def fold_summary_title(kind: str) -> str:
+    return {"multilabel": "rows, groups and the share of rows holding each tag per fold",
+            "regression": "rows, groups and the target per fold"}.get(
+        kind, "rows, groups and combined-label counts per fold" if kind == "multitask"
+        else "rows, groups and class counts per fold")
+
+
 def check_folds(folds: pd.DataFrame, train: pd.DataFrame, k: int, *, path: Path | str = "the folds file") -> None:
     """Invariants of a folds table: covers every training id once, k folds, no group of train.csv in two folds."""
     fix = f"remake it with `comp folds --k {k} --force`"
@@ -147,10 +278,15 @@ def check_folds(folds: pd.DataFrame, train: pd.DataFrame, k: int, *, path: Path 
 
 
 def folds_record(tables: Tables, *, k: int, seed: int, group_col: str | None, stratify: tuple[str, ...]) -> dict:
-    """How a folds file is made from these tables: k, seed, group and stratify columns, classes, a data fingerprint."""
-    return {"k": int(k), "seed": int(seed), "group_col": group_col, "stratify": list(stratify),
-            "classes": [str(c) for c in tables.classes], "rows": len(tables.train),
-            "fingerprint": data_fingerprint(tables.train)}
+    """How a folds file is made from these tables: k, seed, group and stratify columns, classes, a data fingerprint,
+    and the task kind (with its tag set for multilabel): a changed task or tag set makes the file stale."""
+    task = tables.task
+    record = {"k": int(k), "seed": int(seed), "group_col": group_col, "stratify": list(stratify),
+              "classes": [str(c) for c in tables.classes], "rows": len(tables.train),
+              "fingerprint": data_fingerprint(tables.train), "task": task.kind}
+    if task.kind == "multilabel":
+        record["tags"] = [str(t) for t in task.outputs]
+    return record
 
 
 def data_fingerprint(train: pd.DataFrame) -> str:
@@ -168,18 +304,20 @@ def record_path(csv_path: Path) -> Path:
 
 
 RECORD_WORDS = {"k": "k", "seed": "seed", "group_col": "data.group_col", "stratify": "folds.stratify",
-                "classes": "the class set", "rows": "the number of training rows",
-                "fingerprint": "train.csv's ids, labels or groups"}
+                "task": "the task", "tags": "the tag set", "classes": "the class set",
+                "rows": "the number of training rows", "fingerprint": "train.csv's ids, labels or groups"}
+RECORD_DEFAULTS = {"task": "multiclass"}  # records made before task kinds
 
 
 def record_changes(made: dict, wanted: dict) -> list[str]:
     """What differs between a folds file's record and what the current config and tables want."""
     changes = []
-    settings_changed = any(made.get(key) != wanted[key] for key in ("group_col", "stratify"))
+    settings_changed = any(made.get(key, RECORD_DEFAULTS.get(key)) != wanted.get(key)
+                           for key in ("group_col", "stratify", "task", "tags"))
     for key, word in RECORD_WORDS.items():
-        old, new = made.get(key), wanted[key]
+        old, new = made.get(key, RECORD_DEFAULTS.get(key)), wanted.get(key)
         if old != new and not (key == "fingerprint" and settings_changed):
-            if key in ("fingerprint", "classes", "rows"):
+            if key in ("fingerprint", "classes", "rows", "tags"):
                 changes.append(f"{word} changed")
             else:
                 changes.append(f"{word} was {_show(old)}, now {_show(new)}")

@@ -25,9 +25,14 @@ def folds_command(
     experiment: ExperimentOpt = "baseline",
     set_: SetOpt = None,
 ) -> None:
-    """Write folds/k{K}-s{SEED}.csv: StratifiedKFold, or StratifiedGroupKFold when data.group_col is set."""
+    """Write folds/k{K}-s{SEED}.csv: StratifiedKFold, or StratifiedGroupKFold when data.group_col is set.
+
+    By task: multilabel folds stratify the tags (iterative stratification, groups whole), regression folds
+    quantile bins of the target, multitask folds the combined label; the table shows each fold's tag
+    shares (multilabel), target mean/std (regression) or class counts.
+    """
     from comp.data.tables import load_tables
-    from comp.folds import fold_balance, load_or_make_folds
+    from comp.folds import fold_summary, fold_summary_title, load_or_make_folds
 
     ws, cfg = load(workspace, experiment, set_)
     k = k if k is not None else cfg.folds.k
@@ -39,8 +44,10 @@ def folds_command(
     with RichProgress() as progress:
         tables = load_tables(cfg, ws, progress=progress)
     made = load_or_make_folds(ws, tables, k=k, seed=seed, group_col=cfg.data.group_col, stratify=extra, force=force)
+    on = {"multilabel": "the tags (iterative stratification)", "regression": "quantile bins of the target",
+          "multitask": "the combined label of the heads"}.get(tables.task.kind, "label")
     how = (f"{', grouped by ' + cfg.data.group_col if cfg.data.group_col else ', not grouped'}"
-           f"{', stratified on label x ' + ','.join(extra) if extra else ''}")
+           f"{', stratified on ' + on + (' x ' + ','.join(extra) if extra else '') if extra or on != 'label' else ''}")
     if made.made:
         console.print(f"wrote {made.path} and {made.path.with_suffix('.json').name} ({len(made.folds)} rows, k={k}, "
                       f"seed={seed}{how})", highlight=False)
@@ -50,7 +57,7 @@ def folds_command(
     if extra != tuple(cfg.folds.stratify):
         console.print(f"[yellow]note:[/] --stratify {','.join(extra)} differs from folds.stratify in the config; set "
                       f"folds.stratify: [{', '.join(extra)}] in comp.yaml so fold-train accepts this file", highlight=False)
-    balance = fold_balance(made.folds)
-    print_table(balance.table, title="rows, groups and class counts per fold")
+    balance = fold_summary(tables, made.fold_of(tables.train))
+    print_table(balance.table, title=fold_summary_title(tables.task.kind))
     for warning in balance.warnings:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
