@@ -36,12 +36,19 @@ def print_summary(s: dict) -> None:
     """A few lines and a class table on the console; the report holds the rest."""
     import pandas as pd
 
+    from comp.eda.stats import task_lines
+
     c = s["classes"]
-    console.print(f"{s['n_train']} training images, {s['n_test']} test images, {s['n_classes']} classes; "
-                  f"imbalance ratio {c['imbalance_ratio']:.3g} ({c['largest']} / {c['smallest']})")
-    frame = pd.DataFrame({"class": list(c["counts"]), "images": list(c["counts"].values()),
+    kind = (s.get("task") or {}).get("kind", "multiclass")
+    what = {"multilabel": "tag", "regression": "target bin", "multitask": "combined label"}.get(kind, "class")
+    plural = "classes" if what == "class" else what + "s"
+    console.print(f"{s['n_train']} training images, {s['n_test']} test images, {len(c['counts'])} {plural}; "
+                  f"imbalance ratio {c['imbalance_ratio']:.3g} ({c['largest']} / {c['smallest']})", highlight=False)
+    for line in task_lines(s.get("task") or {"kind": kind}):
+        console.print(line, highlight=False)
+    frame = pd.DataFrame({what: list(c["counts"]), "images": list(c["counts"].values()),
                           "share": list(c["shares"].values())})
-    print_table(frame.head(30), title="class distribution" + (" (first 30)" if len(frame) > 30 else ""))
+    print_table(frame.head(30), title=f"{what} distribution" + (" (first 30)" if len(frame) > 30 else ""))
     if s["groups"]:
         g = s["groups"]
         console.print(f"{g['n_groups']} groups; images per group median {g['images_per_group']['median']:.3g}, "

@@ -63,8 +63,10 @@ def overview(s: dict) -> str:
     for kind in ("missing", "corrupt", "unusual"):
         if problems.get(kind):
             flags.append(f"{problems[kind]} {kind} file findings (see below)")
-    text = (f"{s['n_train']} training images, {s['n_test']} test images, {s['n_classes']} classes, "
-            f"imbalance ratio {s['classes']['imbalance_ratio']:.3g}")
+    kind = (s.get("task") or {}).get("kind", "multiclass")
+    what = {"multilabel": "tags", "regression": "target bins", "multitask": "combined labels"}.get(kind, "classes")
+    text = (f"{s['n_train']} training images, {s['n_test']} test images, task {kind}, "
+            f"{len(s['classes']['counts'])} {what}, imbalance ratio {s['classes']['imbalance_ratio']:.3g}")
     return _section("overview", "Overview", f"<p>{html.escape(text)}</p>" + _flags(flags))
 
 
@@ -82,6 +84,24 @@ def classes_section(s: dict, figures: dict[str, str]) -> str:
                 ("largest groups", _fmt(g["largest_groups"]))]
         body += "<h3>Groups</h3>" + table_html(pd.DataFrame(rows, columns=["", "value"])) + _img(figures, "groups")
     return _section("classes", "Classes and groups", body)
+
+
+def task_section(s: dict, figures: dict[str, str]) -> str:
+    """The numbers particular to the task kind: tags and their co-occurrence, the target, the heads, the positive rate."""
+    from comp.eda.stats import task_lines
+
+    task = s.get("task") or {"kind": "multiclass"}
+    lines = task_lines(task)
+    if not lines:
+        return ""
+    body = "".join(_note(line) for line in lines)
+    for key in ("cooccurrence", "target", "heads"):
+        body += _img(figures, key)
+    if task["kind"] == "multitask" and task.get("combined"):
+        body += "<h3>Combined labels</h3>" + table_html(pd.DataFrame({"label": list(task["combined"]),
+                                                                        "images": list(task["combined"].values())}))
+    titles = {"multilabel": "Tags", "regression": "Target", "multitask": "Heads", "binary": "Positive rate"}
+    return _section("task", titles.get(task["kind"], "Task"), body)
 
 
 def images_section(s: dict, figures: dict[str, str]) -> str:
@@ -156,7 +176,8 @@ def folds_section(s: dict, figures: dict[str, str]) -> str:
 def render_body(s: dict, figures: dict[str, str], *, pairs: pd.DataFrame, problems: pd.DataFrame, ws: Workspace) -> str:
     """All sections of eda/report.html, in reading order."""
     return "\n".join([
-        overview(s), classes_section(s, figures), images_section(s, figures), colour_section(s, figures),
+        overview(s), task_section(s, figures), classes_section(s, figures), images_section(s, figures),
+        colour_section(s, figures),
         samples_section(figures), duplicates_section(s, figures, pairs=pairs, ws=ws), problems_section(s, problems, ws=ws),
         folds_section(s, figures),
     ])

@@ -174,3 +174,55 @@ def plot_pairs(pairs: pd.DataFrame, n: int = 8) -> plt.Figure:
         axes[r, 0].text(-0.05, 0.5, f"{row.kind}\nd={row.distance}", transform=axes[r, 0].transAxes,
                         ha="right", va="center", fontsize=7)
     return fig
+
+
+def plot_cooccurrence(cooccurrence: dict[str, dict[str, int]]) -> plt.Figure:
+    """Heat map: images holding both tags (the diagonal: images holding the tag)."""
+    tags = list(cooccurrence)
+    values = np.array([[cooccurrence[a][b] for b in tags] for a in tags])
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(tags) + 2), max(3.0, 0.45 * len(tags) + 1)))
+    im = ax.imshow(values, cmap="Blues")
+    ax.set_xticks(range(len(tags)), tags, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(tags)), tags, fontsize=7)
+    if values.size <= 400:
+        peak = max(int(values.max()), 1)
+        for (i, j), v in np.ndenumerate(values):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=6, color="white" if v > peak / 2 else "black")
+    fig.colorbar(im, ax=ax)
+    ax.set_title("tag co-occurrence (images holding both)")
+    return fig
+
+
+def plot_target(histogram: dict[str, list], name: str) -> plt.Figure:
+    """Histogram of the regression target."""
+    edges, counts = np.asarray(histogram["edges"]), np.asarray(histogram["counts"])
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="tab:blue", edgecolor="white")
+    ax.set_xlabel(name)
+    ax.set_ylabel("training images")
+    ax.set_title("target distribution")
+    return fig
+
+
+def plot_heads(heads: dict[str, dict]) -> plt.Figure:
+    """One bar chart per multitask head: images per class of the head."""
+    fig, axes = plt.subplots(1, len(heads), figsize=(3.2 * len(heads), 2.8), squeeze=False)
+    for ax, (name, head) in zip(axes[0], heads.items()):
+        counts = head["counts"]
+        ax.bar(range(len(counts)), list(counts.values()), color="tab:blue")
+        ax.set_xticks(range(len(counts)), list(counts), fontsize=7)
+        ax.set_title(f"{name} ({head['column']})", fontsize=9)
+    axes[0][0].set_ylabel("training images")
+    return fig
+
+
+def task_figures(task: dict[str, Any]) -> dict[str, Any]:
+    """{figure key: a function drawing it} for the numbers particular to the task kind (stats.task_stats)."""
+    kind = task["kind"]
+    if kind == "multilabel" and task["cooccurrence"]:
+        return {"cooccurrence": lambda: plot_cooccurrence(task["cooccurrence"])}
+    if kind == "regression":
+        return {"target": lambda: plot_target(task["histogram"], task["target"])}
+    if kind == "multitask":
+        return {"heads": lambda: plot_heads(task["heads"])}
+    return {}

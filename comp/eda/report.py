@@ -60,7 +60,8 @@ def _facts(tables: Tables, ws: Workspace, progress: Progress) -> tuple[pd.DataFr
     return train, test
 
 
-def _folds(ws: Workspace, cfg: Config, tables: Tables) -> tuple[dict | None, pd.DataFrame, pd.DataFrame | None]:
+def _folds(ws: Workspace, cfg: Config, tables: Tables,
+           view: tuple[pd.DataFrame, tuple[str, ...]] | None = None) -> tuple[dict | None, pd.DataFrame, pd.DataFrame | None]:
     """(fold summary, fold x class counts, the folds frame) of the folds file in use, if any."""
     path = ws.folds_csv(cfg.folds.k, cfg.folds.seed)
     if not path.is_file():
@@ -71,22 +72,30 @@ def _folds(ws: Workspace, cfg: Config, tables: Tables) -> tuple[dict | None, pd.
     except CompError as exc:
         log.warning("%s", exc)
         return {"file": str(path), "error": str(exc)}, pd.DataFrame(), None
-    summary, counts = stats.fold_stats(path, tables.train, classes=tables.classes)
+    shown, names = view or (tables.train, tables.classes)
+    summary, counts = stats.fold_stats(path, shown, classes=names)
     return summary, counts, (stats.read_folds_table(path) if len(counts) else None)
 
 
 def summarise(tables: Tables, train: pd.DataFrame, *, test: pd.DataFrame | None) -> dict:
-    """Every number of the report except duplicates, problems and folds."""
+    """Every number of the report except duplicates, problems and folds.
+
+    Class-based numbers follow the task kind (stats.display_view): tags for multilabel (an image counts under
+    each of its tags), target bins for regression, the combined label for multitask; "task" holds the kind's own.
+    """
     s_train = stats.image_stats(train)
     s_test = stats.image_stats(test) if test is not None else None
+    shown, groups_shown = stats.display_view(tables.task, train, tables.targets)
+    plain, _ = stats.display_view(tables.task, tables.train, tables.targets)
     return {
         "n_train": int(len(train)), "n_test": int(len(test)) if test is not None else 0,
         "n_classes": tables.n_classes,
-        "classes": stats.class_stats(tables.train, tables.classes),
+        "classes": stats.class_stats(plain, groups_shown),
         "groups": stats.group_stats(tables.train),
         "images": {"train": s_train, "test": s_test,
                    "flags": stats.compare_sets(train, test, s_train=s_train, s_test=s_test) if test is not None else []},
-        "colour": stats.colour_stats(train, test, classes=tables.classes),
+        "colour": stats.colour_stats(shown, test, classes=groups_shown),
+        "task": stats.task_stats(tables.task, tables.targets, tables.train),
     }
 
 
@@ -110,7 +119,8 @@ def run_eda(
     pairs = find_duplicates(train, test, threshold=threshold)
     problems = pd.concat([stats.problem_files(train, "train")]
                          + ([stats.problem_files(test, "test")] if test is not None else []), ignore_index=True)
-    summary["folds"], fold_counts, folds = _folds(ws, cfg, tables)
+    summary["folds"], fold_counts, folds = _folds(ws, cfg, tables, stats.display_view(tables.task, tables.train,
+                                                                                        tables.targets))
     summary["duplicates"] = duplicate_summary(pairs, threshold, folds=folds)
     summary["problems"] = {"counts": {k: int(v) for k, v in problems["problem"].value_counts().items()},
                            "files": _records(problems)}
@@ -150,13 +160,16 @@ def draw_figures(
     progress: Progress = SILENT,
 ) -> dict[str, str]:
     """Write the report's PNGs into `out`; return {figure key: file name}."""
-    todo: dict[str, Any] = {"classes": lambda: plots.plot_classes(stats.class_stats(tables.train, tables.classes)["counts"])}
+    shown, groups_shown = stats.display_view(tables.task, train, tables.targets)
+    plain, _ = stats.display_view(tables.task, tables.train, tables.targets)
+    todo: dict[str, Any] = {"classes": lambda: plots.plot_classes(stats.class_stats(plain, groups_shown)["counts"])}
+    todo.update(plots.task_figures(stats.task_stats(tables.task, tables.targets, tables.train)))
     if "group" in tables.train:
         todo["groups"] = lambda: plots.plot_groups(tables.train)
     if train["ok"].any():
-        picked = plots.pick_samples(train, tables.classes, n=samples, seed=seed)
+        picked = plots.pick_samples(shown, groups_shown, n=samples, seed=seed)
         todo["images"] = lambda: plots.plot_images(train, test)
-        todo["colour"] = lambda: plots.plot_colour(train, test, classes=tables.classes)
+        todo["colour"] = lambda: plots.plot_colour(shown, test, classes=groups_shown)
         todo["samples"] = lambda: plots.plot_samples(picked, samples)
         if "bx0" in train:
             todo["crops"] = lambda: plots.plot_samples(picked, samples, crop=margin)

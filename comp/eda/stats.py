@@ -181,11 +181,12 @@ def fold_stats(path: Path, train: pd.DataFrame, *, classes: tuple[Any, ...]) -> 
         return {"file": str(path), "error": "a folds file needs columns id and fold"}, pd.DataFrame()
     merged = train.merge(folds[["id", "fold"]], on="id", how="left")
     counts = pd.crosstab(merged["fold"], merged["label"]).reindex(columns=list(classes), fill_value=0)
+    images = merged.drop_duplicates("id")  # a multilabel view has a row per (image, tag)
     summary = {
         "file": str(path), "k": int(folds["fold"].nunique()),
-        "n_train_without_fold": int(merged["fold"].isna().sum()),
+        "n_train_without_fold": int(images["fold"].isna().sum()),
         "n_fold_ids_not_in_train": int((~folds["id"].isin(train["id"])).sum()),
-        "rows_per_fold": {str(int(f)): int(v) for f, v in counts.sum(axis=1).items()},
+        "rows_per_fold": {str(int(f)): int(v) for f, v in images.groupby("fold").size().items()},
         "class_counts": {str(int(f)): {str(c): int(v) for c, v in row.items()} for f, row in counts.iterrows()},
     }
     if "group" in merged:
@@ -194,3 +195,116 @@ def fold_stats(path: Path, train: pd.DataFrame, *, classes: tuple[Any, ...]) -> 
         spread = merged.dropna(subset=["fold"]).groupby("group")["fold"].nunique()
         summary["n_groups_in_several_folds"] = int((spread > 1).sum())
     return summary, counts
+
+
+# ---------------------------------------------------------------- task kinds
+
+NO_TAG = "(no tag)"
+
+
+def display_view(task: Any, train: pd.DataFrame, targets: np.ndarray) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """Rows and the groups the class-based numbers (counts, colour, samples, folds) are shown by, per task kind.
+
+    multiclass and binary: the label; multitask: the combined label (or the head values); regression: equal-count
+    bins of the target (named by their ranges); multilabel: one row per (image, tag) with the tag as its label
+    (NO_TAG for an image without tags), so an image counts under each of its tags.
+    """
+    kind = getattr(task, "kind", "multiclass")
+    if kind == "multiclass":
+        return train, tuple(task.outputs)
+    if kind == "binary":
+        return train, tuple(task.labels)
+    if kind == "multitask":
+        from comp.data.tables import class_order
+
+        names = tuple(task.labels) if task.combine is not None else tuple(class_order(train["label"].astype(str)))
+        return train, names
+    if kind == "regression":
+        from comp.tasks import quantile_bins
+
+        values = np.asarray(targets, dtype=np.float64).reshape(-1)
+        codes = quantile_bins(values, min(5, max(1, len(values) // 10)))
+        names = []
+        for c in range(int(codes.max()) + 1):
+            inside = values[codes == c]
+            names.append(f"{inside.min():.4g} to {inside.max():.4g}" if len(inside) else f"bin {c}")
+        return train.assign(label=[names[c] for c in codes]), tuple(names)
+    matrix = np.asarray(targets) > 0.5
+    tags = tuple(str(t) for t in task.outputs)
+    rows, labels = [], []
+    for i, row in enumerate(matrix):
+        on = [tags[j] for j in np.flatnonzero(row)] or [NO_TAG]
+        rows += [i] * len(on)
+        labels += on
+    shown = train.iloc[rows].reset_index(drop=True).assign(label=labels)
+    return shown, tags + ((NO_TAG,) if (~matrix.any(axis=1)).any() else ())
+
+
+def task_stats(task: Any, targets: np.ndarray, train: pd.DataFrame) -> dict:
+    """The numbers particular to the task kind (summary.json's "task")."""
+    kind = getattr(task, "kind", "multiclass")
+    out: dict[str, Any] = {"kind": kind}
+    if kind == "multilabel":
+        matrix = (np.asarray(targets) > 0.5).astype(np.int64)
+        tags = [str(t) for t in task.outputs]
+        per_image = matrix.sum(axis=1)
+        co = matrix.T @ matrix
+        out.update({
+            "tags": {t: int(v) for t, v in zip(tags, matrix.sum(axis=0))},
+            "shares": {t: float(v) for t, v in zip(tags, matrix.mean(axis=0))},
+            "tags_per_image": describe(per_image), "n_untagged": int((per_image == 0).sum()),
+            "tag_sets": {str(k): int(v) for k, v in pd.Series(per_image).value_counts().sort_index().items()},
+            "cooccurrence": {a: {b: int(co[i, j]) for j, b in enumerate(tags)} for i, a in enumerate(tags)},
+        })
+    elif kind == "regression":
+        values = np.asarray(targets, dtype=np.float64).reshape(-1)
+        counts, edges = np.histogram(values, bins=min(30, max(5, len(values) // 5)))
+        out.update({"target": task.target_name, **(describe(values) or {}), "std": float(values.std()),
+                    "n_distinct": int(len(np.unique(values))),
+                    "histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}})
+    elif kind == "multitask":
+        codes = np.asarray(targets).reshape(len(targets), -1)
+        out["heads"] = {h.name: {"column": h.column, "counts": {str(c): int((codes[:, i] == j).sum())
+                                                                 for j, c in enumerate(h.classes)}}
+                        for i, h in enumerate(task.heads)}
+        for head in out["heads"].values():
+            counts = list(head["counts"].values())
+            head["imbalance_ratio"] = float(max(counts) / min(counts)) if min(counts) > 0 else float("inf")
+        out["combine"] = task.combine.expression if task.combine is not None and task.combine.expression else None
+        out["combined"] = {str(k): int(v) for k, v in train["label"].astype(str).value_counts().items()}
+        if task.combine is not None:
+            out["combined"] = {str(c): out["combined"].get(str(c), 0) for c in task.labels}
+            out["n_combined_absent"] = int(sum(v == 0 for v in out["combined"].values()))
+    elif kind == "binary":
+        y = np.asarray(targets, dtype=np.float64).reshape(-1) > 0.5
+        out.update({"negative": str(task.labels[0]), "positive": str(task.labels[1]),
+                    "n_positive": int(y.sum()), "n_negative": int((~y).sum()), "positive_rate": float(y.mean())})
+    return out
+
+
+def task_lines(task: dict) -> list[str]:
+    """A few sentences on the numbers particular to the task kind (the report's and the console's)."""
+    kind = task["kind"]
+    if kind == "multilabel":
+        top = sorted(task["tags"].items(), key=lambda kv: -kv[1])
+        per = task["tags_per_image"] or {}
+        return [f"multilabel: {len(top)} tags; tags per image mean {per.get('mean', 0):.3g} (max {per.get('max', 0):.0f}); "
+                f"{task['n_untagged']} images without a tag",
+                "tag counts: " + ", ".join(f"{t} {v} ({task['shares'][t]:.1%})" for t, v in top[:12])
+                + (" ..." if len(top) > 12 else "")]
+    if kind == "regression":
+        return [f"regression on {task['target']}: min {task['min']:.4g}, median {task['median']:.4g}, mean "
+                f"{task['mean']:.4g}, max {task['max']:.4g}, std {task['std']:.4g}; {task['n_distinct']} distinct values"]
+    if kind == "multitask":
+        lines = [f"multitask: {len(task['heads'])} heads"
+                 + (f", combined by {task['combine']}" if task.get("combine") else "")]
+        for name, head in task["heads"].items():
+            lines.append(f"head {name} ({head['column']}): " + ", ".join(f"{c} {v}" for c, v in head["counts"].items())
+                         + f"; imbalance ratio {head['imbalance_ratio']:.3g}")
+        if task.get("n_combined_absent"):
+            lines.append(f"{task['n_combined_absent']} combined labels have no training image")
+        return lines
+    if kind == "binary":
+        return [f"binary: positive {task['positive']!r} on {task['n_positive']} images ({task['positive_rate']:.1%}), "
+                f"negative {task['negative']!r} on {task['n_negative']}"]
+    return []
