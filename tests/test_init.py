@@ -299,7 +299,8 @@ def test_csv_images_named_by_id_get_generated_tables(tmp_path: Path) -> None:
     assert plan.train["path"].tolist()[0] == "train_images/img000.png"
     assert plan.test["path"].tolist() == [f"test_images/tst{i}.png" for i in (2, 0, 3, 1)]
     done = write_plan(ws, plan)
-    assert done.tables.classes == ("0", "1") and done.tables.test["id"].tolist() == ["tst2", "tst0", "tst3", "tst1"]
+    assert done.tables.task.kind == "binary" and done.tables.task.labels == ("0", "1")  # two values: binary
+    assert done.tables.test["id"].tolist() == ["tst2", "tst0", "tst3", "tst1"]
 
 
 def test_csv_will_not_overwrite_its_input(tmp_path: Path) -> None:

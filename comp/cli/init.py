@@ -46,7 +46,10 @@ def show(plan: Plan, done: Written) -> None:
         console.print(f"wrote {path}", highlight=False)
     for path in done.kept:
         console.print(f"kept {path} (it exists; delete it to get a fresh baseline)", highlight=False)
-    console.print(f"{len(done.tables.train)} training images, {done.tables.n_classes} classes, metric "
+    kind = done.tables.task.kind
+    what = {"multilabel": "tags", "regression": "output", "binary": "output (the positive probability)",
+            "multitask": "head outputs"}.get(kind, "classes")
+    console.print(f"{len(done.tables.train)} training images, task {kind}, {done.tables.n_classes} {what}, metric "
                   f"{done.config.metric}. Next: comp folds, then comp fold-train", highlight=False)
 
 
@@ -64,6 +67,10 @@ def init_command(
     label_col: Annotated[str | None, typer.Option("--label-col", help="csv: the label column.")] = None,
     group_col: Annotated[str | None, typer.Option("--group-col", help="csv: the group column, or none.")] = None,
     metric: Annotated[str | None, typer.Option("--metric", help="Competition metric (default: accuracy; mask: macro_f1).")] = None,
+    task: Annotated[str | None, typer.Option(
+        "--task", help="csv: multiclass | multilabel | binary | regression (default: proposed from the target).")] = None,
+    heads: Annotated[bool, typer.Option(
+        "--heads", help="mask: three heads (mask, gender, age) on one backbone, combined into the 18 classes.")] = False,
     age_bands: Annotated[str, typer.Option("--age-bands", help="mask: age band boundaries, e.g. 30,58.")] = "30,60",
     fix: Annotated[PathOpt, typer.Option("--fix", help="mask: corrections CSV with columns person, column, value.")] = None,
     out_train: Annotated[str | None, typer.Option(
@@ -79,6 +86,8 @@ def init_command(
     comp init --from csv --train data/train.csv --test data/test.csv --sample data/sample_submission.csv
     comp init --from folders data/train --test data/test --sample data/sample_submission.csv
     comp init --from mask data/ --age-bands 30,58 --fix labels_fix.csv
+    comp init --from mask data/ --heads    (three heads: mask, gender, age)
+    comp init --from csv --train train.csv --task multilabel
 
     Writes comp.yaml, experiments/baseline.yaml (when absent) and, where the data needs them,
     data/train.csv and data/test.csv; never overwrites without --force.
@@ -91,14 +100,19 @@ def init_command(
     form = form or detect_form(src)
     if form not in FORMS:
         raise CompError(f"--from {form!r} is not a form; use one of {', '.join(FORMS)}")
+    if task is not None and form != "csv":
+        raise CompError(f"--task {task} applies to --from csv; --from {form} is multiclass"
+                        + (" (or multitask with --heads)" if form == "mask" else ""))
+    if heads and form != "mask":
+        raise CompError(f"--heads applies to --from mask, not --from {form}")
     outs = {"out_train": out_train, "out_test": out_test}
     if form == "csv":
         plan = init_csv(src, ws, test_csv=test, image_root=image_root, id_col=id_col, image_col=image_col,
-                        label_col=label_col, group_col=group_col, sample_csv=sample, metric=metric or "accuracy", **outs)
+                        label_col=label_col, group_col=group_col, sample_csv=sample, metric=metric, task=task, **outs)
     elif form == "folders":
         plan = init_folders(src, ws, test_dir=test, sample_csv=sample, metric=metric or "accuracy", **outs)
     else:
-        plan = init_mask(src, ws, age_bands=parse_age_bands(age_bands), fix=fix, **outs)
+        plan = init_mask(src, ws, age_bands=parse_age_bands(age_bands), fix=fix, heads=heads, **outs)
         if metric:
             plan = replace(plan, comp={**plan.comp, "metric": metric})
     show(plan, write_plan(ws, plan, force=force))

@@ -1,6 +1,9 @@
 """`comp init --from csv`: guess a table's id / image / label / group columns and find its images.
 
 Each guess says why, and lists the other candidates; a flag given by the user replaces the guess.
+The task kind is proposed from the target (see `propose_task`): a column of space-separated tags in
+many rows or several 0/1 columns -> multilabel, a two-valued label -> binary, a numeric target with
+many distinct values -> regression, else multiclass; --task forces the kind.
 The user's CSVs are used as they are when their image column resolves under one root; otherwise
 (images named by id + extension, or test images in another folder) tables with a `path` column
 are generated at data/train.csv and data/test.csv.
@@ -148,14 +151,16 @@ def guess_id(frame: pd.DataFrame, image: ImageSource, given: str | None) -> Gues
     return Guess("id", ranked[0], how, tuple(ranked[1:]))
 
 
-def guess_label(frame: pd.DataFrame, test: pd.DataFrame | None, taken: set[str], given: str | None) -> Guess:
+def guess_label(frame: pd.DataFrame, test: pd.DataFrame | None, taken: set[str], given: str | None, *,
+                numeric: bool = False) -> Guess:
     if given:
         return Guess("label", require_column(frame, given, "--label-col", "the train CSV"), "given (--label-col)")
     n = len(frame)
     scored = []
     for col in frame.columns:
         n_unique = frame[col].nunique()
-        if col in taken or n_unique < 2 or n_unique > max(2, n // 2) or frame[col].isna().any():
+        many = n_unique > max(2, n // 2) and not (numeric and numbers(frame[col]) is not None)  # numbers may be a target
+        if col in taken or n_unique < 2 or many or frame[col].isna().any():
             continue
         absent = test is not None and col not in test.columns
         scored.append(((absent, norm(col) in LABEL_NAMES, -n_unique), col))
@@ -183,6 +188,153 @@ def guess_group(frame: pd.DataFrame, taken: set[str], given: str | None) -> Gues
     n_groups = frame[named[0]].nunique()
     return Guess("group", named[0], f"named like a group; {n_groups} groups keep their images in one fold",
                  tuple(c for c in repeated if c != named[0]))
+
+
+# ---------------------------------------------------------------- the task kind
+
+TASK_METRIC = {"multiclass": "accuracy", "multilabel": "micro_f1", "binary": "roc_auc", "regression": "rmse",
+               "multitask": "macro_f1"}
+TASK_SUBMISSION = {"multiclass": "label", "multilabel": "tags", "binary": "prob", "regression": "value",
+                   "multitask": "label"}
+TAG_SHARE = 0.1  # a tag column: at least this share of its filled rows hold two or more tokens
+REGRESSION_DISTINCT = 30  # integer targets with more distinct values than this (and than rows/4) are numbers
+
+
+def numbers(values: pd.Series) -> pd.Series | None:
+    """The column as floats when every filled cell is a number, else None."""
+    filled = values.dropna()
+    parsed = pd.to_numeric(filled, errors="coerce")
+    return None if not len(filled) or parsed.isna().any() else parsed
+
+
+def is_01(values: pd.Series) -> bool:
+    """Every cell 0 or 1 (both present): a 0/1 tag column or a binary label."""
+    parsed = numbers(values)
+    return parsed is not None and not values.isna().any() and set(parsed.unique()) == {0.0, 1.0}
+
+
+def tag_share(values: pd.Series) -> tuple[float, int]:
+    """(share of filled rows holding two or more whitespace-separated tokens, distinct tokens)."""
+    filled = values.dropna().astype(str)
+    if not len(filled) or numbers(values) is not None:
+        return 0.0, 0
+    tokens = filled.str.split()
+    vocab = {t for row in tokens for t in row}
+    return float((tokens.str.len() >= 2).mean()), len(vocab)
+
+
+def is_tag_column(values: pd.Series) -> bool:
+    """Space-separated tags: many rows hold several tokens from a small, repeated vocabulary."""
+    share, vocab = tag_share(values)
+    n_tokens = int(values.dropna().astype(str).str.split().str.len().sum())
+    return share >= TAG_SHARE and 2 <= vocab <= max(2, n_tokens // 2)
+
+
+def column_kind(values: pd.Series) -> tuple[str, str]:
+    """(task kind, why) of one target column."""
+    n_unique = values.nunique()
+    if is_tag_column(values):
+        share, vocab = tag_share(values)
+        return "multilabel", f"{share:.0%} of its rows hold several space-separated tags ({vocab} tags)"
+    if n_unique == 2 and not values.isna().any():
+        return "binary", f"two values ({', '.join(map(str, sorted(values.unique())))})"
+    parsed = numbers(values)
+    if parsed is not None and n_unique > 2:
+        fractional = bool((parsed != parsed.round()).any())
+        if fractional or n_unique > max(REGRESSION_DISTINCT, len(values) // 4):
+            return "regression", f"numbers with {n_unique} distinct values" + (" (fractional)" if fractional else "")
+    return "multiclass", f"{n_unique} classes"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the table's target is: the task kind, its columns (data keys) and why."""
+
+    kind: str
+    label_col: str | None
+    label_cols: tuple[str, ...] = ()
+    why: str = ""
+    alternatives: tuple[str, ...] = ()
+
+    def guess(self) -> Guess:
+        column = self.label_col if self.label_col else ",".join(self.label_cols)
+        return Guess("label", column, self.why, self.alternatives)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (self.label_col,) if self.label_col else self.label_cols
+
+
+def check_task(task: str) -> None:
+    """--task names a kind a CSV can say (multitask needs heads comp.yaml names)."""
+    from comp.tasks import check_kind
+
+    check_kind(task)
+    if task == "multitask":
+        raise CompError("--task multitask needs heads (data.targets) and how they combine (data.combine), which "
+                        "a CSV does not say: init with another task and edit comp.yaml, or use `comp init --from "
+                        "mask --heads` for the face-mask layout")
+
+
+def propose_task(frame: pd.DataFrame, test: pd.DataFrame | None, taken: set[str], *, label_col: str | None,
+                 task: str | None) -> Target:
+    """The target of the train table and the task kind it suggests; --label-col and --task win.
+
+    Order: a column named like a label (or --label-col) decides by its values (column_kind); else a column of
+    space-separated tags; else two or more 0/1 columns absent from the test table (multilabel, one column per
+    tag); else the label guess of a single-label table.
+    """
+    if task is not None:
+        check_task(task)
+    free = [c for c in frame.columns if c not in taken]
+    absent = [c for c in free if test is None or c not in test.columns]
+    zero_one = [c for c in absent if is_01(frame[c])]
+    if label_col:
+        col = require_column(frame, label_col, "--label-col", "the train CSV")
+        kind, why = column_kind(frame[col])
+        return _forced(Target(kind, col, why=f"given (--label-col); {why}"), task, frame)
+    named = [c for c in free if norm(c) in LABEL_NAMES and frame[c].nunique() >= 2]
+    named.sort(key=lambda c: c not in absent)
+    if task in (None, "multilabel") and not named:
+        tags = [c for c in free if is_tag_column(frame[c])]
+        if tags:
+            kind, why = column_kind(frame[tags[0]])
+            return _forced(Target("multilabel", tags[0], why=why, alternatives=tuple(tags[1:])), task, frame)
+        if len(zero_one) >= 2 and task in (None, "multilabel"):
+            return Target("multilabel", None, tuple(zero_one),
+                          why=f"{len(zero_one)} columns of 0/1 absent from the test table: one tag each")
+    if named:
+        kind, why = column_kind(frame[named[0]])
+        why = ("absent from the test CSV, " if named[0] in absent and test is not None else "") + f"named like a label; {why}"
+        try:
+            others = guess_label(frame, test, taken, None, numeric=True)
+            others = (others.column, *others.alternatives)
+        except CompError:
+            others = ()
+        alternatives = tuple(dict.fromkeys(c for c in (*named[1:], *others) if c != named[0]))
+        return _forced(Target(kind, named[0], why=why, alternatives=alternatives), task, frame)
+    guess = guess_label(frame, test, taken, None, numeric=True)
+    kind, why = column_kind(frame[guess.column])
+    return _forced(Target(kind, guess.column, why=f"{guess.how.split(';')[0]}; {why}", alternatives=guess.alternatives),
+                   task, frame)
+
+
+def _forced(target: Target, task: str | None, frame: pd.DataFrame) -> Target:
+    """The target with --task's kind (checked against its values) instead of the proposed one."""
+    if task is None or task == target.kind:
+        return target
+    col = target.label_col
+    values = frame[col]
+    if task == "binary" and values.nunique() != 2:
+        raise CompError(f"--task binary needs two values in {col!r}, found {values.nunique()}; pick another column "
+                        "(--label-col) or another --task")
+    if task == "regression" and numbers(values) is None:
+        raise CompError(f"--task regression needs numbers in {col!r} (e.g. {values.dropna().head(3).tolist()}); pick "
+                        "another column (--label-col) or another --task")
+    if task == "multiclass" and values.isna().any():
+        raise CompError(f"--task multiclass needs a label on every row of {col!r}, {int(values.isna().sum())} are "
+                        "empty; fill them, or use --task multilabel")
+    return Target(task, col, target.label_cols, why=f"{target.why}; --task {task}", alternatives=target.alternatives)
 
 
 # ---------------------------------------------------------------- the form
@@ -236,15 +388,17 @@ def derive(train: pd.DataFrame, test: pd.DataFrame | None,
 
 
 def guess_columns(train: pd.DataFrame, test: pd.DataFrame | None, roots: list[Path], *, id_col: str | None,
-                  image_col: str | None, label_col: str | None, group_col: str | None) -> tuple[ImageSource, list[Guess]]:
-    """The train images' source and the four column guesses (image, id, label, group); flags win."""
+                  image_col: str | None, label_col: str | None, group_col: str | None,
+                  task: str | None = None) -> tuple[ImageSource, list[Guess], Target]:
+    """The train images' source, the four column guesses (image, id, label, group) and the target; flags win."""
     columns = [require_column(train, image_col, "--image-col", "the train CSV")] if image_col else text_columns(train)
     image, others = locate(train, roots, columns, "the train CSV")
     guesses = [image_guess(image, others, image_col), guess_id(train, image, id_col)]
     taken = {image.column, guesses[1].column}
-    guesses.append(guess_label(train, test, taken, label_col))
-    guesses.append(guess_group(train, taken | {guesses[2].column}, group_col))
-    return image, guesses
+    target = propose_task(train, test, taken, label_col=label_col, task=task)
+    guesses.append(target.guess())
+    guesses.append(guess_group(train, taken | set(target.columns), group_col))
+    return image, guesses, target
 
 
 def place_tables(ws: Workspace, train: pd.DataFrame, test: pd.DataFrame | None, sources: list[ImageSource], *,
@@ -275,23 +429,29 @@ def init_csv(
     label_col: str | None = None,
     group_col: str | None = None,
     sample_csv: Path | None = None,
-    metric: str = "accuracy",
+    metric: str | None = None,
+    task: str | None = None,
     out_train: str | None = None,
     out_test: str | None = None,
 ) -> Plan:
-    """Inspect a train CSV (and test CSV / sample submission), guess its columns, find its images; return a Plan."""
+    """Inspect a train CSV (and test CSV / sample submission), guess its columns and task kind, find its images;
+    return a Plan. metric None: the task's usual one (accuracy, micro_f1, roc_auc, rmse); task None: proposed."""
+    if task is not None:
+        check_task(task)
     train = read_table(Path(train_csv), "train CSV")
     test_raw = read_table(Path(test_csv), "test CSV") if test_csv else None
     if image_root is not None and not Path(image_root).is_dir():
         raise CompError(f"--image-root {image_root} is not a folder; pass the folder the image paths are relative to")
     roots = ([Path(os.path.abspath(image_root))] if image_root
              else candidate_roots(Path(train_csv).parent, ws.root, ws.root / "data"))
-    image, guesses = guess_columns(train, test_raw, roots, id_col=id_col, image_col=image_col,
-                                   label_col=label_col, group_col=group_col)
-    ident, label, group = (g.column for g in guesses[1:])
-    sub, sample = {"id_col": ident, "target_col": label, "kind": "label"}, None
+    image, guesses, target = guess_columns(train, test_raw, roots, id_col=id_col, image_col=image_col,
+                                           label_col=label_col, group_col=group_col, task=task)
+    ident, group = guesses[1].column, guesses[3].column
+    label = target.label_col or "label"
+    task_keys, labels = task_data(train, target)
+    sub, sample = {"id_col": ident, "target_col": label, "kind": TASK_SUBMISSION[target.kind]}, None
     if sample_csv is not None:
-        sub, sample = submission_from_sample(Path(sample_csv), ws, sorted(train[label].dropna().unique().tolist()))
+        sub, sample = submission_from_sample(Path(sample_csv), ws, labels, task=target.kind)
     test = test_frame(test_raw, sample, ident)
     sources = [image]
     if test is not None:
@@ -302,13 +462,42 @@ def init_csv(
     inputs = (Path(train_csv), Path(test_csv) if test_csv else None, Path(sample_csv) if sample_csv else None)
     files, train, test, generated = place_tables(ws, train, test, sources, inputs=inputs, outs=(out_train, out_test))
     data = {**{k: files[k] for k in ("train_csv", "test_csv", "image_root")}, "id_col": ident,
-            "image_col": files["image_col"], "label_col": label, "group_col": group}
-    notes = [f"{len(train)} training rows, {train[label].nunique()} classes"
+            "image_col": files["image_col"], "label_col": label, "group_col": group, **task_keys}
+    if target.label_cols:
+        data.pop("label_col")
+    what = {"multilabel": f"{len(labels)} tags", "regression": f"a numeric target ({label})",
+            "binary": f"two labels ({', '.join(labels)})"}.get(target.kind, f"{len(labels)} classes")
+    notes = [f"{len(train)} training rows, {what}"
              + (f", {len(test)} test rows" if test is not None else "; no test table (--test or --sample gives one)")]
+    metric = metric or TASK_METRIC[target.kind]
+    others = [k for k in ("multiclass", "multilabel", "binary", "regression") if k != target.kind]
+    if target.kind == "binary":
+        notes.append(f"positive label {task_keys['positive']!r} (the probability submitted is of it; change "
+                     "data.positive in comp.yaml to flip it)")
+    notes.append(f"task: {target.kind} ({target.why}); metric {metric}, submission.kind {sub['kind']}; "
+                 f"override with --task {' | '.join(others)} (or task: in comp.yaml)")
     if generated:
         found = "; ".join(f"{what} images: {rel_to(ws, s.root)}/<{s.column}>{s.suffix}"
                           for what, s in zip(("train", "test"), sources))
         notes.append(f"{found}: tables with a path column are written")
-    return Plan(comp={"data": data, "metric": metric, "submission": sub}, train=train, test=test,
+    comp = {"task": target.kind} if target.kind != "multiclass" else {}
+    return Plan(comp={**comp, "data": data, "metric": metric, "submission": sub}, train=train, test=test,
                 generated=generated, sources=tuple(p for p in inputs if p is not None), guesses=tuple(guesses),
                 notes=tuple(notes))
+
+
+def task_data(train: pd.DataFrame, target: Target) -> tuple[dict, list[str]]:
+    """(the data keys comp.yaml needs for the task beyond label_col, the labels / tags the submission names)."""
+    from comp.data.tables import class_order
+
+    if target.kind == "multilabel":
+        if target.label_cols:
+            return {"label_cols": list(target.label_cols)}, list(target.label_cols)
+        tags = class_order(t for v in train[target.label_col].dropna().astype(str) for t in v.split())
+        return {}, tags
+    if target.kind == "binary":
+        values = class_order(train[target.label_col].dropna().astype(str))
+        return {"positive": values[-1]}, values
+    if target.kind == "regression":
+        return {}, []
+    return {}, class_order(train[target.label_col].dropna().astype(str))

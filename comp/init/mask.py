@@ -64,6 +64,11 @@ def read_persons(path: Path) -> pd.DataFrame:
     return frame
 
 
+def combine_expression(n_bands: int) -> str:
+    """data.combine of the heads: the same arithmetic as the single-head label (label_table)."""
+    return f"mask*{2 * n_bands} + gender*{n_bands} + age"
+
+
 def read_fixes(path: Path) -> pd.DataFrame:
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = [c for c in ("person", "column", "value") if c not in frame.columns]
@@ -189,10 +194,16 @@ def init_mask(
     *,
     age_bands: tuple[int, ...] = (30, 60),
     fix: Path | None = None,
+    heads: bool = False,
     out_train: str | None = None,
     out_test: str | None = None,
 ) -> Plan:
-    """Read the face-mask layout under root into a Plan (train table per image, test table from info.csv)."""
+    """Read the face-mask layout under root into a Plan (train table per image, test table from info.csv).
+
+    heads: a multitask workspace instead of the 18-class single head: three classification heads (mask 0-2,
+    gender 0-1, age band 0..B-1) on one backbone, combined into the submitted label by the same arithmetic
+    (`data.combine: "mask*6 + gender*3 + age"` for three bands).
+    """
     root = require_dir(Path(root), "mask dataset folder")
     train_dir = require_dir(root / "train", "train folder")
     images = require_dir(train_dir / "images", "train images folder")
@@ -219,7 +230,15 @@ def init_mask(
                        "sample_csv": rel_to(ws, eval_dir / "info.csv")},
     }
     bands = ", ".join(f"{b}" for b in age_bands)
+    n_bands = len(age_bands) + 1
     notes = (f"{len(train)} training images of {train['person'].nunique()} persons, {len(test)} test images",
-             f"label = mask*{2 * (len(age_bands) + 1)} + gender*{len(age_bands) + 1} + age_band; age bands split at {bands}")
+             f"label = mask*{2 * n_bands} + gender*{n_bands} + age_band; age bands split at {bands}")
+    if heads:
+        comp = {"task": "multitask", **comp}
+        comp["data"] = {**comp["data"], "targets": {"mask": "mask", "gender": "gender", "age": "age_band"},
+                        "combine": combine_expression(n_bands)}
+        notes += (f"task: multitask (--heads): heads mask (0 wear, 1 incorrect, 2 not wear), gender (0 male, "
+                  f"1 female), age (bands 0-{n_bands - 1}) on one backbone; submitted label "
+                  f"{combine_expression(n_bands)}; without --heads: one 18-class head",)
     return Plan(comp=comp, train=train, test=test, generated=("train", "test"), sources=(persons_csv, eval_dir / "info.csv"),
                 skipped=skips.freeze(), corrections=corrections, notes=notes)

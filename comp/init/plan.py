@@ -20,7 +20,8 @@ import yaml
 from PIL import Image
 
 from comp.config import Config, build_config, load_config
-from comp.data.tables import Tables, canonical, check_ids, load_tables, require_columns, resolve_classes
+from comp.data.tables import (Tables, canonical, check_ids, label_column_keys, load_tables, require_columns,
+                               task_targets)
 from comp.errors import CompError
 from comp.workspace import Workspace, write_csv, write_text
 
@@ -190,12 +191,12 @@ BASELINE_HEADER = (
 
 
 def check_frame(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, labelled: bool) -> pd.DataFrame:
-    """The checks load_tables runs, on an in-memory table: columns, unique ids, labels, files exist."""
+    """The checks load_tables runs, on an in-memory table: columns, unique ids, labels (targets of the task), files."""
     d = cfg.data
     name = "train table" if labelled else "test table"
     cols = {"data.id_col": d.id_col, "data.image_col": d.image_col}
     if labelled:
-        cols |= {"data.label_col": d.label_col, "data.group_col": d.group_col}
+        cols |= {**label_column_keys(cfg), "data.group_col": d.group_col}
     require_columns(frame, cols, name)
     check_ids(frame[d.id_col].astype(str), name)
     out = canonical(frame, cfg, ws, labelled=labelled)
@@ -204,7 +205,7 @@ def check_frame(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, labelled: bo
         raise CompError(f"{len(missing)} of {len(out)} images in the {name} do not exist, e.g. {missing[:N_EXAMPLES]}; "
                         "check the image root (--image-root) and the image column (--image-col)")
     if labelled:
-        resolve_classes(out["label"], d.classes)
+        task_targets(out, frame.reset_index(drop=True), cfg)  # refuses targets the task cannot read
     return out
 
 
@@ -258,20 +259,40 @@ def write_plan(ws: Workspace, plan: Plan, *, force: bool = False) -> Written:
 # ---------------------------------------------------------------- submission format
 
 
-def submission_from_sample(path: Path, ws: Workspace, classes: list[str]) -> tuple[dict[str, Any], pd.DataFrame]:
-    """comp.yaml's submission section from a sample submission (id first; one target, or one column per class)."""
+def submission_from_sample(path: Path, ws: Workspace, classes: list[str], *,
+                           task: str = "multiclass") -> tuple[dict[str, Any], pd.DataFrame]:
+    """comp.yaml's submission section from a sample submission (id first; one target, or one column per class).
+
+    By task: multiclass and multitask label | probabilities; multilabel tags (one column of tags) | probabilities
+    (a column per tag); binary prob (numbers) | label (the labels themselves); regression value.
+    """
     if not Path(path).is_file():
         raise CompError(f"sample submission {path} does not exist; pass an existing CSV with --sample")
     sample = pd.read_csv(path, dtype=str, keep_default_na=False)
     cols = [str(c) for c in sample.columns]
     if len(cols) < 2:
         raise CompError(f"sample submission {path} has columns {cols}; it needs an id column and a target column")
-    if len(cols) > 2 and set(map(str, classes)) <= set(cols[1:]):
+    one = {"multilabel": "tags", "binary": "prob", "regression": "value"}.get(task, "label")
+    if len(cols) > 2 and classes and set(map(str, classes)) <= set(cols[1:]) and task != "regression":
         kind, target = "probabilities", cols[1]
     elif len(cols) == 2:
-        kind, target = "label", cols[1]
+        kind, target = one, cols[1]
+        if task == "binary" and set(sample[target].astype(str)) <= set(map(str, classes)) and \
+                not all(_is_probability(v) for v in sample[target]):
+            kind = "label"  # the sample holds the labels themselves
     else:
         raise CompError(f"sample submission {path} has columns {cols}: neither id + one target nor id + one column "
                         f"per class ({', '.join(map(str, classes[:6]))}...); pass a sample in the competition's format")
+    if task == "binary" and kind == "probabilities":
+        raise CompError(f"sample submission {path} has a column per class ({cols[1:]}); a binary task submits one "
+                        "column (the positive probability, or the label)")
     sub = {"id_col": cols[0], "target_col": target, "kind": kind, "sample_csv": rel_to(ws, path)}
     return sub, sample
+
+
+def _is_probability(value: str) -> bool:
+    try:
+        number = float(value)
+    except ValueError:
+        return False
+    return 0.0 <= number <= 1.0 and not value.strip() in ("0", "1")
