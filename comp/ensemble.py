@@ -20,6 +20,7 @@ from scipy.stats import rankdata
 from comp.errors import CompError
 from comp.metrics import Metric
 from comp.predictions import prob_columns
+from comp.tasks import Task
 
 log = logging.getLogger("comp.ensemble")
 
@@ -77,8 +78,11 @@ def contributions(probs: np.ndarray, method: str) -> np.ndarray:
     raise CompError(f"unknown blend method {method!r}; use one of: {', '.join(METHODS)}")
 
 
-def finish(summed: np.ndarray, method: str) -> np.ndarray:
-    """Weighted sum of contributions (weights summing to 1) -> probabilities summing to 1 per row."""
+def finish(summed: np.ndarray, method: str, task: Task | None = None) -> np.ndarray:
+    """Weighted sum of contributions (weights summing to 1) -> probabilities summing to 1 per row (multiclass), or
+    the task's values (a weighted mean of tag probabilities or numbers; multitask: renormalised per head)."""
+    if task is not None and task.kind != "multiclass":
+        return task.normalise(summed) if method == "mean" else summed
     if method == "geometric":
         z = np.exp(summed - summed.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
@@ -86,13 +90,23 @@ def finish(summed: np.ndarray, method: str) -> np.ndarray:
     return summed / np.where(total > 0, total, 1.0)
 
 
-def blend(probs: Sequence[np.ndarray], weights: Sequence[float], *, method: str = "mean") -> np.ndarray:
-    """Blend members' (N, C) probabilities with weights -> (N, C) probabilities."""
+def blend(probs: Sequence[np.ndarray], weights: Sequence[float], *, method: str = "mean",
+          task: Task | None = None) -> np.ndarray:
+    """Blend members' (N, C) probabilities (or a task's outputs) with weights -> (N, C)."""
+    check_method(method, task)
     w = check_weights(weights, len(probs))
     summed = sum(wi * contributions(p, method) for wi, p in zip(w, probs) if wi > 0)
     if method == "vote":  # ties between votes go to the weighted mean probability
         summed = summed + 1e-6 * sum(wi * np.asarray(p) for wi, p in zip(w, probs))
-    return finish(summed, method)
+    return finish(summed, method, task)
+
+
+def check_method(method: str, task: Task | None) -> None:
+    """geometric and vote blends are of class probabilities; other tasks blend by mean (or rank, for AUC)."""
+    kind = "multiclass" if task is None else task.kind
+    allowed = ("mean", "rank") if kind in ("multilabel", "binary") else ("mean",) if kind in ("regression", "multitask") else METHODS
+    if method not in allowed:
+        raise CompError(f"blend method {method!r} does not fit task {kind!r}; use {' or '.join(allowed)}")
 
 
 def check_weights(weights: Sequence[float], n_members: int) -> np.ndarray:
@@ -118,10 +132,10 @@ def parse_weights(text: str, n_members: int) -> str | np.ndarray:
 # ---------------------------------------------------------------- fast scoring
 
 
-def build_scorer(metric: Metric, y: np.ndarray, *, method: str) -> Callable[[np.ndarray], float]:
-    """score(summed contributions) -> metric; argmax metrics skip normalising (same argmax)."""
+def build_scorer(metric: Metric, y: np.ndarray, *, method: str, task: Task | None = None) -> Callable[[np.ndarray], float]:
+    """score(summed contributions) -> metric; multiclass argmax metrics skip normalising (same argmax)."""
     y = np.asarray(y)
-    if metric.name in ARGMAX_METRICS:
+    if metric.name in ARGMAX_METRICS and metric.kind == "multiclass":
         offsets: dict[int, np.ndarray] = {}  # n_classes -> y * n_classes, computed once
 
         def score(summed: np.ndarray) -> float:
@@ -131,7 +145,7 @@ def build_scorer(metric: Metric, y: np.ndarray, *, method: str) -> Callable[[np.
             return _argmax_score(metric.name, y, np.argmax(summed, axis=1), c, offsets=offsets[c])
 
         return score
-    return lambda summed: metric(y, finish(summed, method))
+    return lambda summed: metric(y, finish(summed, method, task))
 
 
 def _argmax_score(name: str, y: np.ndarray, pred: np.ndarray, n_classes: int, *, offsets: np.ndarray | None = None) -> float:
@@ -164,6 +178,7 @@ def fit_weights(
     search: str = "hill",
     seed: int = 0,
     max_steps: int | None = None,
+    task: Task | None = None,
 ) -> np.ndarray:
     """Non-negative weights summing to 1 that maximise (or minimise) `metric` of the blend on OOF rows.
 
@@ -179,7 +194,7 @@ def fit_weights(
     contribs = [contributions(p, method) for p in oof_probs]
     if search == "slsqp":
         return _fit_slsqp(contribs, np.asarray(y), method=method)
-    scorer = build_scorer(metric, y, method=method)
+    scorer = build_scorer(metric, y, method=method, task=task)
     return _hill_climb(contribs, scorer, metric, rng=np.random.default_rng(seed), max_steps=max_steps or max(20, 2 * n))
 
 
@@ -193,7 +208,7 @@ def _hill_climb(contribs: list[np.ndarray], scorer: Callable, metric: Metric, *,
     counts[first] = 1
     summed, best_score, best_counts = contribs[first].copy(), singles[first], counts.copy()
     buf = np.empty_like(summed)  # one reused (N, C) buffer: the search is memory-bound
-    scale = metric.name not in ARGMAX_METRICS  # argmax is scale-free; a geometric blend's temperature is not
+    scale = metric.name not in ARGMAX_METRICS or metric.kind != "multiclass"  # argmax is scale-free; the rest is not
     since_best = 0
     for _ in range(max_steps - 1):
         k = counts.sum() + 1
@@ -274,6 +289,44 @@ def fit_bias(probs: np.ndarray, y: np.ndarray, metric: Metric, *, rounds: int = 
     return bias
 
 
+# ---------------------------------------------------------------- decision thresholds (tags, binary labels)
+
+
+THRESHOLD_METRICS = ("micro_f1", "macro_f1", "samples_f1", "f1", "accuracy", "balanced_accuracy", "weighted_f1")
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+
+def apply_thresholds(probs: np.ndarray, thresholds: np.ndarray | None) -> np.ndarray:
+    """Probabilities shifted so that deciding at 0.5 decides at each output's threshold (p >= t <=> p' >= 0.5)."""
+    if thresholds is None:
+        return probs
+    return np.clip(np.asarray(probs) - np.asarray(thresholds) + 0.5, 0.0, 1.0)
+
+
+def fit_thresholds(probs: np.ndarray, y: np.ndarray, metric: Metric, *, rounds: int = 2,
+                   grid: np.ndarray | None = None) -> np.ndarray:
+    """Per-output decision thresholds by coordinate search on `metric` from 0.5 (deterministic; ties keep 0.5)."""
+    grid = THRESHOLD_GRID if grid is None else grid
+    t = np.full(probs.shape[1], 0.5)
+    best = metric(y, apply_thresholds(probs, t))
+    for _ in range(rounds):
+        for c in range(len(t)):
+            for value in grid:
+                trial = t.copy()
+                trial[c] = value
+                score = metric(y, apply_thresholds(probs, trial))
+                if metric.better(score, best):
+                    best, t = score, trial
+    return t
+
+
+def wants_thresholds(task: Task | None, submission_kind: str, metric: Metric) -> bool:
+    """Thresholds are fitted for tag submissions and binary label submissions scored by a decision metric."""
+    if task is None or metric.name not in THRESHOLD_METRICS:
+        return False
+    return (task.kind, submission_kind) in (("multilabel", "tags"), ("binary", "label"))
+
+
 # ---------------------------------------------------------------- fitted blend with nested estimate
 
 
@@ -285,6 +338,7 @@ class BlendFit:
     insample: float  # mean over folds of that same blend's per-fold score
     nested: float  # mean over folds of the score on a fold whose rows the weights never saw
     nested_folds: tuple[float, ...]
+    thresholds: np.ndarray | None = None  # (C,) decision thresholds (tags, binary labels), or None
 
 
 def fit_blend(
@@ -297,6 +351,8 @@ def fit_blend(
     weights: str | np.ndarray = "auto",
     bias: bool = False,
     seed: int = 0,
+    task: Task | None = None,
+    thresholds: bool = False,
 ) -> BlendFit:
     """Fit weights (and biases) on all OOF rows, and estimate them honestly with fold-wise nesting.
 
@@ -308,32 +364,42 @@ def fit_blend(
         weights: "auto" (fitted), "equal", or an array of one weight per member.
         bias: also fit per-class logit biases on the weighted blend.
         seed: the weight search's seed (ties between equal candidates break reproducibly).
+        task: the task the outputs belong to (default multiclass probabilities).
+        thresholds: also fit per-output decision thresholds on the blend (tags, binary labels), nested like the weights.
 
     Returns a BlendFit: the weights and biases fitted on all rows, their in-sample score, and the nested
     estimate (for each fold, weights fitted without it, scored on it), which is the honest one.
     """
     y, folds = np.asarray(y), np.asarray(folds)
-    fit = lambda rows: _fit_rows(oof_probs, y, rows, metric, method=method, weights=weights, bias=bias, seed=seed)
-    w, b = fit(np.ones(len(y), dtype=bool))
-    final = apply_bias(blend(oof_probs, w, method=method), b)
+    if bias and task is not None and task.kind != "multiclass":
+        raise CompError(f"--bias shifts class probabilities; task {task.kind!r} has none to shift (tag and binary "
+                        "submissions get fitted decision thresholds instead)")
+    fit = lambda rows: _fit_rows(oof_probs, y, rows, metric, method=method, weights=weights, bias=bias, seed=seed,
+                                 task=task, thresholds=thresholds)
+    w, b, t = fit(np.ones(len(y), dtype=bool))
+    final = apply_thresholds(apply_bias(blend(oof_probs, w, method=method, task=task), b), t)
     fold_ids = np.unique(folds)
     insample = [metric(y[folds == f], final[folds == f]) for f in fold_ids]
     nested = []
     for f in fold_ids:
         held = folds == f
-        wf, bf = fit(~held)
-        nested.append(metric(y[held], apply_bias(blend([p[held] for p in oof_probs], wf, method=method), bf)))
+        wf, bf, tf = fit(~held)
+        blended = blend([p[held] for p in oof_probs], wf, method=method, task=task)
+        nested.append(metric(y[held], apply_thresholds(apply_bias(blended, bf), tf)))
     return BlendFit(weights=w, bias=b, oof=metric(y, final), insample=float(np.mean(insample)),
-                    nested=float(np.mean(nested)), nested_folds=tuple(float(s) for s in nested))
+                    nested=float(np.mean(nested)), nested_folds=tuple(float(s) for s in nested), thresholds=t)
 
 
-def _fit_rows(oof_probs, y, rows, metric, *, method, weights, bias, seed) -> tuple[np.ndarray, np.ndarray | None]:
-    """Weights (then biases on the weighted blend) fitted on the selected rows only."""
+def _fit_rows(oof_probs, y, rows, metric, *, method, weights, bias, seed, task=None,
+              thresholds=False) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Weights (then biases or thresholds on the weighted blend) fitted on the selected rows only."""
     probs = [p[rows] for p in oof_probs]
     if isinstance(weights, str):
-        search = "equal" if weights == "equal" else ("slsqp" if metric.name == "log_loss" and method in ("mean", "geometric") else "hill")
-        w = fit_weights(probs, y[rows], metric, method=method, search=search, seed=seed)
+        smooth = metric.name == "log_loss" and method in ("mean", "geometric") and metric.kind == "multiclass"
+        search = "equal" if weights == "equal" else ("slsqp" if smooth else "hill")
+        w = fit_weights(probs, y[rows], metric, method=method, search=search, seed=seed, task=task)
     else:
         w = check_weights(weights, len(probs))
     b = fit_bias(blend(probs, w, method=method), y[rows], metric) if bias else None
-    return w, b
+    t = fit_thresholds(blend(probs, w, method=method, task=task), y[rows], metric) if thresholds else None
+    return w, b, t

@@ -1,4 +1,12 @@
-"""Competition metrics on (labels, probabilities); each knows whether higher is better."""
+"""Competition metrics on (targets, model outputs); each knows whether higher is better.
+
+`get_metric(name, task)` binds a metric to the task kind (comp/tasks.py): multiclass targets are class
+indices and outputs softmax probabilities; multilabel targets are a 0/1 matrix and outputs sigmoid
+probabilities (F1 metrics decide at 0.5); binary targets are 0/1 and outputs the positive probability;
+regression targets and outputs are numbers; multitask targets are one class index per head and outputs
+the heads' probabilities side by side (scored on the combined label when data.combine is set, else the
+mean of the heads' scores).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ class Metric:
     name: str
     fn: Callable[[np.ndarray, np.ndarray], float]  # (y (N,), probs (N, C)) -> score
     greater_is_better: bool = True
+    kind: str = "multiclass"  # the task kind `fn` scores
 
     def __call__(self, y: np.ndarray, probs: np.ndarray) -> float:
         return float(self.fn(np.asarray(y), np.asarray(probs, dtype=np.float64)))
@@ -69,7 +78,118 @@ METRICS: dict[str, Metric] = {
 }
 
 
-def get_metric(name: str) -> Metric:
-    if name not in METRICS:
-        raise CompError(f"unknown metric {name!r}{did_you_mean(name, METRICS)}; known: {', '.join(METRICS)}")
-    return METRICS[name]
+# ---------------------------------------------------------------- other task kinds
+
+
+def _threshold_f1(average: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    def fn(y: np.ndarray, probs: np.ndarray) -> float:
+        return _skm().f1_score(np.asarray(y) > 0.5, probs >= 0.5, average=average, zero_division=0)
+
+    return fn
+
+
+def _columns_with_both(y: np.ndarray) -> np.ndarray:
+    y = np.asarray(y).reshape(len(y), -1)
+    return np.flatnonzero((y > 0.5).any(axis=0) & (y < 0.5).any(axis=0))
+
+
+def _multilabel_auc(y: np.ndarray, probs: np.ndarray) -> float:
+    """Mean ROC AUC over the tags that have both positives and negatives."""
+    cols = _columns_with_both(y)
+    if not len(cols):
+        return float("nan")
+    return float(np.mean([_skm().roc_auc_score(y[:, c] > 0.5, probs[:, c]) for c in cols]))
+
+
+def _multilabel_map(y: np.ndarray, probs: np.ndarray) -> float:
+    """Mean average precision over the tags that have a positive."""
+    y = np.asarray(y) > 0.5
+    cols = np.flatnonzero(y.any(axis=0))
+    if not len(cols):
+        return float("nan")
+    return float(np.mean([_skm().average_precision_score(y[:, c], probs[:, c]) for c in cols]))
+
+
+def _bce(y: np.ndarray, probs: np.ndarray) -> float:
+    p = np.clip(probs, 1e-15, 1 - 1e-15)
+    y = np.asarray(y, dtype=np.float64).reshape(p.shape)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
+def _binary(fn: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[np.ndarray, np.ndarray], float]:
+    """A two-class metric from (y 0/1, p (N, 1)): the outputs become [1 - p, p]."""
+    return lambda y, p: fn(np.asarray(y).astype(np.int64), np.column_stack([1 - p[:, 0], p[:, 0]]))
+
+
+def _regression(fn: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[np.ndarray, np.ndarray], float]:
+    return lambda y, p: float(fn(np.asarray(y, dtype=np.float64).reshape(-1), p[:, 0]))
+
+
+MULTILABEL = {m.name: m for m in (
+    Metric("micro_f1", _threshold_f1("micro"), kind="multilabel"),
+    Metric("macro_f1", _threshold_f1("macro"), kind="multilabel"),
+    Metric("samples_f1", _threshold_f1("samples"), kind="multilabel"),
+    Metric("map", _multilabel_map, kind="multilabel"),
+    Metric("roc_auc", _multilabel_auc, kind="multilabel"),
+    Metric("log_loss", _bce, greater_is_better=False, kind="multilabel"),
+)}
+BINARY = {m.name: m for m in (
+    Metric("roc_auc", lambda y, p: _skm().roc_auc_score(np.asarray(y) > 0.5, p[:, 0]), kind="binary"),
+    Metric("log_loss", _bce, greater_is_better=False, kind="binary"),
+    Metric("accuracy", _binary(METRICS["accuracy"].fn), kind="binary"),
+    Metric("macro_f1", _binary(METRICS["macro_f1"].fn), kind="binary"),
+    Metric("f1", lambda y, p: _skm().f1_score(np.asarray(y) > 0.5, p[:, 0] >= 0.5, zero_division=0), kind="binary"),
+    Metric("balanced_accuracy", _binary(METRICS["balanced_accuracy"].fn), kind="binary"),
+    Metric("map", lambda y, p: _skm().average_precision_score(np.asarray(y) > 0.5, p[:, 0]), kind="binary"),
+)}
+REGRESSION = {m.name: m for m in (
+    Metric("rmse", _regression(lambda y, p: np.sqrt(np.mean((y - p) ** 2))), greater_is_better=False, kind="regression"),
+    Metric("mae", _regression(lambda y, p: np.mean(np.abs(y - p))), greater_is_better=False, kind="regression"),
+    Metric("r2", _regression(lambda y, p: _skm().r2_score(y, p)), kind="regression"),
+)}
+BY_KIND = {"multiclass": METRICS, "multilabel": MULTILABEL, "binary": BINARY, "regression": REGRESSION,
+           "multitask": METRICS}
+ALL_NAMES = tuple(dict.fromkeys([*METRICS, *MULTILABEL, *BINARY, *REGRESSION]))
+
+
+def _multitask(base: Metric, task) -> Metric:  # noqa: ANN001 - comp.tasks.Task (kept import-light)
+    """Scored on the combined label (joint head probabilities) when the task combines heads, else the mean of
+    the heads' scores."""
+    slices = task.head_slices()
+
+    def fn(y: np.ndarray, outputs: np.ndarray) -> float:
+        y = np.asarray(y).reshape(len(y), -1).astype(np.int64)
+        if task.combine is not None:
+            return base.fn(task.combined_codes(y), task.class_probs(outputs))
+        return float(np.mean([base.fn(y[:, h], outputs[:, s]) for h, s in enumerate(slices)]))
+
+    return Metric(base.name, fn, base.greater_is_better, kind="multitask")
+
+
+def get_metric(name: str, task=None) -> Metric:  # noqa: ANN001 - task: comp.tasks.Task | None (multiclass)
+    """The metric `name` for the task's kind (multiclass when task is None); an error names the ones that fit."""
+    kind = "multiclass" if task is None else task.kind
+    table = BY_KIND[kind]
+    if name not in table:
+        if name in ALL_NAMES:
+            raise CompError(f"metric {name!r} does not fit task {kind!r}; use one of: {', '.join(table)} "
+                            "(set metric: in comp.yaml)")
+        raise CompError(f"unknown metric {name!r}{did_you_mean(name, ALL_NAMES)}; known: {', '.join(ALL_NAMES)}")
+    if kind == "multitask":
+        return _multitask(table[name], task)
+    return table[name]
+
+
+def task_metric(cfg, task=None) -> Metric:  # noqa: ANN001 - (Config, Task | None)
+    """cfg.metric for the task of the tables being scored (cfg.task's kind checked when no task is given)."""
+    if task is None and cfg.task != "multiclass":
+        raise CompError(f"scoring task {cfg.task!r} needs the task built from train.csv (load the tables first)")
+    return get_metric(cfg.metric, task)
+
+
+def greater_is_better(name: str) -> bool:
+    """The direction of a metric by name, whatever task kind it scores."""
+    for table in (METRICS, MULTILABEL, BINARY, REGRESSION):
+        if name in table:
+            return table[name].greater_is_better
+    raise CompError(f"unknown metric {name!r}{did_you_mean(name, ALL_NAMES)}; known: {', '.join(ALL_NAMES)}")

@@ -147,8 +147,11 @@ def error_analysis_html(ws: Workspace, exp: str, train: pd.DataFrame, oof: pd.Da
 # ---------------------------------------------------------------- predict and ensemble
 
 
-def predict_section(ws: Workspace, exp: str, summary: dict, metric: Any, classes: tuple) -> Path:
-    """TTA, folds and rows predicted; with --oof, the OOF score without the TTA, with it, and of each view alone."""
+def predict_section(ws: Workspace, exp: str, summary: dict, metric: Any, classes: tuple, tables: Any = None) -> Path:
+    """TTA, folds and rows predicted; with --oof, the OOF score without the TTA, with it, and of each view alone.
+
+    tables: the loaded Tables (targets looked up by id); without them the OOF labels are class names (multiclass).
+    """
     body = _p(f"TTA {summary['tta']} ({summary['merge']} of the views), folds {summary['folds']}, "
               f"{summary['test_rows']} test rows")
     plain, tta = ws.oof_csv(exp), ws.oof_tta_csv(exp)
@@ -156,7 +159,12 @@ def predict_section(ws: Workspace, exp: str, summary: dict, metric: Any, classes
         rows = []
         for name, path in (("no TTA (training's oof.csv)", plain), (f"TTA {summary['tta']} (oof_tta.csv)", tta)):
             frame = pd.read_csv(path, dtype={"id": str, "label": str})
-            y = frame["label"].map({str(c): i for i, c in enumerate(classes)}).to_numpy()
+            if tables is not None:
+                from comp.data.tables import targets_by_id
+
+                y = targets_by_id(tables, frame["id"])
+            else:
+                y = frame["label"].map({str(c): i for i, c in enumerate(classes)}).to_numpy()
             rows.append({"OOF predictions": name, metric.name: metric(y, frame[[f"p_{c}" for c in classes]].to_numpy())})
         plain_score = rows[0][metric.name]
         rows += [{"OOF predictions": f"view {view} alone", metric.name: score}

@@ -1,8 +1,11 @@
 """Submission files exactly in the competition's format, validated before they are written; scoring them.
 
-Never imports torch. The format is comp.yaml's `submission`: the id column's name, the
-target column (kind `label`: original class values) or one column per class (kind
-`probabilities`), rows in the sample submission's order (or the test CSV's).
+Never imports torch. The format is comp.yaml's `submission`: the id column's name and, by kind
+(which fits the task, comp/tasks.py): `label` (the target column of original class values; a
+multitask without data.combine: one column per head), `probabilities` (one column per class or
+tag), `tags` (the target column of separated predicted tags), `prob` (the target column of the
+positive class's probability), `value` (the target column of the predicted number); rows in the
+sample submission's order (or the test CSV's).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from comp.errors import CompError, did_you_mean
 from comp.metrics import Metric, get_metric
 from comp.locks import short_lock
 from comp.predictions import oof_path, oof_source_for, prediction_record
+from comp.tasks import Task, submission_kind
 from comp.workspace import Workspace, csv_bytes, write_bytes, write_json
 
 log = logging.getLogger("comp.submission")
@@ -70,6 +74,23 @@ def class_columns(classes: Sequence[Any], sample_columns: list[str] | None, id_c
     return names
 
 
+def resolved_kind(sub: SubmissionConfig, task: Task | None) -> str:
+    """submission.kind for the task (the task's default when unset)."""
+    return submission_kind("multiclass" if task is None else task.kind, sub.kind)
+
+
+def value_columns(sub: SubmissionConfig, task: Task | None, classes: Sequence[Any]) -> list[str]:
+    """The columns a submission of this kind holds besides the id."""
+    kind = resolved_kind(sub, task)
+    if task is not None and task.kind == "multitask":
+        if kind == "label":
+            return [sub.target_col] if task.combine is not None else [h.column for h in task.heads]
+        return [str(c) for c in (task.labels if task.combine is not None else task.outputs)]
+    if kind == "probabilities":
+        return [str(c) for c in classes]
+    return [sub.target_col]
+
+
 def build_submission(
     ids: Sequence[str],
     probs: np.ndarray,
@@ -78,8 +99,14 @@ def build_submission(
     *,
     order: Sequence[str],
     sample_columns: list[str] | None = None,
+    task: Task | None = None,
+    thresholds: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """The submission table: probabilities (rows aligned with `ids`) put in `order`, in the configured format."""
+    """The submission table: probabilities (rows aligned with `ids`) put in `order`, in the configured format.
+
+    task: the task the outputs belong to (default: multiclass over `classes`); thresholds: fitted decision
+    thresholds for tags / binary labels (default 0.5).
+    """
     table = pd.DataFrame(np.asarray(probs, dtype=np.float64), index=pd.Index([str(i) for i in ids]),
                          columns=[str(c) for c in classes])
     missing = [i for i in order if i not in table.index]
@@ -87,17 +114,45 @@ def build_submission(
         raise CompError(f"{len(missing)} submission ids have no prediction, e.g. {missing[:3]}; "
                         "rerun `comp predict` so test predictions cover the test CSV")
     table = table.loc[list(order)]
-    if sub.kind == "label":
+    kind = resolved_kind(sub, task)
+    if task is not None and task.kind != "multiclass":
+        return _task_submission(table, task, kind, sub, order, sample_columns, thresholds)
+    if kind == "label":
         labels = np.asarray(list(classes), dtype=object)[table.to_numpy().argmax(axis=1)]
         return pd.DataFrame({sub.id_col: list(order), sub.target_col: labels})
     cols = class_columns(classes, sample_columns, sub.id_col)
     return pd.concat([pd.DataFrame({sub.id_col: list(order)}), table[cols].reset_index(drop=True)], axis=1)
 
 
-def validate_submission(frame: pd.DataFrame, sub: SubmissionConfig, *, expected: Sequence[str], classes: Sequence[Any]) -> None:
+def _task_submission(table: pd.DataFrame, task: Task, kind: str, sub: SubmissionConfig, order: Sequence[str],
+                     sample_columns: list[str] | None, thresholds: np.ndarray | None) -> pd.DataFrame:
+    values = table.to_numpy()
+    head = pd.DataFrame({sub.id_col: list(order)})
+    if task.kind == "multitask" and kind == "label" and task.combine is None:
+        for h, picked in zip(task.heads, task.head_values(values).values()):
+            head[h.column] = picked
+        return head
+    if kind == "probabilities":
+        probs = task.class_probs(values) if task.kind == "multitask" and task.combine is not None else values
+        names = [str(c) for c in (task.labels if task.kind == "multitask" and task.combine is not None else task.outputs)]
+        frame = pd.DataFrame(probs, columns=names)
+        cols = class_columns(names, sample_columns, sub.id_col)
+        return pd.concat([head, frame[cols]], axis=1)
+    if kind == "prob":
+        head[sub.target_col] = values[:, 0]
+    elif kind == "value":
+        head[sub.target_col] = values[:, 0]
+    else:  # label (binary, multitask with combine) or tags
+        head[sub.target_col] = task.decide(values, thresholds)
+    return head
+
+
+def validate_submission(frame: pd.DataFrame, sub: SubmissionConfig, *, expected: Sequence[str], classes: Sequence[Any],
+                        task: Task | None = None) -> None:
     """Raise CompError unless `frame` is a complete, well-formed submission for `expected` ids."""
     cols = [str(c) for c in frame.columns]
-    value_cols = [sub.target_col] if sub.kind == "label" else [str(c) for c in classes]
+    kind = resolved_kind(sub, task)
+    value_cols = value_columns(sub, task, classes)
     for col in [sub.id_col, *value_cols]:
         if col not in cols:
             raise CompError(f"submission lacks column {col!r}{did_you_mean(col, cols)} (columns: {', '.join(cols)})")
@@ -112,13 +167,41 @@ def validate_submission(frame: pd.DataFrame, sub: SubmissionConfig, *, expected:
         raise CompError(f"submission ids differ from the test ids: {len(unknown)} unknown (e.g. {unknown[:3]}), "
                         f"{len(absent)} missing (e.g. {absent[:3]})")
     values = frame[value_cols]
+    if kind == "tags":  # an image with no tag predicted has an empty cell
+        values = values.fillna("")
     if values.isna().to_numpy().any():
         rows = np.flatnonzero(values.isna().to_numpy().any(axis=1))[:5].tolist()
         raise CompError(f"submission has NaN values in rows {rows}; predictions must be complete")
-    if sub.kind == "label":
+    if task is not None and task.kind != "multiclass":
+        _check_task_values(frame, values, task, kind, sub)
+    elif kind == "label":
         _check_labels(frame[sub.target_col], classes)
     else:
         _check_probabilities(values.to_numpy(dtype=np.float64))
+
+
+def _check_task_values(frame: pd.DataFrame, values: pd.DataFrame, task: Task, kind: str, sub: SubmissionConfig) -> None:
+    if kind == "tags":
+        known = set(task.outputs)
+        sep = task.tag_sep
+        bad = sorted({t for cell in values[sub.target_col].astype(str) for t in (cell.split(sep) if sep else cell.split())
+                      if t.strip() and t.strip() not in known})
+        if bad:
+            raise CompError(f"submission has tags not among the tags of train.csv: {bad[:5]} (known: {sorted(known)[:20]})")
+    elif kind in ("prob", "value") or (kind == "probabilities" and task.kind == "multilabel"):
+        numbers = pd.DataFrame(values).apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+        if not np.isfinite(numbers).all():
+            rows = np.flatnonzero(~np.isfinite(numbers).all(axis=1))[:5].tolist()
+            raise CompError(f"submission has non-numeric or infinite values in rows {rows}")
+        if kind != "value" and (np.any(numbers < 0) or np.any(numbers > 1)):
+            raise CompError(f"submission probabilities must lie in [0, 1]; got min {numbers.min():.4g}, max {numbers.max():.4g}")
+    elif kind == "probabilities":
+        _check_probabilities(values.to_numpy(dtype=np.float64))
+    elif task.kind == "multitask" and task.combine is None:
+        for h in task.heads:
+            _check_labels(frame[h.column], h.classes, what=f"submission column {h.column!r}")
+    else:
+        _check_labels(frame[sub.target_col], task.labels)
 
 
 def _check_labels(labels: pd.Series, classes: Sequence[Any], what: str = "submission") -> None:
@@ -146,12 +229,13 @@ def write_submission(
     expected: Sequence[str],
     classes: Sequence[Any],
     manifest: dict[str, Any],
+    task: Task | None = None,
 ) -> tuple[Path, Path]:
     """Validate the CSV as it will be written (re-read), then write submissions/<name>.csv and .json."""
     data = csv_bytes(frame)
-    reread = pd.read_csv(io.BytesIO(data), dtype={sub.id_col: str, sub.target_col: str}, keep_default_na=False,
-                         na_values=[""])
-    validate_submission(reread, sub, expected=expected, classes=classes)
+    text = {sub.id_col: str, sub.target_col: str, **{h.column: str for h in (task.heads if task else ())}}
+    reread = pd.read_csv(io.BytesIO(data), dtype=text, keep_default_na=False, na_values=[""])
+    validate_submission(reread, sub, expected=expected, classes=classes, task=task)
     csv_path = write_bytes(ws.submission_csv(name), data)
     doc = {"name": name, **manifest, "file": csv_path.name, "sha256": hashlib.sha256(data).hexdigest(),
            "rows": len(frame), "comp_version": comp.__version__,
@@ -160,8 +244,15 @@ def write_submission(
     return csv_path, json_path
 
 
-def score_submission(submission: Path, solution: Path, sub: SubmissionConfig, *, classes: Sequence[Any], metric: Metric) -> float:
-    """The competition metric of a submission file against a solution file (id column + true target)."""
+def score_submission(submission: Path, solution: Path, sub: SubmissionConfig, *, classes: Sequence[Any], metric: Metric,
+                     task: Task | None = None) -> float:
+    """The competition metric of a submission file against a solution file (id column + true target).
+
+    With a task other than multiclass the solution holds the target as train.csv does (tags, a two-valued
+    label, a number, the combined label or one column per head).
+    """
+    if task is not None and task.kind != "multiclass":
+        return _score_task(submission, solution, sub, classes=classes, metric=metric, task=task)
     text = (sub.id_col, sub.target_col)
     truth = read_csv(solution, "solution", text=text, fix="pass an existing --solution file")
     pred = read_csv(submission, "submission", text=text, fix="pass an existing submission file")
@@ -184,6 +275,104 @@ def score_submission(submission: Path, solution: Path, sub: SubmissionConfig, *,
     else:
         probs = pred[[str(c) for c in classes]].to_numpy(dtype=np.float64)
     return metric(y, probs)
+
+
+def _score_task(submission: Path, solution: Path, sub: SubmissionConfig, *, classes: Sequence[Any], metric: Metric,
+                task: Task) -> float:
+    kind = resolved_kind(sub, task)
+    heads = [h.column for h in task.heads] if task.kind == "multitask" and task.combine is None else []
+    truth_cols = heads or [sub.target_col]
+    text = (sub.id_col, sub.target_col, *heads)
+    truth = read_csv(solution, "solution", text=text, fix="pass an existing --solution file")
+    pred = read_csv(submission, "submission", text=text, fix="pass an existing submission file")
+    for col in (sub.id_col, *truth_cols):
+        if col not in truth.columns:
+            raise CompError(f"solution {solution} lacks column {col!r} (columns: {', '.join(map(str, truth.columns))}); "
+                            "it needs the submission's id and the true target")
+    expected = truth[sub.id_col].astype(str).tolist()
+    if kind == "tags" and sub.target_col in pred.columns:
+        pred[sub.target_col] = pred[sub.target_col].astype(object).where(pred[sub.target_col].notna(), "")
+    try:
+        validate_submission(pred, sub, expected=expected, classes=classes, task=task)
+    except CompError as exc:
+        raise CompError(f"{submission}: {exc}") from None
+    pred = pred.set_index(pred[sub.id_col].astype(str)).loc[expected]
+    y = solution_targets(truth, task, sub, what=f"solution {solution}")
+    if task.kind == "multilabel":
+        if kind == "probabilities":
+            outputs = pred[[str(c) for c in classes]].to_numpy(dtype=np.float64)
+        else:
+            outputs = tag_matrix(pred[sub.target_col], task, what=str(submission))
+    elif task.kind in ("binary", "regression"):
+        if kind == "label":
+            outputs = (pred[sub.target_col].astype(str) == task.labels[1]).to_numpy(dtype=np.float64)[:, None]
+        else:
+            outputs = pd.to_numeric(pred[sub.target_col]).to_numpy(dtype=np.float64)[:, None]
+    else:  # multitask
+        return _score_multitask(pred, y, task, sub, kind, metric)
+    return metric(y, outputs)
+
+
+def _score_multitask(pred: pd.DataFrame, y: np.ndarray, task: Task, sub: SubmissionConfig, kind: str,
+                     metric: Metric) -> float:
+    """multitask: the combined label's score (with data.combine) or the mean of the heads' scores."""
+    from comp.metrics import get_metric
+
+    base = get_metric(metric.name)  # the multiclass metric, applied to the combined label or to each head
+    if task.combine is not None:
+        code = {c: i for i, c in enumerate(task.labels)}
+        if kind == "probabilities":
+            probs = pred[list(task.labels)].to_numpy(dtype=np.float64)
+        else:
+            probs = np.eye(len(task.labels))[pred[sub.target_col].astype(str).map(code).to_numpy()]
+        return base(y, probs)
+    scores = []
+    for i, (h, s) in enumerate(zip(task.heads, task.head_slices())):
+        if kind == "probabilities":
+            probs = pred[[f"{h.name}={c}" for c in h.classes]].to_numpy(dtype=np.float64)
+        else:
+            code = {c: j for j, c in enumerate(h.classes)}
+            probs = np.eye(len(h.classes))[pred[h.column].astype(str).map(code).to_numpy()]
+        scores.append(base(y[:, i], probs))
+    return float(np.mean(scores))
+
+
+def tag_matrix(cells: pd.Series, task: Task, *, what: str) -> np.ndarray:
+    """Separated tags per row -> a 0/1 matrix over the task's tags (unknown tags are an error)."""
+    index = {t: j for j, t in enumerate(task.outputs)}
+    out = np.zeros((len(cells), len(index)))
+    for i, cell in enumerate(cells.astype(object).where(cells.notna(), "").astype(str)):
+        for tag in (cell.split(task.tag_sep) if task.tag_sep else cell.split()):
+            tag = tag.strip()
+            if not tag:
+                continue
+            if tag not in index:
+                raise CompError(f"{what} has the tag {tag!r}, not among the tags of train.csv ({sorted(index)[:20]})")
+            out[i, index[tag]] = 1.0
+    return out
+
+
+def solution_targets(truth: pd.DataFrame, task: Task, sub: SubmissionConfig, *, what: str) -> np.ndarray:
+    """The true targets of a solution file in the task's form (as Tables.targets)."""
+    if task.kind == "multilabel":
+        return tag_matrix(truth[sub.target_col], task, what=what)
+    if task.kind == "binary":
+        _check_labels(truth[sub.target_col], task.labels, what=what)
+        return (truth[sub.target_col].astype(str) == task.labels[1]).to_numpy(dtype=np.float64)
+    if task.kind == "regression":
+        values = pd.to_numeric(truth[sub.target_col], errors="coerce")
+        if values.isna().any():
+            raise CompError(f"{what} has non-numeric targets (e.g. {truth[sub.target_col][values.isna()].iloc[0]!r})")
+        return values.to_numpy(dtype=np.float64)
+    if task.combine is not None:
+        _check_labels(truth[sub.target_col], task.labels, what=what)
+        code = {c: i for i, c in enumerate(task.labels)}
+        return truth[sub.target_col].astype(str).map(code).to_numpy(dtype=np.int64)
+    cols = []
+    for h in task.heads:
+        _check_labels(truth[h.column], h.classes, what=f"{what} column {h.column!r}")
+        cols.append(truth[h.column].astype(str).map({c: i for i, c in enumerate(h.classes)}).to_numpy(dtype=np.int64))
+    return np.stack(cols, axis=1)
 
 
 # ---------------------------------------------------------------- members -> blend -> submission
@@ -222,27 +411,32 @@ def make_submission(
         seed: seed of the weight search.
     """
     from comp.data.tables import load_tables
-    from comp.ensemble import align_members, apply_bias, blend, fit_blend, parse_weights
+    from comp.ensemble import align_members, apply_bias, blend, check_method, fit_blend, parse_weights, wants_thresholds
 
     if not members:
         raise CompError("ensemble needs at least one member: -e NAME (repeatable)")
     if len(set(members)) != len(members):
         raise CompError(f"members are listed twice: {list(members)}; give each -e once")
     ws.submission_csv(name)  # a plain name, checked before any work
-    metric = get_metric(cfg.metric)
     tables = load_tables(cfg, ws, check_images=False)
+    task = tables.task
+    metric = get_metric(cfg.metric, task)
+    check_method(method, task)
+    kind = resolved_kind(cfg.submission, task)
     records = member_records(ws, members, tables.train, oof_source=oof_source)
     sources = {m: r["oof_source"] for m, r in records.items()}
-    oof_probs, y, folds = member_oof(ws, members, tables.classes, oof_sources=sources)
-    fit = fit_blend(oof_probs, y, folds, metric, method=method,
-                    weights=parse_weights(weights, len(members)), bias=bias, seed=seed)
+    oof_probs, y, folds = member_oof(ws, members, tables.classes, oof_sources=sources, tables=tables)
+    fit = fit_blend(oof_probs, y, folds, metric, method=method, weights=parse_weights(weights, len(members)), bias=bias,
+                    seed=seed, task=task, thresholds=wants_thresholds(task, kind, metric))
     test_frames = [read_member_table(ws.test_probs_csv(m), m, "test predictions", f"run `comp predict -e {m}`") for m in members]
     test_ids, test_probs = align_members(test_frames, tables.classes, names=members)
-    probs = apply_bias(blend(test_probs, fit.weights, method=method), fit.bias)
+    probs = apply_bias(blend(test_probs, fit.weights, method=method, task=task), fit.bias)
     order, sample_columns = expected_ids(cfg, ws)
-    frame = build_submission(test_ids, probs, tables.classes, cfg.submission, order=order, sample_columns=sample_columns)
+    frame = build_submission(test_ids, probs, tables.classes, cfg.submission, order=order, sample_columns=sample_columns,
+                             task=task, thresholds=fit.thresholds)
     manifest = {
         "members": list(members), **blend_manifest(fit, weights, method=method, seed=seed), "metric": cfg.metric,
+        "task": task.kind, "submission_kind": kind,
         "oof_source": sources, "tta": {m: r["tta"] for m, r in records.items()},
         "scores_from": "OOF predictions made as each member's test predictions (same folds, checkpoints and TTA)",
         "member_oof": {m: metric(y, p) for m, p in zip(members, oof_probs)},
@@ -250,7 +444,7 @@ def make_submission(
     }
     with short_lock(ws.submissions_lock, f"writing submission {name}"):  # the csv and its manifest together
         csv_path, json_path = write_submission(ws, name, frame, cfg.submission, expected=order,
-                                               classes=tables.classes, manifest=manifest)
+                                               classes=tables.classes, manifest=manifest, task=task)
     return {**manifest, "csv": str(csv_path), "json": str(json_path)}
 
 
@@ -259,6 +453,7 @@ def blend_manifest(fit: Any, weights: str, *, method: str, seed: int) -> dict[st
     return {"weights": [round(float(w), 6) for w in fit.weights], "method": method,
             "weights_full": [float(w) for w in fit.weights], "weights_mode": weights,
             "bias": None if fit.bias is None else [round(float(b), 4) for b in fit.bias], "seed": seed,
+            "thresholds": None if getattr(fit, "thresholds", None) is None else [float(t) for t in fit.thresholds],
             "oof": fit.oof, "insample_fold_mean": fit.insample, "nested": fit.nested,
             "nested_folds": list(fit.nested_folds)}
 
@@ -284,8 +479,12 @@ def member_records(ws: Workspace, members: Sequence[str], train: pd.DataFrame, *
 
 
 def member_oof(ws: Workspace, members: Sequence[str], classes: Sequence[Any], *,
-               oof_sources: dict[str, str]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """(members' OOF probabilities joined by id, labels y, folds) in the first member's row order."""
+               oof_sources: dict[str, str], tables: Any = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """(members' OOF probabilities joined by id, targets y, folds) in the first member's row order.
+
+    tables: the loaded Tables (their targets are y, looked up by id); without them y is the class index of the
+    OOF table's label (multiclass).
+    """
     from comp.ensemble import align_members
 
     frames = [read_member_table(oof_path(ws, m, oof_sources[m]), m, f"{oof_sources[m]} OOF table",
@@ -293,16 +492,22 @@ def member_oof(ws: Workspace, members: Sequence[str], classes: Sequence[Any], *,
               for m in members]
     ids, probs = align_members(frames, classes, names=members)
     first = frames[0].set_index("id").loc[ids]
-    code = {str(c): i for i, c in enumerate(classes)}
-    y = first["label"].astype(str).map(code)
-    if y.isna().any():
-        raise CompError(f"{members[0]}'s OOF table has labels not in train.csv (e.g. {first['label'][y.isna()].iloc[0]!r}); retrain it")
+    if tables is not None and tables.task.kind != "multiclass":
+        from comp.data.tables import targets_by_id
+
+        y = targets_by_id(tables, ids, what=f"{members[0]}'s OOF table")
+    else:
+        code = {str(c): i for i, c in enumerate(classes)}
+        y = first["label"].astype(str).map(code)
+        if y.isna().any():
+            raise CompError(f"{members[0]}'s OOF table has labels not in train.csv (e.g. {first['label'][y.isna()].iloc[0]!r}); retrain it")
+        y = y.to_numpy(dtype=np.int64)
     folds = first["fold"].to_numpy()
     for m, frame in zip(members[1:], frames[1:]):
         if not np.array_equal(frame.set_index("id").loc[ids, "fold"].to_numpy(), folds):
             log.warning("%s uses other folds than %s: the nested estimate follows %s's folds, so it may be slightly optimistic "
                         "for %s; train members on the same folds (folds.k, folds.seed)", m, members[0], members[0], m)
-    return probs, y.to_numpy(dtype=np.int64), folds
+    return probs, y, folds
 
 
 def _hashes(ws: Workspace, exp: str, record: dict[str, Any]) -> dict[str, Any]:

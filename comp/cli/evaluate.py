@@ -25,7 +25,8 @@ def evaluate_command(
     from comp.submission import score_submission
 
     ws, cfg = load(workspace, "baseline", set_)
-    classes = load_tables(cfg, ws, check_images=False).classes
-    metric = get_metric(cfg.metric)
-    score = score_submission(submission, solution, cfg.submission, classes=classes, metric=metric)
+    tables = load_tables(cfg, ws, check_images=False)
+    metric = get_metric(cfg.metric, tables.task)
+    score = score_submission(submission, solution, cfg.submission, classes=tables.classes, metric=metric,
+                             task=tables.task)
     console.print(f"{submission.name}: {cfg.metric} = {score:.5f}")

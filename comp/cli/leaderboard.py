@@ -31,10 +31,10 @@ def leaderboard_command(
 
     from comp.config import load_config
     from comp.leaderboard import sort_rows
-    from comp.metrics import get_metric
+    from comp.metrics import greater_is_better
 
     ws = Workspace.at(workspace)
-    better = get_metric(load_config(ws.root).metric).greater_is_better  # also: no comp.yaml here -> run comp init
+    better = greater_is_better(load_config(ws.root).metric)  # also: no comp.yaml here -> run comp init
     if (record is None) != (lb is None):
         raise CompError("--record NAME and --lb SCORE go together, e.g. --record blend1 --lb 0.7632")
     if record is not None:

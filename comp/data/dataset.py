@@ -55,7 +55,7 @@ class ImageDataset(Dataset):
         image = self.store[int(self.indices[item])]  # (H', W', 3) uint8
         if self.transform is not None:
             image = self.transform(image=image)["image"]
-        return image, -1 if self.labels is None else int(self.labels[item])
+        return image, -1 if self.labels is None else self.labels[item]
 
     def __getitems__(self, items: list) -> Batch | list[tuple[torch.Tensor, int]]:
         """A whole batch, normalised straight into one (B, C, H, W) tensor when the pipeline ends
@@ -75,7 +75,7 @@ class ImageDataset(Dataset):
         view = images.numpy()
         for b, (img, _) in enumerate(pairs):
             last.write(img, view[b])
-        return Batch(images, torch.tensor([label for _, label in pairs], dtype=torch.int64))
+        return Batch(images, label_tensor([label for _, label in pairs]))
 
     def reseed(self, seed: int) -> None:
         """Restart the pipeline's RNGs at `seed`, setting generator states in place: 7 us, where
@@ -87,6 +87,14 @@ class ImageDataset(Dataset):
         self._rng.bit_generator.state = {"bit_generator": "PCG64", "has_uint32": 0, "uinteger": 0,
                                          "state": {"state": seed * PCG_MULT % 2**128, "inc": PCG_INC}}
         self._py.seed(seed)
+
+
+def label_tensor(labels: list) -> torch.Tensor:
+    """A batch's targets: int64 class indices (one per row, or one per head), float32 tags or values; -1 unlabelled."""
+    values = np.asarray(labels)
+    if values.dtype.kind in "iub":
+        return torch.from_numpy(values.astype(np.int64))
+    return torch.from_numpy(values.astype(np.float32))
 
 
 class Batch(NamedTuple):

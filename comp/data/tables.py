@@ -1,8 +1,10 @@
 """Load comp.yaml's train/test tables into canonical frames, validating everything a run depends on.
 
-Canonical columns: id (str), path (absolute str), label (str, exactly as written), y (int code),
+Canonical columns: id (str), path (absolute str), label (str, exactly as written; for multilabel
+the tags, for multitask the combined label or the head values), y (int code the folds stratify on),
 group (when data.group_col is set), bx0 by0 bx1 by1 (when data.bbox_cols is set). Every other
-column of the CSV is kept under its own name (e.g. gender, for --stratify).
+column of the CSV is kept under its own name (e.g. gender, for --stratify). The training targets
+of the task (comp.yaml `task`, see comp/tasks.py) are `Tables.targets`, row-aligned with train.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from comp.config import Config
 from comp.data.images import check_images
 from comp.errors import CompError, did_you_mean
 from comp.progress import SILENT, Progress
+from comp.tasks import Combiner, Head, Task, check_kind, combos_of, finite_scale, quantile_bins
 from comp.workspace import Workspace
 
 BBOX = ("bx0", "by0", "bx1", "by1")
@@ -29,10 +32,19 @@ BBOX = ("bx0", "by0", "bx1", "by1")
 class Tables:
     train: pd.DataFrame
     test: pd.DataFrame | None
-    classes: tuple[str, ...]  # class names as written, in model-output order
+    classes: tuple[str, ...]  # the model outputs (prediction-table columns p_<name>); for multiclass the classes
+    task: Task | None = None  # None: multiclass over `classes`
+    targets: np.ndarray | None = None  # the training target per train row (see comp/tasks.py); None: train["y"]
+
+    def __post_init__(self) -> None:
+        if self.task is None:
+            object.__setattr__(self, "task", Task("multiclass", tuple(self.classes), labels=tuple(self.classes)))
+        if self.targets is None:
+            object.__setattr__(self, "targets", self.train["y"].to_numpy())
 
     @property
     def n_classes(self) -> int:
+        """The number of model outputs."""
         return len(self.classes)
 
 
@@ -125,7 +137,7 @@ def canonical(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, labelled: bool
         raise CompError(f"{'train.csv' if labelled else 'test.csv'}: column {d.image_col!r} has {int(rel.isna().sum())} "
                         f"empty image paths (first rows: {rows}); fill them or drop those rows")
     out["path"] = [str(root / str(p)) for p in rel]
-    if labelled:
+    if labelled and label_columns(cfg) == (d.label_col,) and cfg.task != "multilabel":
         out["label"] = normalise_labels(frame[d.label_col], "train.csv").to_numpy()
     if d.group_col and labelled:
         out["group"] = frame[d.group_col].astype(str).to_numpy()
@@ -166,23 +178,22 @@ def check_files(frame: pd.DataFrame, ws: Workspace, name: str, progress: Progres
 def load_tables(cfg: Config, ws: Workspace, *, check_images: bool = True, progress: Progress = SILENT) -> Tables:
     """Read and validate data.train_csv (and data.test_csv when set) into canonical frames."""
     d = cfg.data
-    train_raw = read_csv(ws.path(d.train_csv), "train_csv", text=(d.id_col, d.label_col, d.group_col),
+    check_kind(cfg.task)
+    train_raw = read_csv(ws.path(d.train_csv), "train_csv", text=(d.id_col, *label_columns(cfg), d.group_col),
                          fix="fix data.train_csv in comp.yaml or create the file")
-    cols = {"data.id_col": d.id_col, "data.image_col": d.image_col, "data.label_col": d.label_col,
-            "data.group_col": d.group_col}
+    cols = {"data.id_col": d.id_col, "data.image_col": d.image_col, "data.group_col": d.group_col}
+    cols.update(label_column_keys(cfg))
     for i, col in enumerate(d.bbox_cols or ()):
         cols[f"data.bbox_cols[{i}]"] = col
     require_columns(train_raw, cols, "train.csv")
     check_ids(train_raw[d.id_col], "train.csv")
     train = canonical(train_raw, cfg, ws, labelled=True)
-    classes = resolve_classes(train["label"], d.classes)
-    code = {c: i for i, c in enumerate(classes)}
-    train["y"] = train["label"].map(code).astype(np.int64)
+    task, targets = task_targets(train, train_raw, cfg)
     test = None
     if d.test_csv:
         test_raw = read_csv(ws.path(d.test_csv), "test_csv", text=(d.id_col,),
                             fix="fix data.test_csv in comp.yaml or create the file")
-        test_cols = {k: v for k, v in cols.items() if k not in ("data.label_col", "data.group_col")}
+        test_cols = {k: v for k, v in cols.items() if k not in (*label_column_keys(cfg), "data.group_col")}
         require_columns(test_raw, test_cols, "test.csv")
         check_ids(test_raw[d.id_col], "test.csv")
         test = canonical(test_raw, cfg, ws, labelled=False)
@@ -190,4 +201,134 @@ def load_tables(cfg: Config, ws: Workspace, *, check_images: bool = True, progre
         check_files(train, ws, "train.csv", progress)
         if test is not None:
             check_files(test, ws, "test.csv", progress)
-    return Tables(train=train, test=test, classes=classes)
+    return Tables(train=train, test=test, classes=task.outputs, task=task, targets=targets)
+
+
+# ---------------------------------------------------------------- targets of each task kind
+
+
+def label_columns(cfg: Config) -> tuple[str, ...]:
+    """The train.csv columns that hold the task's targets."""
+    d = cfg.data
+    if cfg.task == "multilabel" and d.label_cols:
+        return tuple(d.label_cols)
+    if cfg.task == "multitask":
+        if not d.targets:
+            raise CompError("task multitask needs data.targets: {head: column, ...} in comp.yaml "
+                            "(e.g. {mask: mask, gender: gender, age: age_band})")
+        return tuple(d.targets.values())
+    return (d.label_col,)
+
+
+def label_column_keys(cfg: Config) -> dict[str, str]:
+    """{config key: column} of the target columns (for error messages naming the key to fix)."""
+    d = cfg.data
+    if cfg.task == "multilabel" and d.label_cols:
+        return {f"data.label_cols[{i}]": c for i, c in enumerate(d.label_cols)}
+    if cfg.task == "multitask":
+        return {f"data.targets.{h}": c for h, c in (d.targets or {}).items()}
+    return {"data.label_col": d.label_col}
+
+
+def task_targets(train: pd.DataFrame, raw: pd.DataFrame, cfg: Config) -> tuple[Task, np.ndarray]:
+    """The task of cfg.task over train.csv, its target array, and train's `label` text and `y` codes (set here)."""
+    kind, d = cfg.task, cfg.data
+    if kind == "multiclass":
+        classes = resolve_classes(train["label"], d.classes)
+        train["y"] = train["label"].map({c: i for i, c in enumerate(classes)}).astype(np.int64)
+        return Task(kind, classes, labels=classes), train["y"].to_numpy()
+    if kind == "binary":
+        values = class_order(train["label"])
+        if len(values) != 2:
+            raise CompError(f"task binary needs exactly two label values in {d.label_col!r}, found {len(values)}: "
+                            f"{values[:6]}; use task multiclass or fix train.csv")
+        positive = values[1] if d.positive is None else str(d.positive)
+        if positive not in values:
+            raise CompError(f"data.positive {d.positive!r} is not a label of train.csv ({values}); set it to one of them")
+        negative = values[0] if positive == values[1] else values[1]
+        y = (train["label"] == positive).to_numpy().astype(np.int64)
+        train["y"] = y
+        return Task(kind, (positive,), labels=(negative, positive), target_name=d.label_col), y.astype(np.float32)
+    if kind == "regression":
+        values = pd.to_numeric(train["label"], errors="coerce")
+        bad = values.isna() | ~np.isfinite(values.to_numpy(dtype=np.float64, na_value=np.nan))
+        if bad.any():
+            rows = np.flatnonzero(bad.to_numpy())[:5].tolist()
+            raise CompError(f"task regression needs a number in {d.label_col!r} on every row; rows {rows} are not "
+                            f"(e.g. {train['label'][bad].head(3).tolist()}); fix train.csv or use another task")
+        y = values.to_numpy(dtype=np.float64)
+        train["y"] = quantile_bins(y, min(10, max(2, len(y) // 20)))
+        return (Task(kind, (d.label_col,), scale=finite_scale(y), target_name=d.label_col), y.astype(np.float32))
+    if kind == "multilabel":
+        return _multilabel(train, raw, cfg)
+    return _multitask(train, cfg)
+
+
+def _multilabel(train: pd.DataFrame, raw: pd.DataFrame, cfg: Config) -> tuple[Task, np.ndarray]:
+    d = cfg.data
+    if d.label_cols:
+        matrix = np.zeros((len(train), len(d.label_cols)), dtype=np.float32)
+        for j, col in enumerate(d.label_cols):
+            values = pd.to_numeric(train[col], errors="coerce")
+            bad = ~values.isin([0, 1])
+            if bad.any():
+                rows = np.flatnonzero(bad.to_numpy())[:5].tolist()
+                raise CompError(f"data.label_cols column {col!r} must hold 0 or 1; rows {rows} hold "
+                                f"{train[col][bad].head(3).tolist()}; fix train.csv")
+            matrix[:, j] = values.to_numpy(dtype=np.float32)
+        tags = tuple(str(c) for c in d.label_cols)
+        train["label"] = [" ".join(t for t, on in zip(tags, row) if on) for row in matrix > 0]
+    else:
+        text = raw[d.label_col].astype(object).where(raw[d.label_col].notna(), "").astype(str).to_numpy()
+        split = [[t for t in (s.split(d.tag_sep) if d.tag_sep else s.split()) if t.strip()] for s in text]
+        split = [[t.strip() for t in row] for row in split]
+        found = class_order(t for row in split for t in row)
+        if not found:
+            raise CompError(f"column {d.label_col!r} of train.csv holds no tags; task multilabel needs tags "
+                            "separated by spaces (or data.tag_sep)")
+        tags = resolve_classes(pd.Series(found), d.classes) if d.classes else tuple(found)
+        index = {t: j for j, t in enumerate(tags)}
+        matrix = np.zeros((len(train), len(tags)), dtype=np.float32)
+        for i, row in enumerate(split):
+            matrix[i, [index[t] for t in row]] = 1.0
+        train["label"] = text
+    if len(tags) < 1:
+        raise CompError("task multilabel needs at least one tag")
+    train["y"] = matrix.argmax(axis=1).astype(np.int64) if matrix.size else 0
+    return Task("multilabel", tags, labels=tags, tag_sep=d.tag_sep), matrix
+
+
+def _multitask(train: pd.DataFrame, cfg: Config) -> tuple[Task, np.ndarray]:
+    d = cfg.data
+    heads, codes = [], []
+    for name, col in (d.targets or {}).items():
+        values = normalise_labels(train[col], f"train.csv column {col!r} (head {name})")
+        classes = tuple(class_order(values))
+        if len(classes) < 2:
+            raise CompError(f"head {name!r} (column {col!r}) has only the value {classes}; a head needs two or more")
+        heads.append(Head(name, col, classes))
+        codes.append(values.map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64))
+    targets = np.stack(codes, axis=1)
+    outputs = tuple(f"{h.name}={c}" for h in heads for c in h.classes)
+    combine, labels, combos = None, (), ()
+    if d.combine is not None:
+        combine = Combiner.parse(d.combine, [h.name for h in heads])
+        labels, combos = combos_of(heads, combine, class_order, seen=targets)
+    task = Task("multitask", outputs, labels=labels, heads=tuple(heads), combine=combine, combos=combos)
+    if combine is not None:
+        train["y"] = task.combined_codes(targets)
+        train["label"] = [labels[i] for i in train["y"]]
+    else:
+        train["y"] = task.stratify_codes(targets)
+        train["label"] = [" ".join(row) for row in zip(*(train[h.column].astype(str) for h in heads))]
+    return task, targets
+
+
+def targets_by_id(tables: Tables, ids: Iterable[str], *, what: str = "the predictions") -> np.ndarray:
+    """The training targets (Tables.targets) of the rows `ids`, in that order; ids not in train.csv are an error."""
+    row_of = pd.Series(np.arange(len(tables.train)), index=tables.train["id"].astype(str))
+    ids = [str(i) for i in ids]
+    missing = [i for i in ids if i not in row_of.index]
+    if missing:
+        raise CompError(f"{what} has ids not in train.csv (e.g. {missing[:3]}); retrain on the current data")
+    return np.asarray(tables.targets)[row_of.loc[ids].to_numpy()]
