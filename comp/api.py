@@ -129,13 +129,15 @@ class Workspace:
 
     def ensemble(self, experiments: Sequence[str], *, name: str | None = None, method: str = "mean",
                  weights: str = "auto", bias: bool = False, tta: str | None = None, oof_source: str = "auto",
-                 seed: int = 0) -> dict:
-        """A blend written to submissions/<name>.csv (as `comp ensemble`); its manifest (weights, oof, nested, csv)."""
+                 seed: int = 0, stacker: str = "logreg") -> dict:
+        """A blend written to submissions/<name>.csv (as `comp ensemble`); its manifest (weights, oof, nested, csv).
+
+        method "stack" fits a second-level model (`stacker` logreg | hgb) on the members' OOF, nested score."""
         from comp.pipeline import ensemble
 
         with self._progress() as progress:
             _, result = ensemble(self.paths, experiments, name=name, method=method, weights=weights, bias=bias,
-                                 oof_source=oof_source, tta=tta, seed=seed, progress=progress)
+                                 oof_source=oof_source, tta=tta, seed=seed, progress=progress, stacker=stacker)
         return result
 
     def leaderboard(self, sort: str = "cv", *, submissions: bool = False) -> pd.DataFrame:

@@ -90,7 +90,7 @@ class AugmentConfig(Strict):
 class TrainConfig(Strict):
     epochs: int = 10
     batch_size: int = 64
-    lr: float = 3.0e-4
+    lr: float | Literal["auto"] = 3.0e-4  # auto: the learning-rate finder's suggestion (comp.lrfind)
     weight_decay: float = 0.01
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = 0.9
@@ -130,8 +130,8 @@ class TrainConfig(Strict):
 
     @field_validator("lr")
     @classmethod
-    def _positive_lr(cls, v: float) -> float:
-        if v <= 0:
+    def _positive_lr(cls, v: float | str) -> float | str:
+        if v != "auto" and v <= 0:
             raise ValueError("train.lr must be positive")
         return v
 

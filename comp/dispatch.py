@@ -28,7 +28,7 @@ from comp.errors import CompError
 from comp.progress import SILENT, Progress
 from comp.folds import parse_fold_selection
 from comp.locks import JOB_ENV, FoldLocked, acquire_fold, job_id, release_fold
-from comp.train import aggregate_folds, prepare_experiment
+from comp.train import aggregate_folds, prepare_experiment, resolve_lr
 from comp.workspace import Workspace
 
 log = logging.getLogger("comp.dispatch")
@@ -207,6 +207,7 @@ def fold_train_parallel(cfg: Config, ws: Workspace, exp: str, *, devices: list[s
     """
     check_devices(devices, cfg.train.device)
     selected = parse_fold_selection(folds, cfg.folds.k)
+    cfg, force = resolve_lr(cfg, ws, exp, force=force, progress=progress)  # train.lr: auto, chosen once here
     tables, fold_of = prepare_experiment(cfg, ws, exp, force=force, progress=progress)
     prepare_images(tables.train, cfg, ws, progress=progress)  # built once here, read by every child
     todo = [f for f in selected if finished_result(ws.fold_dir(exp, f), cfg, f) is None]

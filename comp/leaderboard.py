@@ -90,13 +90,19 @@ def submission_rows(ws: Workspace) -> pd.DataFrame:
         rows.append({
             "submission": name,
             "members": ",".join(doc.get("members", [])),
-            "method": doc.get("method", "?"),
+            "method": _method(doc),
             "oof": _num(doc.get("oof")),
             "nested": _num(doc.get("nested")),
             "lb": _num((lb.get(name) or {}).get("lb")),
             "time": doc.get("time", ""),
         })
     return pd.DataFrame(rows, columns=SUBMISSION_COLUMNS)
+
+
+def _method(doc: dict) -> str:
+    """A blend's method, or stack/<stacker> for a stacked submission (its oof/nested fields are a blend's)."""
+    method = str(doc.get("method", "?"))
+    return f"stack/{doc.get('stacker', '?')}" if method == "stack" else method
 
 
 def record_lb(ws: Workspace, name: str, lb: float) -> dict[str, dict[str, Any]]:

@@ -63,35 +63,76 @@ def resume_command(ws_arg: str, exp: str, overrides: Sequence[str], folds: str |
 
 def predict(ws: Workspace, exp: str, cfg: Config, *, tta: str | None = None, oof: bool = False,
             progress: Progress = SILENT) -> dict:
-    """predict_experiment, then the report's predict/TTA section."""
+    """predict_experiment, then the report's predict/TTA section.
+
+    tta "auto": choose the TTA on OOF (comp.tta_auto), then predict exactly as `--tta <chosen> --oof` does;
+    predict.json also records the choice (`tta_auto`).
+    """
     from comp.data.tables import load_tables
     from comp.metrics import get_metric
     from comp.predict import predict_experiment
     from comp.report_sections import predict_section
 
+    auto = None
+    if tta == "auto":
+        from comp.tta_auto import choose_tta
+
+        auto = choose_tta(cfg, ws, exp, progress=progress)
+        progress.log(f"--tta auto: {auto.chosen} (OOF {auto.metric} {auto.scores[auto.chosen]:.4f}; nested "
+                     f"{auto.nested['nested']:.4f}); predicting the test set and the OOF rows with it")
+        tta, oof = auto.chosen, True
     summary = predict_experiment(cfg, ws, exp, tta=tta, oof=oof, progress=progress)
-    classes = load_tables(cfg, ws, check_images=False).classes
-    predict_section(ws, exp, summary, get_metric(cfg.metric), classes)
+    if auto is not None:
+        from comp.locks import short_lock
+        from comp.workspace import write_json
+
+        summary = {**summary, "tta_auto": auto.record()}
+        with short_lock(ws.exp_lock(exp), f"recording the TTA chosen for {exp}"):
+            write_json(ws.predict_json(exp), summary)  # the same record, plus the choice; its files are unchanged
+    tables = load_tables(cfg, ws, check_images=False)
+    predict_section(ws, exp, summary, get_metric(cfg.metric, tables.task), tables.classes, tables)
+    if auto is not None:
+        from comp.tta_auto import tta_auto_section
+
+        tta_auto_section(ws, exp, auto, cfg.tta.merge)
     return summary
 
 
 def ensemble(ws: Workspace, experiments: Sequence[str], *, name: str | None = None, method: str = "mean",
              weights: str = "auto", bias: bool = False, oof_source: str = "auto", tta: str | None = None,
-             seed: int = 0, overrides: Sequence[str] = (), progress: Progress = SILENT) -> tuple[dict, dict]:
-    """Predict stale members, fit the blend, write submissions/<name>.csv + .json; (how each member was used, result)."""
+             seed: int = 0, overrides: Sequence[str] = (), progress: Progress = SILENT, stacker: str = "logreg",
+             stack_log: bool = True) -> tuple[dict, dict]:
+    """Predict stale members, fit the blend, write submissions/<name>.csv + .json; (how each member was used, result).
+
+    method "stack": a second-level model (`stacker` logreg | hgb, on log-probabilities unless stack_log is
+    False) fitted on the members' OOF with a nested score (comp.stack); weights and bias do not apply.
+    """
     from comp.ensemble import METHODS
     from comp.errors import CompError
     from comp.predict import member_config, prepare_members
     from comp.report_sections import ensemble_section
     from comp.submission import make_submission
 
-    if method not in METHODS:
-        raise CompError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method not in (*METHODS, "stack"):
+        raise CompError(f"--method must be one of {', '.join(METHODS)}, stack; got {method!r}")
+    if tta == "auto":
+        raise CompError("comp ensemble --tta auto is not supported: choose each member's TTA with "
+                        "`comp predict -e NAME --tta auto` first; ensemble then uses the TTA recorded in its predict.json")
+    if method == "stack" and (bias or weights != "auto"):
+        raise CompError(f"--method stack fits a stacker, not weights: drop --weights {weights}" if weights != "auto"
+                        else "--method stack fits a stacker, not per-class biases: drop --bias")
     experiments = list(experiments)
     name = name or "-".join([*experiments, method])
     ws.submission_csv(name)  # a plain name, checked before any work
     cfg = member_config(ws, experiments[0], overrides) if experiments else load_config(ws.root)
     used = prepare_members(ws, experiments, tta=tta, oof_source=oof_source, overrides=overrides, progress=progress)
+    if method == "stack":
+        from comp.stack import make_stack_submission, stack_section
+
+        result = make_stack_submission(cfg, ws, experiments, name=name, stacker=stacker, log_probs=stack_log,
+                                       oof_source=oof_source, seed=seed)
+        stack_section(ws, result)
+        return used, result
     result = make_submission(cfg, ws, experiments, name=name, method=method, weights=weights, bias=bias,
                              oof_source=oof_source, seed=seed)
     ensemble_section(ws, result)

@@ -163,6 +163,7 @@ def training_config(ws: Workspace, exp: str, cfg: Config, *, tta_name: str | Non
     recorded = doc.pop("train_hash", None)
     doc.pop("config_hash", None)
     doc.pop("folds_file", None)
+    doc.pop("lr_chosen", None)  # train.lr: auto's number, already in train.lr
     trained = build_config(doc, source=f"{path}: ")
     if recorded != trained.train_hash():
         log.warning("%s: recorded train_hash %s differs from its content's %s", path, recorded, trained.train_hash())

@@ -25,6 +25,7 @@ from comp.data.checked import load_checked_tables
 from comp.data.tables import Tables
 from comp.engine import FoldResult, finished_result, fit_fold
 from comp.errors import CompError
+from comp.lrfind import lr_chosen
 from comp.locks import FoldLocked, fold_lock, live_holder, short_lock
 from comp.foldlog import fold_log
 from comp.folds import FoldsFile, ensure_folds, parse_fold_selection
@@ -96,6 +97,7 @@ def fold_train(cfg: Config, ws: Workspace, exp: str, *, folds: str | Sequence[in
     Under torchrun every rank trains; rank 0 alone locks, writes and aggregates.
     """
     selected = parse_fold_selection(folds, cfg.folds.k)
+    cfg, force = resolve_lr(cfg, ws, exp, force=force, progress=progress)
     tables, fold_of = prepare_experiment(cfg, ws, exp, force=force, progress=progress)
     skipped = []
     for fold in progress.track(selected, description="folds"):
@@ -115,6 +117,17 @@ def fold_train(cfg: Config, ws: Workspace, exp: str, *, folds: str | Sequence[in
     if not aggregate or not distributed.is_main():
         return {}
     return aggregate_folds(cfg, ws, exp, tables, fold_of)
+
+
+def resolve_lr(cfg: Config, ws: Workspace, exp: str, *, force: bool, progress: Progress) -> tuple[Config, bool]:
+    """`train.lr: auto` -> the chosen number (comp.lrfind.resolve_auto_lr), after --force's wipe; (cfg, force left to do)."""
+    if cfg.train.lr != "auto":
+        return cfg, force
+    from comp.lrfind import resolve_auto_lr
+
+    if force and distributed.is_main():
+        wipe_outputs(ws, exp)  # before the finder: its record must not be an old run's
+    return resolve_auto_lr(cfg, ws, exp, progress=progress), False
 
 
 def fold_lock_if_main(fold_dir: Path) -> ContextManager[None]:
@@ -137,7 +150,7 @@ def prepare_experiment(cfg: Config, ws: Workspace, exp: str, *, force: bool = Fa
         check_experiment(cfg, ws, exp, record)
         log.info("folds from %s", folds.path)
         if distributed.is_main():
-            ws.write_config(exp, cfg, folds_file=record)
+            ws.write_config(exp, cfg, folds_file=record, extra=lr_chosen(ws, exp, cfg))
     return tables, folds.fold_of(tables.train)
 
 
@@ -168,7 +181,7 @@ def _aggregate(cfg: Config, ws: Workspace, exp: str, tables: Tables, fold_of: np
     results = finished_results(cfg, ws, exp)
     oof = oof_frame(tables, fold_of, results)
     write_csv(ws.oof_csv(exp), oof)
-    scores = summarise(cfg, tables, oof, results)
+    scores = {**summarise(cfg, tables, oof, results), **lr_chosen(ws, exp, cfg)}
     write_json(ws.scores_json(exp), scores)
     write_report(ws, exp, tables, oof, results, scores)
     return scores

@@ -263,6 +263,14 @@ class Workspace:
         """The record of the last predict: TTA, checkpoints, and the sha256 of each file it wrote."""
         return self.exp_dir(exp) / "predict.json"
 
+    def lr_find_csv(self, exp: str) -> Path:
+        """The learning-rate range test: lr, loss, smoothed per step (`comp lr-find`, `train.lr: auto`)."""
+        return self.exp_dir(exp) / "lr_find.csv"
+
+    def lr_find_json(self, exp: str) -> Path:
+        """The range test's record: suggestion, rule, steps, fold, and the config it applies to."""
+        return self.exp_dir(exp) / "lr_find.json"
+
     def scores_json(self, exp: str) -> Path:
         return self.exp_dir(exp) / "scores.json"
 
@@ -316,8 +324,8 @@ class Workspace:
     def eda_dir(self) -> Path:
         return self.root / "eda"
 
-    def write_config(self, exp: str, cfg: Any, *, folds_file: dict | None = None) -> Path:
-        """The resolved config, its hashes and the folds file it trains on, beside the experiment's outputs."""
+    def write_config(self, exp: str, cfg: Any, *, folds_file: dict | None = None, extra: dict | None = None) -> Path:
+        """The resolved config, its hashes, the folds file it trains on (and `extra` records such as lr_chosen)."""
         doc = {"config_hash": cfg.hash(), "train_hash": cfg.train_hash(), **({"folds_file": folds_file} if folds_file else {}),
-               **cfg.model_dump(mode="json")}
+               **(extra or {}), **cfg.model_dump(mode="json")}
         return write_yaml(self.config_yaml(exp), doc)

@@ -56,6 +56,9 @@ class ExportOptions:
 def export_submission(cfg: Config, ws: Workspace, name: str, out: Path, options: ExportOptions = ExportOptions()) -> dict[str, Any]:
     """Bundle submissions/<name>: its members' folds, TTA and blend exactly as the manifest records them."""
     manifest = read_manifest(ws, name)
+    if manifest["method"] == "stack":
+        raise CompError(f"submission {name!r} is a stack ({manifest.get('stacker')}): a bundle reproduces weighted blends "
+                        "only; export a blend (`comp ensemble --method mean ...`) or one experiment")
     members = list(manifest["members"])
     blend = {"method": manifest["method"], "weights": manifest.get("weights_full") or manifest["weights"],
              "bias": manifest.get("bias")}

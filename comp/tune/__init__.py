@@ -101,6 +101,10 @@ def tune_experiment(
     stop: threading.Event | None = None,
 ) -> TuneResult:
     """Run (or resume, or join) the study until it holds `trials` trials; write the tuned YAML and report."""
+    if cfg.train.lr == "auto" and "train.lr" not in {p.key for p in resolve_space(cfg)}:
+        from comp.lrfind import resolve_auto_lr  # the finder on fold 0 once (lr_find.json), every trial uses it
+
+        cfg = resolve_auto_lr(cfg, ws, exp, trained=False, progress=progress)
     plan = _plan(cfg, exp, trials=trials, timeout=timeout, folds=folds, study_name=study_name)
     tables = load_checked_tables(cfg, ws, progress=progress)  # checked and cached once for every trial
     fold_of = ensure_folds(ws, tables, cfg).fold_of(tables.train)

@@ -122,7 +122,7 @@ def _size_choices(size: int) -> list[int]:
 
 def default_space(cfg: Config) -> dict[str, Any]:
     """The space used when tune.space is empty: lr, weight decay, label smoothing, augment preset, image size."""
-    lr = cfg.train.lr
+    lr = cfg.train.lr if cfg.train.lr != "auto" else 1.0e-3  # auto: the range around the usual rates
     space: dict[str, Any] = {
         "train.lr": {"float": [min(1.0e-5, lr / 3), max(1.0e-2, lr * 3)], "log": True},
         "train.weight_decay": {"float": [1.0e-6, 1.0e-1], "log": True},
