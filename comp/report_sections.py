@@ -190,8 +190,26 @@ def ensemble_section(ws: Workspace, result: dict) -> list[Path]:
     body = (_p(f"submission {name} ({result['method']}{', bias' if result['bias'] else ''}): OOF "
                f"{result['oof']:.5f} in-sample, nested estimate {result['nested']:.5f} (weights fitted without the "
                f"scored fold), {result['metric']}") + table_html(frame))
-    return [add_section(ws, m, f"ensemble-{name}", f"Ensemble {name}", body, order=80)
-            for m in members if ws.exp_dir(m).is_dir()]
+    if result.get("thresholds"):
+        outputs = result.get("outputs") or [str(i) for i in range(len(result["thresholds"]))]
+        body += _p("decision thresholds fitted on the blend's OOF (nested in the estimate above): "
+                   + ", ".join(f"{o} {t:.2f}" for o, t in zip(outputs, result["thresholds"])))
+    paths = [add_section(ws, m, f"ensemble-{name}", f"Ensemble {name}", body, order=80)
+             for m in members if ws.exp_dir(m).is_dir()]
+    blended = result.get("oof_blend")
+    if blended is not None and blended["task"].kind != "multiclass" and members and ws.exp_dir(members[0]).is_dir():
+        from comp.report import img_html, report_image, save_figure
+        from comp.task_report import task_figures
+
+        figures = []
+        for file, fig, alt in task_figures(blended["task"], blended["y"], blended["probs"], prefix=f"blend-{name}",
+                                           thresholds=blended["thresholds"]):
+            path, src = report_image(ws, members[0], file)
+            save_figure(fig, path)
+            figures.append(img_html(src, f"{alt} (blend {name}, OOF)"))
+        paths.append(add_section(ws, members[0], f"ensemble-{name}", f"Ensemble {name}", body + "\n".join(figures),
+                                 order=80))
+    return paths
 
 
 def recorded_environment(ws: Workspace, exp: str) -> dict[str, Any] | None:

@@ -445,7 +445,10 @@ def make_submission(
     with short_lock(ws.submissions_lock, f"writing submission {name}"):  # the csv and its manifest together
         csv_path, json_path = write_submission(ws, name, frame, cfg.submission, expected=order,
                                                classes=tables.classes, manifest=manifest, task=task)
-    return {**manifest, "csv": str(csv_path), "json": str(json_path)}
+    oof_blend = {"task": task, "y": y, "thresholds": fit.thresholds,
+                 "probs": apply_bias(blend(oof_probs, fit.weights, method=method, task=task), fit.bias)}
+    return {**manifest, "csv": str(csv_path), "json": str(json_path), "outputs": [str(c) for c in tables.classes],
+            "oof_blend": oof_blend}
 
 
 def blend_manifest(fit: Any, weights: str, *, method: str, seed: int) -> dict[str, Any]:

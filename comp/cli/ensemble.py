@@ -63,6 +63,10 @@ def show(result: dict) -> None:
     console.print(f"blend ({result['method']}{', bias' if result['bias'] else ''}): OOF {result['oof']:.5f} in-sample, "
                   f"nested {result['nested']:.5f} (weights fitted without the scored fold; in-sample per-fold mean "
                   f"{result['insample_fold_mean']:.5f})", highlight=False)
+    if result.get("thresholds"):
+        chosen = ", ".join(f"{o} {t:.2f}" for o, t in zip(result.get("outputs", []), result["thresholds"]))
+        console.print(f"decision thresholds (fitted on the blend's OOF; nested in the estimate above): {chosen}",
+                      highlight=False)
     console.print(f"wrote {result['csv']} and {result['json']}", highlight=False)
 
 
@@ -77,4 +81,8 @@ def show_stack(result: dict) -> None:
     console.print(f"stack ({result['stacker']} on {result['stack_features']}): nested {result['nested']:.5f} (each fold "
                   f"predicted by a stacker fitted without it); in-sample {result['oof']:.5f} (final stacker on the rows "
                   "it was fitted on)", highlight=False)
+    if result.get("thresholds"):
+        chosen = ", ".join(f"{o} {t:.2f}" for o, t in zip(result.get("outputs", []), result["thresholds"]))
+        console.print(f"decision thresholds (fitted on the blend's OOF; nested in the estimate above): {chosen}",
+                      highlight=False)
     console.print(f"wrote {result['csv']} and {result['json']}", highlight=False)
