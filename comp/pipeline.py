@@ -177,7 +177,9 @@ def run_demo_stages(ws: Workspace, solution: Path, *, force: bool, epochs: int |
         with progress() as shown:
             cv[exp] = train_experiment(ws, exp, load_config(ws.root, exp, overrides), force=force, progress=shown)
         show("scores", cv[exp])
-    step("6. tune -e baseline (a short study: lr and label smoothing, one fold, two epochs a trial)")
+    kind = load_config(ws.root).task
+    step("6. tune -e baseline (a short study: lr and label smoothing, one fold, two epochs a trial)" if kind == "multiclass"
+         else "6. tune -e baseline (a short study: lr and weight decay, one fold, two epochs a trial)")
     cfg = load_config(ws.root, "baseline")
     with progress() as shown:
         tuned = tune_experiment(ws, cfg, exp="baseline", progress=shown)
@@ -191,8 +193,9 @@ def run_demo_stages(ws: Workspace, solution: Path, *, force: bool, epochs: int |
     show("blend", blend)
     step("9. the hidden test set (what the leaderboard would say)")
     cfg = load_config(ws.root)
-    hidden = score_submission(Path(blend["csv"]), solution, cfg.submission,
-                              classes=load_tables(cfg, ws, check_images=False).classes, metric=get_metric(cfg.metric))
+    tables = load_tables(cfg, ws, check_images=False)
+    hidden = score_submission(Path(blend["csv"]), solution, cfg.submission, classes=tables.classes,
+                              metric=get_metric(cfg.metric, tables.task), task=tables.task)
     rows = [{"what": f"{exp} CV (mean of folds)", cfg.metric: cv[exp]["mean"]} for exp in DEMO_MEMBERS]
     rows += [{"what": "blend OOF (in-sample weights)", cfg.metric: blend["oof"]},
              {"what": "blend nested estimate", cfg.metric: blend["nested"]},

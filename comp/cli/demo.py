@@ -28,20 +28,30 @@ def demo_command(
     force: Annotated[bool, typer.Option("--force", help="Rebuild the demo in an existing DIR (its outputs are replaced).")] = False,
     only_data: Annotated[bool, typer.Option("--only-data", help="Write the workspace and folds, train nothing.")] = False,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs per fold (default: the demo's experiments).")] = None,
+    task: Annotated[str, typer.Option(
+        "--task", help="multiclass (the digit) | multilabel (two digits side by side) | regression (the digit's value) "
+                       "| multitask (parity, >= 5, mod 3 heads) | binary (even?).")] = "multiclass",
 ) -> None:
     """Build a workspace from scikit-learn's digits (photographed subjects, imbalanced) and run every stage.
 
     folds -> eda -> fold-train (two architectures) -> tune (short) -> predict with TTA ->
     ensemble (weights fitted on OOF, nested estimate) -> score against the hidden solution.
+    --task builds the same digits as another kind of competition (multilabel, regression, multitask, binary).
     """
     from comp.data.tables import load_tables
-    from comp.demo import build_demo
-    from comp.folds import fold_balance, load_or_make_folds
+    from comp.demo import TASK_KINDS, build_demo, build_task_demo
+    from comp.errors import CompError
+    from comp.folds import fold_balance, fold_summary, fold_summary_title, load_or_make_folds
 
+    if task not in TASK_KINDS:
+        raise CompError(f"--task {task!r} is not a demo task; use one of: {', '.join(TASK_KINDS)}")
     start = time.perf_counter()
-    step("1. data: digits photographed as subjects")
+    step("1. data: digits photographed as subjects" + ("" if task == "multiclass" else f" ({task})"))
     with RichProgress() as progress:
-        data = build_demo(directory, force=force, progress=progress)
+        if task == "multiclass":
+            data = build_demo(directory, force=force, progress=progress)
+        else:
+            data = build_task_demo(directory, task, force=force, progress=progress)
     console.print(f"{data.root}: {data.n_train} train images of {data.n_subjects} subjects, {data.n_test} test images; "
                   f"hidden solution at {data.solution}", highlight=False)
     ws, cfg = load(directory)
@@ -50,7 +60,10 @@ def demo_command(
     made = load_or_make_folds(ws, tables, k=cfg.folds.k, seed=cfg.folds.seed, group_col=cfg.data.group_col,
                               stratify=cfg.folds.stratify, force=True)
     console.print(f"wrote {made.path}", highlight=False)
-    print_table(fold_balance(made.folds).table, title="rows, groups and class counts per fold")
+    if task == "multiclass":
+        print_table(fold_balance(made.folds).table, title="rows, groups and class counts per fold")
+    else:
+        print_table(fold_summary(tables, made.fold_of(tables.train)).table, title=fold_summary_title(task))
     if only_data:
         return
     run_stages(ws, data.solution, force=force, epochs=epochs)
