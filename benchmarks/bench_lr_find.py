@@ -7,7 +7,7 @@ test (comp.lrfind) on the same fold, and print suggestion / best for every rule.
 [1/3, 3] meets the goal.
 
     .venv/bin/python benchmarks/bench_lr_find.py [--models test_resnet,resnet10t] [--grid 1e-4,3e-4,1e-3,3e-3,1e-2]
-        [--epochs 4] [--photos 2] [--steps 100] [--batch 16]
+        [--epochs 6] [--photos 2] [--steps 200] [--batch 16] [--augment none] [--threads N]
 """
 
 from __future__ import annotations
@@ -26,11 +26,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="test_resnet,resnet10t")
     ap.add_argument("--grid", default="1e-4,3e-4,1e-3,3e-3,1e-2,3e-2")
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--photos", type=int, default=2, help="photos per demo subject (2: ~500 training images)")
-    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--augment", default="none", help="augment.preset of the grid and the finder alike")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     import numpy as np
 
@@ -50,16 +56,15 @@ def main() -> None:
         print(f"demo digits: {data.n_train} training images, 32 px, fold 0 of 5; grid {grid}, {args.epochs} epochs")
         worst = 1.0
         for name in args.models.split(","):
-            cfg = load_config(ws.root, "baseline", [f"model.name={name}", f"train.epochs={args.epochs}",
-                                                    f"train.batch_size={args.batch}", "train.num_workers=0"])
+            base = [f"model.name={name}", f"train.epochs={args.epochs}", f"train.batch_size={args.batch}",
+                    "train.num_workers=0", f"augment.preset={args.augment}"]
+            cfg = load_config(ws.root, "baseline", base)
             tables = load_checked_tables(cfg, ws)
             fold_of = ensure_folds(ws, tables, cfg).fold_of(tables.train)
             rows = []
             start = time.perf_counter()
             for lr in grid:
-                run = load_config(ws.root, "baseline", [f"model.name={name}", f"train.epochs={args.epochs}",
-                                                        f"train.batch_size={args.batch}", "train.num_workers=0",
-                                                        f"train.lr={lr}"])
+                run = load_config(ws.root, "baseline", [*base, f"train.lr={lr}"])
                 res = fit_fold(run, tables, fold_of, 0, Path(tmp) / f"{name}-{lr}", ws=ws, resumable=False)
                 rows.append((lr, res.score, res.val_loss))
                 print(f"  {name} lr {lr:.0e}: {cfg.metric} {res.score:.4f}, val loss {res.val_loss:.4f}")

@@ -145,6 +145,10 @@ def make_stack_submission(cfg: Any, ws: Any, members: Sequence[str], *, name: st
     if stacker not in STACKERS:
         raise CompError(f"--stacker must be one of {', '.join(STACKERS)}, got {stacker!r}")
     ws.submission_csv(name)
+    task = getattr(cfg, "task", "multiclass")
+    if task != "multiclass":
+        raise CompError(f"--method stack fits a multiclass stacker; this workspace's task is {task!r}: use a weighted "
+                        "blend (--method mean)")
     metric = get_metric(cfg.metric)
     tables = load_tables(cfg, ws, check_images=False)
     records = member_records(ws, members, tables.train, oof_source=oof_source)

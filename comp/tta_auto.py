@@ -173,6 +173,10 @@ def choose_tta(cfg: Config, ws: Workspace, exp: str, *, progress: Progress = SIL
     from comp.predict import load_fold_model, training_config
 
     trained, train_hash = training_config(ws, exp, cfg)
+    task = getattr(trained, "task", "multiclass")
+    if task != "multiclass":
+        raise CompError(f"--tta auto chooses among softmax views of a multiclass model; {exp}'s task is {task!r}: "
+                        "pass a TTA by name (--tta hflip) and compare with --oof")
     ckpts = ws.fold_checkpoints(exp)
     if not ckpts:
         raise CompError(f"no fold checkpoints under {ws.exp_dir(exp)}; run `comp fold-train -e {exp}` first")

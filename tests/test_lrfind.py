@@ -68,9 +68,10 @@ def test_range_test_ramps_exponentially_stops_on_divergence_and_keeps_the_caller
     if result.stopped == "diverged":  # the last step is the first above DIVERGE x the minimum so far
         assert result.smoothed[-1] > lrfind.DIVERGE * min(result.smoothed)
         assert all(s <= lrfind.DIVERGE * min(result.smoothed[: i + 1]) for i, s in enumerate(result.smoothed[:-1]))
-    assert result.suggestion == result.suggestions["min10"]
-    curve = lrfind.centred(np.asarray(result.losses), lrfind.suggestion_beta(30))
-    assert result.suggestion == pytest.approx(lrs[int(np.argmin(curve))] / 10, rel=5e-3)
+    assert result.rule == "steepest" and result.suggestion == result.suggestions["steepest"]
+    curve = lrfind.centred(np.asarray(result.losses), lrfind.ema_beta(30))
+    assert result.suggestions["min10"] == pytest.approx(lrs[int(np.argmin(curve))] / 10, rel=5e-3)
+    assert lrs[0] <= result.suggestions["steepest"] <= lrs[int(np.argmin(curve))] * 1.005  # on the way down
     again = lrfind.lr_range_test(cfg, tables, fold_of, 0, ws=ws, start=1e-6, end=100.0, steps=30)
     assert again.losses == result.losses  # a function of the seed alone
 
@@ -83,10 +84,10 @@ def test_cli_lr_find_writes_csv_json_report_and_apply_keeps_the_other_keys(tiny_
     ws = Workspace.at(tiny_ws)
     record = read_json(ws.lr_find_json("baseline"))
     assert f"suggested lr: {record['suggestion']:.1e}" in result.output
-    assert record["rule"] == "min10" and record["fold"] == 0 and record["steps"] <= 40
+    assert record["rule"] == "steepest" and record["fold"] == 0 and record["steps"] <= 40
     table = pd.read_csv(ws.lr_find_csv("baseline"))
     assert table.columns.tolist() == ["lr", "loss", "smoothed"] and len(table) == record["steps"]
-    np.testing.assert_allclose(table["smoothed"], lrfind.smooth(table["loss"].to_numpy()), rtol=1e-6)
+    np.testing.assert_allclose(table["smoothed"], lrfind.smooth(table["loss"].to_numpy(), lrfind.ema_beta(40)), rtol=1e-6)
     assert 'alt="loss vs learning rate"' in ws.report_html("baseline").read_text()
     after = yaml.safe_load(exp_yaml.read_text())
     assert after["train"]["lr"] == pytest.approx(record["suggestion"], rel=1e-2)

@@ -19,7 +19,8 @@ def lr_find_command(
     steps: Annotated[int, typer.Option("--steps", help="Optimizer steps of the lr ramp (the loader is cycled).")] = 200,
     start: Annotated[float, typer.Option("--start", help="First learning rate of the ramp.")] = 1e-7,
     end: Annotated[float, typer.Option("--end", help="Last learning rate of the ramp (the test stops earlier when the loss diverges).")] = 10.0,
-    rule: Annotated[str, typer.Option("--rule", help="min10 (the minimum of the smoothed loss / 10) | steepest.")] = "min10",
+    rule: Annotated[str, typer.Option("--rule", help="steepest (the steepest descent of the smoothed loss) | min10 "
+                                      "(the lr at its minimum / 10).")] = "steepest",
     workspace: WorkspaceOpt = Path("."),
     experiment: ExperimentOpt = "baseline",
     set_: SetOpt = None,
