@@ -80,7 +80,8 @@ class ImageConfig(Strict):
 
 
 class AugmentConfig(Strict):
-    preset: Literal["none", "light", "medium", "heavy"] = "light"
+    # auto: sized to the image, HorizontalFlip only when the training images are flip-symmetric (comp.data.augment)
+    preset: Literal["auto", "none", "light", "medium", "heavy"] = "auto"
     transforms: tuple[dict[str, Any], ...] = ()  # albumentations list; replaces the preset
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0

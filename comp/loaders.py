@@ -12,7 +12,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from comp.config import Config
-from comp.data.augment import build_eval_transform, build_train_transform
+from comp.data.augment import Rows, build_eval_transform, build_train_transform
 from comp.data.cache import ImageStore
 from comp.data.dataset import build_eval_loader, build_train_loader, loader_settings
 from comp.models import resolve_norm
@@ -21,7 +21,8 @@ from comp.models import resolve_norm
 def train_loader(cfg: Config, store: ImageStore, indices: np.ndarray, labels: np.ndarray | None, *, seed: int,
                  transform: Any = None, **options: Any) -> DataLoader:
     """build_train_loader with the experiment's train pipeline and settings (options: sampler_weights, rank, ...)."""
-    transform = transform if transform is not None else build_train_transform(cfg, *resolve_norm(cfg.model))
+    if transform is None:  # augment.preset auto looks at the training rows it will augment
+        transform = build_train_transform(cfg, *resolve_norm(cfg.model), images=Rows(store, indices), labels=labels)
     return build_train_loader(store, indices, labels, loader_settings(cfg.train), transform=transform, seed=seed,
                               **options)
 

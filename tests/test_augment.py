@@ -25,8 +25,8 @@ def cached_image(cfg: Config, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("preset", ["none", "light", "medium", "heavy"])
-@pytest.mark.parametrize("size", [(24, 32), (32, 24), (40, 40)])
+@pytest.mark.parametrize("preset", ["auto", "none", "light", "medium", "heavy"])
+@pytest.mark.parametrize("size", [(24, 32), (32, 24), (40, 40), (128, 160)])
 def test_each_preset_gives_the_input_shape(preset, size):
     cfg = config(size, preset=preset)
     for build in (build_train_transform, build_eval_transform):
@@ -148,3 +148,79 @@ def test_normalise_in_an_explicit_list_is_refused():
     cfg = config(transforms=[{"HorizontalFlip": {}}, {"Normalize": {"mean": [0.5, 0.5, 0.5]}}])
     with pytest.raises(CompError, match=r"transforms\[1\]: Normalize is added at the end of every pipeline already"):
         build_train_transform(cfg, MEAN, STD)
+
+
+# ---------------------------------------------------------------- presets sized to the image, auto's flip
+
+
+def square_image(cfg: Config) -> np.ndarray:
+    """A white square covering the middle half of a black cached-size image."""
+    h, w = cache_hw(cfg)
+    img = np.zeros((h, w, 3), np.uint8)
+    img[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 255
+    return img
+
+
+@pytest.mark.parametrize("preset", ["auto", "light", "medium"])
+def test_small_images_keep_the_whole_object_at_the_eval_scale(preset):
+    """At 32 px no view zooms in: the square's area stays within the jitter (scale 0.9-1.1) of the eval view's."""
+    cfg = config((32, 32), preset=preset)
+    img = square_image(cfg)
+    bright = lambda out: float((out > 0).float().mean())  # noqa: E731 - share of white pixels (normalised > 0)
+    eval_area = bright(build_eval_transform(cfg, MEAN, STD)(image=img)["image"])
+    t = build_train_transform(cfg, MEAN, STD)
+    areas = [bright(t(image=img)["image"]) for _ in range(40)]
+    assert 0.2 < eval_area < 0.35
+    assert min(areas) > 0.75 * eval_area and max(areas) < 1.3 * eval_area  # RandomResizedCrop(0.5) zooms up to 2x
+
+
+def test_large_images_still_get_random_resized_crops():
+    cfg = config((128, 128), preset="light")
+    names = [type(s).__name__ for s in build_train_transform(cfg, MEAN, STD).transforms]
+    assert names[0] == "RandomResizedCrop" and "HorizontalFlip" in names
+    small = [type(s).__name__ for s in build_train_transform(config((64, 64), preset="light"), MEAN, STD).transforms]
+    assert "RandomResizedCrop" not in small and "HorizontalFlip" in small  # named presets keep their flip
+
+
+def sided(label: int, rng: np.random.Generator, size: int = 24) -> np.ndarray:
+    """Mirror-sensitive classes: a bright bar on the left (0) or the right (1) half, plus noise."""
+    img = rng.normal(60, 20, (size, size, 3))
+    img[:, : size // 3] += 150 if label == 0 else 0
+    img[:, -size // 3:] += 150 if label == 1 else 0
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def coloured(label: int, rng: np.random.Generator, size: int = 24) -> np.ndarray:
+    """Mirror-proof classes: a colour with a blob anywhere (classes differ by colour, not by side)."""
+    img = np.full((size, size, 3), (200, 60, 60) if label == 0 else (60, 60, 200), np.float64)
+    y, x = rng.integers(0, size - 6, 2)
+    img[y: y + 6, x: x + 6] = 255
+    return (img + rng.normal(0, 20, img.shape)).clip(0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("draw, flips", [(sided, False), (coloured, True)])
+def test_auto_flips_only_mirror_symmetric_data(draw, flips, caplog):
+    from comp.data.augment import flip_symmetry
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(200) % 2
+    images = np.stack([draw(int(c), rng) for c in labels])
+    score = flip_symmetry(images, labels)
+    assert (score > 0.9) if flips else (score < 0.3)
+    cfg = config((24, 24), preset="auto")
+    with caplog.at_level("INFO", logger="comp.data.augment"):
+        t = build_train_transform(cfg, MEAN, STD, images=images, labels=labels)
+    names = [type(s).__name__ for s in t.transforms]
+    assert ("HorizontalFlip" in names) is flips
+    assert t.auto["flip"] is flips and t.auto["flip_symmetry"] == round(score, 3)
+    assert f"flip {'on' if flips else 'off'}" in caplog.text  # the decision is in the run's output
+
+
+def test_auto_without_data_or_signal_does_not_flip():
+    from comp.data.augment import flip_symmetry
+
+    cfg = config((24, 24), preset="auto")
+    assert build_train_transform(cfg, MEAN, STD).auto == {"preset": "auto", "geometry": "jitter", "flip": False,
+                                                          "flip_symmetry": None}
+    noise = np.random.default_rng(1).integers(0, 256, (100, 24, 24, 3), dtype=np.uint8)
+    assert flip_symmetry(noise, np.arange(100) % 2) is None  # labels unrelated to the pixels: nothing to judge by

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,8 @@ from albumentations.pytorch import ToTensorV2  # noqa: E402
 from comp.config import Config  # noqa: E402
 from comp.data.cache import cache_hw  # noqa: E402
 from comp.errors import CompError, closest  # noqa: E402
+
+log = logging.getLogger("comp.data.augment")
 
 Norm = tuple[float, float, float]
 AUTOMATIC = ("Normalize", "ToTensorV2", "ToTensor", "ToFloat", "NormalizeToTensor")
@@ -77,22 +80,42 @@ def tail(cfg: Config, mean: Norm, std: Norm) -> list[Any]:
     return [A.Resize(h, w), NormalizeToTensor(mean, std)]
 
 
-def preset(name: str, cfg: Config) -> list[Any]:
-    """The random part of a preset, from a cached-size image to an input-size one."""
+SMALL_SIDE = 128  # below this many pixels a preset jitters (shift, scale, rotate) instead of RandomResizedCrop
+FLIP_KEEPS = 0.9  # auto flips when a flipped image keeps this share of the probe's above-chance accuracy
+PROBE_SIDE = 16  # the flip probe sees images shrunk to 16 x 16
+PROBE_ROWS = 2000  # ... and at most this many training images
+
+
+def geometry(name: str, cfg: Config) -> list[Any]:
+    """The geometric part of a preset, sized to the image.
+
+    Small images (shorter side < SMALL_SIDE) get a small affine jitter (scale 0.9-1.1, rotate +-10
+    degrees, medium and heavy: +-15) and a random crop of the input from the cached image (a shift of up to
+    the cache margin): every view keeps the whole object at the scale evaluation sees. Larger
+    images get RandomResizedCrop (area 0.5-1 for light and auto, 0.35-1 for medium and heavy).
+    """
     h, w = cfg.image.hw
     aspect = w / h
+    if min(h, w) >= SMALL_SIDE:
+        return [A.RandomResizedCrop(size=(h, w), scale=(0.5 if name in ("light", "auto") else 0.35, 1.0),
+                                    ratio=(0.75 * aspect, aspect / 0.75))]
+    rotate = 15 if name in ("medium", "heavy") else 10
+    return [
+        A.Affine(scale=(0.9, 1.1), rotate=(-rotate, rotate), border_mode=cv2.BORDER_REFLECT_101, p=1.0),
+        A.RandomCrop(h, w, pad_if_needed=True),
+    ]
+
+
+def preset(name: str, cfg: Config, *, flip: bool = True) -> list[Any]:
+    """The random part of a preset, from a cached-size image to an input-size one (`flip`: HorizontalFlip)."""
     if name == "none":
         return eval_crop(cfg)
-    steps: list[Any] = [
-        A.RandomResizedCrop(size=(h, w), scale=(0.5 if name == "light" else 0.35, 1.0),
-                            ratio=(0.75 * aspect, aspect / 0.75)),
-        A.HorizontalFlip(p=0.5),
-    ]
+    steps: list[Any] = geometry(name, cfg) + ([A.HorizontalFlip(p=0.5)] if flip else [])
     if name in ("medium", "heavy"):
-        steps += [
-            A.Affine(rotate=(-15, 15), scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), p=0.5),
-            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.03, p=0.6),
-        ]
+        h, w = cfg.image.hw
+        if min(h, w) >= SMALL_SIDE:  # small images had their affine in `geometry`
+            steps.append(A.Affine(rotate=(-15, 15), scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), p=0.5))
+        steps.append(A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.03, p=0.6))
     if name == "heavy":
         steps += [
             A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.GaussNoise(std_range=(0.02, 0.08))], p=0.3),
@@ -100,6 +123,77 @@ def preset(name: str, cfg: Config) -> list[Any]:
                             hole_width_range=(0.08, 0.2), p=0.5),
         ]
     return steps
+
+
+def flip_symmetry(images: Any, labels: np.ndarray, *, seed: int = 0) -> float | None:
+    """How much of the class evidence survives a horizontal flip, measured on training images.
+
+    A linear probe (ridge regression on 16 x 16 pixels, two halves of up to PROBE_ROWS images, each
+    half scored by a probe fitted on the other) classifies the held-out images as they are and
+    mirrored: (accuracy mirrored - chance) / (accuracy - chance), in [0, 1]. 1: mirrored images look
+    like their class (clothes, natural photos); low: the mirror changes what the class looks like
+    (digits, text, icons). None when the probe learns nothing above chance (nothing to judge by).
+    `images` is indexable (an ImageStore or an (N, H, W, 3) array), `labels` the class of each.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:  # tags or several heads: no single class to probe
+        return None
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(len(labels))[:PROBE_ROWS]
+    if len(rows) < 20:
+        return None
+    x = np.stack([cv2.resize(np.asarray(images[int(i)]), (PROBE_SIDE, PROBE_SIDE), interpolation=cv2.INTER_AREA)
+                  for i in rows]).astype(np.float64)
+    y = labels[rows]
+    classes, y = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        return None
+    flat, mirrored = x.reshape(len(x), -1), x[:, :, ::-1].reshape(len(x), -1)
+    half = np.arange(len(rows)) % 2 == 0
+    correct = correct_mirrored = 0.0
+    for fit in (half, ~half):
+        mu, sd = flat[fit].mean(0), flat[fit].std(0) + 1e-6
+        a = (flat[fit] - mu) / sd
+        targets = np.eye(len(classes))[y[fit]]
+        ridge = 0.1 * len(a) + 1.0
+        weights = np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ (targets - targets.mean(0)))
+        for data, out in ((flat, "plain"), (mirrored, "mirrored")):
+            hits = (((data[~fit] - mu) / sd @ weights).argmax(1) == y[~fit]).sum()
+            if out == "plain":
+                correct += hits
+            else:
+                correct_mirrored += hits
+    accuracy, accuracy_mirrored = correct / len(rows), correct_mirrored / len(rows)
+    chance = np.bincount(y).max() / len(y)
+    if accuracy - chance < 0.05:
+        return None
+    return float(np.clip((accuracy_mirrored - chance) / (accuracy - chance), 0.0, 1.0))
+
+
+class Rows:
+    """Rows `index` of an indexable image source (an ImageStore), as one indexable sequence."""
+
+    def __init__(self, images: Any, index: np.ndarray) -> None:
+        self.images, self.index = images, np.asarray(index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.images[int(self.index[i])]
+
+
+def auto_choice(cfg: Config, images: Any = None, labels: np.ndarray | None = None) -> dict[str, Any]:
+    """What `augment.preset: auto` trains with, decided on the training images when they are given.
+
+    Geometry by the image size (see `geometry`); HorizontalFlip only when `flip_symmetry` of the
+    training images is at least FLIP_KEEPS (without images, or when the probe cannot judge: no flip).
+    """
+    h, w = cfg.image.hw
+    score = None if images is None or labels is None else flip_symmetry(images, labels, seed=cfg.train.seed)
+    return {"preset": "auto", "geometry": "jitter" if min(h, w) < SMALL_SIDE else "resized_crop",
+            "flip": score is not None and score >= FLIP_KEEPS,
+            "flip_symmetry": None if score is None else round(score, 3)}
 
 
 def eval_crop(cfg: Config) -> list[Any]:
@@ -174,10 +268,27 @@ def explicit(cfg: Config) -> list[Any]:
     return [build_one(spec, f"augment.transforms[{i}]") for i, spec in enumerate(cfg.augment.transforms)]
 
 
-def build_train_transform(cfg: Config, mean: Norm, std: Norm) -> A.Compose:
-    """Training pipeline: augment.transforms if given, else the preset; then resize, normalise, tensor."""
-    steps = explicit(cfg) if cfg.augment.transforms else preset(cfg.augment.preset, cfg)
-    return A.Compose([*steps, *tail(cfg, mean, std)], seed=cfg.train.seed)
+def build_train_transform(cfg: Config, mean: Norm, std: Norm, *, images: Any = None,
+                          labels: np.ndarray | None = None) -> A.Compose:
+    """Training pipeline: augment.transforms if given, else the preset; then resize, normalise, tensor.
+
+    `augment.preset: auto` decides its flip on `images`/`labels` (the fold's training rows), logs the
+    decision (the console and the fold's train.log) and keeps it on the pipeline as `.auto`.
+    """
+    auto = None
+    if cfg.augment.transforms:
+        steps = explicit(cfg)
+    elif cfg.augment.preset == "auto":
+        auto = auto_choice(cfg, images, labels)
+        steps = preset("auto", cfg, flip=auto["flip"])
+        log.info("augment auto: %s geometry, flip %s (flip symmetry %s of the training images; flips from %.2f)",
+                 auto["geometry"], "on" if auto["flip"] else "off",
+                 "not measured" if auto["flip_symmetry"] is None else f"{auto['flip_symmetry']:.3f}", FLIP_KEEPS)
+    else:
+        steps = preset(cfg.augment.preset, cfg)
+    pipeline = A.Compose([*steps, *tail(cfg, mean, std)], seed=cfg.train.seed)
+    pipeline.auto = auto
+    return pipeline
 
 
 def build_eval_transform(cfg: Config, mean: Norm, std: Norm) -> A.Compose:
