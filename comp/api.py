@@ -155,9 +155,15 @@ class Workspace:
         return self.paths.report_html(experiment)
 
 
-def demo(directory: str | Path = "demo", *, force: bool = False, **options: Any) -> Workspace:
-    """Write the demo workspace (digits photographed per subject; options as comp.demo.build_demo) and return it."""
-    from comp.demo import build_demo
+def demo(directory: str | Path = "demo", *, force: bool = False, task: str = "multiclass", **options: Any) -> Workspace:
+    """Write the demo workspace (digits photographed per subject; options as comp.demo.build_demo) and return it.
 
-    build_demo(Path(directory), force=force, **options)
+    task: multilabel, regression, multitask or binary builds the digits as that kind (comp.demo.build_task_demo).
+    """
+    from comp.demo import build_demo, build_task_demo
+
+    if task == "multiclass":
+        build_demo(Path(directory), force=force, **options)
+    else:
+        build_task_demo(Path(directory), task, force=force, **options)
     return Workspace(directory)

@@ -99,3 +99,10 @@ def test_cli_demo_task_data_and_folds(tmp_path, kind):
 def test_cli_demo_unknown_task(tmp_path):
     r = runner.invoke(app, ["demo", str(tmp_path / "d"), "--task", "ranking", "--only-data"])
     assert r.exit_code == 2 and "--task 'ranking' is not a demo task" in r.output
+
+
+def test_python_api_demo_takes_the_task(tmp_path):
+    from comp.api import demo
+
+    ws = demo(tmp_path / "d", task="binary", max_per_class=6, photos=1)
+    assert load_config(ws.root).task == "binary"
