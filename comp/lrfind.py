@@ -178,6 +178,7 @@ def lr_range_test(cfg: Config, tables: Any, fold_of: np.ndarray, fold: int = 0, 
         counts = np.bincount(y[train_idx], minlength=tables.n_classes)
         parts = build_parts(run_cfg, counts, len(loader), seed=seed)
         parts.model.train()
+        net = parts.forward_model if parts.eval_model is None else parts.eval_model  # never DDP: rank 0 runs alone
         factor = (end / start) ** (1 / (steps - 1))
         batches, epoch, best, avg = iter(()), 0, math.inf, 0.0
         for i in progress.track(range(steps), total=steps, description=f"lr-find fold {fold}"):
@@ -199,7 +200,7 @@ def lr_range_test(cfg: Config, tables: Any, fold_of: np.ndarray, fold: int = 0, 
             if parts.mixup is not None:
                 images, target = parts.mixup(images, target)
             with autocast(parts.device, parts.amp_dtype):
-                logits = parts.forward_model(images)
+                logits = net(images)
             loss = parts.loss(logits.float(), target)
             value = float(loss.detach())
             if not math.isfinite(value):

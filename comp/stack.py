@@ -3,7 +3,7 @@
 Features are the members' OOF probabilities side by side (log-probabilities by default), rows joined
 by id exactly as the weighted blends join them (comp.submission.member_oof: OOF made with each
 member's test TTA). The stacker is `logreg` (multinomial logistic regression on standardised
-features, C = 1) or `hgb` (a small HistGradientBoostingClassifier, early stopping off, seeded).
+features, C chosen from LOGREG_CS by an inner 3-fold CV on log loss inside the rows each fit sees) or `hgb` (a small HistGradientBoostingClassifier, early stopping off, seeded).
 
 Its score is out-of-sample by construction: for each outer fold f (the experiment's folds) a stacker
 is fitted on the other folds' rows and predicts fold f's rows; the metric of those predictions over all
@@ -27,6 +27,7 @@ from comp.metrics import Metric
 log = logging.getLogger("comp.stack")
 
 STACKERS = ("logreg", "hgb")
+LOGREG_CS = (0.01, 0.1, 1.0, 10.0)  # the inverse regularisation strengths logreg's inner CV chooses from
 EPS = 1e-7
 
 
@@ -39,11 +40,13 @@ def features(probs: Sequence[np.ndarray], *, log_probs: bool = True) -> np.ndarr
 def make_stacker(kind: str, *, seed: int = 0) -> Any:
     """An unfitted sklearn classifier for `kind`."""
     if kind == "logreg":
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import LogisticRegressionCV
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))  # multinomial (lbfgs)
+        # multinomial (lbfgs); C by an inner 3-fold CV on log loss, within the rows it is fitted on
+        return make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=LOGREG_CS, cv=3, scoring="neg_log_loss",
+                                                                    max_iter=2000))
     if kind == "hgb":
         from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -73,9 +76,12 @@ def fit_predict(kind: str, x_fit: np.ndarray, y_fit: np.ndarray, x_pred: np.ndar
 
 def fit_model(kind: str, x: np.ndarray, y: np.ndarray, *, seed: int) -> Any:
     """A stacker fitted on one thread: OOF tables are small, and OpenMP threads on a busy machine cost far more."""
+    import warnings
+
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1):
+    with threadpool_limits(limits=1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # sklearn 1.9's notices about LogisticRegressionCV's defaults
         return make_stacker(kind, seed=seed).fit(x, y)
 
 
