@@ -284,17 +284,56 @@ def read_record(ws: Workspace, exp: str) -> dict | None:
 
 
 def apply_lr(ws: Workspace, exp: str, lr: float) -> None:
-    """Write train.lr into experiments/<exp>.yaml (every other key kept; the file is created when missing)."""
+    """Write train.lr into experiments/<exp>.yaml (every other key kept; the file is created when missing).
+
+    The file's text is edited in place when that provably changes only train.lr (comments and layout
+    kept); otherwise it is rewritten from its parsed keys.
+    """
     from comp.config import read_yaml
-    from comp.workspace import write_yaml
+    from comp.workspace import write_text, write_yaml
 
     path = ws.experiment_yaml(exp)
     doc = read_yaml(path) if path.is_file() else {}
     train = doc.get("train")
     if train is not None and not isinstance(train, dict):
         raise CompError(f"{path}: train must be a mapping of keys, got {train!r}; fix the file and rerun")
-    doc["train"] = {**(train or {}), "lr": float(f"{lr:.3g}")}
-    write_yaml(path, doc)
+    value = float(f"{lr:.3g}")
+    want = {**doc, "train": {**(train or {}), "lr": value}}
+    edited = _edit_lr_text(path.read_text(), f"{value:.3g}", want) if path.is_file() else None
+    if edited is not None:
+        write_text(path, edited)
+    else:
+        write_yaml(path, want)
+
+
+def _edit_lr_text(text: str, value: str, want: dict) -> str | None:
+    """`text` with train.lr set to `value` by a textual edit, if the edit parses to exactly `want`; else None."""
+    import re
+
+    from comp.config import _float_fix, load_yaml
+
+    def ok(candidate: str) -> bool:
+        try:
+            return _float_fix(load_yaml(candidate)) == want
+        except Exception:  # a candidate edit that breaks the YAML is simply not used
+            return False
+
+    for match in re.finditer(r"(\blr:[ \t]*)([^,}\n#]*[^,}\n# \t])", text):  # an existing lr value
+        candidate = text[: match.start(2)] + value + text[match.end(2):]
+        if ok(candidate):
+            return candidate
+    flow = re.search(r"^train:[ \t]*\{", text, flags=re.M)
+    if flow:
+        candidate = text[: flow.end()] + f"lr: {value}, " + text[flow.end():]
+        if ok(candidate):
+            return candidate
+    block = re.search(r"^train:[ \t]*(#.*)?\n([ \t]+)", text, flags=re.M)
+    if block:
+        candidate = text[: block.start(2)] + f"{block.group(2)}lr: {value}\n" + text[block.start(2):]
+        if ok(candidate):
+            return candidate
+    candidate = text + ("" if text.endswith("\n") or not text else "\n") + f"train:\n  lr: {value}\n"  # no train yet
+    return candidate if ok(candidate) else None
 
 
 # ---------------------------------------------------------------- train.lr: auto

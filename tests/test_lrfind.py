@@ -103,6 +103,27 @@ def test_apply_creates_a_missing_experiment_file(tiny_ws):
     assert yaml.safe_load(ws.experiment_yaml("fresh").read_text()) == {"train": {"lr": 0.00321}}
 
 
+@pytest.mark.parametrize("text", [
+    "# the demo's layout\nmodel: {name: test_resnet}  # tiny\ntrain: {epochs: 8, lr: 3.0e-3, seed: 42}\n"
+    "tune:\n  space:\n    train.lr: {float: [1.0e-3, 1.0e-2], log: true}\n",
+    "train:\n  epochs: 2  # two\n  lr: auto\n",
+    "train:  # no lr yet\n  epochs: 2\n",
+    "model:\n  name: test_resnet  # no train section\n",
+])
+def test_apply_edits_only_train_lr_and_keeps_comments(tiny_ws, text):
+    ws = Workspace.at(tiny_ws)
+    ws.experiment_yaml("edited").write_text(text)
+    lrfind.apply_lr(ws, "edited", 0.0123)
+    after = ws.experiment_yaml("edited").read_text()
+    want = yaml.safe_load(text)
+    want.setdefault("train", {})["lr"] = 0.0123
+    assert load_config(tiny_ws, "edited").train.lr == 0.0123
+    got = yaml.safe_load(after)
+    got["train"]["lr"] = float(got["train"]["lr"])
+    assert got == want
+    assert [line for line in text.splitlines() if "#" in line] == [line for line in after.splitlines() if "#" in line]
+
+
 def test_lr_auto_is_a_config_value_and_changes_the_train_hash(tiny_ws):
     auto = load_config(tiny_ws, "baseline", ["train.lr=auto"])
     assert auto.train.lr == "auto"
