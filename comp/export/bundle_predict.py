@@ -173,13 +173,102 @@ def tta_views(spec, hw):
     return _product(*stages[name])
 
 
-def merge_views(forward, images, views, merge, autocast):
-    """(B, C) float32 probabilities: a softmax per view, then mean, or geometric mean renormalised."""
+# ---------------------------------------------------------------- task kinds (comp.tasks)
+
+
+def task_of(bundle):
+    """The bundle's task (bundle.json `task`); a bundle without one is multiclass over its classes."""
+    return bundle.get("task") or {"kind": "multiclass", "outputs": [str(c) for c in bundle["classes"]]}
+
+
+def head_slices(task):
+    out, start = [], 0
+    for head in task.get("heads") or []:
+        out.append(slice(start, start + len(head["classes"])))
+        start += len(head["classes"])
+    return out
+
+
+def activate(task, logits):
+    """Logits -> the values comp's prediction tables hold: softmax, sigmoid, the target's units, softmax per head."""
+    kind = task["kind"]
+    if kind == "multiclass":
+        return torch.softmax(logits, dim=1)
+    if kind in ("multilabel", "binary"):
+        return torch.sigmoid(logits)
+    if kind == "regression":
+        lo, hi = task["scale"]
+        return (torch.sigmoid(logits) if task.get("squash") else logits) * (hi - lo) + lo
+    return torch.cat([torch.softmax(logits[:, s], dim=1) for s in head_slices(task)], dim=1)
+
+
+def normalise_outputs(task, values):
+    """Averaged outputs made valid again (rows of a softmax sum to 1; per head for multitask; tags in [0, 1])."""
+    values = np.asarray(values, dtype=np.float64)
+    kind = task["kind"]
+    if kind == "multiclass":
+        return values / np.clip(values.sum(axis=1, keepdims=True), 1e-12, None)
+    if kind == "multitask":
+        out = values.copy()
+        for s in head_slices(task):
+            out[:, s] /= np.clip(out[:, s].sum(axis=1, keepdims=True), 1e-12, None)
+        return out
+    if kind in ("multilabel", "binary"):
+        return np.clip(values, 0.0, 1.0)
+    return values
+
+
+def class_probs(task, values):
+    """multitask with combine: the heads' joint probabilities summed per combined label."""
+    joint = np.ones((len(values), 1))
+    for s in head_slices(task):
+        joint = (joint[:, :, None] * values[:, s][:, None, :]).reshape(len(values), -1)
+    combos = np.asarray(task["combos"])
+    onehot = np.zeros((len(combos), len(task["labels"])))
+    seen = combos >= 0
+    onehot[np.flatnonzero(seen), combos[seen]] = 1.0
+    probs = joint @ onehot
+    return probs / np.clip(probs.sum(axis=1, keepdims=True), 1e-12, None)
+
+
+def task_submission(task, table, sub, order, columns):
+    """The submission of a task other than multiclass (as comp.submission writes it)."""
+    values, kind = table.to_numpy(), sub["kind"]
+    head = pd.DataFrame({sub["id_col"]: list(order)})
+    combined = task["kind"] == "multitask" and task.get("combine")
+    if task["kind"] == "multitask" and kind == "label" and not combined:
+        for h, s in zip(task["heads"], head_slices(task)):
+            head[h["column"]] = [h["classes"][i] for i in values[:, s].argmax(axis=1)]
+        return head
+    if kind == "probabilities":
+        names = task["labels"] if combined else task["outputs"]
+        frame = pd.DataFrame(class_probs(task, values) if combined else values, columns=[str(n) for n in names])
+        return pd.concat([head, frame[[c for c in columns if c in frame.columns]]], axis=1)
+    if kind in ("prob", "value"):
+        head[sub["target_col"]] = values[:, 0]
+        return head
+    thresholds = task.get("thresholds")
+    if task["kind"] == "binary":
+        t = 0.5 if thresholds is None else float(thresholds[0])
+        head[sub["target_col"]] = [task["labels"][1] if p >= t else task["labels"][0] for p in values[:, 0]]
+    elif task["kind"] == "multilabel":
+        t = np.full(values.shape[1], 0.5) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+        sep = task.get("tag_sep") or " "
+        head[sub["target_col"]] = [sep.join(o for o, on in zip(task["outputs"], row) if on) for row in values >= t]
+    else:  # multitask with combine, kind label
+        head[sub["target_col"]] = [task["labels"][i] for i in class_probs(task, values).argmax(axis=1)]
+    return head
+
+
+def merge_views(forward, images, views, merge, autocast, task=None):
+    """(B, C) float32 outputs: the task's activation per view (softmax for classes), then mean, or geometric mean
+    renormalised (classes only)."""
     acc = None
+    task = task or {"kind": "multiclass"}
     for view in views:
         with autocast():
             logits = forward(view(images).contiguous())
-        probs = torch.softmax(logits.float(), dim=1)
+        probs = activate(task, logits.float())
         term = probs if merge == "mean" else torch.log(probs.clamp_min(1e-7))
         acc = term if acc is None else acc + term
     acc = acc / len(views)
@@ -244,8 +333,9 @@ def autocast_for(amp, device):
 
 
 def predict_member(member, paths, boxes, *, device, batch_size=None, runtime="torch", amp=None, workers=4,
-                   folder=HERE, fractional=None, log=print):
-    """(N, C) float64 fold-mean probabilities of one member over the images, in `paths` order."""
+                   folder=HERE, fractional=None, log=print, task=None):
+    """(N, C) float64 fold-mean probabilities (the task's outputs) of one member over the images, in `paths` order."""
+    task = task or {"kind": "multiclass"}
     make = onnx_forward if runtime == "onnx" else torch_forward
     forwards = [make(member, fold, device, folder) for fold in member["folds"]]
     views = tta_views(member["tta"], member["preprocess"]["input_hw"])
@@ -261,12 +351,9 @@ def predict_member(member, paths, boxes, *, device, batch_size=None, runtime="to
             images = torch.from_numpy(np.stack(list(arrays))).to(device)
             with torch.inference_mode():
                 for f, forward in enumerate(forwards):
-                    per_fold[f].append(merge_views(forward, images, views, member["tta"]["merge"], autocast).cpu())
+                    per_fold[f].append(merge_views(forward, images, views, member["tta"]["merge"], autocast, task).cpu())
             log(f"{member['name']}: {rows.stop}/{len(paths)} images")
-    folds = []
-    for chunks in per_fold:
-        probs = torch.cat(chunks).double().numpy()
-        folds.append(probs / probs.sum(axis=1, keepdims=True))
+    folds = [normalise_outputs(task, torch.cat(chunks).double().numpy()) for chunks in per_fold]
     return np.mean(folds, axis=0)
 
 
@@ -313,8 +400,10 @@ def contributions(probs, method):
     raise BundleError(f"unknown blend method {method!r} in bundle.json")
 
 
-def finish(summed, method):
-    """Weighted sum of contributions -> probabilities summing to 1 per row."""
+def finish(summed, method, task=None):
+    """Weighted sum of contributions -> probabilities summing to 1 per row (another task: its normalised mean)."""
+    if task is not None and task["kind"] != "multiclass":
+        return normalise_outputs(task, summed) if method == "mean" else summed
     if method == "geometric":
         z = np.exp(summed - summed.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
@@ -322,14 +411,14 @@ def finish(summed, method):
     return summed / np.where(total > 0, total, 1.0)
 
 
-def blend(probs, weights, method):
+def blend(probs, weights, method, task=None):
     """Members' (N, C) probabilities blended with weights (normalised to sum 1)."""
     w = np.asarray(weights, dtype=np.float64)
     w = w / w.sum()
     summed = sum(wi * contributions(p, method) for wi, p in zip(w, probs) if wi > 0)
     if method == "vote":
         summed = summed + 1e-6 * sum(wi * np.asarray(p) for wi, p in zip(w, probs))
-    return finish(summed, method)
+    return finish(summed, method, task)
 
 
 def apply_bias(probs, bias):
@@ -347,7 +436,7 @@ def class_columns(classes, sample_columns):
     return names
 
 
-def build_submission(ids, probs, classes, sub, order, columns):
+def build_submission(ids, probs, classes, sub, order, columns, task=None):
     """The submission table in the competition's format, rows in `order`."""
     table = pd.DataFrame(np.asarray(probs, dtype=np.float64), index=pd.Index([str(i) for i in ids]),
                          columns=[str(c) for c in classes])
@@ -355,6 +444,8 @@ def build_submission(ids, probs, classes, sub, order, columns):
     if missing:
         raise BundleError(f"{len(missing)} submission ids have no image row, e.g. {missing[:3]}")
     table = table.loc[list(order)]
+    if task is not None and task["kind"] != "multiclass":
+        return task_submission(task, table, sub, order, columns)
     if sub["kind"] == "label":
         labels = np.asarray(list(classes), dtype=object)[table.to_numpy().argmax(axis=1)]
         return pd.DataFrame({sub["id_col"]: list(order), sub["target_col"]: labels})
@@ -363,13 +454,14 @@ def build_submission(ids, probs, classes, sub, order, columns):
 
 def submission_from_members(bundle, ids, member_probs, order, sample_columns=None):
     """Members' fold-mean probabilities -> the blended submission frame, exactly as `comp ensemble` makes it."""
-    classes = bundle["classes"]
+    classes, task = bundle["classes"], task_of(bundle)
     stored = [as_stored(ids, p, classes) for p in member_probs]
     spec = bundle["blend"]
-    probs = apply_bias(blend(stored, spec["weights"], spec["method"]), spec["bias"])
+    probs = apply_bias(blend(stored, spec["weights"], spec["method"], task), spec["bias"])
     sub = bundle["submission"]
-    columns = class_columns(classes, sample_columns) if sample_columns else sub["columns"]
-    return build_submission(ids, probs, classes, sub, order, columns)
+    names = task["labels"] if task["kind"] == "multitask" and task.get("combine") else classes
+    columns = class_columns(names, sample_columns) if sample_columns else sub["columns"]
+    return build_submission(ids, probs, classes, sub, order, columns, task)
 
 
 def csv_text(frame):
@@ -480,7 +572,7 @@ def run(args, log=print):
     member_probs = []
     for member in bundle["members"]:
         probs = predict_member(member, paths, boxes, device=device, batch_size=args.batch_size, runtime=args.runtime,
-                               amp=args.amp, workers=args.workers, log=log)
+                               amp=args.amp, workers=args.workers, log=log, task=task_of(bundle))
         member_probs.append(probs)
         if args.probs:
             Path(args.probs).mkdir(parents=True, exist_ok=True)
