@@ -61,7 +61,7 @@ def export_submission(cfg: Config, ws: Workspace, name: str, out: Path, options:
                         "only; export a blend (`comp ensemble --method mean ...`) or one experiment")
     members = list(manifest["members"])
     blend = {"method": manifest["method"], "weights": manifest.get("weights_full") or manifest["weights"],
-             "bias": manifest.get("bias")}
+             "bias": manifest.get("bias"), "thresholds": manifest.get("thresholds")}
     source = {"kind": "submission", "name": name, "manifest_sha256": sha256(ws.submission_json(name)),
               "csv_sha256": manifest.get("sha256"), "comp_version": manifest.get("comp_version")}
     for member in members:
@@ -151,12 +151,14 @@ def bundle_doc(cfg: Config, ws: Workspace, tables: Any, specs: list[dict[str, An
     _, sample_columns = expected_ids(cfg, ws)
     sub = cfg.submission
     classes = [c.item() if hasattr(c, "item") else c for c in tables.classes]
+    task = task_doc(tables.task.for_config(cfg), blend.get("thresholds"))
+    names = task["labels"] if task["kind"] == "multitask" and task["combine"] else classes
     d = cfg.data
     suffixes = [Path(p).suffix for p in (tables.test["path"] if tables.test is not None else [])]
     return {
-        "format": BUNDLE_FORMAT, "source": source, "classes": classes,
-        "submission": {"id_col": sub.id_col, "target_col": sub.target_col, "kind": sub.kind,
-                       "columns": class_columns(classes, sample_columns, sub.id_col)},
+        "format": BUNDLE_FORMAT, "source": source, "classes": classes, "task": task,
+        "submission": {"id_col": sub.id_col, "target_col": sub.target_col, "kind": cfg.submission_kind,
+                       "columns": class_columns(names, sample_columns, sub.id_col)},
         "test": {"id_col": d.id_col, "image_col": d.image_col, "bbox_cols": list(d.bbox_cols) if d.bbox_cols else None,
                  "extension": max(set(suffixes), key=suffixes.count) if suffixes else None},
         "blend": {"method": blend["method"], "weights": [float(w) for w in blend["weights"]],
@@ -166,6 +168,15 @@ def bundle_doc(cfg: Config, ws: Workspace, tables: Any, specs: list[dict[str, An
         "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "competition": cfg.competition,
     }
+
+
+def task_doc(task: Any, thresholds: list[float] | None) -> dict[str, Any]:
+    """bundle.json's task: what predict.py needs to turn logits into the submission (as comp.tasks.Task does)."""
+    return {"kind": task.kind, "outputs": [str(o) for o in task.outputs], "labels": [str(v) for v in task.labels],
+            "heads": [{"name": h.name, "column": h.column, "classes": list(h.classes)} for h in task.heads],
+            "combine": task.combine is not None, "combos": list(task.combos),
+            "scale": list(task.scale) if task.scale else None, "squash": task.squash, "tag_sep": task.tag_sep,
+            "thresholds": thresholds}
 
 
 def versions() -> dict[str, str]:
@@ -249,8 +260,9 @@ def compare_submissions(written: Any, again: Any, sub: dict[str, Any], path: Pat
         raise CompError(f"{hint} (columns or rows differ)")
     if not (written[sub["id_col"]].astype(str).to_numpy() == again[sub["id_col"]].astype(str).to_numpy()).all():
         raise CompError(f"{hint} (row order differs)")
-    if sub["kind"] == "label":
-        differ = int((written[sub["target_col"]].astype(str) != again[sub["target_col"]].astype(str)).sum())
+    if sub["kind"] in ("label", "tags"):  # text: every non-id column (one per head for a multitask without combine)
+        cols = [c for c in written.columns if c != sub["id_col"]]
+        differ = int((written[cols].fillna("").astype(str) != again[cols].fillna("").astype(str)).any(axis=1).sum())
         if differ:
             raise CompError(f"{hint} ({differ} labels differ)")
         return {"rows": len(written), "labels_differ": 0}
@@ -276,7 +288,7 @@ def verify_images(cfg: Config, ws: Workspace, bundle: dict[str, Any], folder: Pa
     worst: dict[str, float] = {}
     for member in bundle["members"]:
         got = bp.predict_member(member, rows["path"].tolist(), None if boxes is None else boxes[:n], device=device,
-                                folder=folder, fractional=fraction_boxes(boxes), log=log.debug)
+                                folder=folder, fractional=fraction_boxes(boxes), log=log.debug, task=bp.task_of(bundle))
         stored = read_member_table(ws.test_probs_csv(member["name"]), member["name"], "test predictions", "")
         want = stored.set_index("id").loc[rows["id"].astype(str), [f"p_{c}" for c in bundle["classes"]]].to_numpy(np.float64)
         worst[member["name"]] = diff = float(np.abs(got - want).max())
