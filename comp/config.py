@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic import model_validator, BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from comp.errors import CompError, did_you_mean
-from comp.metrics import METRICS
+from comp.metrics import ALL_NAMES as METRICS
 from comp.workspace import check_name
 
 
@@ -35,13 +35,20 @@ class DataConfig(Strict):
     label_col: str = "label"
     group_col: str | None = None
     bbox_cols: tuple[str, str, str, str] | None = None
-    classes: tuple[Any, ...] | None = None  # explicit class order; default: sorted labels
+    classes: tuple[Any, ...] | None = None  # explicit class (or tag) order; default: sorted labels
+    label_cols: tuple[str, ...] | None = None  # multilabel: one 0/1 column per tag (instead of label_col's tags)
+    tag_sep: str | None = None  # multilabel: the separator of label_col's tags (default: whitespace)
+    positive: Any | None = None  # binary: the positive label (default: the second in class order, e.g. 1)
+    targets: dict[str, str] | None = None  # multitask: head name -> train.csv column
+    combine: str | dict[str, Any] | None = None  # multitask: the submitted label from the heads, e.g. "mask*6 + gender*3 + age"
 
 
 class SubmissionConfig(Strict):
     id_col: str = "id"
     target_col: str = "label"
-    kind: Literal["label", "probabilities"] = "label"
+    # multiclass/multitask: label | probabilities; multilabel: tags | probabilities; binary: prob | label;
+    # regression: value. None: the task's first.
+    kind: Literal["label", "probabilities", "probs", "tags", "prob", "value"] | None = None
     sample_csv: str | None = None
 
 
@@ -73,10 +80,36 @@ class ImageConfig(Strict):
     bbox_margin: float = 0.1  # fraction of the box added on each side before cropping
     cache: bool = True  # decode/crop/resize once into a uint8 memory-mapped cache
     cache_scale: float = 1.14  # cached images are this much larger than the input
+    # progressive resizing: [[epochs_done, size], ...]; from that many finished epochs on, train at that size
+    # (int or [h, w], at most image.size); validation and predict always use image.size
+    schedule: tuple[tuple[int, int | tuple[int, int]], ...] | None = None
 
     @property
     def hw(self) -> tuple[int, int]:
         return (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("image.schedule must list at least one [epochs_done, size] pair, or be null")
+        starts = [int(e) for e, _ in v]
+        if starts[0] != 0 or starts != sorted(set(starts)):
+            raise ValueError(f"image.schedule must start at epoch 0 and increase, e.g. [[0, 64], [5, 96]]; got starts {starts}")
+        for _, size in v:
+            hw = (size, size) if isinstance(size, int) else tuple(size)
+            if min(hw) < 1:
+                raise ValueError(f"image.schedule sizes must be positive, got {size}")
+        return v
+
+    def size_at(self, epoch: int) -> tuple[int, int]:
+        """The (h, w) training size of 0-based `epoch`: image.schedule's entry in force, else image.size."""
+        if not self.schedule:
+            return self.hw
+        size = [s for e, s in self.schedule if e <= epoch][-1]
+        return (size, size) if isinstance(size, int) else tuple(size)
 
 
 class AugmentConfig(Strict):
@@ -86,6 +119,64 @@ class AugmentConfig(Strict):
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     mix_prob: float = 1.0
+
+
+class SWAConfig(Strict):
+    """Stochastic weight averaging: the weights averaged once per epoch from `start` (fraction of epochs) on."""
+
+    start: float = 0.75
+    lr: float | None = None  # None: keep the schedule; else a constant lr from `start` on (torch's SWALR)
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, v: float) -> float:
+        if not 0.0 <= v < 1.0:
+            raise ValueError("train.swa.start is a fraction of the epochs in [0, 1)")
+        return v
+
+    @field_validator("lr")
+    @classmethod
+    def _lr(cls, v: float | None) -> float | None:
+        if v is not None and v <= 0:
+            raise ValueError("train.swa.lr must be positive (or null to keep the schedule)")
+        return v
+
+
+class DistillConfig(Strict):
+    """Knowledge distillation from another experiment's out-of-fold probabilities (comp/recipes/distill.py)."""
+
+    teacher: str
+    alpha: float = 0.5  # weight of the teacher term; 1 - alpha weighs the label term
+    temperature: float = 2.0
+
+    @field_validator("teacher")
+    @classmethod
+    def _teacher(cls, v: str) -> str:
+        return check_name(v)
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, v: float) -> float:
+        if not 0.0 <= v <= 1.0:
+            raise ValueError("train.distill.alpha must lie in [0, 1]")
+        return v
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("train.distill.temperature must be positive")
+        return v
+
+
+class PseudoConfig(Strict):
+    """Pseudo-labelled test rows added to every fold's training rows (written by `comp pseudo`)."""
+
+    source: str  # the submission the labels come from
+    sha256: str  # of the submission's csv when the table was made
+    threshold: float = 0.9  # rows whose top probability is below it are left out
+    soft: bool = False  # per-class probabilities instead of the top class
+    table_sha256: str | None = None  # of experiments/<exp>/pseudo.csv, checked before training
 
 
 class TrainConfig(Strict):
@@ -99,7 +190,13 @@ class TrainConfig(Strict):
     warmup_epochs: float = 1.0
     step_size: int = 3
     step_gamma: float = 0.1
-    loss: Literal["ce", "focal", "f1", "weighted_ce"] = "ce"
+    # auto: ce (multiclass, multitask: summed over heads), bce (multilabel, binary), mse (regression)
+    loss: Literal["auto", "ce", "focal", "f1", "weighted_ce", "bce", "asl", "mse", "huber"] = "auto"
+    pos_weight: float | Literal["auto"] | None = None  # bce/asl: weight of positives (auto: negatives/positives per output)
+    asl_gamma_neg: float = 4.0  # asymmetric loss (loss: asl): focusing on negatives ...
+    asl_gamma_pos: float = 0.0  # ... and on positives
+    asl_clip: float = 0.05  # probability margin shifted off easy negatives
+    task_weights: dict[str, float] | None = None  # multitask: loss weight per head (default 1 each)
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0
     sampler: Literal["balanced", "sqrt"] | None = None
@@ -116,6 +213,16 @@ class TrainConfig(Strict):
     num_workers: int | Literal["auto"] = "auto"  # auto: from the device and the CPU cores (comp.data.workers)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     sync_bn: bool = False  # SyncBatchNorm across DDP ranks (torchrun); no effect in one process
+    seeds: tuple[int, ...] | None = None  # train each fold once per seed (fold{i}/seed{s}/); None: once, train.seed
+    swa: SWAConfig | None = None
+    distill: DistillConfig | None = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError("train.seeds must list distinct seeds, e.g. [42, 43, 44] (or be null)")
+        return v
 
     @field_validator("amp", mode="before")
     @classmethod
@@ -154,9 +261,11 @@ class TuneConfig(Strict):
 
 
 RUN_PLACE_KEYS = ("train.device", "train.num_workers")
+UNSET_NOT_HASHED = ("train.seeds", "train.swa", "train.distill", "image.schedule", "pseudo")
 
 
 class Config(Strict):
+    task: Literal["multiclass", "multilabel", "binary", "regression", "multitask"] = "multiclass"
     data: DataConfig = DataConfig()
     metric: str = "macro_f1"
     submission: SubmissionConfig = SubmissionConfig()
@@ -170,6 +279,7 @@ class Config(Strict):
     competition: str | None = None  # the Kaggle competition slug (`comp submit`)
     code_competition: bool = False  # scored by a notebook: submit through `comp export`
     track: tuple[Literal["tensorboard", "mlflow", "wandb"], ...] = ()  # experiment trackers (not in train_hash)
+    pseudo: PseudoConfig | None = None  # pseudo-labelled test rows (`comp pseudo`)
 
     @field_validator("metric")
     @classmethod
@@ -178,10 +288,38 @@ class Config(Strict):
             raise ValueError(f"unknown metric {v!r}{did_you_mean(v, METRICS)} (known: {', '.join(METRICS)})")
         return v
 
+    @model_validator(mode="after")
+    def _fits_task(self) -> Config:
+        """The metric, the loss and the submission kind must fit the task; multitask needs its heads."""
+        from comp.metrics import BY_KIND
+        from comp.tasks import LOSSES, SUBMISSION_KINDS
+
+        fits = BY_KIND[self.task]
+        if self.metric not in fits:
+            raise ValueError(f"metric {self.metric!r} does not fit task {self.task!r}; use one of: {', '.join(fits)}")
+        if self.train.loss != "auto" and self.train.loss not in LOSSES[self.task]:
+            raise ValueError(f"train.loss {self.train.loss!r} does not fit task {self.task!r}; use auto or one of: "
+                             f"{', '.join(LOSSES[self.task])}")
+        kind = "probabilities" if self.submission.kind == "probs" else self.submission.kind
+        if kind is not None and kind not in SUBMISSION_KINDS[self.task]:
+            raise ValueError(f"submission.kind {self.submission.kind!r} does not fit task {self.task!r}; use one of: "
+                             f"{', '.join(SUBMISSION_KINDS[self.task])}")
+        if self.task == "multitask" and not self.data.targets:
+            raise ValueError("task multitask needs data.targets: {head: column, ...} (one classification head each)")
+        if self.data.combine is not None and self.task != "multitask":
+            raise ValueError(f"data.combine builds a label from the heads of task multitask; task is {self.task!r}")
+        return self
+
     def hash(self, sections: tuple[str, ...] | None = None, *, ignore: tuple[str, ...] = ()) -> str:
         """A short stable hash of the whole config, or of some top-level sections, less `ignore` keys."""
         dumped = self.model_dump(mode="json")
+        for dotted in UNSET_NOT_HASHED:  # keys added later hash as before while unset (old experiments keep their hash)
+            section, _, key = dotted.partition(".")
+            node = dumped.get(section) if key else dumped
+            if isinstance(node, dict) and node.get(key or section, 0) is None:
+                node.pop(key or section)
         if sections is not None:
+            sections = tuple(s for s in sections if s in dumped)
             dumped = {s: dumped[s] for s in sections}
         for dotted in ignore:
             section, key = dotted.split(".")
@@ -195,7 +333,15 @@ class Config(Strict):
         Where a run happens (train.device, train.num_workers) is not part of it: augmentation
         does not depend on the worker count, and a fold begun on one machine may resume on another.
         """
-        return self.hash(("data", "metric", "folds", "model", "image", "augment", "train"), ignore=RUN_PLACE_KEYS)
+        return self.hash(("task", "data", "metric", "folds", "model", "image", "augment", "train"),
+                         ignore=RUN_PLACE_KEYS)
+
+    @property
+    def submission_kind(self) -> str:
+        """submission.kind resolved for the task (its default when unset)."""
+        from comp.tasks import submission_kind
+
+        return submission_kind(self.task, self.submission.kind)
 
 
 # ---------------------------------------------------------------- key checking
