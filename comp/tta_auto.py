@@ -61,8 +61,13 @@ def union_views(names: Sequence[str], hw: tuple[int, int]) -> tuple[list[Any], d
     return views, index
 
 
-def merge(view_probs: np.ndarray, merge_name: str) -> np.ndarray:
-    """(V, N, C) per-view probabilities -> (N, C) as a TTA merges them: mean, or geometric mean renormalised."""
+def merge(view_probs: np.ndarray, merge_name: str, task: Any = None) -> np.ndarray:
+    """(V, N, C) per-view probabilities -> (N, C) as a TTA merges them: mean, or geometric mean renormalised.
+
+    task: the outputs' task (comp.tasks.Task); other kinds than multiclass merge by mean, made valid by the task.
+    """
+    if task is not None and task.kind != "multiclass":
+        return task.normalise(view_probs.mean(axis=0))
     if merge_name == "mean":
         out = view_probs.mean(axis=0)
     else:
@@ -142,8 +147,10 @@ def oof_view_probs(ws: Workspace, exp: str, cfg: Config, tables: Any, models: di
     missing = set(plain["id"]) - set(row_of.index)
     if missing:
         raise CompError(f"{path} has ids not in train.csv (e.g. {sorted(missing)[:3]}); retrain the experiment")
-    code = {str(c): i for i, c in enumerate(tables.classes)}
-    y = plain["label"].astype(str).map(code).to_numpy(dtype=np.int64)
+    from comp.data.tables import targets_by_id
+
+    y = targets_by_id(tables, plain["id"], what=str(path))
+    activate = tables.task.for_config(cfg).activate
     out = np.zeros((len(views), len(plain), len(tables.classes)))
     amp_dtype = resolve_amp(cfg.train.amp, device)
     with torch.inference_mode():
@@ -157,7 +164,7 @@ def oof_view_probs(ws: Workspace, exp: str, cfg: Config, tables: Any, models: di
             for images, *_ in progress.track(loader, description=f"--tta auto: fold {fold}, {len(views)} views"):
                 per_view: list[list[list[torch.Tensor]]] = [[]]
                 _merge_views_models([model], images.to(device), views, merge="mean", device=device,
-                                    amp_dtype=amp_dtype, per_view=per_view)
+                                    amp_dtype=amp_dtype, per_view=per_view, activate=activate)
                 batches.append(torch.stack(per_view[0][-1]).double().numpy())  # (V, B, C)
             out[:, mask] = np.concatenate(batches, axis=1)
     if not len(plain):
@@ -173,10 +180,6 @@ def choose_tta(cfg: Config, ws: Workspace, exp: str, *, progress: Progress = SIL
     from comp.predict import load_fold_model, training_config
 
     trained, train_hash = training_config(ws, exp, cfg)
-    task = getattr(trained, "task", "multiclass")
-    if task != "multiclass":
-        raise CompError(f"--tta auto chooses among softmax views of a multiclass model; {exp}'s task is {task!r}: "
-                        "pass a TTA by name (--tta hflip) and compare with --oof")
     ckpts = ws.fold_checkpoints(exp)
     if not ckpts:
         raise CompError(f"no fold checkpoints under {ws.exp_dir(exp)}; run `comp fold-train -e {exp}` first")
@@ -186,8 +189,8 @@ def choose_tta(cfg: Config, ws: Workspace, exp: str, *, progress: Progress = SIL
     views, index = union_views(names, trained.image.hw)
     view_probs, y, folds = oof_view_probs(ws, exp, trained, tables, models, views,
                                           device=resolve_device(trained.train.device), progress=progress)
-    metric = get_metric(trained.metric)
-    probs = {n: merge(view_probs[index[n]], cfg.tta.merge) for n in names}
+    metric = get_metric(trained.metric, tables.task)
+    probs = {n: merge(view_probs[index[n]], cfg.tta.merge, tables.task) for n in names}
     scores = {n: float(metric(y, p)) for n, p in probs.items()}
     chosen = best_of(scores, metric)
     saved = sum(len(v) for v in index.values()) - len(views)
