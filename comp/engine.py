@@ -25,21 +25,27 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from comp import distributed
-from comp.checkpoint import (BestCheckpoint, CheckpointBase, capture_rng, cpu_state, last_payload, load_best,
-                             load_checkpoint, restore_rng, save_checkpoint, seeded_rng)
+from comp.checkpoint import (BestCheckpoint, CheckpointBase, CheckpointWriter, capture_rng, cpu_state, last_payload,
+                             load_best, load_checkpoint, restore_rng, save_checkpoint, seeded_rng, snapshot)
 from comp.config import Config
 from comp.data.cache import prepare_images
 from comp.data.dataset import set_epoch
 from comp.data.tables import Tables
 from comp.errors import CompError
+from comp.losses import validation_loss
 from comp.metrics import Metric, get_metric
+from comp.tasks import Task
 from comp.progress import SILENT, Progress
 from comp.device import autocast
 from comp.loaders import eval_loader, train_loader
 from comp.parts import Parts, build_parts, epoch_seed
+from comp.recipes.targets import RowTargets
 from comp.workspace import FoldFiles, Workspace, write_csv
 
 log = logging.getLogger("comp.engine")
+
+UNUSED = -2  # fold_of of a row no fold trains or validates on (a pseudo row another fold keeps)
+TRAIN_ONLY = -1  # fold_of of a row every fold trains on and none validates on (a pseudo-labelled test row)
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "metric", "lr", "seconds"]
 
@@ -72,6 +78,8 @@ class FitState:
     bad_epochs: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     finished: bool = False
+    best_probs: np.ndarray | None = None  # not in last.pt: the best epoch's validation probabilities, when this process
+    # trained that epoch (the fold's result is then taken from memory instead of read back from best.pt)
 
 
 @dataclass(frozen=True)
@@ -94,24 +102,46 @@ def split_indices(fold_of: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarra
     folds = sorted(np.unique(fold_of).tolist())
     if fold not in folds:
         raise CompError(f"fold {fold} does not exist; the folds are {folds}")
+    if fold < 0:
+        raise CompError(f"fold {fold} does not exist; the folds are {[f for f in folds if f >= 0]}")
     val_idx = np.flatnonzero(fold_of == fold)
-    train_idx = np.flatnonzero(fold_of != fold)
+    train_idx = np.flatnonzero((fold_of != fold) & (fold_of != UNUSED))  # TRAIN_ONLY rows train, never validate
     if len(train_idx) == 0:
         raise CompError(f"fold {fold} leaves no training rows; use 2 or more folds")
     return train_idx, val_idx
 
 
 def build_loaders(cfg: Config, tables: Tables, train_idx: np.ndarray, val_idx: np.ndarray, *,
-                  ws: Workspace, seed: int, progress: Progress) -> tuple[DataLoader, DataLoader]:
+                  ws: Workspace, seed: int, progress: Progress,
+                  targets: RowTargets | None = None) -> tuple[DataLoader, DataLoader]:
     """Training loader (shuffled or sampled, drop_last) and validation loader (in val_idx order).
 
     Under DDP each rank gets its share of every epoch's draws and validates rows val_idx[rank::world].
     """
     store = prepare_images(tables.train, cfg, ws, progress=progress)
-    y = tables.train["y"].to_numpy()
+    y = np.asarray(tables.targets)
+    options = {}
+    if targets is not None:  # the loader yields row numbers; RowTargets.loss looks their targets up
+        from comp.data.dataset import class_weights
+
+        y = np.arange(len(tables.train))
+        if cfg.train.sampler is not None:
+            options["sampler_weights"] = class_weights(targets.y[train_idx], cfg.train.sampler)
+    if cfg.train.sampler is not None and tables.task.kind != "multiclass":
+        options["sampler_weights"] = task_sampler_weights(cfg, tables, train_idx)
     train = train_loader(cfg, store, train_idx, y[train_idx], seed=seed, rank=distributed.rank(),
-                         world_size=distributed.world_size())
+                         world_size=distributed.world_size(), **options)
     return train, eval_loader(cfg, store, distributed.shard(val_idx))
+
+
+def task_sampler_weights(cfg: Config, tables: Tables, train_idx: np.ndarray) -> np.ndarray:
+    """train.sampler for binary, regression (target bins) and multitask (combined label): weights per training row."""
+    from comp.data.dataset import class_weights
+
+    if tables.task.kind == "multilabel":
+        raise CompError(f"train.sampler={cfg.train.sampler!r} balances classes, and task multilabel has none per image; "
+                        "unset train.sampler (use train.pos_weight: auto or train.loss: asl for rare tags)")
+    return class_weights(tables.train["y"].to_numpy()[train_idx], cfg.train.sampler)
 
 
 # ---------------------------------------------------------------- one epoch
@@ -130,7 +160,7 @@ def optimizer_step(parts: Parts, state: FitState, clip: float | None) -> None:
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
     parts.optimizer.zero_grad(set_to_none=True)
-    parts.scheduler.step()
+    (parts.swa_scheduler or parts.scheduler).step()  # SWA with its own lr replaces the schedule from its start
     state.step += 1
     if parts.ema is not None:
         parts.ema.update(parts.model, step=state.step)
@@ -149,8 +179,13 @@ def check_finite(total: torch.Tensor, count: int, *, epoch: int, step: int, lr: 
 
 
 def train_one_epoch(parts: Parts, loader: DataLoader, state: FitState, *, grad_accum: int, clip_grad: float | None,
-                    epoch: int, progress: Progress, label: str) -> float:
-    """One pass over the training loader, stepping every `grad_accum` batches; returns the mean training loss."""
+                    epoch: int, progress: Progress, label: str, size: tuple[int, int] | None = None,
+                    targets: RowTargets | None = None) -> float:
+    """One pass over the training loader, stepping every `grad_accum` batches; returns the mean training loss.
+
+    size: train at this (h, w) (image.schedule), each batch resized from the pipeline's image.size.
+    targets: the loader yields row numbers, and the loss is RowTargets.loss (soft pseudo labels, distillation).
+    """
     model, accum, n = parts.forward_model, grad_accum, len(loader)
     sync_every = 1 if parts.device.type == "cpu" else 25  # .item() stalls a GPU pipeline: check now and then
     total, count = torch.zeros((), device=parts.device), 0
@@ -159,11 +194,13 @@ def train_one_epoch(parts: Parts, loader: DataLoader, state: FitState, *, grad_a
     for i, (images, target) in enumerate(progress.track(loader, total=n, description=label)):
         lr = parts.optimizer.param_groups[0]["lr"]  # the lr this batch trains with
         images, target = to_device(images, parts), target.to(parts.device, non_blocking=True)
+        if size is not None and tuple(images.shape[-2:]) != tuple(size):
+            images = F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
         if parts.mixup is not None:
             images, target = parts.mixup(images, target)
         with autocast(parts.device, parts.amp_dtype):
             logits = model(images)
-        loss = parts.loss(logits.float(), target)
+        loss = parts.loss(logits.float(), target) if targets is None else targets.loss(parts.loss, logits.float(), target)
         parts.scaler.scale(loss / accum).backward()
         total += loss.detach()
         count += 1
@@ -190,7 +227,8 @@ def predict_logits(model: nn.Module, loader: DataLoader, parts: Parts) -> torch.
     return torch.cat(out)
 
 
-def validate(parts: Parts, loader: DataLoader, y_val: np.ndarray, metric: Metric, *, epoch: int) -> list[Candidate]:
+def validate(parts: Parts, loader: DataLoader, y_val: np.ndarray, metric: Metric, *, epoch: int,
+             task: Task | None = None) -> list[Candidate]:
     """Validate the raw weights, and their EMA when enabled, each as a candidate for best.pt.
 
     Under DDP the loader holds this rank's rows; the logits of all ranks are gathered back by position.
@@ -199,7 +237,10 @@ def validate(parts: Parts, loader: DataLoader, y_val: np.ndarray, metric: Metric
     modules = [("raw", parts.model, raw_forward)]
     if parts.ema is not None:
         modules.append(("ema", parts.ema.module, parts.ema.module))
-    target = torch.as_tensor(y_val, dtype=torch.long)
+    if parts.swa is not None and epoch >= parts.swa_start:
+        modules.append(("swa", parts.swa.module, parts.swa.module))
+    task = task or Task("multiclass", ())
+    target = torch.as_tensor(np.asarray(y_val))
     candidates = []
     for name, module, forward in modules:
         distributed.broadcast_buffers(module)
@@ -209,8 +250,8 @@ def validate(parts: Parts, loader: DataLoader, y_val: np.ndarray, metric: Metric
                 f"the {name} model predicts NaN/inf after epoch {epoch + 1}; lower train.lr or set "
                 "train.clip_grad, then rerun with --force (last.pt keeps the last good epoch)"
             )
-        probs = torch.softmax(logits, dim=1).numpy().astype(np.float32)
-        val_loss = float(F.cross_entropy(logits, target))
+        probs = task.activate(logits).numpy().astype(np.float32)
+        val_loss = validation_loss(task, logits, target)
         candidates.append(Candidate(name, module, probs, val_loss, metric(y_val, probs)))
     return candidates
 
@@ -240,22 +281,29 @@ def checkpoint_base(cfg: Config, tables: Tables, fold: int, epoch: int) -> Check
                           n_classes=tables.n_classes, classes=[str(c) for c in tables.classes])
 
 
-def save_best(out_dir: Path, base: CheckpointBase, best: Candidate, val_ids: list[str]) -> None:
-    ckpt = BestCheckpoint(base, cpu_state(best.module), best.score, best.val_loss, best.weights, val_ids,
+def save_best(out_dir: Path, base: CheckpointBase, best: Candidate, val_ids: list[str],
+              writer: CheckpointWriter | None = None) -> None:
+    """best.pt now, or queued on `writer` (the payload is already a copy: cloned weights, this epoch's probabilities)."""
+    ckpt = BestCheckpoint(base, cpu_state(best.module), best.score, best.val_loss, best.weights, list(val_ids),
                           torch.from_numpy(best.probs))
-    save_checkpoint(FoldFiles(out_dir).best, ckpt.as_dict())
+    (writer.submit if writer is not None else save_checkpoint)(FoldFiles(out_dir).best, ckpt.as_dict())
 
 
-def save_last(out_dir: Path, base: CheckpointBase, parts: Parts, state: FitState) -> None:
-    """Everything needed to continue exactly where this epoch ended."""
-    save_checkpoint(FoldFiles(out_dir).last, last_payload(
+def save_last(out_dir: Path, base: CheckpointBase, parts: Parts, state: FitState,
+              writer: CheckpointWriter | None = None) -> None:
+    """Everything needed to continue exactly where this epoch ended; queued on `writer` as a snapshot when given."""
+    own = snapshot if writer is not None else (lambda value: value)  # live optimizer/scheduler state keeps moving
+    payload = last_payload(
         base, model=cpu_state(parts.model), score=state.best_score, val_loss=state.best_val_loss,
-        weights="raw", optimizer=parts.optimizer.state_dict(), scheduler=parts.scheduler.state_dict(),
-        scaler=parts.scaler.state_dict(), ema=cpu_state(parts.ema.module) if parts.ema is not None else None,
+        weights="raw", optimizer=own(parts.optimizer.state_dict()), scheduler=own(parts.scheduler.state_dict()),
+        scaler=own(parts.scaler.state_dict()), ema=cpu_state(parts.ema.module) if parts.ema is not None else None,
+        swa=cpu_state(parts.swa) if parts.swa is not None else None,
+        swa_scheduler=own(parts.swa_scheduler.state_dict()) if parts.swa_scheduler is not None else None,
         rng=capture_rng(), best={"score": state.best_score, "val_loss": state.best_val_loss, "epoch": state.best_epoch},
         epochs_without_improvement=state.bad_epochs, step=state.step, next_epoch=state.epoch,
-        history=state.history, finished=state.finished,
-    ))
+        history=own(state.history), finished=state.finished,
+    )
+    (writer.submit if writer is not None else save_checkpoint)(FoldFiles(out_dir).last, payload)
 
 
 def matching_last(out_dir: Path, cfg: Config, fold: int, *, mmap: bool = False) -> dict[str, Any] | None:
@@ -278,6 +326,11 @@ def resume(parts: Parts, state: FitState, ckpt: dict[str, Any]) -> None:
     parts.scaler.load_state_dict(ckpt["scaler"])
     if parts.ema is not None and ckpt["ema"] is not None:
         parts.ema.module.load_state_dict(ckpt["ema"])
+    if parts.swa is not None and ckpt.get("swa") is not None:
+        parts.swa.load_state_dict(ckpt["swa"])
+    if ckpt.get("swa_scheduler") is not None:
+        start_swa_lr(parts)
+        parts.swa_scheduler.load_state_dict(ckpt["swa_scheduler"])
     best = ckpt["best"]
     state.best_score, state.best_val_loss, state.best_epoch = best["score"], best["val_loss"], best["epoch"]
     state.bad_epochs, state.step, state.epoch = ckpt["epochs_without_improvement"], ckpt["step"], ckpt["next_epoch"]
@@ -309,7 +362,8 @@ def finished_result(out_dir: Path, cfg: Config, fold: int) -> FoldResult | None:
 
 def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_dir: Path, *,
              ws: Workspace, progress: Progress = SILENT,
-             on_epoch: Callable[[int, dict], None] | None = None, resumable: bool = True) -> FoldResult:
+             on_epoch: Callable[[int, dict], None] | None = None, resumable: bool = True,
+             targets: RowTargets | None = None) -> FoldResult:
     """Train on fold_of != fold, validate on fold_of == fold; write out_dir/{best.pt,last.pt,history.csv}.
 
     Resumes from last.pt when it matches cfg.train_hash(); returns at once when the fold finished.
@@ -324,6 +378,8 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
             optuna.TrialPruned) propagates.
         resumable: False writes last.pt only when the fold finishes (a tuning trial is never resumed, and
             per-epoch checkpoints would be time spent outside training).
+        targets: per-row targets of tables.train (soft pseudo labels, a teacher's probabilities); see
+            comp.recipes.targets. Rows with fold_of -1 train in every fold and are never validated on.
     """
     out_dir = Path(out_dir)
     done = finished_result(out_dir, cfg, fold)
@@ -333,9 +389,17 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
     train_idx, val_idx = split_indices(fold_of, fold)
     seed = cfg.train.seed + fold
     with seeded_rng(seed):
-        loaders = build_loaders(cfg, tables, train_idx, val_idx, ws=ws, seed=seed, progress=progress)
-        counts = np.bincount(tables.train["y"].to_numpy()[train_idx], minlength=tables.n_classes)
-        parts = build_parts(cfg, counts, len(loaders[0]), seed=seed)
+        if targets is not None and parts_mix(cfg):
+            raise CompError("augment.mixup_alpha/cutmix_alpha cannot be combined with soft pseudo labels or "
+                            "train.distill (each row's own target is looked up); set them to 0")
+        loaders = build_loaders(cfg, tables, train_idx, val_idx, ws=ws, seed=seed, progress=progress, targets=targets)
+        task = tables.task.for_config(cfg)
+        if task.kind == "multiclass":
+            counts = np.bincount(np.asarray(tables.targets)[train_idx], minlength=tables.n_classes)
+            parts = build_parts(cfg, counts, len(loaders[0]), seed=seed)
+        else:
+            parts = build_parts(cfg, np.ones(task.n_outputs), len(loaders[0]), seed=seed, task=task,
+                                targets=np.asarray(tables.targets)[train_idx])
         state = FitState()
         ckpt = matching_last(out_dir, cfg, fold)
         if ckpt is not None and ckpt["finished"]:  # finished, but best.pt is missing or unreadable
@@ -344,7 +408,7 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
             resume(parts, state, ckpt)
             log.info("fold %d: resuming from epoch %d", fold, state.epoch + 1)
         run_epochs(cfg, tables, fold, out_dir, parts, state, loaders, val_idx,
-                   progress=progress, on_epoch=on_epoch, resumable=resumable)
+                   progress=progress, on_epoch=on_epoch, resumable=resumable, targets=targets)
     distributed.barrier()  # rank 0 has written best.pt and last.pt
     result = finished_result(out_dir, cfg, fold)
     if result is None:
@@ -354,11 +418,13 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
 
 def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Parts, state: FitState,
                loaders: tuple[DataLoader, DataLoader], val_idx: np.ndarray, *, progress: Progress,
-               on_epoch: Callable[[int, dict], None] | None, resumable: bool = True) -> None:
+               on_epoch: Callable[[int, dict], None] | None, resumable: bool = True,
+               targets: RowTargets | None = None) -> None:
     """The epoch loop: train, validate, keep the best, write history and last.pt, stop early."""
-    metric, epochs = get_metric(cfg.metric), cfg.train.epochs
+    task = tables.task.for_config(cfg)
+    metric, epochs = get_metric(cfg.metric, task), cfg.train.epochs
     train_loader, val_loader = loaders
-    y_val = tables.train["y"].to_numpy()[val_idx]
+    y_val = np.asarray(tables.targets)[val_idx]
     val_ids = tables.train["id"].astype(str).to_numpy()[val_idx].tolist()
     patience = cfg.train.early_stopping
     for epoch in progress.track(range(state.epoch, epochs), total=epochs - state.epoch, description=f"fold {fold}"):
@@ -366,11 +432,18 @@ def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Par
         set_epoch(train_loader, epoch)
         if parts.mixup is not None:  # per-epoch seed: a resumed fit draws what an uninterrupted one would
             parts.mixup.reseed(epoch_seed(cfg.train.seed + fold, epoch))
+        if parts.swa is not None and epoch >= parts.swa_start and cfg.train.swa.lr is not None \
+                and parts.swa_scheduler is None:
+            start_swa_lr(parts)
         lr = parts.optimizer.param_groups[0]["lr"]
         label = f"fold {fold} epoch {epoch + 1}/{epochs}"
+        size = cfg.image.size_at(epoch) if cfg.image.schedule else None
         train_loss = train_one_epoch(parts, train_loader, state, grad_accum=cfg.train.grad_accum,
-                                     clip_grad=cfg.train.clip_grad, epoch=epoch, progress=progress, label=label)
-        candidates = validate(parts, val_loader, y_val, metric, epoch=epoch)
+                                     clip_grad=cfg.train.clip_grad, epoch=epoch, progress=progress, label=label,
+                                     size=size, targets=targets)
+        if parts.swa is not None and epoch >= parts.swa_start:
+            update_swa(parts, train_loader, epoch)
+        candidates = validate(parts, val_loader, y_val, metric, epoch=epoch, task=task)
         best = pick(candidates, metric)
         base = checkpoint_base(cfg, tables, fold, epoch)
         improved = is_better(best.score, best.val_loss, state, metric)
@@ -395,6 +468,28 @@ def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Par
             break
 
 
+def parts_mix(cfg: Config) -> bool:
+    return cfg.augment.mixup_alpha > 0 or cfg.augment.cutmix_alpha > 0
+
+
+def start_swa_lr(parts: Parts) -> None:
+    """From SWA's start on, a constant train.swa.lr (torch's SWALR, no annealing) replaces the schedule."""
+    from torch.optim.swa_utils import SWALR
+
+    parts.swa_scheduler = SWALR(parts.optimizer, swa_lr=parts.swa_lr, anneal_epochs=0)
+
+
+@torch.no_grad()
+def update_swa(parts: Parts, train_loader: DataLoader, epoch: int) -> None:
+    """Average this epoch's weights into the SWA model, then recompute its BatchNorm statistics over the training
+    loader (averaged weights need their own; torch's update_bn), so the SWA candidate validates as it would predict."""
+    from torch.optim.swa_utils import update_bn
+
+    parts.swa.update_parameters(parts.model)
+    set_epoch(train_loader, epoch)  # the epoch's own draws again: nothing else's RNG is advanced
+    update_bn(((to_device(images, parts), None) for images, _ in train_loader), parts.swa, device=parts.device)
+
+
 def history_row(epoch: int, train_loss: float, candidates: list[Candidate], lr: float, seconds: float) -> dict[str, float]:
     raw = candidates[0]
     row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": raw.val_loss, "metric": raw.score,
@@ -406,6 +501,7 @@ def history_row(epoch: int, train_loss: float, candidates: list[Candidate], lr: 
 
 def epoch_line(fold: int, epoch: int, epochs: int, row: dict[str, float], metric: str, improved: bool) -> str:
     ema = f"  ema {metric} {row['ema_metric']:.4f}" if "ema_metric" in row else ""
+    ema += f"  swa {metric} {row['swa_metric']:.4f}" if "swa_metric" in row else ""
     return (f"fold {fold} epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f}  "
             f"val loss {row['val_loss']:.4f}  {metric} {row['metric']:.4f}{ema}  "
             f"lr {row['lr']:.3g}  {row['seconds']:.1f}s{'  (new best)' if improved else ''}")

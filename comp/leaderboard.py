@@ -47,7 +47,7 @@ def experiment_rows(ws: Workspace) -> pd.DataFrame:
         cfg = _read(cfg_path, lambda p: yaml.safe_load(p.read_text())) or {}
         scores = _read(ws.scores_json(exp), read_json) or {}
         k = (cfg.get("folds") or {}).get("k", "?")
-        done = len(ws.fold_checkpoints(exp))
+        done = len({str(key).split("-seed")[0] for key in ws.model_checkpoints(exp)})  # folds with a model (any seed)
         rows.append({
             "experiment": exp,
             "model": (cfg.get("model") or {}).get("name", "?"),

@@ -18,7 +18,8 @@ from comp import distributed
 from comp.config import Config, TrainConfig
 from comp.data.augment import SeededMixup, build_mixup
 from comp.device import resolve_amp, resolve_device
-from comp.losses import build_loss
+from comp.errors import CompError
+from comp.losses import build_loss, build_task_loss
 from comp.models import build_model
 
 ONECYCLE_START = 1 / 25  # one-cycle starts at lr/25 (as torch's OneCycleLR) ...
@@ -88,6 +89,24 @@ class Parts:
     amp_dtype: torch.dtype | None
     channels_last: bool
     eval_model: nn.Module | None = None  # validation forward when forward_model is DDP-wrapped (no collectives)
+    swa: nn.Module | None = None  # torch.optim.swa_utils.AveragedModel of `model` when train.swa is set
+    swa_start: int = 0  # first 0-based epoch averaged into `swa` (and validated as a candidate)
+    swa_lr: float | None = None  # train.swa.lr: a constant lr from swa_start on, via swa_scheduler (SWALR)
+    swa_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None  # made by the engine when SWA starts
+
+
+def swa_start_epoch(t: TrainConfig) -> int:
+    """The first averaged epoch: train.swa.start of the epochs (0.75 of 8 -> epoch 6, the 7th), at most the last."""
+    return min(t.epochs - 1, int(math.floor(t.swa.start * t.epochs))) if t.swa is not None else 0
+
+
+def build_swa(model: nn.Module, t: TrainConfig) -> nn.Module | None:
+    """An AveragedModel (equal weights per averaged epoch) of the model, when train.swa is set."""
+    if t.swa is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel
+
+    return AveragedModel(model)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -95,13 +114,23 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, *, seed: int) -> Parts:
-    """Model (random init from the current torch RNG), loss, optimizer, schedule, scaler, EMA, mixup."""
+def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, *, seed: int,
+                task=None, targets: np.ndarray | None = None) -> Parts:  # noqa: ANN001 - task: comp.tasks.Task
+    """Model (random init from the current torch RNG), loss, optimizer, schedule, scaler, EMA, mixup.
+
+    A multiclass fit passes the training rows' class counts; another task kind passes its task (the model gets
+    task.n_outputs outputs) and the training rows' targets (for train.pos_weight: auto).
+    """
+    kind = "multiclass" if task is None else task.kind
+    if kind != "multiclass" and (cfg.augment.mixup_alpha > 0 or cfg.augment.cutmix_alpha > 0):
+        raise CompError(f"MixUp/CutMix mixes class labels; task {kind!r} does not support it here: set "
+                        "augment.mixup_alpha and augment.cutmix_alpha to 0")
+    n_outputs = len(class_counts) if task is None else task.n_outputs
     t = cfg.train
     device = distributed.place(resolve_device(t.device))
     amp_dtype = resolve_amp(t.amp, device)
     channels_last = t.channels_last and device.type == "cuda"
-    model = distributed.prepare_model(build_model(cfg.model, len(class_counts)), device, sync_bn=t.sync_bn).to(device)
+    model = distributed.prepare_model(build_model(cfg.model, n_outputs), device, sync_bn=t.sync_bn).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     mixup = build_mixup(cfg, len(class_counts), seed=epoch_seed(seed, 0))
@@ -112,7 +141,8 @@ def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, *, 
     return Parts(
         model=model,
         forward_model=distributed.wrap(forward, device),
-        loss=build_loss(cfg, class_counts, mixup=mixup is not None).to(device),
+        loss=(build_loss(cfg, class_counts, mixup=mixup is not None) if kind == "multiclass"
+              else build_task_loss(cfg, task, targets if targets is not None else np.zeros((0, n_outputs)))).to(device),
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, t, n_steps),
         scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
@@ -122,4 +152,7 @@ def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, *, 
         amp_dtype=amp_dtype,
         channels_last=channels_last,
         eval_model=forward if distributed.active() else None,
+        swa=build_swa(model, t),
+        swa_start=swa_start_epoch(t),
+        swa_lr=t.swa.lr if t.swa is not None else None,
     )

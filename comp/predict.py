@@ -27,8 +27,10 @@ from comp.locks import short_lock
 from comp.predictions import (checkpoint_stamps, commit_predictions, oof_source_for, prediction_record, prob_columns,
                               probs_frame, stale_reason)
 from comp.errors import CompError, did_you_mean
+from comp.tasks import Task
 from comp.device import autocast, resolve_amp, resolve_device
 from comp.progress import SILENT, Progress
+from comp.recipes.seeds import checkpoint_hashes, split_key
 from comp.workspace import Workspace
 
 log = logging.getLogger("comp.predict")
@@ -82,14 +84,22 @@ def predict_tta_models(
     amp: str = "auto",
     progress: Progress = SILENT,
     views_out: dict[Any, list[np.ndarray]] | None = None,
+    task: Task | None = None,
 ) -> dict[Any, np.ndarray]:
     """predict_tta for several models in one pass: each batch is read, copied and augmented once for all of them.
+
+    task: how logits become the table's values (comp/tasks.py; default multiclass softmax); views are merged
+    by mean (any task) or geometric mean (multiclass only).
 
     views_out, when given, receives each model's probabilities of every single view ((N, C) per view, in
     the order of `view_names`): what each view alone would score.
     """
     if merge not in ("mean", "gmean"):
         raise CompError(f"unknown TTA merge {merge!r}; use mean or gmean")
+    task = task or Task("multiclass", ())
+    if merge == "gmean" and task.kind != "multiclass":
+        raise CompError(f"tta.merge gmean renormalises softmax probabilities; task {task.kind!r} merges views by "
+                        "mean: set tta.merge: mean")
     device = torch.device(device)
     amp_dtype = resolve_amp(amp, device)  # the precision training and validation used
     for model in models.values():
@@ -100,15 +110,15 @@ def predict_tta_models(
         images = images.to(device, non_blocking=True)
         views = views or list(build_tta(tta, size=tuple(images.shape[-2:])))
         merged = _merge_views_models(list(models.values()), images, views, merge=merge, device=device,
-                                     amp_dtype=amp_dtype, per_view=per_view)
+                                     amp_dtype=amp_dtype, per_view=per_view, activate=task.activate)
         for key, probs in zip(models, merged):
             out[key].append(probs.cpu())
     if not all(out.values()):
         raise CompError("nothing to predict: the loader yielded no batches")
     if views_out is not None:
         for key, batches in zip(models, per_view):  # batches: per batch, one (B, C) tensor per view
-            views_out[key] = [_normalised(torch.cat(list(view))) for view in zip(*batches)]
-    return {key: _normalised(torch.cat(parts)) for key, parts in out.items()}
+            views_out[key] = [task.normalise(torch.cat(list(view)).double().numpy()) for view in zip(*batches)]
+    return {key: task.normalise(torch.cat(parts).double().numpy()) for key, parts in out.items()}
 
 
 def view_names(tta: str, *, size: tuple[int, int] = (32, 32)) -> list[str]:
@@ -121,14 +131,10 @@ def view_names(tta: str, *, size: tuple[int, int] = (32, 32)) -> list[str]:
     return names
 
 
-def _normalised(probs: torch.Tensor) -> np.ndarray:
-    probs = probs.double().numpy()
-    return probs / probs.sum(axis=1, keepdims=True)
-
-
 def _merge_views_models(models: list[nn.Module], images: torch.Tensor, views: list, *, merge: str,
                         device: torch.device, amp_dtype: torch.dtype | None,
-                        per_view: list[list[list[torch.Tensor]]] | None = None) -> list[torch.Tensor]:
+                        per_view: list[list[list[torch.Tensor]]] | None = None,
+                        activate: Any = None) -> list[torch.Tensor]:
     """Each model's merged probabilities for one batch; every view is made once and fed to all models.
 
     per_view, when given, gets per model one more batch entry: that batch's probabilities of each view.
@@ -142,7 +148,8 @@ def _merge_views_models(models: list[nn.Module], images: torch.Tensor, views: li
         for m, model in enumerate(models):
             with autocast(device, amp_dtype):
                 logits = model(viewed)
-            probs = torch.softmax(logits.float(), dim=1)  # (B, C), in float32 whatever the autocast dtype
+            logits = logits.float()  # (B, C), in float32 whatever the autocast dtype
+            probs = torch.softmax(logits, dim=1) if activate is None else activate(logits)
             if per_view is not None:
                 per_view[m][-1].append(probs.cpu())
             term = probs if merge == "mean" else torch.log(probs.clamp_min(1e-7))
@@ -200,19 +207,21 @@ def predict_experiment(
     from comp.data.tables import load_tables  # the data stack is only needed when predicting
 
     trained, train_hash = training_config(ws, exp, cfg, tta_name=tta)
-    ckpts = ws.fold_checkpoints(exp)
+    ckpts = ws.model_checkpoints(exp)  # one per fold, or one per (fold, seed) with train.seeds
     if not ckpts:
         raise CompError(f"no fold checkpoints under {ws.exp_dir(exp)}; run `comp fold-train -e {exp}` first")
     tables = load_tables(trained, ws, check_images=False, progress=progress)  # the image cache names bad files
     if tables.test is None:
         raise CompError("data.test_csv is not set in comp.yaml; there is nothing to predict")
-    if len(ckpts) < trained.folds.k:
-        log.warning("%s: only folds %s of %d have checkpoints; predicting with those", exp, sorted(ckpts), trained.folds.k)
+    have = sorted({split_key(key)[0] for key in ckpts})
+    if len(have) < trained.folds.k:
+        log.warning("%s: only folds %s of %d have checkpoints; predicting with those", exp, have, trained.folds.k)
     stamps = checkpoint_stamps(ckpts)
-    models = {fold: load_fold_model(path, trained, tables.classes, train_hash=train_hash) for fold, path in ckpts.items()}
+    hashes = checkpoint_hashes(ws, exp, list(ckpts), train_hash)  # a seed's run carries its seed's config hash
+    models = {key: load_fold_model(path, trained, tables.classes, train_hash=hashes[key]) for key, path in ckpts.items()}
     device = resolve_device(trained.train.device)
     out, views = predict_tables(ws, exp, trained, tables, models, device=device, oof=oof, progress=progress)
-    summary = {"tta": trained.tta.transforms, "merge": trained.tta.merge, "folds": sorted(ckpts),
+    summary = {"tta": trained.tta.transforms, "merge": trained.tta.merge, "folds": list(ckpts),
                "train_hash": train_hash, "checkpoints": stamps, "test_rows": len(tables.test),
                "oof_tta": ws.oof_tta_csv(exp).name if oof else None, "oof_view_scores": views or None}
     with short_lock(ws.exp_lock(exp), f"writing the predictions of {exp}"):
@@ -227,8 +236,9 @@ def predict_tables(ws: Workspace, exp: str, cfg: Config, tables: Any, models: di
     loader = _loader(tables.test, np.arange(len(tables.test)), cfg, ws, progress)
     out, per_fold = {}, []
     all_probs = predict_tta_models(models, loader, tta=cfg.tta.transforms, merge=cfg.tta.merge, device=device,
-                                   amp=cfg.train.amp, progress=progress)  # one pass over the test images
-    for fold, probs in all_probs.items():
+                                   amp=cfg.train.amp, progress=progress,  # one pass over the test images
+                                   task=tables.task.for_config(cfg))
+    for fold, probs in seed_means(all_probs).items():  # fold{i}/test.csv: the mean of the fold's seeds
         out[ws.test_probs_csv(exp, fold)] = probs_frame(test_ids, probs, tables.classes)
         per_fold.append(probs)
     out[ws.test_probs_csv(exp)] = probs_frame(test_ids, np.mean(per_fold, axis=0), tables.classes)
@@ -238,14 +248,23 @@ def predict_tables(ws: Workspace, exp: str, cfg: Config, tables: Any, models: di
     return out, views
 
 
+def seed_means(probs: dict[Any, np.ndarray]) -> dict[int, np.ndarray]:
+    """{fold: probabilities} from {checkpoint key: probabilities}: a fold's seeds averaged (one seed: itself)."""
+    folds: dict[int, list[np.ndarray]] = {}
+    for key, p in probs.items():
+        folds.setdefault(split_key(key)[0], []).append(p)
+    return {fold: np.mean(ps, axis=0) for fold, ps in sorted(folds.items())}
+
+
 def load_fold_model(path: Path, cfg: Config, classes: tuple, *, train_hash: str) -> nn.Module:
     """A fold's best weights in a freshly built model; refuses checkpoints of another config or class set."""
     from comp.models import build_model
 
-    fold, exp = path.parent.name.removeprefix("fold"), path.parent.parent.name
+    fold_dir = path.parent if path.parent.name.startswith("fold") else path.parent.parent  # fold{i}/[seed{s}/]best.pt
+    fold, exp = fold_dir.name.removeprefix("fold"), fold_dir.parent.name
     ckpt = read_best(path, retrain=f"comp fold-train -e {exp} --fold {fold}")
     if ckpt.base.train_hash != train_hash:
-        raise CompError(f"{path} was trained with config {ckpt.base.train_hash} but {path.parent.parent / 'config.yaml'} "
+        raise CompError(f"{path} was trained with config {ckpt.base.train_hash} but {fold_dir.parent / 'config.yaml'} "
                         f"records {train_hash}; rerun `comp fold-train` (--force) so checkpoints and config agree")
     names = [str(c) for c in classes]
     if list(ckpt.base.classes) != names:
@@ -253,7 +272,7 @@ def load_fold_model(path: Path, cfg: Config, classes: tuple, *, train_hash: str)
         extra, missing = sorted(set(have) - set(names)), sorted(set(names) - set(have))
         differ = f"extra classes {extra[:5]}, missing classes {missing[:5]}" if extra or missing else "in another order"
         raise CompError(f"{path} predicts other classes than train.csv ({differ}); the data changed since training: "
-                        f"retrain with `comp fold-train -e {path.parent.parent.name} --force`")
+                        f"retrain with `comp fold-train -e {exp} --force`")
     model_cfg = cfg.model.model_copy(update={"pretrained": False, "pretrained_path": None})  # weights come from ckpt
     model = build_model(model_cfg, len(names))
     model.load_state_dict(ckpt.model)
@@ -278,25 +297,28 @@ def predict_oof(ws: Workspace, exp: str, cfg: Config, tables: Any, models: dict[
     out[cols] = np.nan
     names = view_names(cfg.tta.transforms, size=cfg.image.hw)
     views = np.full((len(names), len(out), len(cols)), np.nan)
-    for fold, model in models.items():
+    for fold in sorted({split_key(key)[0] for key in models}):
+        group = {key: model for key, model in models.items() if split_key(key)[0] == fold}  # the fold's seeds
         mask = (plain["fold"] == fold).to_numpy()
         if mask.any():
             loader = _loader(tables.train, row_of.loc[plain["id"][mask]].to_numpy(), cfg, ws, progress)
             per_view: dict[Any, list[np.ndarray]] = {}
-            out.loc[mask, cols] = predict_tta_models({fold: model}, loader, tta=cfg.tta.transforms, merge=cfg.tta.merge,
-                                                     device=device, amp=cfg.train.amp, progress=progress,
-                                                     views_out=per_view)[fold]
-            views[:, mask] = np.stack(per_view[fold])
+            probs = predict_tta_models(group, loader, tta=cfg.tta.transforms, merge=cfg.tta.merge,
+                                       device=device, amp=cfg.train.amp, progress=progress,
+                                       views_out=per_view, task=tables.task.for_config(cfg))
+            out.loc[mask, cols] = np.mean(list(probs.values()), axis=0)
+            views[:, mask] = np.mean([np.stack(per_view[key]) for key in group], axis=0)
     done = out[cols].notna().all(axis=1).to_numpy()
-    return out[done].reset_index(drop=True), view_scores(names, views[:, done], out["label"][done], tables, cfg)
+    return out[done].reset_index(drop=True), view_scores(names, views[:, done], out["id"][done], tables, cfg)
 
 
-def view_scores(names: list[str], views: np.ndarray, labels: pd.Series, tables: Any, cfg: Config) -> dict[str, float]:
+def view_scores(names: list[str], views: np.ndarray, ids: pd.Series, tables: Any, cfg: Config) -> dict[str, float]:
     """The competition metric of each single TTA view's OOF probabilities ((V, N, C) -> {view name: score})."""
     from comp.metrics import get_metric
 
-    metric, code = get_metric(cfg.metric), {str(c): i for i, c in enumerate(tables.classes)}
-    y = labels.astype(str).map(code).to_numpy(dtype=np.int64)
+    metric = get_metric(cfg.metric, tables.task)
+    row_of = {i: r for r, i in enumerate(tables.train["id"].astype(str))}
+    y = np.asarray(tables.targets)[[row_of[str(i)] for i in ids]]
     return {name: float(metric(y, probs)) for name, probs in zip(names, views)}
 
 
@@ -343,7 +365,7 @@ def prepare_members(ws: Workspace, members: Sequence[str], *, tta: str | None = 
         chosen, why = choose_tta(record, tta, cfg)
         need_oof = oof_source_for(chosen.transforms, oof_source, exp) == "tta"
         reason = stale_reason(record, tta=chosen.transforms, merge=chosen.merge, oof=need_oof,
-                              ckpts=ws.fold_checkpoints(exp))
+                              ckpts=ws.model_checkpoints(exp))
         if reason is None:
             done[exp] = f"TTA {chosen.transforms} ({why}): predictions on disk are current"
             continue

@@ -31,13 +31,16 @@ from comp.foldlog import fold_log
 from comp.folds import FoldsFile, ensure_folds, parse_fold_selection
 from comp.metrics import get_metric
 from comp.progress import SILENT, Progress
+from comp.recipes.plan import fold_inputs, recipe_scores
+from comp.recipes.seeds import fold_runs, mean_result
 from comp.report_sections import environment, error_analysis_html
 from comp.report import add_section, img_html, plt, report_image, save_figure, table_html
 from comp.workspace import Workspace, write_csv, write_json
 
 log = logging.getLogger("comp.train")
 
-KEEP_ON_FORCE = ("tune.journal", "tune", ".lock")  # the tuning study is not a fold-train output; .lock may be held
+# the tuning study and the pseudo table (`comp pseudo`) are not fold-train outputs; .lock may be held
+KEEP_ON_FORCE = ("tune.journal", "tune", ".lock", "pseudo.csv", "pseudo.json")
 
 
 def check_experiment(cfg: Config, ws: Workspace, exp: str, folds_file: dict) -> None:
@@ -104,8 +107,10 @@ def fold_train(cfg: Config, ws: Workspace, exp: str, *, folds: str | Sequence[in
         try:
             with fold_lock_if_main(ws.fold_dir(exp, fold)), \
                     fold_log(ws.fold_files(exp, fold).log, progress, enabled=fold_logs and aggregate and distributed.is_main()) as shown:
-                fit_fold(cfg, tables, fold_of, fold, ws.fold_dir(exp, fold), ws=ws, progress=shown,
-                         on_epoch=None if on_epoch is None else functools.partial(on_epoch, fold))
+                fold_tables, fold_rows, targets = fold_inputs(cfg, ws, exp, tables, fold_of, fold, progress=shown)
+                for run_cfg, out_dir, _ in fold_runs(cfg, ws, exp, fold):  # one run, or one per train.seeds entry
+                    fit_fold(run_cfg, fold_tables, fold_rows, fold, out_dir, ws=ws, progress=shown, targets=targets,
+                             on_epoch=None if on_epoch is None else functools.partial(on_epoch, fold))
         except FoldLocked as exc:
             if folds is None or distributed.active():
                 raise
@@ -161,14 +166,34 @@ def folds_file_record(ws: Workspace, folds: FoldsFile) -> dict:
             "stratify": folds.record["stratify"]}
 
 
-def finished_results(cfg: Config, ws: Workspace, exp: str) -> dict[int, FoldResult]:
-    """The result of every fold of the experiment that finished with this config."""
-    results = {}
+def finished_results(cfg: Config, ws: Workspace, exp: str, tables: Tables | None = None) -> dict[int, FoldResult]:
+    """The result of every fold of the experiment that finished with this config (with train.seeds: every fold with
+    a finished seed, its seeds' probabilities averaged and scored on `tables`)."""
+    return {f: r for f, r in seed_results(cfg, ws, exp, tables)[0].items()}
+
+
+def seed_results(cfg: Config, ws: Workspace, exp: str, tables: Tables | None = None
+                 ) -> tuple[dict[int, FoldResult], dict[int, dict[int, FoldResult]]]:
+    """({fold: result}, {seed: {fold: that seed's result}}); the second is empty without train.seeds."""
+    results, per_seed = {}, {}
     for fold in range(cfg.folds.k):
-        done = finished_result(ws.fold_dir(exp, fold), cfg, fold)
-        if done is not None:
-            results[fold] = done
-    return results
+        runs = {}
+        for run_cfg, out_dir, seed in fold_runs(cfg, ws, exp, fold):
+            done = finished_result(out_dir, run_cfg, fold)
+            if done is not None:
+                runs[seed] = done
+        if not runs:
+            continue
+        if None in runs:
+            results[fold] = runs[None]
+            continue
+        for seed, res in runs.items():
+            per_seed.setdefault(seed, {})[fold] = res
+        if tables is None:
+            raise CompError("seed-averaged fold results need the training table")
+        metric = get_metric(cfg.metric, tables.task)
+        results[fold] = mean_result(fold, runs, lambda ids, probs: metric(oof_targets(tables, ids), probs))
+    return results, per_seed
 
 
 def aggregate_folds(cfg: Config, ws: Workspace, exp: str, tables: Tables, fold_of: np.ndarray) -> dict:
@@ -178,10 +203,11 @@ def aggregate_folds(cfg: Config, ws: Workspace, exp: str, tables: Tables, fold_o
 
 
 def _aggregate(cfg: Config, ws: Workspace, exp: str, tables: Tables, fold_of: np.ndarray) -> dict:
-    results = finished_results(cfg, ws, exp)
+    results, per_seed = seed_results(cfg, ws, exp, tables)
     oof = oof_frame(tables, fold_of, results)
     write_csv(ws.oof_csv(exp), oof)
     scores = {**summarise(cfg, tables, oof, results), **lr_chosen(ws, exp, cfg)}
+    scores.update(recipe_scores(cfg, ws, exp, tables, fold_of, per_seed, scores))
     write_json(ws.scores_json(exp), scores)
     write_report(ws, exp, tables, oof, results, scores)
     return scores
@@ -207,12 +233,11 @@ def oof_frame(tables: Tables, fold_of: np.ndarray, results: dict[int, FoldResult
 
 def summarise(cfg: Config, tables: Tables, oof: pd.DataFrame, results: dict[int, FoldResult]) -> dict:
     """scores.json: the metric per fold, their mean and std, and the OOF score over the rows that exist."""
-    metric = get_metric(cfg.metric)
-    y_of = dict(zip(tables.train["id"].astype(str), tables.train["y"]))
+    metric = get_metric(cfg.metric, tables.task)
     fold_scores = {int(f): float(r.score) for f, r in sorted(results.items())}
     values = np.array(list(fold_scores.values()), dtype=np.float64)
     prob_cols = [f"p_{c}" for c in tables.classes]
-    y = np.array([y_of[i] for i in oof["id"]], dtype=np.int64)
+    y = oof_targets(tables, oof["id"])
     oof_score = metric(y, oof[prob_cols].to_numpy()) if len(oof) else None
     missing = [f for f in range(cfg.folds.k) if f not in results]
     return {
@@ -235,6 +260,12 @@ def summarise(cfg: Config, tables: Tables, oof: pd.DataFrame, results: dict[int,
     }
 
 
+def oof_targets(tables: Tables, ids: Sequence[str]) -> np.ndarray:
+    """The training targets of the rows `ids` (train.csv ids), in that order."""
+    row_of = {i: r for r, i in enumerate(tables.train["id"].astype(str))}
+    return np.asarray(tables.targets)[[row_of[str(i)] for i in ids]]
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -242,15 +273,23 @@ def write_report(ws: Workspace, exp: str, tables: Tables, oof: pd.DataFrame,
                  results: dict[int, FoldResult], scores: dict) -> None:
     """The fold-train section of experiments/<exp>/report.html: scores, learning curves, OOF diagnostics."""
     parts = [scores_html(scores)]
-    if len(oof):  # the first thing to look at after CV: which images the models get most wrong
+    multiclass = tables.task.kind == "multiclass"
+    if len(oof) and multiclass:  # the first thing to look at after CV: which images the models get most wrong
         parts.append(error_analysis_html(ws, exp, tables.train, oof, tables.classes))
     if results:
         path, src = report_image(ws, exp, "train-curves.png")
         save_figure(curves_figure(results, scores["metric"]), path)
         parts.append(img_html(src, "learning curves per fold"))
-    if len(oof):
-        y_of = dict(zip(tables.train["id"].astype(str), tables.train["y"]))
-        y = np.array([y_of[i] for i in oof["id"]], dtype=np.int64)
+    if len(oof) and not multiclass:
+        from comp.task_report import task_figures
+
+        for name, fig, alt in task_figures(tables.task, oof_targets(tables, oof["id"]),
+                                           oof[[f"p_{c}" for c in tables.classes]].to_numpy(), prefix="train"):
+            path, src = report_image(ws, exp, name)
+            save_figure(fig, path)
+            parts.append(img_html(src, alt))
+    elif len(oof):
+        y = oof_targets(tables, oof["id"]).astype(np.int64)
         pred = oof[[f"p_{c}" for c in tables.classes]].to_numpy().argmax(axis=1)
         names = [str(c) for c in tables.classes]
         for name, fig, alt in (("train-confusion.png", confusion_figure(y, pred, names), "OOF confusion matrix"),
@@ -283,6 +322,8 @@ def curves_figure(results: dict[int, FoldResult], metric: str) -> plt.Figure:
         axes[1].plot(epoch, h["metric"], "-o", color=colour, ms=3, label=f"fold {fold}")
         if "ema_metric" in h:
             axes[1].plot(epoch, h["ema_metric"], ":", color=colour, label=f"fold {fold} EMA")
+        if "swa_metric" in h:
+            axes[1].plot(epoch, h["swa_metric"], "-.", color=colour, label=f"fold {fold} SWA")
         axes[1].axvline(res.best_epoch + 1, color=colour, lw=0.6, alpha=0.5)
         axes[2].plot(epoch, h["lr"], "-" + mark, color=colour, label=f"fold {fold}")
     for ax, title in zip(axes, ("loss", f"validation {metric}", "learning rate (epoch start)")):

@@ -235,8 +235,46 @@ class Workspace:
         return dict(sorted(found.items()))
 
     def fold_checkpoints(self, exp: str) -> dict[int, Path]:
-        """{fold: best.pt} for every fold folder holding one."""
+        """{fold: best.pt} for every fold folder holding one (one seed per fold: best.pt directly in fold{i}/)."""
         return {f: FoldFiles(d).best for f, d in self.fold_dirs(exp).items() if FoldFiles(d).best.is_file()}
+
+    def seed_dir(self, exp: str, fold: int, seed: int) -> Path:
+        """One (fold, seed) run of a multi-seed experiment (train.seeds): fold{i}/seed{s}/."""
+        return self.fold_dir(exp, fold) / f"seed{seed}"
+
+    def seed_files(self, exp: str, fold: int, seed: int) -> FoldFiles:
+        return FoldFiles(self.seed_dir(exp, fold, seed))
+
+    def seed_dirs(self, exp: str, fold: int) -> dict[int, Path]:
+        """{seed: folder} of every fold{i}/seed{s}/ folder of a fold, in seed order."""
+        found = {int(p.name[4:]): p for p in self.fold_dir(exp, fold).glob("seed*")
+                 if p.is_dir() and p.name[4:].lstrip("-").isdigit()}
+        return dict(sorted(found.items()))
+
+    def model_checkpoints(self, exp: str) -> dict[int | str, Path]:
+        """Every model's best.pt: {fold: path} (one seed per fold), or {"<fold>-seed<s>": path} for the
+        seed folders of a multi-seed experiment, in (fold, seed) order. What predict and export load."""
+        found: dict[int | str, Path] = {}
+        for fold, folder in self.fold_dirs(exp).items():
+            if FoldFiles(folder).best.is_file():
+                found[fold] = FoldFiles(folder).best
+            for seed, sub in self.seed_dirs(exp, fold).items():
+                if FoldFiles(sub).best.is_file():
+                    found[f"{fold}-seed{seed}"] = FoldFiles(sub).best
+        return found
+
+    def pseudo_csv(self, exp: str) -> Path:
+        """The pseudo-labelled test rows an experiment trains on (`comp pseudo`)."""
+        return self.exp_dir(exp) / "pseudo.csv"
+
+    def pseudo_json(self, exp: str) -> Path:
+        """Where the pseudo labels came from: submission, sha256, threshold, rows kept per fold and class."""
+        return self.exp_dir(exp) / "pseudo.json"
+
+    def pair_dir(self, exp: str, a: int, b: int) -> Path:
+        """A model of experiment `exp` trained without folds a and b (a < b), validated on both: the distillation
+        teacher's targets for a student fold that must see nothing trained on its own rows."""
+        return self.exp_dir(exp) / "pairs" / f"fold{a}-{b}"
 
     def best_ckpt(self, exp: str, fold: int) -> Path:
         return self.fold_files(exp, fold).best

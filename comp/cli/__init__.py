@@ -10,8 +10,8 @@ import typer  # noqa: E402
 from typer.core import TyperGroup, TyperOption  # noqa: E402
 
 # The verbs in the order a competition uses them (`comp --help` lists them so); others follow.
-WORKFLOW = ("init", "doctor", "eda", "folds", "lr-find", "fold-train", "tune", "predict", "ensemble", "leaderboard",
-            "evaluate", "export", "submit", "config", "demo")
+WORKFLOW = ("init", "doctor", "eda", "folds", "lr-find", "fold-train", "tune", "predict", "ensemble", "pseudo",
+            "leaderboard", "evaluate", "export", "submit", "config", "demo")
 
 
 class WorkflowGroup(TyperGroup):
@@ -78,6 +78,7 @@ from comp.cli import eda as _eda  # noqa: E402,F401
 from comp.cli import predict as _predict, ensemble as _ensemble, evaluate as _evaluate, leaderboard as _leaderboard  # noqa: E402,F401
 from comp.cli import export as _export, submit as _submit  # noqa: E402,F401
 from comp.cli import config as _config  # noqa: E402,F401
+from comp.cli import pseudo as _pseudo  # noqa: E402,F401
 from comp.cli import lrfind as _lrfind  # noqa: E402,F401
 
 

@@ -31,6 +31,8 @@ def fold_train_command(
         "--devices", help="Train folds in parallel, one process per device: GPU numbers (0,1,2,3) or cpu (cpu,cpu).",
     )] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Training seed (sets train.seed; default: train.seed).")] = None,
+    seeds: Annotated[int | None, typer.Option(
+        "--seeds", help="Train every fold N times: seeds train.seed, +1, ... (sets train.seeds; fold{i}/seed{s}/).")] = None,
     track: Annotated[str | None, typer.Option(
         "--track", help="Experiment trackers: tensorboard,mlflow,wandb (default: the experiment's track).")] = None,
     log_every: Annotated[float | None, typer.Option(
@@ -53,6 +55,11 @@ def fold_train_command(
     overrides = with_seed(list(set_ or []) + ([f"folds.k={k}"] if k is not None else []), seed)
     ws = Workspace.at(workspace)
     cfg, origins = resolve_config(ws.root, experiment, tuple(overrides))
+    if seeds is not None:
+        from comp.recipes.seeds import expand_seeds
+
+        overrides.append(f"train.seeds=[{','.join(map(str, expand_seeds(cfg.train.seed, seeds)))}]")
+        cfg, origins = resolve_config(ws.root, experiment, tuple(overrides))
     names = parse_track(track) if track is not None else None
     try:
         if devices is not None:

@@ -27,11 +27,13 @@ def predictions_made(ws: Workspace, exp: str, train_hash: str, ckpts: dict[int, 
     if made.get("train_hash") != train_hash:
         raise CompError(f"member {exp!r}: its test predictions come from config {made.get('train_hash')} but its "
                         f"checkpoints from {train_hash}; {rerun}")
-    used = [int(f) for f in made.get("folds", [])]
+    used = [int(f) if str(f).isdigit() else str(f) for f in made.get("folds", [])]  # fold, or "<fold>-seed<s>"
     missing = [f for f in used if f not in ckpts]
     if missing:
         raise CompError(f"member {exp!r}: its test predictions used folds {used} but fold{missing[0]}/best.pt is missing, "
                         f"so they cannot be reproduced; restore it, or rerun `comp predict -e {exp}` with the folds present")
+    if missing := [key for key in ckpts if key not in used]:
+        raise CompError(f"member {exp!r}: checkpoint {missing[0]} is not in its test predictions; {rerun}")
     if made.get("checkpoints") != checkpoint_stamps(ckpts):
         raise CompError(f"member {exp!r}: its checkpoints changed since its test predictions were made; {rerun}")
     return made
@@ -45,11 +47,14 @@ def member_spec(cfg: Config, ws: Workspace, exp: str, classes: tuple, folder: Pa
 
     trained, train_hash = training_config(ws, exp, cfg)
     check_model_name(trained.model.name, exp)
-    ckpts = ws.fold_checkpoints(exp)
+    from comp.recipes.seeds import checkpoint_hashes
+
+    ckpts = ws.model_checkpoints(exp)  # every seed of every fold (train.seeds): the bundle averages them all
     made = predictions_made(ws, exp, train_hash, ckpts)
+    hashes = checkpoint_hashes(ws, exp, list(ckpts), train_hash)
     mean, std = resolve_norm(trained.model)
     spec: dict[str, Any] = {
-        "name": exp, "train_hash": train_hash, "folds": sorted(ckpts), "amp": trained.train.amp,
+        "name": exp, "train_hash": train_hash, "folds": list(ckpts), "amp": trained.train.amp,
         "batch_size": 2 * trained.train.batch_size, "config": f"{exp}.config.yaml",
         "model": {"name": trained.model.name, "num_classes": len(classes), "drop_rate": trained.model.drop_rate,
                   "drop_path_rate": trained.model.drop_path_rate},
@@ -60,7 +65,7 @@ def member_spec(cfg: Config, ws: Workspace, exp: str, classes: tuple, folder: Pa
     }
     write_bytes(folder / spec["config"], ws.config_yaml(exp).read_bytes())
     for fold, path in ckpts.items():
-        save_fold(spec, fold, path, trained, classes, train_hash, folder, onnx=onnx)
+        save_fold(spec, fold, path, trained, classes, hashes[fold], folder, onnx=onnx)
     return spec
 
 
