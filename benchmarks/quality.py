@@ -101,7 +101,7 @@ def build_digits(root: Path, quick: bool) -> None:
     """comp's demo workspace (digits photographed per subject); its solution becomes hidden/solution.csv."""
     from comp.demo import build_demo
 
-    demo = build_demo(root, force=True, photos=2 if quick else 3, max_per_class=30 if quick else 60)
+    demo = build_demo(root, force=True, photos=2 if quick else 3, max_per_class=20 if quick else 60)
     solution = pd.read_csv(demo.solution, dtype=str).rename(columns={"ImageID": "id", "ans": "label"})
     solution.to_csv(root / "hidden" / "solution.csv", index=False)
     for extra in ("effnet.yaml",):
@@ -190,7 +190,7 @@ CASES = {
     "fashion": Case("fashion", "test_resnet", 32, 10, 3e-3, 64, build_fashion),
     "icons": Case("icons", "test_resnet", 32, 10, 3e-3, 64, build_icons),
 }
-QUICK = Case("digits", "test_resnet", 32, 6, 3e-3, 32, build_digits)
+QUICK = Case("digits", "test_resnet", 32, 4, 3e-3, 32, build_digits)
 
 
 # ---------------------------------------------------------------- the two systems
