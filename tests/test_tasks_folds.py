@@ -225,6 +225,7 @@ def test_record_covers_the_task_kind(tmp_path):
     comp = yaml.safe_load((root / "comp.yaml").read_text())
     comp["task"] = "multiclass"  # the same column read as one of two classes: same labels, another task
     comp["data"].pop("positive")
+    comp["submission"]["kind"] = "label"
     (root / "comp.yaml").write_text(yaml.safe_dump(comp))
     with pytest.raises(CompError, match=r"the task was binary, now multiclass.*remake it"):
         load_or_make_folds(ws, load_tables(load_config(root), ws), k=3, seed=42, group_col="subject")
