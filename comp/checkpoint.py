@@ -8,7 +8,9 @@ holds the same identifying fields (`CheckpointBase`) plus what resuming needs (s
 from __future__ import annotations
 
 import logging
+import queue
 import random
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +35,78 @@ def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     """torch.save through a temporary file and a rename: a killed run never leaves half a checkpoint."""
     return write_with(path, lambda tmp: torch.save(payload, tmp))
+
+
+def snapshot(value: Any) -> Any:
+    """A copy of a checkpoint payload that training can no longer change: tensors cloned to the CPU, containers copied.
+
+    An optimizer's state_dict() holds the live moment tensors and a scheduler's its live lists; a payload written
+    while the next epoch trains must not see them move.
+    """
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: snapshot(v) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
+        return type(value)(*(snapshot(v) for v in value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(snapshot(v) for v in value)
+    return value
+
+
+class CheckpointWriter:
+    """Writes checkpoints in one background thread, in the order they are submitted, while training goes on.
+
+    Each write is save_checkpoint's temporary file, fsync and rename, so a killed run keeps the previous complete
+    file (never a half-written one). The fsync stays: it runs in this thread, off the training's path, and it is
+    what makes a finished fold's last.pt survive a power loss (the rename alone orders nothing on disk). `wait`
+    returns when every submitted write is on disk and raises the first write's error; the engine waits before
+    it submits an epoch's checkpoints (so two writes of one file never overlap and at most one epoch's payloads
+    are held in memory) and before the fold's result is returned or an error leaves the fold.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[tuple[Path, dict[str, Any]] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def submit(self, path: Path, payload: dict[str, Any]) -> None:
+        """Queue `payload` (already a snapshot: see `snapshot`) to be written to `path`."""
+        if self._thread is None:  # not a daemon: the interpreter waits for a write in flight before it exits
+            self._thread = threading.Thread(target=self._run, name="comp-checkpoint-writer", daemon=False)
+            self._thread.start()
+        self._jobs.put((Path(path), payload))
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                if self._error is None:  # after a failure nothing more is written: last.pt stays the last good one
+                    save_checkpoint(*job)
+            except BaseException as exc:  # noqa: BLE001 - handed to the training thread by wait()
+                self._error = exc
+            finally:
+                self._jobs.task_done()
+
+    def wait(self) -> None:
+        """Block until every submitted checkpoint is written; raise the first error a write met."""
+        if self._thread is not None:
+            self._jobs.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def close(self) -> None:
+        """Wait for the writes, then stop the thread (errors as `wait`)."""
+        try:
+            self.wait()
+        finally:
+            if self._thread is not None:
+                self._jobs.put(None)
+                self._thread.join()
+                self._thread = None
 
 
 def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any] | None:

@@ -363,7 +363,8 @@ def finished_result(out_dir: Path, cfg: Config, fold: int) -> FoldResult | None:
 def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_dir: Path, *,
              ws: Workspace, progress: Progress = SILENT,
              on_epoch: Callable[[int, dict], None] | None = None, resumable: bool = True,
-             targets: RowTargets | None = None) -> FoldResult:
+             targets: RowTargets | None = None, checkpoints: bool = True,
+             make_loaders: Callable[..., tuple[DataLoader, DataLoader]] | None = None) -> FoldResult:
     """Train on fold_of != fold, validate on fold_of == fold; write out_dir/{best.pt,last.pt,history.csv}.
 
     Resumes from last.pt when it matches cfg.train_hash(); returns at once when the fold finished.
@@ -374,10 +375,15 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
         fold_of: the fold of every training row (train.csv order); `fold` is validated, the rest trained.
         out_dir: the fold's folder (an experiment's fold{i}/ or a tuning trial's); see comp.workspace.FoldFiles.
         on_epoch: on_epoch(epoch, {"score", "val_loss", "improved", and the history row: epoch from 1,
-            train_loss, lr, ...}) after each epoch's checkpoints are written; what it raises (e.g.
-            optuna.TrialPruned) propagates.
-        resumable: False writes last.pt only when the fold finishes (a tuning trial is never resumed, and
-            per-epoch checkpoints would be time spent outside training).
+            train_loss, lr, ...}) after each epoch's checkpoints are handed to the background writer (they are
+            on disk before the next epoch's are written and before fit_fold returns or raises); what it raises
+            (e.g. optuna.TrialPruned) propagates.
+        resumable: False writes last.pt only when the fold finishes (per-epoch checkpoints of a run that is
+            never resumed would be time spent outside training).
+        checkpoints: False writes neither best.pt nor last.pt (a tuning trial, whose folder is deleted when it
+            ends); the result comes from memory.
+        make_loaders: builds the (train, validation) loaders with build_loaders' arguments (default build_loaders);
+            tuning passes one that reuses a previous trial's loaders when their data settings are the same.
         targets: per-row targets of tables.train (soft pseudo labels, a teacher's probabilities); see
             comp.recipes.targets. Rows with fold_of -1 train in every fold and are never validated on.
     """
@@ -392,7 +398,8 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
         if targets is not None and parts_mix(cfg):
             raise CompError("augment.mixup_alpha/cutmix_alpha cannot be combined with soft pseudo labels or "
                             "train.distill (each row's own target is looked up); set them to 0")
-        loaders = build_loaders(cfg, tables, train_idx, val_idx, ws=ws, seed=seed, progress=progress, targets=targets)
+        loaders = (make_loaders or build_loaders)(cfg, tables, train_idx, val_idx, ws=ws, seed=seed, progress=progress,
+                                                  targets=targets)
         task = tables.task.for_config(cfg)
         if task.kind == "multiclass":
             counts = np.bincount(np.asarray(tables.targets)[train_idx], minlength=tables.n_classes)
@@ -407,20 +414,57 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
         elif ckpt is not None:
             resume(parts, state, ckpt)
             log.info("fold %d: resuming from epoch %d", fold, state.epoch + 1)
-        run_epochs(cfg, tables, fold, out_dir, parts, state, loaders, val_idx,
-                   progress=progress, on_epoch=on_epoch, resumable=resumable, targets=targets)
+        writer = CheckpointWriter() if checkpoints else None
+        try:
+            run_epochs(cfg, tables, fold, out_dir, parts, state, loaders, val_idx,
+                       progress=progress, on_epoch=on_epoch, resumable=resumable, targets=targets, writer=writer,
+                       checkpoints=checkpoints)
+        except BaseException:
+            close_writer(writer, failing=True)  # a stopped fold still leaves its last complete checkpoints
+            raise
+        close_writer(writer)
     distributed.barrier()  # rank 0 has written best.pt and last.pt
-    result = finished_result(out_dir, cfg, fold)
+    result = memory_result(tables, fold, state, val_idx) or finished_result(out_dir, cfg, fold)
     if result is None:
         raise CompError(f"fold {fold} finished but {FoldFiles(out_dir).best} cannot be read back; check the disk and rerun")
     return result
 
 
+def close_writer(writer: CheckpointWriter | None, *, failing: bool = False) -> None:
+    """Wait for the fold's checkpoint writes; when the fold is `failing` already, a write error is logged, not raised."""
+    if writer is None:
+        return
+    if not failing:
+        writer.close()
+        return
+    try:
+        writer.close()
+    except Exception as exc:  # noqa: BLE001 - the error that stopped the fold is the one to report
+        log.warning("a checkpoint write failed while the fold was stopping: %s", exc)
+
+
+def memory_result(tables: Tables, fold: int, state: FitState, val_idx: np.ndarray) -> FoldResult | None:
+    """A finished fold's result from memory (what finished_result reads back from best.pt and last.pt), or None when
+    the best epoch was trained before a resume (its probabilities are then only in best.pt)."""
+    if not state.finished or state.best_probs is None:
+        return None
+    history = history_frame(state.history)
+    return FoldResult(fold=fold, best_epoch=int(state.best_epoch), score=float(state.best_score),
+                      val_loss=float(state.best_val_loss), minutes=float(history["seconds"].sum()) / 60,
+                      val_ids=tables.train["id"].astype(str).to_numpy()[val_idx].tolist(),
+                      val_probs=state.best_probs, history=history)
+
+
 def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Parts, state: FitState,
                loaders: tuple[DataLoader, DataLoader], val_idx: np.ndarray, *, progress: Progress,
                on_epoch: Callable[[int, dict], None] | None, resumable: bool = True,
-               targets: RowTargets | None = None) -> None:
-    """The epoch loop: train, validate, keep the best, write history and last.pt, stop early."""
+               targets: RowTargets | None = None, writer: CheckpointWriter | None = None,
+               checkpoints: bool = True) -> None:
+    """The epoch loop: train, validate, keep the best, write history and last.pt, stop early.
+
+    writer: best.pt and last.pt are queued on it (written while the next epoch trains); None writes them here.
+    checkpoints: False writes neither (see fit_fold).
+    """
     task = tables.task.for_config(cfg)
     metric, epochs = get_metric(cfg.metric, task), cfg.train.epochs
     train_loader, val_loader = loaders
@@ -447,10 +491,13 @@ def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Par
         best = pick(candidates, metric)
         base = checkpoint_base(cfg, tables, fold, epoch)
         improved = is_better(best.score, best.val_loss, state, metric)
-        if improved and distributed.is_main():
-            save_best(out_dir, base, best, val_ids)
+        if writer is not None:
+            writer.wait()  # the previous epoch's files are complete before this epoch's replace them
+        if improved and distributed.is_main() and checkpoints:
+            save_best(out_dir, base, best, val_ids, writer=writer)
         if improved:
             state.best_score, state.best_val_loss, state.best_epoch, state.bad_epochs = best.score, best.val_loss, epoch, 0
+            state.best_probs = best.probs
         else:
             state.bad_epochs += 1
         state.history.append(history_row(epoch, train_loss, candidates, lr, time.perf_counter() - start))
@@ -458,8 +505,8 @@ def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Par
         state.finished = state.epoch >= epochs or (patience is not None and state.bad_epochs >= patience)
         if distributed.is_main():  # under DDP the other ranks hold the same state and write nothing
             write_csv(FoldFiles(out_dir).history, history_frame(state.history))
-            if resumable or state.finished:
-                save_last(out_dir, base, parts, state)
+            if checkpoints and (resumable or state.finished):
+                save_last(out_dir, base, parts, state, writer=writer)
         progress.note(**{"val_loss": best.val_loss, metric.name: best.score})
         progress.log(epoch_line(fold, epoch, epochs, state.history[-1], metric.name, improved))
         if on_epoch is not None:

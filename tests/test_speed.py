@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from comp.config import load_config
@@ -107,3 +108,136 @@ def test_trials_write_last_pt_only_when_the_fold_ends(tiny_ws: Path, monkeypatch
     result = engine.fit_fold(cfg, tables, fold_of, 0, tiny_ws / "out", ws=ws, resumable=resumable)
     assert len(saved) == writes and saved[-1] == cfg.train.epochs
     assert np.isfinite(result.score)
+
+
+# ---------------------------------------------------------------- checkpoints written while training goes on
+
+
+def _ckpt_setup(root: Path, *overrides: str):
+    from comp.data.tables import load_tables
+    from comp.folds import ensure_folds
+
+    cfg, ws = load_config(root, overrides=["folds.k=3", *overrides]), Workspace.at(root)
+    tables = load_tables(cfg, ws)
+    return cfg, ws, tables, ensure_folds(ws, tables, cfg).fold_of(tables.train)
+
+
+def test_a_queued_checkpoint_is_a_snapshot_written_completely(tmp_path: Path):
+    import torch
+
+    from comp.checkpoint import CheckpointWriter, snapshot
+
+    live = {"w": torch.arange(6.0), "history": [{"epoch": 1}], "step": (torch.ones(2), 3)}
+    writer = CheckpointWriter()
+    writer.submit(tmp_path / "last.pt", snapshot(live))
+    live["w"].add_(100.0)  # training moves on while the file is written
+    live["history"].append({"epoch": 2})
+    live["step"][0].zero_()
+    writer.close()
+    doc = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert torch.equal(doc["w"], torch.arange(6.0)) and doc["history"] == [{"epoch": 1}]
+    assert torch.equal(doc["step"][0], torch.ones(2)) and doc["step"][1] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary file left
+
+
+def test_a_failed_background_write_keeps_the_previous_file_and_is_raised(tmp_path: Path, monkeypatch):
+    import torch
+
+    import comp.checkpoint as checkpoint
+    from comp.checkpoint import CheckpointWriter
+
+    path = tmp_path / "last.pt"
+    writer = CheckpointWriter()
+    writer.submit(path, {"epoch": torch.tensor(1)})
+    writer.wait()
+
+    def half_then_fail(obj, f):  # a disk that fills up in the middle of the file
+        Path(f).write_bytes(b"PK\x03\x04 half a zip")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", half_then_fail)
+    writer.submit(path, {"epoch": torch.tensor(2)})
+    with pytest.raises(OSError, match="No space left"):
+        writer.close()
+    assert int(torch.load(path, weights_only=True)["epoch"]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+KILLED_WRITER = r"""
+import os, sys, time, torch
+import comp.checkpoint as checkpoint
+path = sys.argv[1]
+writer = checkpoint.CheckpointWriter()
+writer.submit(path, {"epoch": torch.tensor(1), "w": torch.zeros(1000)})
+writer.wait()
+real = torch.save
+def slow_save(obj, f):
+    with open(f, "wb") as fh:  # the start of the file is on disk, then the process is killed
+        fh.write(b"PK\x03\x04" + b"x" * 4096)
+        fh.flush()
+        print("writing", flush=True)
+        time.sleep(60)
+checkpoint.torch.save = slow_save
+writer.submit(path, {"epoch": torch.tensor(2), "w": torch.ones(1000)})
+time.sleep(60)
+"""
+
+
+def test_a_kill_during_the_background_write_leaves_the_previous_last_pt_loadable(tmp_path: Path):
+    import signal
+    import subprocess
+    import sys
+
+    import torch
+
+    from comp.checkpoint import load_checkpoint
+
+    path = tmp_path / "last.pt"
+    child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert child.stdout.readline().strip() == "writing"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    doc = load_checkpoint(path)
+    assert doc is not None and int(doc["epoch"]) == 1 and torch.equal(doc["w"], torch.zeros(1000))
+    assert [p.name for p in tmp_path.glob(".last.pt.*.tmp")]  # the half-written temporary, never renamed over it
+
+
+def test_background_checkpoints_and_the_in_memory_result_match_what_is_read_back(tiny_ws: Path):
+    import torch
+
+    from comp.engine import finished_result, fit_fold
+    from comp.workspace import FoldFiles
+
+    cfg, ws, tables, fold_of = _ckpt_setup(tiny_ws, "train.epochs=3")
+    out = tiny_ws / "out"
+    result = fit_fold(cfg, tables, fold_of, 1, out, ws=ws)
+    read = finished_result(out, cfg, 1)  # what every later reader (aggregation, predict) sees
+    assert read is not None and read.val_ids == result.val_ids and read.best_epoch == result.best_epoch
+    assert read.score == result.score and read.val_loss == result.val_loss and read.minutes == result.minutes
+    assert read.val_probs.dtype == result.val_probs.dtype and np.array_equal(read.val_probs, result.val_probs)
+    pd.testing.assert_frame_equal(read.history, result.history)
+    last = torch.load(FoldFiles(out).last, weights_only=True)
+    assert last["finished"] and last["next_epoch"] == 3 and len(last["history"]) == 3
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_trial_writes_no_checkpoints_and_reused_loaders_give_the_fresh_result(tiny_ws: Path):
+    from comp.engine import fit_fold
+    from comp.tune.objective import LoaderCache
+
+    cfg, ws, tables, fold_of = _ckpt_setup(tiny_ws)
+    fresh = fit_fold(cfg, tables, fold_of, 0, tiny_ws / "fresh", ws=ws)
+    cache = LoaderCache()
+    other = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": cfg.train.lr / 2})})
+    fit_fold(other, tables, fold_of, 0, tiny_ws / "t0", ws=ws, checkpoints=False, make_loaders=cache)
+    trial = fit_fold(cfg, tables, fold_of, 0, tiny_ws / "t1", ws=ws, checkpoints=False, make_loaders=cache)
+    assert cache.hits == 1  # another lr: the same loaders
+    assert not list((tiny_ws / "t1").glob("*.pt")) and not list((tiny_ws / "t0").glob("*.pt"))
+    assert np.array_equal(trial.val_probs, fresh.val_probs) and trial.score == fresh.score
+    assert trial.history.drop(columns="seconds").equals(fresh.history.drop(columns="seconds"))
+    smaller = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": 4})})
+    fit_fold(smaller, tables, fold_of, 0, tiny_ws / "t2", ws=ws, checkpoints=False, make_loaders=cache)
+    assert cache.hits == 1  # another batch size: new loaders

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import functools
 import gc
+import hashlib
+import json
 import logging
 import shutil
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +72,53 @@ class FoldReporter:
             raise optuna.TrialPruned(f"pruned at fold {self.fold} epoch {epoch}: running score {running:.4f}")
 
 
+LOADER_TRAIN_KEYS = ("batch_size", "num_workers", "device", "sampler", "sample_ratio", "seed")
+
+
+class LoaderCache:
+    """The trials' (train, validation) loaders, reused by a later trial whose data settings are the same.
+
+    A loader's batches depend on its settings, rows and seed alone (each epoch's order and augmentation follow
+    (seed, epoch): comp.data.dataset), so a reused loader yields what a new one would, without the image-cache
+    look-up (a stat of every file), the pipeline build and the augment.preset auto probe again. The key is the
+    config without the train settings a loader never reads (lr, weight decay, label smoothing, epochs, ...) and
+    the fold's rows. Holds at most `size` pairs (1 when loaders have workers: each pair keeps its processes).
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._pairs: OrderedDict[tuple[str, str], tuple[Any, Any]] = OrderedDict()
+        self.hits = 0
+
+    @staticmethod
+    def key(cfg: Config, train_idx: np.ndarray, val_idx: np.ndarray, targets: Any) -> tuple[str, str] | None:
+        if targets is not None:  # per-row targets (pseudo labels, distillation) are not part of the key: never reuse
+            return None
+        raw = cfg.model_dump(mode="json")
+        raw["train"] = {k: raw["train"].get(k) for k in LOADER_TRAIN_KEYS}
+        raw.pop("tune", None)
+        rows = hashlib.sha256(np.asarray(train_idx, np.int64).tobytes() + b"|" + np.asarray(val_idx, np.int64).tobytes())
+        return json.dumps(raw, sort_keys=True, default=str), rows.hexdigest()
+
+    def __call__(self, cfg: Config, tables: Tables, train_idx: np.ndarray, val_idx: np.ndarray, **kwargs: Any) -> Any:
+        """comp.engine.build_loaders, or the pair an earlier trial built with the same key."""
+        from comp.data.dataset import loader_settings
+        from comp.engine import build_loaders
+
+        key = self.key(cfg, train_idx, val_idx, kwargs.get("targets"))
+        if key is not None and key in self._pairs:
+            self._pairs.move_to_end(key)
+            self.hits += 1
+            return self._pairs[key]
+        pair = build_loaders(cfg, tables, train_idx, val_idx, **kwargs)
+        if key is not None:
+            limit = self.size if loader_settings(cfg.train).num_workers == 0 else 1
+            while len(self._pairs) >= limit:
+                self._pairs.popitem(last=False)
+            self._pairs[key] = pair
+        return pair
+
+
 @dataclass(frozen=True)
 class Objective:
     """Callable for Optuna: sample params, build the trial config, fit the folds, return the mean score."""
@@ -82,6 +132,7 @@ class Objective:
     exp: str
     progress: Progress = SILENT
     fit: Callable[..., Any] | None = None  # default comp.engine.fit_fold; tests may pass a stand-in
+    loaders: LoaderCache = field(default_factory=LoaderCache)  # shared by the trials of this objective
 
     def __call__(self, trial: optuna.Trial) -> float:
         sampled = {p.key: p.suggest(trial) for p in self.params}
@@ -99,7 +150,7 @@ class Objective:
         return float(np.mean(scores))
 
     def _fit_folds(self, trial: optuna.Trial, cfg: Config) -> list[float]:
-        fit = self.fit or _fit_fold()
+        fit = self.fit or _fit_fold(self.loaders)
         scores: list[float] = []
         for pos, fold in enumerate(self.folds):
             reporter = FoldReporter(trial, tuple(scores), fold, pos, cfg.train.epochs)
@@ -112,10 +163,11 @@ class Objective:
         return scores
 
 
-def _fit_fold() -> Callable[..., Any]:
+def _fit_fold(loaders: LoaderCache) -> Callable[..., Any]:
     from comp.engine import fit_fold  # torch is imported only when training
 
-    return functools.partial(fit_fold, resumable=False)  # a trial is never resumed: no per-epoch last.pt
+    # a trial is never resumed and its folder is deleted when it ends: no best.pt or last.pt, the result from memory
+    return functools.partial(fit_fold, resumable=False, checkpoints=False, make_loaders=loaders)
 
 
 def _free_memory() -> None:
