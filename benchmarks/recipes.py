@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.8, help="pseudo-label threshold")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--keep", type=Path, default=None, help="build the workspace here and keep it")
+    parser.add_argument("--only", default=None, help="rows to run, e.g. pseudo,full (plain is trained when missing)")
+    parser.add_argument("--reuse", action="store_true", help="keep --keep's workspace and its trained experiments")
     args = parser.parse_args()
 
     import torch
@@ -68,10 +70,20 @@ def main() -> None:
     from comp.workspace import Workspace
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="comp-recipes-"))
-    if root.exists():
+    reuse = args.reuse and (root / "comp.yaml").is_file()
+    if root.exists() and not reuse:
         shutil.rmtree(root)
     start = time.perf_counter()
-    demo = build_demo(root, photos=args.photos, max_per_class=args.per_class)
+    if reuse:  # the workspace as a previous run left it (same folds, trained experiments kept)
+        import pandas as pd
+
+        from comp.demo import DemoData
+
+        demo = DemoData(root=root, n_train=len(pd.read_csv(root / "data" / "train.csv")),
+                        n_test=len(pd.read_csv(root / "data" / "test.csv")), n_subjects=0,
+                        solution=root / "hidden" / "solution.csv")
+    else:
+        demo = build_demo(root, photos=args.photos, max_per_class=args.per_class)
     ws = Workspace.at(root)
     base = yaml.safe_load((root / "experiments" / "baseline.yaml").read_text())
     base["train"]["epochs"] = args.epochs
@@ -104,7 +116,11 @@ def main() -> None:
         print(f"{what:9s} OOF {result.get('oof'):.4f}  nested {result.get('nested'):.4f}  hidden {hidden:.4f}  "
               f"({rows[-1]['minutes']:.1f} min) {note}", flush=True)
 
+    only = None if args.only is None else set(args.only.split(","))
+
     def attempt(what: str, fn) -> None:
+        if only is not None and what not in only and not (what == "plain" and not ws.submission_json("plain").is_file()):
+            return
         t0 = time.perf_counter()
         try:
             fn(t0)
@@ -121,6 +137,7 @@ def main() -> None:
     attempt("swa", lambda t0: (train("swa"), row("swa", ["swa"], t0)))
 
     def pseudo(t0: float) -> None:
+        ensemble(ws, ["plain"], name="plain", tta="hflip")  # current (a no-op unless --tta auto re-predicted plain)
         made = make_pseudo(ws, "plain", "pseudo", threshold=args.threshold, soft=False, base="plain", force=True)
         train("pseudo")
         row("pseudo", ["pseudo"], t0, note=f"rows kept per fold {made['rows_per_fold']} of {made['test_rows']}")
@@ -137,6 +154,7 @@ def main() -> None:
         attempt("stack", lambda t0: row("stack", ["plain"], t0, method="stack", note="stacker on plain's OOF"))
 
     def full(t0: float) -> None:
+        ensemble(ws, ["plain"], name="plain", tta="hflip")
         made = make_pseudo(ws, "plain", "full", threshold=args.threshold, soft=False, base="plain", force=True)
         doc = yaml.safe_load((root / "experiments" / "full.yaml").read_text())
         doc["train"].update({"seeds": seeds, "swa": {"start": 0.5},
