@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from comp.config import Config, read_yaml
 from comp.data.tables import Tables
@@ -64,6 +63,8 @@ def assign_folds(
     """Fold index (0..k-1) per row; rows of one group always share a fold."""
     if k < 2:
         raise CompError(f"k must be 2 or more, got k={k}")
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold  # ~1 s: only when folds are made
+
     strata = encode_strata([np.asarray(y), *(extra or [])])
     X = np.zeros((len(strata), 1))
     if groups is not None:

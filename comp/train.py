@@ -16,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import MaxNLocator
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from comp import distributed
 from comp.config import Config, read_yaml
@@ -313,6 +311,7 @@ def scores_html(scores: dict) -> str:
 
 def curves_figure(results: dict[int, FoldResult], metric: str) -> plt.Figure:
     """Train/val loss, validation metric and learning rate per epoch, one colour per fold."""
+    from matplotlib.ticker import MaxNLocator
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for fold, res in sorted(results.items()):
         h, colour = res.history, f"C{fold % 10}"
@@ -336,6 +335,7 @@ def curves_figure(results: dict[int, FoldResult], metric: str) -> plt.Figure:
 
 def confusion_figure(y: np.ndarray, pred: np.ndarray, names: list[str]) -> plt.Figure:
     """Row-normalised confusion matrix (each true class sums to 1)."""
+    from sklearn.metrics import confusion_matrix  # ~1 s to import: only when the report draws it
     matrix = confusion_matrix(y, pred, labels=np.arange(len(names)), normalize="true")
     size = max(4.0, 0.45 * len(names) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
@@ -355,6 +355,7 @@ def confusion_figure(y: np.ndarray, pred: np.ndarray, names: list[str]) -> plt.F
 
 def per_class_figure(y: np.ndarray, pred: np.ndarray, names: list[str]) -> plt.Figure:
     """Per-class precision, recall and F1 of the OOF predictions."""
+    from sklearn.metrics import precision_recall_fscore_support
     p, r, f, support = precision_recall_fscore_support(y, pred, labels=np.arange(len(names)), zero_division=0)
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(names) + 2), 4))

@@ -241,3 +241,26 @@ def test_a_trial_writes_no_checkpoints_and_reused_loaders_give_the_fresh_result(
     smaller = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": 4})})
     fit_fold(smaller, tables, fold_of, 0, tiny_ws / "t2", ws=ws, checkpoints=False, make_loaders=cache)
     assert cache.hits == 1  # another batch size: new loaders
+
+
+def test_the_error_gallery_is_one_png_with_each_image_in_its_cell(tmp_path: Path):
+    import io
+
+    from PIL import Image
+
+    from comp.report_sections import gallery_png
+
+    paths = {}
+    for name, colour in (("r", (255, 0, 0)), ("b", (0, 0, 255)), ("g", (0, 255, 0))):
+        paths[name] = str(tmp_path / f"{name}.png")
+        Image.new("RGB", (40, 20), colour).save(paths[name])
+    rows = pd.DataFrame({"id": ["r", "b", "g"], "true": ["cat", "dog", "cat"], "predicted": ["dog", "cat", "dog"],
+                         "p_predicted": [0.9, 0.8, 0.7], "fold": [0, 1, 2]})
+    sheet = np.asarray(Image.open(io.BytesIO(gallery_png(rows, paths, cols=2))).convert("RGB"))
+    h, w, _ = sheet.shape
+    top, bottom = sheet[: h // 2], sheet[h // 2:]
+    red, blue, green = ((sheet == c).all(axis=2) for c in ((255, 0, 0), (0, 0, 255), (0, 255, 0)))
+    assert red[: h // 2, : w // 2].sum() > 500 and red[:, w // 2:].sum() == 0 and red[h // 2:].sum() == 0
+    assert blue[: h // 2, w // 2:].sum() > 500 and blue[:, : w // 2].sum() == 0
+    assert green[h // 2:, : w // 2].sum() > 500 and green[: h // 2].sum() == 0
+    assert (top != 255).any(axis=2)[:30].any() and (bottom != 255).any()  # captions drawn above the thumbnails
