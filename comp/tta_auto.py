@@ -154,18 +154,21 @@ def oof_view_probs(ws: Workspace, exp: str, cfg: Config, tables: Any, models: di
     out = np.zeros((len(views), len(plain), len(tables.classes)))
     amp_dtype = resolve_amp(cfg.train.amp, device)
     with torch.inference_mode():
-        for fold, model in sorted(models.items()):
+        for fold, seeds in sorted(models.items()):
             mask = (plain["fold"] == fold).to_numpy()
             if not mask.any():
                 continue
-            model.eval().to(device)
+            seeds = seeds if isinstance(seeds, list) else [seeds]  # one model per seed of the fold (train.seeds)
+            for model in seeds:
+                model.eval().to(device)
             loader = _loader(tables.train, row_of.loc[plain["id"][mask]].to_numpy(), cfg, ws, progress)
             batches: list[np.ndarray] = []
             for images, *_ in progress.track(loader, description=f"--tta auto: fold {fold}, {len(views)} views"):
-                per_view: list[list[list[torch.Tensor]]] = [[]]
-                _merge_views_models([model], images.to(device), views, merge="mean", device=device,
+                per_view: list[list[list[torch.Tensor]]] = [[] for _ in seeds]
+                _merge_views_models(seeds, images.to(device), views, merge="mean", device=device,
                                     amp_dtype=amp_dtype, per_view=per_view, activate=activate)
-                batches.append(torch.stack(per_view[0][-1]).double().numpy())  # (V, B, C)
+                # (V, B, C): each view's outputs averaged over the fold's seeds, as predict averages them
+                batches.append(np.mean([torch.stack(m[-1]).double().numpy() for m in per_view], axis=0))
             out[:, mask] = np.concatenate(batches, axis=1)
     if not len(plain):
         raise CompError(f"{path} has no rows of the folds with checkpoints; run `comp fold-train -e {exp}`")
@@ -180,11 +183,16 @@ def choose_tta(cfg: Config, ws: Workspace, exp: str, *, progress: Progress = SIL
     from comp.predict import load_fold_model, training_config
 
     trained, train_hash = training_config(ws, exp, cfg)
-    ckpts = ws.fold_checkpoints(exp)
+    ckpts = ws.model_checkpoints(exp)  # one per fold, or one per (fold, seed) with train.seeds
     if not ckpts:
         raise CompError(f"no fold checkpoints under {ws.exp_dir(exp)}; run `comp fold-train -e {exp}` first")
     tables = load_tables(trained, ws, check_images=False, progress=progress)
-    models = {f: load_fold_model(p, trained, tables.classes, train_hash=train_hash) for f, p in ckpts.items()}
+    from comp.recipes.seeds import checkpoint_hashes, split_key
+
+    hashes = checkpoint_hashes(ws, exp, list(ckpts), train_hash)
+    models: dict[int, list[Any]] = {}
+    for key, p in ckpts.items():
+        models.setdefault(split_key(key)[0], []).append(load_fold_model(p, trained, tables.classes, train_hash=hashes[key]))
     names = candidates_for(trained.image.hw)
     views, index = union_views(names, trained.image.hw)
     view_probs, y, folds = oof_view_probs(ws, exp, trained, tables, models, views,

@@ -152,3 +152,23 @@ def test_seeds_option_predict_averages_every_seed(tiny_ws: Path) -> None:
     assert spec["folds"] == ["0-seed7", "0-seed8", "1-seed7", "1-seed8"]
     assert sorted(p.name for p in bundle.glob("*.safetensors")) == [
         f"baseline.fold{f}-seed{s}.safetensors" for f in (0, 1) for s in (7, 8)]
+
+
+def test_tta_auto_scores_a_multi_seed_experiment_as_predict_averages_its_seeds(tiny_ws: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["fold-train", "-w", str(tiny_ws), "--k", "2", "--seeds", "2", "--set", "train.epochs=1"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["predict", "-w", str(tiny_ws), "--tta", "auto", "--set", "folds.k=2",
+                                 "--set", "train.epochs=1", "--set", "train.seeds=[7,8]"])
+    assert result.exit_code == 0, result.output
+    exp = tiny_ws / "experiments" / "baseline"
+    record = json.loads((exp / "predict.json").read_text())
+    chosen = record["tta_auto"]["chosen"]
+    assert record["folds"] == ["0-seed7", "0-seed8", "1-seed7", "1-seed8"]
+    # the chosen candidate's OOF score is the score of oof_tta.csv, which predict made from both seeds of each fold
+    oof = pd.read_csv(exp / "oof_tta.csv", dtype={"id": str, "label": str})
+    from sklearn.metrics import f1_score
+
+    pred = np.array(["c0", "c1", "c2"])[oof[["p_c0", "p_c1", "p_c2"]].to_numpy().argmax(axis=1)]
+    got = f1_score(oof["label"], pred, labels=["c0", "c1", "c2"], average="macro", zero_division=0)
+    assert abs(record["tta_auto"]["scores"][chosen] - got) < 1e-9
