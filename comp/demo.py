@@ -44,7 +44,7 @@ BASELINE_YAML = """\
 # CPU-friendly baseline: a tiny timm ResNet at 32 px, trained from scratch (no downloads).
 model: {name: test_resnet, pretrained: false}
 image: {size: 32, cache_scale: 1.0}
-augment: {preset: light}
+augment: {preset: auto}
 train: {epochs: 8, batch_size: 32, lr: 3.0e-3, weight_decay: 0.01, warmup_epochs: 0.5,
         scheduler: cosine, loss: ce, early_stopping: null, num_workers: 0, seed: 42}
 tta: {transforms: hflip, merge: mean}
@@ -61,7 +61,7 @@ EFFNET_YAML = """\
 # A second architecture for the ensemble: timm's tiny EfficientNet, class-balanced sampling.
 model: {name: test_efficientnet, pretrained: false}
 image: {size: 32, cache_scale: 1.0}
-augment: {preset: light}
+augment: {preset: auto}
 train: {epochs: 6, batch_size: 32, lr: 5.0e-3, weight_decay: 0.01, warmup_epochs: 1,
         scheduler: cosine, loss: ce, sampler: sqrt, early_stopping: null, num_workers: 0, seed: 43}
 tta: {transforms: hflip, merge: mean}
@@ -213,7 +213,7 @@ def task_experiments(kind: str) -> dict[str, str]:
 # CPU-friendly baseline: a tiny timm ResNet, trained from scratch (no downloads); the loss fits the task (auto).
 model: {{name: test_resnet, pretrained: false}}
 image: {{size: {size}, cache_scale: 1.0}}
-augment: {{preset: light}}
+augment: {{preset: auto}}
 train: {{epochs: 6, batch_size: 32, lr: 3.0e-3, weight_decay: 0.01, warmup_epochs: 0.5,
         scheduler: cosine, loss: auto, early_stopping: null, num_workers: 0, seed: 42}}
 tta: {{transforms: hflip, merge: mean}}
@@ -231,7 +231,7 @@ tune:
 # did not generalise on a regression target of these digits: its validation error grew as its training loss fell).
 model: {name: test_resnet, pretrained: false}
 image: {size: 32, cache_scale: 1.0}
-augment: {preset: light}
+augment: {preset: auto}
 train: {epochs: 6, batch_size: 32, lr: 1.5e-3, weight_decay: 0.01, warmup_epochs: 0.5,
         scheduler: cosine, loss: auto, early_stopping: null, num_workers: 0, seed: 43}
 tta: {transforms: hflip, merge: mean}
@@ -241,7 +241,7 @@ tta: {transforms: hflip, merge: mean}
 # A second architecture for the ensemble: timm's tiny EfficientNet.
 model: {{name: test_efficientnet, pretrained: false}}
 image: {{size: {size}, cache_scale: 1.0}}
-augment: {{preset: light}}
+augment: {{preset: auto}}
 train: {{epochs: 4, batch_size: 32, lr: 5.0e-3, weight_decay: 0.01, warmup_epochs: 1,
         scheduler: cosine, loss: auto, early_stopping: null, num_workers: 0, seed: 43}}
 tta: {{transforms: hflip, merge: mean}}

@@ -191,10 +191,11 @@ def run_demo_stages(ws: Workspace, solution: Path, *, force: bool, epochs: int |
     with progress() as shown:
         tuned = tune_experiment(ws, cfg, exp="baseline", progress=shown)
     show("tuned", tuned)
-    step("7. predict with TTA (hflip), every fold of each experiment")
+    step("7. predict with the TTA chosen on out-of-fold predictions (--tta auto), every fold of each experiment")
     for exp in members:
         with progress() as shown:
-            show("predicted", (exp, predict(ws, exp, load_config(ws.root, exp, overrides), oof=True, progress=shown)))
+            show("predicted", (exp, predict(ws, exp, load_config(ws.root, exp, overrides), tta="auto", oof=True,
+                                            progress=shown)))
     step("8. ensemble: weights fitted on TTA out-of-fold predictions")
     _, blend = ensemble(ws, list(members), name="demo-blend", weights="auto", oof_source="tta")
     show("blend", blend)

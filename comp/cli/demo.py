@@ -94,6 +94,9 @@ def _show(kind: str, value: object) -> None:
                       "(train it with `comp fold-train -e baseline-tuned`)", highlight=False)
     elif kind == "predicted":
         exp, summary = value  # type: ignore[misc]
-        console.print(f"wrote {exp}: {summary['test_rows']} test rows, TTA {summary['tta']}", highlight=False)
+        auto = summary.get("tta_auto") or {}
+        why = (f" (chosen on OOF: {auto['metric']} {auto['scores'][summary['tta']]:.4f} in-sample, nested "
+               f"{auto['nested']:.4f})" if auto else "")
+        console.print(f"wrote {exp}: {summary['test_rows']} test rows, TTA {summary['tta']}{why}", highlight=False)
     elif kind == "blend":
         show_blend(value)  # type: ignore[arg-type]

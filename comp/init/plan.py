@@ -170,11 +170,12 @@ def suggest_size(paths: list[str], *, target: int = 224, n_probe: int = 16) -> i
 
 
 def baseline_experiment(size: int | list[int]) -> dict[str, Any]:
-    """A sensible first experiment: a small pretrained CNN, light augmentation, cosine schedule."""
+    """A sensible first experiment: a small pretrained CNN, augmentation sized to the images (flips only when the
+    training images are flip-symmetric), cosine schedule."""
     return {
         "model": {"name": "resnet34", "pretrained": True},
         "image": {"size": size},
-        "augment": {"preset": "light"},
+        "augment": {"preset": "auto"},
         "train": {"epochs": 10, "batch_size": 32, "lr": 3.0e-4, "scheduler": "cosine", "warmup_epochs": 1,
                   "early_stopping": 4, "seed": 42},
         "tta": {"transforms": "hflip"},

@@ -129,7 +129,7 @@ def default_space(cfg: Config) -> dict[str, Any]:
         "train.label_smoothing": {"float": [0.0, 0.2]},
     }
     if not cfg.augment.transforms:  # a custom list replaces the preset, so the preset would do nothing
-        space["augment.preset"] = {"categorical": ["none", "light", "medium", "heavy"]}
+        space["augment.preset"] = {"categorical": ["none", "auto", "light", "medium", "heavy"]}
     if isinstance(cfg.image.size, int) and len(_size_choices(cfg.image.size)) > 1:
         space["image.size"] = {"categorical": _size_choices(cfg.image.size)}
     return space
