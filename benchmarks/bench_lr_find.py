@@ -1,6 +1,6 @@
 """The learning-rate finder against a small lr grid: finder suggestion / best grid lr (goal: within a factor of 3).
 
-On the demo digits (comp.demo, 32 px), for each model trained from scratch: train fold 0 for
+On the demo digits (comp.demo_data, 32 px), for each model trained from scratch: train fold 0 for
 --epochs epochs at each lr of the grid (the demo experiment's optimizer, schedule, augmentation and
 loader), take the lr with the best validation metric (ties: lower validation loss), run the range
 test (comp.lrfind) on the same fold, and print suggestion / best for every rule. A ratio in
@@ -42,7 +42,7 @@ def main() -> None:
 
     from comp.config import load_config
     from comp.data.checked import load_checked_tables
-    from comp.demo import build_demo
+    from comp.demo_data import build_demo
     from comp.engine import fit_fold
     from comp.folds import ensure_folds
     from comp.lrfind import RULES, lr_range_test

@@ -3,7 +3,7 @@
 Each case is a comp workspace built from data already on this machine (nothing is downloaded here),
 with a held-out test split whose solution only this script reads:
 
-  digits   scikit-learn's digits photographed per subject (comp.demo), grouped by subject, macro-F1
+  digits   scikit-learn's digits photographed per subject (comp.demo_data), grouped by subject, macro-F1
   fashion  Fashion-MNIST (Debian package dataset-fashion-mnist), subsampled, stratified, accuracy
   icons    freedesktop icon themes (Tango, GNOME, MATE, nuoveXT2, Oxygen from their Debian packages):
            the icon's context (actions, apps, devices, mimetypes, places, status) from its 32 px colour
@@ -99,7 +99,7 @@ def write_workspace(root: Path, train: pd.DataFrame, test: pd.DataFrame, *, metr
 
 def build_digits(root: Path, quick: bool) -> None:
     """comp's demo workspace (digits photographed per subject); its solution becomes hidden/solution.csv."""
-    from comp.demo import build_demo
+    from comp.demo_data import build_demo
 
     demo = build_demo(root, force=True, photos=2 if quick else 3, max_per_class=20 if quick else 60)
     solution = pd.read_csv(demo.solution, dtype=str).rename(columns={"ImageID": "id", "ans": "label"})

@@ -60,7 +60,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from comp.config import load_config
     from comp.data.tables import load_tables
-    from comp.demo import build_demo
+    from comp.demo_data import build_demo
     from comp.errors import CompError
     from comp.metrics import get_metric
     from comp.pipeline import ensemble, predict
@@ -77,7 +77,7 @@ def main() -> None:
     if reuse:  # the workspace as a previous run left it (same folds, trained experiments kept)
         import pandas as pd
 
-        from comp.demo import DemoData
+        from comp.demo_data import DemoData
 
         demo = DemoData(root=root, n_train=len(pd.read_csv(root / "data" / "train.csv")),
                         n_test=len(pd.read_csv(root / "data" / "test.csv")), n_subjects=0,

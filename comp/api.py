@@ -143,9 +143,9 @@ class Workspace:
     def leaderboard(self, sort: str = "cv", *, submissions: bool = False) -> pd.DataFrame:
         """Experiments (or submissions), best score first (as `comp leaderboard`)."""
         from comp.leaderboard import experiment_rows, sort_rows, submission_rows
-        from comp.metrics import get_metric
+        from comp.metrics import greater_is_better
 
-        better = get_metric(self.config().metric).greater_is_better
+        better = greater_is_better(self.config().metric)
         if submissions:
             return sort_rows(submission_rows(self.paths), "submissions", sort, greater_is_better=better)
         return sort_rows(experiment_rows(self.paths), "experiments", sort, greater_is_better=better)
@@ -156,11 +156,11 @@ class Workspace:
 
 
 def demo(directory: str | Path = "demo", *, force: bool = False, task: str = "multiclass", **options: Any) -> Workspace:
-    """Write the demo workspace (digits photographed per subject; options as comp.demo.build_demo) and return it.
+    """Write the demo workspace (digits photographed per subject; options as comp.demo_data.build_demo) and return it.
 
-    task: multilabel, regression, multitask or binary builds the digits as that kind (comp.demo.build_task_demo).
+    task: multilabel, regression, multitask or binary builds the digits as that kind (comp.demo_data.build_task_demo).
     """
-    from comp.demo import build_demo, build_task_demo
+    from comp.demo_data import build_demo, build_task_demo
 
     if task == "multiclass":
         build_demo(Path(directory), force=force, **options)

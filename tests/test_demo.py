@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 from comp.cli import app
 from comp.config import load_config
 from comp.data.tables import load_tables
-from comp.demo import build_demo
+from comp.demo_data import build_demo
 from comp.errors import CompError
 from comp.workspace import Workspace
 
@@ -78,3 +78,11 @@ def test_demo_runs_end_to_end(tmp_path):
     sample = pd.read_csv(root / "data" / "sample_submission.csv")
     assert list(sub.columns) == ["ImageID", "ans"] and list(sub["ImageID"]) == list(sample["ImageID"])
     assert "blend on the hidden test set" in result.output
+
+
+def test_comp_demo_stays_the_function_after_the_data_module_is_imported(tmp_path):
+    import comp
+    import comp.demo_data  # noqa: F401 - importing a submodule must not replace the API function
+
+    assert callable(comp.demo)
+    assert comp.demo.__module__ == "comp.api"

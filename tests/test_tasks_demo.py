@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from comp.cli import app
 from comp.config import load_config
 from comp.data.tables import load_tables
-from comp.demo import build_task_demo
+from comp.demo_data import build_task_demo
 from comp.workspace import Workspace
 
 runner = CliRunner()

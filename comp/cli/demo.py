@@ -39,7 +39,7 @@ def demo_command(
     --task builds the same digits as another kind of competition (multilabel, regression, multitask, binary).
     """
     from comp.data.tables import load_tables
-    from comp.demo import TASK_KINDS, build_demo, build_task_demo
+    from comp.demo_data import TASK_KINDS, build_demo, build_task_demo
     from comp.errors import CompError
     from comp.folds import fold_balance, fold_summary, fold_summary_title, load_or_make_folds
 

@@ -24,7 +24,7 @@ import pandas as pd
 from comp.config import Config
 from comp.data.checked import load_checked_tables
 from comp.folds import ensure_folds, parse_fold_selection
-from comp.metrics import get_metric
+from comp.metrics import greater_is_better
 from comp.progress import SILENT, Progress
 from comp.tune.objective import Objective, failure_types
 from comp.tune.output import best_trial, trials_table, write_report, write_tuned_yaml
@@ -76,13 +76,13 @@ class _Plan:
 
 def _plan(cfg: Config, exp: str, *, trials: int | None, timeout: float | None,
           folds: tuple[int, ...] | str | None, study_name: str | None) -> _Plan:
-    metric = get_metric(cfg.metric)
+    better = greater_is_better(cfg.metric)
     return _Plan(
         params=resolve_space(cfg),
         folds=parse_fold_selection(cfg.tune.folds if folds is None else folds, cfg.folds.k),
         n_trials=cfg.tune.trials if trials is None else trials,
         timeout=cfg.tune.timeout if timeout is None else timeout,
-        direction="maximize" if metric.greater_is_better else "minimize",
+        direction="maximize" if better else "minimize",
         study_name=study_name or exp,
     )
 
