@@ -40,7 +40,7 @@ import numpy as np
 from comp.config import Config
 from comp.errors import CompError
 from comp.progress import SILENT, Progress
-from comp.workspace import Workspace, read_json, write_csv, write_json
+from comp.workspace import Workspace, read_json_record, write_csv, write_json
 
 log = logging.getLogger("comp.lrfind")
 
@@ -273,14 +273,8 @@ def lr_find_section(ws: Workspace, exp: str, result: LRFindResult) -> None:
 
 
 def read_record(ws: Workspace, exp: str) -> dict | None:
-    path = ws.lr_find_json(exp)
-    if not path.is_file():
-        return None
-    try:
-        record = read_json(path)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) and isinstance(record.get("suggestion"), (int, float)) else None
+    record = read_json_record(ws.lr_find_json(exp))
+    return record if record is not None and isinstance(record.get("suggestion"), (int, float)) else None
 
 
 def apply_lr(ws: Workspace, exp: str, lr: float) -> None:

@@ -316,9 +316,10 @@ def view_scores(names: list[str], views: np.ndarray, ids: pd.Series, tables: Any
     """The competition metric of each single TTA view's OOF probabilities ((V, N, C) -> {view name: score})."""
     from comp.metrics import get_metric
 
+    from comp.data.tables import targets_by_id
+
     metric = get_metric(cfg.metric, tables.task)
-    row_of = {i: r for r, i in enumerate(tables.train["id"].astype(str))}
-    y = np.asarray(tables.targets)[[row_of[str(i)] for i in ids]]
+    y = targets_by_id(tables, ids)
     return {name: float(metric(y, probs)) for name, probs in zip(names, views)}
 
 

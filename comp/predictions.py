@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from comp.errors import CompError
-from comp.workspace import Workspace, read_json, write_csv, write_json
+from comp.workspace import Workspace, read_json_record, write_csv, write_json
 
 OOF_SOURCES = ("plain", "tta")
 
@@ -81,14 +81,8 @@ def commit_predictions(ws: Workspace, exp: str, tables: dict[Path, pd.DataFrame]
 
 def prediction_record(ws: Workspace, exp: str) -> dict | None:
     """predict.json when every file it covers is on disk with its recorded hash; else None (stale or interrupted)."""
-    path = ws.predict_json(exp)
-    if not path.is_file():
-        return None
-    try:
-        record = read_json(path)
-    except ValueError:
-        return None
-    files = record.get("files") if isinstance(record, dict) else None
+    record = read_json_record(ws.predict_json(exp))
+    files = record.get("files") if record is not None else None
     if not files:
         return None
     for rel, digest in files.items():

@@ -20,7 +20,7 @@ import pandas as pd
 from comp import distributed
 from comp.config import Config, read_yaml
 from comp.data.checked import load_checked_tables
-from comp.data.tables import Tables
+from comp.data.tables import Tables, targets_by_id
 from comp.engine import FoldResult, finished_result, fit_fold
 from comp.errors import CompError
 from comp.lrfind import lr_chosen
@@ -190,7 +190,7 @@ def seed_results(cfg: Config, ws: Workspace, exp: str, tables: Tables | None = N
         if tables is None:
             raise CompError("seed-averaged fold results need the training table")
         metric = get_metric(cfg.metric, tables.task)
-        results[fold] = mean_result(fold, runs, lambda ids, probs: metric(oof_targets(tables, ids), probs))
+        results[fold] = mean_result(fold, runs, lambda ids, probs: metric(targets_by_id(tables, ids), probs))
     return results, per_seed
 
 
@@ -235,7 +235,7 @@ def summarise(cfg: Config, tables: Tables, oof: pd.DataFrame, results: dict[int,
     fold_scores = {int(f): float(r.score) for f, r in sorted(results.items())}
     values = np.array(list(fold_scores.values()), dtype=np.float64)
     prob_cols = [f"p_{c}" for c in tables.classes]
-    y = oof_targets(tables, oof["id"])
+    y = targets_by_id(tables, oof["id"])
     oof_score = metric(y, oof[prob_cols].to_numpy()) if len(oof) else None
     missing = [f for f in range(cfg.folds.k) if f not in results]
     return {
@@ -258,12 +258,6 @@ def summarise(cfg: Config, tables: Tables, oof: pd.DataFrame, results: dict[int,
     }
 
 
-def oof_targets(tables: Tables, ids: Sequence[str]) -> np.ndarray:
-    """The training targets of the rows `ids` (train.csv ids), in that order."""
-    row_of = {i: r for r, i in enumerate(tables.train["id"].astype(str))}
-    return np.asarray(tables.targets)[[row_of[str(i)] for i in ids]]
-
-
 # ---------------------------------------------------------------- report
 
 
@@ -281,13 +275,13 @@ def write_report(ws: Workspace, exp: str, tables: Tables, oof: pd.DataFrame,
     if len(oof) and not multiclass:
         from comp.task_report import task_figures
 
-        for name, fig, alt in task_figures(tables.task, oof_targets(tables, oof["id"]),
+        for name, fig, alt in task_figures(tables.task, targets_by_id(tables, oof["id"]),
                                            oof[[f"p_{c}" for c in tables.classes]].to_numpy(), prefix="train"):
             path, src = report_image(ws, exp, name)
             save_figure(fig, path)
             parts.append(img_html(src, alt))
     elif len(oof):
-        y = oof_targets(tables, oof["id"]).astype(np.int64)
+        y = targets_by_id(tables, oof["id"]).astype(np.int64)
         pred = oof[[f"p_{c}" for c in tables.classes]].to_numpy().argmax(axis=1)
         names = [str(c) for c in tables.classes]
         for name, fig, alt in (("train-confusion.png", confusion_figure(y, pred, names), "OOF confusion matrix"),

@@ -105,6 +105,18 @@ def read_json(path: Path | str) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def read_json_record(path: Path | str) -> dict | None:
+    """A JSON object written by comp, or None when the file is missing, unreadable JSON or not an object."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        record = read_json(path)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "item"):
         return obj.item()
