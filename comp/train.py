@@ -27,7 +27,7 @@ from comp.lrfind import lr_chosen
 from comp.locks import FoldLocked, fold_lock, live_holder, short_lock
 from comp.foldlog import fold_log
 from comp.folds import FoldsFile, ensure_folds, parse_fold_selection
-from comp.metrics import get_metric
+from comp.metrics import confusion_counts, get_metric, per_class_scores
 from comp.progress import SILENT, Progress
 from comp.recipes.plan import fold_inputs, recipe_scores
 from comp.recipes.seeds import fold_runs, mean_result
@@ -329,8 +329,8 @@ def curves_figure(results: dict[int, FoldResult], metric: str) -> plt.Figure:
 
 def confusion_figure(y: np.ndarray, pred: np.ndarray, names: list[str]) -> plt.Figure:
     """Row-normalised confusion matrix (each true class sums to 1)."""
-    from sklearn.metrics import confusion_matrix  # ~1 s to import: only when the report draws it
-    matrix = confusion_matrix(y, pred, labels=np.arange(len(names)), normalize="true")
+    counts = confusion_counts(y, pred, len(names)).astype(np.float64)
+    matrix = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)  # a class with no true member: a row of 0
     size = max(4.0, 0.45 * len(names) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
     im = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
@@ -349,8 +349,7 @@ def confusion_figure(y: np.ndarray, pred: np.ndarray, names: list[str]) -> plt.F
 
 def per_class_figure(y: np.ndarray, pred: np.ndarray, names: list[str]) -> plt.Figure:
     """Per-class precision, recall and F1 of the OOF predictions."""
-    from sklearn.metrics import precision_recall_fscore_support
-    p, r, f, support = precision_recall_fscore_support(y, pred, labels=np.arange(len(names)), zero_division=0)
+    p, r, f, support = per_class_scores(y, pred, len(names))
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(names) + 2), 4))
     for offset, values, label in ((-0.27, p, "precision"), (0.0, r, "recall"), (0.27, f, "F1")):

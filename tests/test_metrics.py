@@ -17,7 +17,7 @@ from comp.data.tables import load_tables
 from comp.engine import fit_fold
 from comp.errors import CompError
 from comp.folds import ensure_folds
-from comp.metrics import METRICS, Metric, get_metric
+from comp.metrics import METRICS, Metric, confusion_counts, get_metric, per_class_scores
 from comp.tune import tune_experiment
 from comp.tune.study import open_storage
 from comp.workspace import Workspace
@@ -70,6 +70,27 @@ def test_f1_counts_a_class_never_predicted_as_zero() -> None:
     assert get_metric("macro_f1")(y, p) == pytest.approx(
         skm.f1_score(y, p.argmax(1), labels=[0, 1, 2], average="macro", zero_division=0))
     assert get_metric("macro_f1")(y, p) == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)  # predictions 0 1 0 1
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_counted_f1_and_balanced_accuracy_equal_sklearn_on_random_labels(seed: int) -> None:
+    """F1, balanced accuracy and the report's per-class table are counted in numpy (no sklearn import on the
+    training path); random labels with classes missing from y, from the predictions, or from both."""
+    rng = np.random.default_rng(seed)
+    n_classes, n = int(rng.integers(2, 19)), int(rng.integers(1, 60))
+    present = rng.choice(n_classes, size=int(rng.integers(1, n_classes + 1)), replace=False)
+    y = rng.choice(present, size=n)
+    probs = rng.dirichlet(np.ones(n_classes) * 0.3, size=n)
+    pred, labels = probs.argmax(1), np.arange(n_classes)
+    for average in ("macro", "weighted"):
+        assert get_metric(f"{average}_f1")(y, probs) == pytest.approx(
+            skm.f1_score(y, pred, labels=labels, average=average, zero_division=0), abs=1e-12)
+    assert get_metric("balanced_accuracy")(y, probs) == pytest.approx(skm.balanced_accuracy_score(y, pred), abs=1e-12)
+    got = per_class_scores(y, pred, n_classes)
+    want = skm.precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+    np.testing.assert_array_equal(confusion_counts(y, pred, n_classes), skm.confusion_matrix(y, pred, labels=labels))
 
 
 def test_binary_roc_auc_uses_the_positive_column() -> None:
