@@ -291,15 +291,27 @@ def save_best(out_dir: Path, base: CheckpointBase, best: Candidate, val_ids: lis
 
 def save_last(out_dir: Path, base: CheckpointBase, parts: Parts, state: FitState,
               writer: CheckpointWriter | None = None) -> None:
-    """Everything needed to continue exactly where this epoch ended; queued on `writer` as a snapshot when given."""
+    """Everything needed to continue exactly where this epoch ended; queued on `writer` as a snapshot when given.
+
+    A finished fold is never continued (more epochs change train_hash and start the fold over), so its last.pt
+    keeps the weights, the progress and the history but not the optimizer, schedule, scaler and RNG state: for
+    AdamW that is two thirds of the file, written and waited for at the end of every fold.
+    """
     own = snapshot if writer is not None else (lambda value: value)  # live optimizer/scheduler state keeps moving
+    going = not state.finished
+
+    def resume_state(make: Callable[[], Any]) -> Any:
+        return own(make()) if going else None
+
     payload = last_payload(
         base, model=cpu_state(parts.model), score=state.best_score, val_loss=state.best_val_loss,
-        weights="raw", optimizer=own(parts.optimizer.state_dict()), scheduler=own(parts.scheduler.state_dict()),
-        scaler=own(parts.scaler.state_dict()), ema=cpu_state(parts.ema.module) if parts.ema is not None else None,
+        weights="raw", optimizer=resume_state(parts.optimizer.state_dict),
+        scheduler=resume_state(parts.scheduler.state_dict), scaler=resume_state(parts.scaler.state_dict),
+        ema=cpu_state(parts.ema.module) if parts.ema is not None else None,
         swa=cpu_state(parts.swa) if parts.swa is not None else None,
-        swa_scheduler=own(parts.swa_scheduler.state_dict()) if parts.swa_scheduler is not None else None,
-        rng=capture_rng(), best={"score": state.best_score, "val_loss": state.best_val_loss, "epoch": state.best_epoch},
+        swa_scheduler=resume_state(parts.swa_scheduler.state_dict) if parts.swa_scheduler is not None else None,
+        rng=capture_rng() if going else None,
+        best={"score": state.best_score, "val_loss": state.best_val_loss, "epoch": state.best_epoch},
         epochs_without_improvement=state.bad_epochs, step=state.step, next_epoch=state.epoch,
         history=own(state.history), finished=state.finished,
     )
