@@ -264,3 +264,90 @@ def test_the_error_gallery_is_one_png_with_each_image_in_its_cell(tmp_path: Path
     assert blue[: h // 2, w // 2:].sum() > 500 and blue[:, : w // 2].sum() == 0
     assert green[h // 2:, : w // 2].sum() > 500 and green[: h // 2].sum() == 0
     assert (top != 255).any(axis=2)[:30].any() and (bottom != 255).any()  # captions drawn above the thumbnails
+
+
+# ---------------------------------------------------------------- the start-up helper (comp.prefetch)
+
+
+def _first_run_files(root: Path) -> dict[str, bytes]:
+    """The image caches and the folds file of a workspace, by name."""
+    files = sorted((root / ".cache" / "images").glob("*.npy")) + sorted((root / "folds").glob("*"))
+    return {p.name: p.read_bytes() for p in files}
+
+
+def test_the_start_up_helper_writes_what_the_training_process_would(make_ws, caplog):
+    """The helper (a child process) checks + caches the images and makes the folds file; the training process then
+    reads them (nothing made again), and they are byte for byte what it makes itself without the helper."""
+    from comp import prefetch
+    from comp.data.checked import load_checked_tables
+    from comp.folds import ensure_folds
+
+    helped, alone = make_ws("helped"), make_ws("alone")
+    cfg = load_config(helped, overrides=["folds.k=3"])
+    caplog.set_level("INFO")
+    helper = prefetch.start(helped, cfg, check=False)
+    assert helper is not None and helper.finish() is True
+    assert any(r.name == "comp.data.cache" and r.getMessage().startswith("cached 36 images") for r in caplog.records)
+    made = _first_run_files(helped)
+    assert len(made) == 4  # train and test caches, the folds csv and its record
+    ensure = ensure_folds(Workspace.at(helped), load_checked_tables(cfg, Workspace.at(helped)), cfg)
+    assert ensure.made is False and _first_run_files(helped) == made  # found ready, nothing rewritten
+    cfg_alone = load_config(alone, overrides=["folds.k=3"])
+    ensure_folds(Workspace.at(alone), load_checked_tables(cfg_alone, Workspace.at(alone)), cfg_alone)
+    theirs = _first_run_files(alone)  # cache names hash the absolute image paths: compare the caches' bytes
+    assert sorted(theirs.values()) == sorted(made.values()) and sorted(theirs)[2:] == sorted(made)[2:]
+
+
+def test_a_failing_helper_leaves_the_error_to_the_training_process(make_ws):
+    """A corrupt image stops the helper (nothing written, no folds file); the training process then meets the file
+    itself and reports it as it always does."""
+    from comp import prefetch
+    from comp.data.checked import load_checked_tables
+    from comp.errors import CompError
+
+    root = make_ws()
+    (root / "data" / "images" / "p000_1.png").write_bytes(b"not a png")
+    cfg = load_config(root, overrides=["folds.k=3"])
+    helper = prefetch.start(root, cfg, check=False)
+    assert helper is not None and helper.finish() is False
+    assert _first_run_files(root) == {}
+    with pytest.raises(CompError, match="p000_1.png"):
+        load_checked_tables(cfg, Workspace.at(root))
+
+
+def test_the_helper_leaves_a_large_image_set_to_the_training_process(make_ws):
+    """More images than the helper's limit: it makes the folds but not the cache (the training process builds the
+    cache with its progress bar instead of waiting on a silent child)."""
+    from comp import prefetch
+
+    root = make_ws()
+    helper = prefetch.start(root, load_config(root, overrides=["folds.k=3"]), check=False, max_images=10)
+    assert helper is not None and helper.finish() is True
+    assert sorted(_first_run_files(root)) == ["k3-s42.csv", "k3-s42.json"]
+
+
+def test_the_helper_is_not_started_inside_a_process_that_has_torch(tiny_ws):
+    """In a notebook or any process that already imported torch there is no start-up to overlap."""
+    from comp import prefetch
+
+    import torch  # noqa: F401 - the condition under test
+
+    assert prefetch.start(tiny_ws, load_config(tiny_ws)) is None
+
+
+def test_fold_train_with_and_without_the_helper_gives_the_same_bytes(make_ws):
+    """Through the CLI in a fresh process (where the helper runs): the same folds file and the same oof.csv as a run
+    with COMP_PREFETCH=0, and the helper's log lines (the cache build) are shown by the training process."""
+    import os
+    import subprocess
+    import sys
+
+    outputs = {}
+    for name, flag in (("helped", "1"), ("alone", "0")):
+        root = make_ws(name)
+        done = subprocess.run([sys.executable, "-m", "comp", "fold-train", "-w", str(root), "--k", "2"],
+                              capture_output=True, text=True, env={**os.environ, "COMP_PREFETCH": flag}, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "cached 36 images" in done.stdout + done.stderr
+        outputs[name] = [(root / rel).read_bytes() for rel in ("folds/k2-s42.csv", "experiments/baseline/oof.csv")]
+    assert outputs["helped"] == outputs["alone"]

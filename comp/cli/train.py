@@ -16,6 +16,7 @@ from comp.progress import SILENT
 
 if TYPE_CHECKING:
     from comp.config import Config
+    from comp.prefetch import Prefetch
     from comp.workspace import Workspace
 
 
@@ -65,7 +66,10 @@ def fold_train_command(
         if devices is not None:
             return run_on_devices(ws, cfg, experiment, devices=devices, overrides=overrides, fold=fold, force=force,
                                   origins=origins, track=names)
-        scores = train_here(ws, cfg, experiment, origins, fold=fold, force=force, track=names)
+        from comp import prefetch
+
+        helper = prefetch.start(ws.root, cfg)  # image check + cache and folds on another core while torch imports
+        scores = train_here(ws, cfg, experiment, origins, fold=fold, force=force, track=names, helper=helper)
     except KeyboardInterrupt:
         err_console.print("interrupted: finished folds and epochs are kept; resume with:", highlight=False)
         err_console.print(resume_command(str(workspace), experiment, overrides, fold), highlight=False, markup=False)
@@ -77,10 +81,18 @@ def fold_train_command(
 
 
 def train_here(ws: Workspace, cfg: Config, experiment: str, origins: dict, *, fold: str | None, force: bool,
-               track: tuple[str, ...] | None) -> dict | None:
-    """Train in this process (or as one torchrun rank); the scores on rank 0, None on the other ranks."""
+               track: tuple[str, ...] | None, helper: Prefetch | None = None) -> dict | None:
+    """Train in this process (or as one torchrun rank); the scores on rank 0, None on the other ranks.
+
+    helper: the start-up process (comp.prefetch) to wait for once torch is imported, before the tables are read.
+    """
     from comp import distributed  # torch loads only for the commands that train
     from comp.pipeline import train_experiment
+
+    if helper is not None:
+        import comp.train  # noqa: F401 - timm, albumentations, matplotlib: imported while the helper works
+
+        helper.finish()
 
     with distributed.process_group(cfg.train.device):
         main = distributed.is_main()

@@ -204,8 +204,7 @@ def prepare_images(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, progress:
         return ImageStore(paths=paths, boxes=boxes, hw=hw, margin=margin, fractional=fractional)
     if not paths:
         return ImageStore(array=np.zeros((0, *hw, 3), np.uint8))
-    key = cache_key(paths, boxes, hw=hw, margin=margin)
-    target = ws.image_cache(key)
+    target = ws.image_cache(cache_key(paths, boxes, hw=hw, margin=margin))
     if not _valid(target, len(paths), hw):
         target.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(target) + ".lock"):  # parallel fold processes build it once
@@ -217,6 +216,16 @@ def prepare_images(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, progress:
     else:
         log.debug("reusing image cache %s", target)
     return ImageStore(array_path=target)
+
+
+def is_cached(frame: pd.DataFrame, cfg: Config, ws: Workspace) -> bool:
+    """Whether prepare_images would find a complete cache for `frame` (and decode nothing)."""
+    if not cfg.image.cache or not len(frame):
+        return True
+    boxes, hw = frame_boxes(frame), cache_hw(cfg)
+    key = cache_key(frame["path"].astype(str).tolist(), boxes, hw=hw,
+                    margin=cfg.image.bbox_margin if boxes is not None else 0.0)
+    return _valid(ws.image_cache(key), len(frame), hw)
 
 
 def check_space(folder: Path, n_bytes: int) -> None:
