@@ -211,6 +211,9 @@ class TrainConfig(Strict):
     compile: bool = False
     channels_last: bool = True  # applied on CUDA only
     num_workers: int | Literal["auto"] = "auto"  # auto: from the device and the CPU cores (comp.data.workers)
+    # best.pt/last.pt reach the disk once this many seconds passed since the last write, at the fold's end and when
+    # the fold is stopped (Ctrl-C, SIGTERM, an error); 0: after every epoch. A hard kill loses at most this much.
+    checkpoint_seconds: float = 60.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     sync_bn: bool = False  # SyncBatchNorm across DDP ranks (torchrun); no effect in one process
     seeds: tuple[int, ...] | None = None  # train each fold once per seed (fold{i}/seed{s}/); None: once, train.seed
@@ -228,6 +231,13 @@ class TrainConfig(Strict):
     @classmethod
     def _amp_off(cls, v: Any) -> Any:
         return "off" if v is False else v  # YAML reads `amp: off` as false
+
+    @field_validator("checkpoint_seconds")
+    @classmethod
+    def _not_negative(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError("train.checkpoint_seconds must be 0 (after every epoch) or more")
+        return v
 
     @field_validator("epochs", "batch_size", "grad_accum")
     @classmethod
@@ -262,7 +272,7 @@ class TuneConfig(Strict):
     n_startup_trials: int = 10  # random trials before TPE models the results
 
 
-RUN_PLACE_KEYS = ("train.device", "train.num_workers")
+RUN_PLACE_KEYS = ("train.device", "train.num_workers", "train.checkpoint_seconds")
 UNSET_NOT_HASHED = ("train.seeds", "train.swa", "train.distill", "image.schedule", "pseudo")
 
 

@@ -281,23 +281,62 @@ def checkpoint_base(cfg: Config, tables: Tables, fold: int, epoch: int) -> Check
                           n_classes=tables.n_classes, classes=[str(c) for c in tables.classes])
 
 
+class FoldCheckpoints:
+    """When a fold's best.pt and last.pt reach the disk.
+
+    Every epoch's checkpoints are snapshotted (a copy of the weights and the resume state, in memory) and held;
+    they are written by the background `writer` once `every` seconds passed since the previous write, when the
+    fold finishes, and when anything stops the fold (Ctrl-C, SIGTERM, a NaN loss, an error): a stop that Python
+    sees keeps the last finished epoch, and only a hard kill (SIGKILL, power loss) can lose up to `every` seconds
+    of training. Short epochs thus cost one write per fold instead of one per epoch. best.pt is always written
+    before the last.pt that records it. Without a writer (tests, tools) every epoch is written at once.
+    """
+
+    def __init__(self, writer: CheckpointWriter | None, every: float) -> None:
+        self.writer, self.every = writer, every
+        self.best: tuple[Path, dict[str, Any]] | None = None
+        self.last: tuple[Path, dict[str, Any]] | None = None
+        self.written_at = time.monotonic()
+
+    def hold_best(self, path: Path, payload: dict[str, Any]) -> None:
+        self.best = (path, payload)
+
+    def hold_last(self, path: Path, payload: dict[str, Any]) -> None:
+        self.last = (path, payload)
+
+    def epoch_end(self, finished: bool) -> None:
+        """Write what is held when the fold finished or `every` seconds passed since the last write."""
+        if self.writer is None or finished or time.monotonic() - self.written_at >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Queue (or, without a writer, write) what is held: best.pt first."""
+        if self.writer is not None:
+            self.writer.wait()  # the previous files are complete before these replace them
+        for held in (self.best, self.last):
+            if held is not None:
+                (self.writer.submit if self.writer is not None else save_checkpoint)(*held)
+        self.best = self.last = None
+        self.written_at = time.monotonic()
+
+
 def save_best(out_dir: Path, base: CheckpointBase, best: Candidate, val_ids: list[str],
-              writer: CheckpointWriter | None = None) -> None:
-    """best.pt now, or queued on `writer` (the payload is already a copy: cloned weights, this epoch's probabilities)."""
+              sink: FoldCheckpoints | None = None) -> None:
+    """best.pt now, or held by `sink` (the payload is already a copy: cloned weights, this epoch's probabilities)."""
     ckpt = BestCheckpoint(base, cpu_state(best.module), best.score, best.val_loss, best.weights, list(val_ids),
                           torch.from_numpy(best.probs))
-    (writer.submit if writer is not None else save_checkpoint)(FoldFiles(out_dir).best, ckpt.as_dict())
+    (sink.hold_best if sink is not None else save_checkpoint)(FoldFiles(out_dir).best, ckpt.as_dict())
 
 
 def save_last(out_dir: Path, base: CheckpointBase, parts: Parts, state: FitState,
-              writer: CheckpointWriter | None = None) -> None:
-    """Everything needed to continue exactly where this epoch ended; queued on `writer` as a snapshot when given.
+              sink: FoldCheckpoints | None = None) -> None:
+    """Everything needed to continue exactly where this epoch ended; held by `sink` as a snapshot when given.
 
     A finished fold is never continued (more epochs change train_hash and start the fold over), so its last.pt
     keeps the weights, the progress and the history but not the optimizer, schedule, scaler and RNG state: for
     AdamW that is two thirds of the file, written and waited for at the end of every fold.
     """
-    own = snapshot if writer is not None else (lambda value: value)  # live optimizer/scheduler state keeps moving
+    own = snapshot if sink is not None else (lambda value: value)  # live optimizer/scheduler state keeps moving
     going = not state.finished
 
     def resume_state(make: Callable[[], Any]) -> Any:
@@ -315,7 +354,7 @@ def save_last(out_dir: Path, base: CheckpointBase, parts: Parts, state: FitState
         epochs_without_improvement=state.bad_epochs, step=state.step, next_epoch=state.epoch,
         history=own(state.history), finished=state.finished,
     )
-    (writer.submit if writer is not None else save_checkpoint)(FoldFiles(out_dir).last, payload)
+    (sink.hold_last if sink is not None else save_checkpoint)(FoldFiles(out_dir).last, payload)
 
 
 def matching_last(out_dir: Path, cfg: Config, fold: int, *, mmap: bool = False) -> dict[str, Any] | None:
@@ -387,9 +426,8 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
         fold_of: the fold of every training row (train.csv order); `fold` is validated, the rest trained.
         out_dir: the fold's folder (an experiment's fold{i}/ or a tuning trial's); see comp.workspace.FoldFiles.
         on_epoch: on_epoch(epoch, {"score", "val_loss", "improved", and the history row: epoch from 1,
-            train_loss, lr, ...}) after each epoch's checkpoints are handed to the background writer (they are
-            on disk before the next epoch's are written and before fit_fold returns or raises); what it raises
-            (e.g. optuna.TrialPruned) propagates.
+            train_loss, lr, ...}) after each epoch's checkpoints are snapshotted (see FoldCheckpoints: they are on
+            disk before fit_fold returns or raises); what it raises (e.g. optuna.TrialPruned) propagates.
         resumable: False writes last.pt only when the fold finishes (per-epoch checkpoints of a run that is
             never resumed would be time spent outside training).
         checkpoints: False writes neither best.pt nor last.pt (a tuning trial, whose folder is deleted when it
@@ -427,12 +465,13 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
             resume(parts, state, ckpt)
             log.info("fold %d: resuming from epoch %d", fold, state.epoch + 1)
         writer = CheckpointWriter() if checkpoints else None
+        sink = FoldCheckpoints(writer, cfg.train.checkpoint_seconds if resumable else math.inf) if writer else None
         try:
             run_epochs(cfg, tables, fold, out_dir, parts, state, loaders, val_idx,
-                       progress=progress, on_epoch=on_epoch, resumable=resumable, targets=targets, writer=writer,
+                       progress=progress, on_epoch=on_epoch, resumable=resumable, targets=targets, sink=sink,
                        checkpoints=checkpoints)
         except BaseException:
-            close_writer(writer, failing=True)  # a stopped fold still leaves its last complete checkpoints
+            stop_writing(sink, writer)  # a stopped fold still leaves its last finished epoch on disk
             raise
         close_writer(writer)
     distributed.barrier()  # rank 0 has written best.pt and last.pt
@@ -440,6 +479,16 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
     if result is None:
         raise CompError(f"fold {fold} finished but {FoldFiles(out_dir).best} cannot be read back; check the disk and rerun")
     return result
+
+
+def stop_writing(sink: FoldCheckpoints | None, writer: CheckpointWriter | None) -> None:
+    """A fold stopped by an exception: write the held checkpoints of its last finished epoch, then wait."""
+    try:
+        if sink is not None:
+            sink.flush()
+    except Exception as exc:  # noqa: BLE001 - the error that stopped the fold is the one to report
+        log.warning("could not write the last checkpoints while the fold was stopping: %s", exc)
+    close_writer(writer, failing=True)
 
 
 def close_writer(writer: CheckpointWriter | None, *, failing: bool = False) -> None:
@@ -470,12 +519,12 @@ def memory_result(tables: Tables, fold: int, state: FitState, val_idx: np.ndarra
 def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Parts, state: FitState,
                loaders: tuple[DataLoader, DataLoader], val_idx: np.ndarray, *, progress: Progress,
                on_epoch: Callable[[int, dict], None] | None, resumable: bool = True,
-               targets: RowTargets | None = None, writer: CheckpointWriter | None = None,
+               targets: RowTargets | None = None, sink: FoldCheckpoints | None = None,
                checkpoints: bool = True) -> None:
     """The epoch loop: train, validate, keep the best, write history and last.pt, stop early.
 
-    writer: best.pt and last.pt are queued on it (written while the next epoch trains); None writes them here.
-    checkpoints: False writes neither (see fit_fold).
+    sink: holds each epoch's best.pt and last.pt and writes them in the background (FoldCheckpoints); None writes
+    them here. checkpoints: False writes neither (see fit_fold).
     """
     task = tables.task.for_config(cfg)
     metric, epochs = get_metric(cfg.metric, task), cfg.train.epochs
@@ -503,10 +552,8 @@ def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Par
         best = pick(candidates, metric)
         base = checkpoint_base(cfg, tables, fold, epoch)
         improved = is_better(best.score, best.val_loss, state, metric)
-        if writer is not None:
-            writer.wait()  # the previous epoch's files are complete before this epoch's replace them
         if improved and distributed.is_main() and checkpoints:
-            save_best(out_dir, base, best, val_ids, writer=writer)
+            save_best(out_dir, base, best, val_ids, sink=sink)
         if improved:
             state.best_score, state.best_val_loss, state.best_epoch, state.bad_epochs = best.score, best.val_loss, epoch, 0
             state.best_probs = best.probs
@@ -518,7 +565,9 @@ def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Par
         if distributed.is_main():  # under DDP the other ranks hold the same state and write nothing
             write_csv(FoldFiles(out_dir).history, history_frame(state.history))
             if checkpoints and (resumable or state.finished):
-                save_last(out_dir, base, parts, state, writer=writer)
+                save_last(out_dir, base, parts, state, sink=sink)
+            if sink is not None:
+                sink.epoch_end(state.finished)
         progress.note(**{"val_loss": best.val_loss, metric.name: best.score})
         progress.log(epoch_line(fold, epoch, epochs, state.history[-1], metric.name, improved))
         if on_epoch is not None:

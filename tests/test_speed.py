@@ -351,3 +351,110 @@ def test_fold_train_with_and_without_the_helper_gives_the_same_bytes(make_ws):
         assert "cached 36 images" in done.stdout + done.stderr
         outputs[name] = [(root / rel).read_bytes() for rel in ("folds/k2-s42.csv", "experiments/baseline/oof.csv")]
     assert outputs["helped"] == outputs["alone"]
+
+
+# ---------------------------------------------------------------- when checkpoints reach the disk (train.checkpoint_seconds)
+
+
+def _count_writes(monkeypatch) -> list[tuple[str, int]]:
+    """(file name, epoch) of every checkpoint the writer thread writes, in order."""
+    import torch
+
+    import comp.checkpoint as checkpoint
+
+    writes: list[tuple[str, int]] = []
+    real = checkpoint.save_checkpoint
+
+    def save(path, payload):
+        writes.append((Path(path).name, int(payload["epoch"])))
+        return real(path, payload)
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save)
+    assert torch  # the payloads are torch checkpoints
+    return writes
+
+
+@pytest.mark.parametrize("seconds,epoch_seconds,expected", [
+    (60, 0, [("best.pt", 2), ("last.pt", 2)]),  # short epochs: one write per fold, at its end
+    (0, 0, [("best.pt", 0), ("last.pt", 0), ("best.pt", 1), ("last.pt", 1), ("best.pt", 2), ("last.pt", 2)]),
+    (60, 61, [("best.pt", 0), ("last.pt", 0), ("best.pt", 1), ("last.pt", 1), ("best.pt", 2), ("last.pt", 2)]),
+    (60, 35, [("best.pt", 1), ("last.pt", 1), ("best.pt", 2), ("last.pt", 2)]),  # 70 s after epoch 2
+])
+def test_checkpoints_reach_the_disk_every_checkpoint_seconds_and_at_the_end(tiny_ws: Path, monkeypatch, seconds: int,
+                                                                             epoch_seconds: float, expected: list):
+    """Each epoch is snapshotted; the files are written once train.checkpoint_seconds passed since the last write
+    (the clock advanced epoch_seconds per epoch here), and always when the fold ends; best.pt before last.pt."""
+    import comp.engine as engine
+
+    writes = _count_writes(monkeypatch)
+    clock = {"now": 1000.0}
+    real_end = engine.FoldCheckpoints.epoch_end
+
+    def epoch_end(self, finished):
+        clock["now"] += epoch_seconds
+        return real_end(self, finished)
+
+    monkeypatch.setattr(engine.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(engine.FoldCheckpoints, "epoch_end", epoch_end)
+    monkeypatch.setattr(engine, "is_better", lambda *a: True)  # every epoch improves: a best.pt each epoch
+    cfg, ws, tables, fold_of = _ckpt_setup(tiny_ws, "train.epochs=3", f"train.checkpoint_seconds={seconds}")
+    engine.fit_fold(cfg, tables, fold_of, 0, tiny_ws / "out", ws=ws)
+    assert writes == expected
+
+
+def test_a_stopped_fold_writes_its_last_finished_epoch_and_resumes_from_it(tiny_ws: Path, monkeypatch):
+    """Nothing was written yet (epochs shorter than train.checkpoint_seconds) when the fold is stopped after epoch 2
+    (Ctrl-C, SIGTERM, an error): the held epoch-2 checkpoints are written on the way out, and the rerun trains
+    only epoch 3 and ends where an uninterrupted fit does."""
+    import comp.engine as engine
+
+    cfg, ws, tables, fold_of = _ckpt_setup(tiny_ws, "train.epochs=3")
+    whole = engine.fit_fold(cfg, tables, fold_of, 0, tiny_ws / "whole", ws=ws)
+    writes = _count_writes(monkeypatch)
+
+    class Stop(KeyboardInterrupt):
+        pass
+
+    def stop_after_second(epoch: int, info: dict) -> None:
+        if epoch == 1:
+            assert writes == []  # held, not written yet
+            raise Stop
+
+    with pytest.raises(Stop):
+        engine.fit_fold(cfg, tables, fold_of, 0, tiny_ws / "cut", ws=ws, on_epoch=stop_after_second)
+    assert [name for name, _ in writes][-1] == "last.pt" and writes[-1][1] == 1
+    seen = []
+    resumed = engine.fit_fold(cfg, tables, fold_of, 0, tiny_ws / "cut", ws=ws, on_epoch=lambda e, i: seen.append(e))
+    assert seen == [2]
+    np.testing.assert_array_equal(resumed.val_probs, whole.val_probs)
+
+
+def test_sigterm_stops_fold_train_with_its_last_epoch_on_disk_and_the_resume_command(tiny_ws: Path):
+    """A preempted run (SIGTERM) in a fresh process: it stops like Ctrl-C (exit 130, the resume command printed),
+    its last finished epoch is on disk although epochs are shorter than train.checkpoint_seconds, and the rerun
+    resumes from there."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import torch
+
+    args = [sys.executable, "-m", "comp", "fold-train", "-w", str(tiny_ws), "--k", "3", "--folds", "0",
+            "--set", "train.epochs=60", "--log-every", "0"]
+    env = {**os.environ, "COLUMNS": "200"}
+    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    for line in child.stdout:
+        lines.append(line)
+        if "epoch 3/60: train loss" in line:  # epoch 3's summary: it finished
+            child.send_signal(signal.SIGTERM)
+            break
+    out = "".join(lines) + child.stdout.read()
+    assert child.wait(timeout=120) == 130, out
+    assert "resume with:" in out and "comp fold-train" in out
+    last = torch.load(tiny_ws / "experiments" / "baseline" / "fold0" / "last.pt", weights_only=True)
+    assert not last["finished"] and last["next_epoch"] >= 3
+    rerun = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"resuming from epoch {last['next_epoch'] + 1}" in rerun.stdout + rerun.stderr
