@@ -429,11 +429,11 @@ def test_unreachable_storage_is_a_comp_error(tmp_path: Path) -> None:
 def test_sigterm_ends_a_tune_run_like_ctrl_c() -> None:
     import signal
 
-    from comp.cli.tune import _sigterm_as_interrupt
+    from comp.cli.common import sigterm_as_interrupt
 
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        stop = _sigterm_as_interrupt()
+        stop = sigterm_as_interrupt()
         with pytest.raises(KeyboardInterrupt, match="signal 15"):
             os.kill(os.getpid(), signal.SIGTERM)
             for _ in range(1000):  # the handler runs between bytecodes

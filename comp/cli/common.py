@@ -6,7 +6,9 @@ import errno
 import functools
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -109,3 +111,16 @@ def print_table(frame: Any, title: str = "", float_digits: int = 4) -> None:
     for row in frame.itertuples(index=False):
         table.add_row(*[f"{v:.{float_digits}f}" if isinstance(v, float) else str(v) for v in row])
     console.print(table)
+
+
+def sigterm_as_interrupt() -> threading.Event:
+    """SIGTERM (kill, timeout, a cluster's preemption) ends the run like Ctrl-C does; the event says it came."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+    return stop

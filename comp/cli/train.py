@@ -11,7 +11,7 @@ import typer
 
 from comp.cli import app
 from comp.cli.common import (ExperimentOpt, RichProgress, SetOpt, WorkspaceOpt, console, err_console, handle_errors,
-                             load, print_table, rule)
+                             load, print_table, rule, sigterm_as_interrupt)
 from comp.progress import SILENT
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ def fold_train_command(
                                   origins=origins, track=names)
         from comp import prefetch
 
+        sigterm_as_interrupt()  # a preempted or killed run writes its last finished epoch and prints the resume command
         helper = prefetch.start(ws.root, cfg)  # image check + cache and folds on another core while torch imports
         scores = train_here(ws, cfg, experiment, origins, fold=fold, force=force, track=names, helper=helper)
     except KeyboardInterrupt:

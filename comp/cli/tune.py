@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,9 +9,11 @@ import typer
 
 from comp.cli import app
 
+from comp.cli.common import (ExperimentOpt, RichProgress, SetOpt, WorkspaceOpt, console, err_console, handle_errors, load,
+                             print_table, sigterm_as_interrupt)
+
 if TYPE_CHECKING:
     import pandas as pd
-from comp.cli.common import ExperimentOpt, RichProgress, SetOpt, WorkspaceOpt, console, err_console, handle_errors, load, print_table
 
 
 @app.command("tune")
@@ -41,7 +41,7 @@ def tune_command(
     set_ = with_seed(set_ or [], seed, key="tune.seed")
     ws, cfg = load(workspace, experiment, set_)
     console.print(f"watch the study: {dashboard_command(ws, experiment, storage)}", highlight=False, markup=False)
-    stop = _sigterm_as_interrupt()  # a preempted or killed worker marks its running trial as interrupted, not counted
+    stop = sigterm_as_interrupt()  # a preempted or killed worker marks its running trial as interrupted, not counted
     try:
         with RichProgress() as progress:
             result = tune_experiment(ws, cfg, exp=experiment, overrides=tuple(set_ or ()), trials=trials,
@@ -91,16 +91,3 @@ def _shown(table: pd.DataFrame) -> pd.DataFrame:
     if "reason" in out.columns:
         out["reason"] = out["reason"].str.slice(0, 60)
     return out
-
-
-def _sigterm_as_interrupt() -> threading.Event:
-    """SIGTERM (kill, timeout, a cluster's preemption) ends the run like Ctrl-C does; the event says it came."""
-    stop = threading.Event()
-
-    def handler(signum: int, frame: object) -> None:
-        stop.set()
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
-    return stop
