@@ -4,12 +4,14 @@ report) vs a hand-written in-memory timm loop on the same workspace, model, batc
 The hand-written loop (this file run with --hand) imports torch and timm, decodes every image into
 one uint8 tensor, and per fold trains with batch-level augmentation (one random resized crop per
 batch, per-sample flips), validates every epoch and saves the best weights: what a competitor
-writes by hand. comp runs with the defaults a user gets (train.num_workers auto, light preset,
-a cold cache: each round starts from a workspace without .cache/, folds/ or outputs). Rounds
-alternate; the best of --rounds is kept for each. Figure of merit: comp / hand (goal <= 1.10).
+writes by hand. comp runs with the defaults a user gets (train.num_workers auto, augment.preset
+auto, train.checkpoint_seconds 60, the start-up helper of comp.prefetch, a cold cache: each round
+starts from a workspace without .cache/, folds/ or outputs). Rounds alternate; the best of
+--rounds is kept for each. Figure of merit: comp / hand (goal <= 1.10).
 
     .venv/bin/python benchmarks/bench_fold_train.py [--folds 1,5] [--n 600] [--size 32]
         [--model resnet18] [--epochs 2] [--batch 32] [--rounds 2]
+    .venv/bin/python benchmarks/bench_fold_train.py --n 2000 --size 48 --epochs 3 --folds 1   # a longer fold
 """
 
 from __future__ import annotations
