@@ -78,8 +78,12 @@ def start(root: Path, cfg: Config, *, check: bool = True, max_images: int = PREF
 
 
 class _JsonLines(logging.Handler):
+    """The child's log records, one JSON object per line on its stdout (the pipe `Prefetch.finish` reads)."""
+
     def emit(self, record: logging.LogRecord) -> None:
-        print(json.dumps({"name": record.name, "level": record.levelno, "message": record.getMessage()}), flush=True)
+        line = json.dumps({"name": record.name, "level": record.levelno, "message": record.getMessage()})
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def run(root: Path, cfg: Config, max_images: int = PREFETCH_IMAGES) -> None:
