@@ -65,10 +65,14 @@ def start(root: Path, cfg: Config, *, check: bool = True, max_images: int = PREF
     `check`). max_images: cache only when at most this many images lack a valid cache."""
     if check and not wanted(cfg):
         return None
+    text = cfg.model_dump_json()
+    if type(cfg).model_validate_json(text) != cfg:  # the child must work on exactly this config, or not at all
+        log.debug("no start-up helper: the config does not survive JSON")
+        return None
     try:
         proc = subprocess.Popen([sys.executable, "-m", "comp.prefetch", str(root), str(max_images)], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        proc.stdin.write(cfg.model_dump_json())  # stdin, not argv: a config may hold a storage URL with a password
+        proc.stdin.write(text)  # stdin, not argv: a config may hold a storage URL with a password
         proc.stdin.close()
         proc.stdin = None  # written and closed: communicate() must not flush it again
     except OSError as exc:  # no process to spare: this process does the work as before

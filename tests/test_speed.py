@@ -507,3 +507,16 @@ def test_the_malloc_settings_leave_a_user_s_own_allocator_settings_alone():
     env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, timeout=120)
     assert out.stdout.strip() == "False"
+
+
+def test_no_helper_for_a_config_that_json_would_change(tiny_ws, monkeypatch):
+    """The child gets the config as JSON; one that does not come back equal (it would make other folds or another
+    cache) gets no helper, and the training process does the work itself."""
+    from comp import prefetch
+    from comp.config import Config
+
+    cfg = load_config(tiny_ws)
+    real = Config.model_validate_json
+    monkeypatch.setattr(Config, "model_validate_json", classmethod(
+        lambda cls, text: real(text).model_copy(update={"metric": "accuracy"})))
+    assert prefetch.start(tiny_ws, cfg, check=False) is None
