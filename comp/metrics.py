@@ -49,6 +49,12 @@ def confusion_counts(y: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(y * n + pred, minlength=n * n).reshape(n, n)
 
 
+def confusion_rates(y: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
+    """confusion_counts normalised per true class (each row sums to 1; a class with no true member: a row of 0)."""
+    counts = confusion_counts(y, pred, n).astype(np.float64)
+    return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+
+
 def per_class_scores(y: np.ndarray, pred: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
     """(precision, recall, F1, support) per class 0..n-1; an undefined ratio (nothing predicted or no true
     member) is 0, as scikit-learn's precision_recall_fscore_support(zero_division=0) gives."""

@@ -118,7 +118,7 @@ def scatter_figure(y: np.ndarray, pred: np.ndarray, name: str) -> plt.Figure:
 
 
 def heads_figure(task: Task, y: np.ndarray, outputs: np.ndarray) -> plt.Figure:
-    from comp.metrics import confusion_counts
+    from comp.metrics import confusion_rates
 
     y = np.asarray(y).reshape(len(y), -1).astype(np.int64)
     panels = [(h.name, h.classes, y[:, i], outputs[:, s].argmax(axis=1))
@@ -127,8 +127,7 @@ def heads_figure(task: Task, y: np.ndarray, outputs: np.ndarray) -> plt.Figure:
         panels.append(("combined", task.labels, task.combined_codes(y), task.class_probs(outputs).argmax(axis=1)))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8), squeeze=False)
     for ax, (name, classes, truth, pred) in zip(axes[0], panels):
-        counts = confusion_counts(truth, pred, len(classes)).astype(np.float64)
-        ax.imshow(counts / np.maximum(counts.sum(axis=1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+        ax.imshow(confusion_rates(truth, pred, len(classes)), cmap="Blues", vmin=0, vmax=1)
         ticks = range(len(classes))
         ax.set_xticks(ticks, classes, rotation=90, fontsize=6)
         ax.set_yticks(ticks, classes, fontsize=6)

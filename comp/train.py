@@ -27,7 +27,7 @@ from comp.lrfind import lr_chosen
 from comp.locks import FoldLocked, fold_lock, live_holder, short_lock
 from comp.foldlog import fold_log
 from comp.folds import FoldsFile, ensure_folds, parse_fold_selection
-from comp.metrics import confusion_counts, get_metric, per_class_scores
+from comp.metrics import confusion_rates, get_metric, per_class_scores
 from comp.progress import SILENT, Progress
 from comp.recipes.plan import fold_inputs, recipe_scores
 from comp.recipes.seeds import fold_runs, mean_result
@@ -329,8 +329,7 @@ def curves_figure(results: dict[int, FoldResult], metric: str) -> plt.Figure:
 
 def confusion_figure(y: np.ndarray, pred: np.ndarray, names: list[str]) -> plt.Figure:
     """Row-normalised confusion matrix (each true class sums to 1)."""
-    counts = confusion_counts(y, pred, len(names)).astype(np.float64)
-    matrix = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)  # a class with no true member: a row of 0
+    matrix = confusion_rates(y, pred, len(names))
     size = max(4.0, 0.45 * len(names) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
     im = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
