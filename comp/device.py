@@ -6,6 +6,7 @@ Used by training, prediction, export and the benchmarks alike, so every stage ru
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import sys
@@ -20,9 +21,9 @@ log = logging.getLogger("comp.device")
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 * 2**20  # glibc's largest on 64-bit: blocks up to 32 MiB come from the heap
 TRIM_THRESHOLD = 2**30  # keep up to 1 GiB of freed memory at the top of the heap for the next step
-_allocator: dict[str, bool] = {}
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Let glibc's malloc keep the memory a training or prediction step frees for the next step (once per process).
 
@@ -34,9 +35,6 @@ def keep_freed_memory() -> bool:
     steps. Skipped off Linux, and when the user tunes malloc (MALLOC_*_ environment variables) or preloads
     another allocator. True when set.
     """
-    if "done" in _allocator:
-        return _allocator["done"]
-    _allocator["done"] = False
     if not sys.platform.startswith("linux") or any(k.startswith("MALLOC_") for k in os.environ) \
             or "malloc" in os.environ.get("LD_PRELOAD", ""):
         return False
@@ -46,10 +44,10 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # the mmap threshold first: a trim threshold alone would also freeze the mmap threshold at 128 KiB (worse)
-    if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1:
-        _allocator["done"] = True
-        log.debug("malloc keeps freed memory: mmap threshold %d, trim threshold %d", MMAP_THRESHOLD, TRIM_THRESHOLD)
-    return _allocator["done"]
+    if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1 or mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) != 1:
+        return False
+    log.debug("malloc keeps freed memory: mmap threshold %d, trim threshold %d", MMAP_THRESHOLD, TRIM_THRESHOLD)
+    return True
 
 
 def resolve_device(spec: str) -> torch.device:
