@@ -93,15 +93,14 @@ class _JsonLines(logging.Handler):
 def run(root: Path, cfg: Config, max_images: int = PREFETCH_IMAGES) -> None:
     """The child's work: the tables, the image check + cache (unless large and not cached), the folds file."""
     from comp.data.cache import is_cached
-    from comp.data.checked import check_and_cache
+    from comp.data.checked import check_and_cache, image_frames
     from comp.data.tables import load_tables
     from comp.folds import ensure_folds
     from comp.workspace import Workspace
 
     ws = Workspace.at(root)
     tables = load_tables(cfg, ws, check_images=False)
-    frames = [(tables.train, "train.csv")] + ([(tables.test, "test.csv")] if tables.test is not None else [])
-    todo = [(frame, name) for frame, name in frames if not is_cached(frame, cfg, ws)]
+    todo = [(frame, name) for frame, name in image_frames(tables) if not is_cached(frame, cfg, ws)]
     if sum(len(frame) for frame, _ in todo) <= max_images:
         for frame, name in todo:
             check_and_cache(frame, cfg, ws, name)

@@ -30,10 +30,14 @@ def load_checked_tables(cfg: Config, ws: Workspace, *, progress: Progress = SILE
     if not cfg.image.cache:
         return load_tables(cfg, ws, progress=progress)
     tables = load_tables(cfg, ws, check_images=False, progress=progress)
-    check_and_cache(tables.train, cfg, ws, "train.csv", progress=progress)
-    if tables.test is not None:
-        check_and_cache(tables.test, cfg, ws, "test.csv", progress=progress)
+    for frame, name in image_frames(tables):
+        check_and_cache(frame, cfg, ws, name, progress=progress)
     return tables
+
+
+def image_frames(tables: Tables) -> list[tuple[pd.DataFrame, str]]:
+    """(frame, the CSV it came from) for every table whose images are checked and cached: train, then test."""
+    return [(tables.train, "train.csv")] + ([(tables.test, "test.csv")] if tables.test is not None else [])
 
 
 def check_and_cache(frame: pd.DataFrame, cfg: Config, ws: Workspace, name: str, *, progress: Progress = SILENT) -> None:
