@@ -14,6 +14,7 @@ import sys
 import torch
 
 from comp.errors import CompError
+from comp.startup import imports_done
 
 log = logging.getLogger("comp.device")
 
@@ -54,8 +55,10 @@ def resolve_device(spec: str) -> torch.device:
     """train.device -> a torch.device: auto = cuda when available, else cpu.
 
     Every stage that runs a model resolves its device here, so this is also where the process's allocator is
-    set up for repeated steps (keep_freed_memory).
+    set up for repeated steps (keep_freed_memory) and where a `comp` command's start-up ends (its libraries are
+    imported: comp.startup.imports_done).
     """
+    imports_done()
     keep_freed_memory()
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -108,6 +108,9 @@ def run(root: Path, cfg: Config, max_images: int = PREFETCH_IMAGES) -> None:
 
 
 def main() -> None:
+    from comp.startup import pause_collector
+
+    pause_collector()  # a short-lived process that mostly imports (comp.startup)
     from comp.config import Config
 
     handler = _JsonLines()

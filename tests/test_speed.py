@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import json
 from pathlib import Path
 
 import numpy as np
@@ -345,12 +347,60 @@ def test_fold_train_with_and_without_the_helper_gives_the_same_bytes(make_ws):
     outputs = {}
     for name, flag in (("helped", "1"), ("alone", "0")):
         root = make_ws(name)
-        done = subprocess.run([sys.executable, "-m", "comp", "fold-train", "-w", str(root), "--k", "2"],
+        done = subprocess.run([sys.executable, "-c", _CLI_THEN_COLLECTOR, "fold-train", "-w", str(root), "--k", "2"],
                               capture_output=True, text=True, env={**os.environ, "COMP_PREFETCH": flag}, timeout=600)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "cached 36 images" in done.stdout + done.stderr
         outputs[name] = [(root / rel).read_bytes() for rel in ("folds/k2-s42.csv", "experiments/baseline/oof.csv")]
+        # the command paused the collector for its imports and gave it back, with the import-time objects frozen
+        thresholds, frozen = json.loads(done.stdout.strip().splitlines()[-1])
+        assert tuple(thresholds) == gc.get_threshold() and frozen > 100_000, (thresholds, frozen)
     assert outputs["helped"] == outputs["alone"]
+
+
+# `python -m comp ARGS`, then the collector's thresholds and frozen-object count as the process exits.
+_CLI_THEN_COLLECTOR = """
+import atexit, gc, json, sys
+atexit.register(lambda: print(json.dumps([gc.get_threshold(), gc.get_freeze_count()])))
+sys.argv = ["comp"] + sys.argv[1:]
+from comp.cli import main
+main()
+"""
+
+_IMPORTS = """
+import gc, json, sys
+from comp import startup
+if sys.argv[1] == "paused":
+    startup.pause_collector()
+full = gc.get_stats()[2]["collections"]
+import comp.train
+full = gc.get_stats()[2]["collections"] - full
+startup.imports_done()
+print(json.dumps([full, gc.get_threshold(), gc.get_freeze_count()]))
+"""
+
+
+def test_the_command_s_imports_run_no_full_collection_and_the_collector_comes_back():
+    """With the defaults, importing the training stack walks the growing heap in full collections; paused, none
+    runs, and imports_done restores the thresholds and freezes what the imports made."""
+    import subprocess
+    import sys
+
+    seen = {how: json.loads(subprocess.run([sys.executable, "-c", _IMPORTS, how], capture_output=True, text=True,
+                                           check=True, timeout=300).stdout.splitlines()[-1])
+            for how in ("default", "paused")}
+    assert seen["default"][0] >= 1 and seen["default"][2] == 0, seen["default"]
+    full, thresholds, frozen = seen["paused"]
+    assert full == 0 and tuple(thresholds) == gc.get_threshold() and frozen > 100_000, seen["paused"]
+
+
+def test_imports_done_leaves_a_process_that_did_not_pause_alone():
+    """A notebook or a test importing comp keeps its collector: nothing frozen, thresholds unchanged."""
+    from comp import startup
+
+    before = (gc.get_threshold(), gc.get_freeze_count())
+    startup.imports_done()
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
 
 
 # ---------------------------------------------------------------- when checkpoints reach the disk (train.checkpoint_seconds)

@@ -83,4 +83,7 @@ from comp.cli import lrfind as _lrfind  # noqa: E402,F401
 
 
 def main() -> None:
+    from comp.startup import pause_collector
+
+    pause_collector()  # until the command's libraries are imported (comp.startup)
     app()

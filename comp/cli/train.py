@@ -89,10 +89,12 @@ def train_here(ws: Workspace, cfg: Config, experiment: str, origins: dict, *, fo
     """
     from comp import distributed  # torch loads only for the commands that train
     from comp.pipeline import train_experiment
+    from comp.startup import imports_done
 
+    import comp.train  # noqa: F401 - timm, albumentations, matplotlib: imported while the helper works
+
+    imports_done()
     if helper is not None:
-        import comp.train  # noqa: F401 - timm, albumentations, matplotlib: imported while the helper works
-
         helper.finish()
 
     with distributed.process_group(cfg.train.device):
