@@ -15,6 +15,8 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# an editable install compiles nothing; with PYTHONDONTWRITEBYTECODE set every start would compile comp again
+	$(BIN)/python -m compileall -q comp
 	touch $(STAMP)
 
 demo: $(STAMP)
