@@ -11,7 +11,7 @@ import logging
 import queue
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,16 +66,25 @@ class CheckpointWriter:
     """
 
     def __init__(self) -> None:
-        self._jobs: queue.Queue[tuple[Path, dict[str, Any]] | None] = queue.Queue()
+        self._jobs: queue.Queue[tuple[Path, dict[str, Any]] | Callable[[], Any] | None] = queue.Queue()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
 
     def submit(self, path: Path, payload: dict[str, Any]) -> None:
         """Queue `payload` (already a snapshot: see `snapshot`) to be written to `path`."""
+        self._put((Path(path), payload))
+
+    def then(self, call: Callable[[], Any]) -> None:
+        """Run `call` in the writer thread once every write queued before it is done (or failed): e.g. release a
+        fold's lock when its last checkpoints are on disk. It runs even after a failed write; its own error is kept
+        like a write's."""
+        self._put(call)
+
+    def _put(self, job: tuple[Path, dict[str, Any]] | Callable[[], Any]) -> None:
         if self._thread is None:  # not a daemon: the interpreter waits for a write in flight before it exits
             self._thread = threading.Thread(target=self._run, name="comp-checkpoint-writer", daemon=False)
             self._thread.start()
-        self._jobs.put((Path(path), payload))
+        self._jobs.put(job)
 
     def _run(self) -> None:
         while True:
@@ -83,10 +92,13 @@ class CheckpointWriter:
             try:
                 if job is None:
                     return
-                if self._error is None:  # after a failure nothing more is written: last.pt stays the last good one
+                if callable(job):
+                    job()
+                elif self._error is None:  # after a failure nothing more is written: last.pt stays the last good one
                     save_checkpoint(*job)
             except BaseException as exc:  # noqa: BLE001 - handed to the training thread by wait()
-                self._error = exc
+                if self._error is None:
+                    self._error = exc
             finally:
                 self._jobs.task_done()
 

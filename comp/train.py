@@ -11,7 +11,7 @@ import functools
 import logging
 import shutil
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager as ContextManager, nullcontext
+from contextlib import AbstractContextManager as ContextManager, ExitStack, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,8 @@ from comp import distributed
 from comp.config import Config, read_yaml
 from comp.data.checked import load_checked_tables
 from comp.data.tables import Tables, targets_by_id
-from comp.engine import FoldResult, finished_result, fit_fold
+from comp.checkpoint import CheckpointWriter
+from comp.engine import FoldResult, close_writer, finished_result, fit_fold
 from comp.errors import CompError
 from comp.lrfind import lr_chosen
 from comp.locks import FoldLocked, fold_lock, live_holder, short_lock
@@ -101,19 +102,33 @@ def fold_train(cfg: Config, ws: Workspace, exp: str, *, folds: str | Sequence[in
     cfg, force = resolve_lr(cfg, ws, exp, force=force, progress=progress)
     tables, fold_of = prepare_experiment(cfg, ws, exp, force=force, progress=progress)
     skipped = []
-    for fold in progress.track(selected, description="folds"):
-        try:
-            with fold_lock_if_main(ws.fold_dir(exp, fold)), \
-                    fold_log(ws.fold_files(exp, fold).log, progress, enabled=fold_logs and aggregate and distributed.is_main()) as shown:
-                fold_tables, fold_rows, targets = fold_inputs(cfg, ws, exp, tables, fold_of, fold, progress=shown)
-                for run_cfg, out_dir, _ in fold_runs(cfg, ws, exp, fold):  # one run, or one per train.seeds entry
-                    fit_fold(run_cfg, fold_tables, fold_rows, fold, out_dir, ws=ws, progress=shown, targets=targets,
-                             on_epoch=None if on_epoch is None else functools.partial(on_epoch, fold))
-        except FoldLocked as exc:
-            if folds is None or distributed.active():
-                raise
-            log.warning("fold %d skipped: %s", fold, exc)
-            skipped.append(fold)
+    # One checkpoint writer for every fold: a fold's last best.pt/last.pt are written while the next fold builds its
+    # loaders and model, and the fold's lock is released (in the writer thread) once they are on disk. Under DDP each
+    # fold's writes land before the ranks meet at the fold's end, as before.
+    writer = None if distributed.active() else CheckpointWriter()
+    try:
+        for fold in progress.track(selected, description="folds"):
+            try:
+                with ExitStack() as held:
+                    held.enter_context(fold_lock_if_main(ws.fold_dir(exp, fold)))
+                    with fold_log(ws.fold_files(exp, fold).log, progress,
+                                  enabled=fold_logs and aggregate and distributed.is_main()) as shown:
+                        fold_tables, fold_rows, targets = fold_inputs(cfg, ws, exp, tables, fold_of, fold, progress=shown)
+                        for run_cfg, out_dir, _ in fold_runs(cfg, ws, exp, fold):  # one run, or one per train.seeds entry
+                            fit_fold(run_cfg, fold_tables, fold_rows, fold, out_dir, ws=ws, progress=shown,
+                                     targets=targets, writer=writer,
+                                     on_epoch=None if on_epoch is None else functools.partial(on_epoch, fold))
+                    if writer is not None:  # the lock stays until the fold's checkpoints are on disk
+                        writer.then(held.pop_all().close)
+            except FoldLocked as exc:
+                if folds is None or distributed.active():
+                    raise
+                log.warning("fold %d skipped: %s", fold, exc)
+                skipped.append(fold)
+    except BaseException:
+        close_writer(writer, failing=True)  # queued checkpoints still reach the disk; the locks are released
+        raise
+    close_writer(writer)
     if skipped and len(skipped) == len(selected):
         raise CompError(f"every selected fold ({','.join(map(str, skipped))}) is being trained by another process; "
                         "nothing to do here")

@@ -479,6 +479,82 @@ def test_a_stopped_fold_writes_its_last_finished_epoch_and_resumes_from_it(tiny_
     np.testing.assert_array_equal(resumed.val_probs, whole.val_probs)
 
 
+def _slow_writes_and_lock_releases(monkeypatch, *, fail: str | None = None) -> list[tuple]:
+    """Events in order: ("fit", fold) when fit_fold starts, ("written", fold, name, lock file present) when a
+    checkpoint write (made 0.3 s slow) ends, ("released", fold). fail: "fold0/last.pt" makes that write raise."""
+    import threading
+    import time
+
+    import comp.checkpoint as checkpoint
+    import comp.locks as locks
+    import comp.train as train
+
+    events: list[tuple] = []
+    guard = threading.Lock()
+
+    def note(*event):
+        with guard:
+            events.append(event)
+
+    real_save, real_release, real_fit = checkpoint.save_checkpoint, locks.release_fold, train.fit_fold
+
+    def save(path, payload):
+        path = Path(path)
+        time.sleep(0.3)
+        if fail is not None and path.as_posix().endswith(fail):
+            raise OSError(28, "No space left on device", str(path))
+        real_save(path, payload)
+        note("written", int(payload["fold"]), path.name, (path.parent / ".lock").exists())
+
+    def release(fold_dir):
+        note("released", int(Path(fold_dir).name.removeprefix("fold")))
+        return real_release(fold_dir)
+
+    def fit(*args, **kwargs):
+        note("fit", args[3])
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save)
+    monkeypatch.setattr(locks, "release_fold", release)
+    monkeypatch.setattr(train, "fit_fold", fit)
+    return events
+
+
+def test_a_fold_s_last_checkpoints_are_written_while_the_next_fold_starts_and_its_lock_waits_for_them(
+        tiny_ws: Path, monkeypatch):
+    """fold-train queues a fold's final best.pt/last.pt and starts the next fold at once; the fold's lock is released
+    only once both files are on disk, and everything is written and unlocked when fold_train returns."""
+    from comp.train import fold_train
+
+    events = _slow_writes_and_lock_releases(monkeypatch)
+    cfg = load_config(tiny_ws, overrides=["folds.k=3", "train.epochs=1"])
+    scores = fold_train(cfg, Workspace.at(tiny_ws), "baseline")
+    assert sorted(scores["folds"]) == [0, 1, 2]
+    for fold in range(3):
+        written = [i for i, e in enumerate(events) if e[0] == "written" and e[1] == fold]
+        assert [events[i][2] for i in written] == ["best.pt", "last.pt"], events
+        assert all(events[i][3] for i in written), events  # the fold was still locked when each write ended
+        assert events.index(("released", fold)) > written[-1], events
+        if fold < 2:  # the next fold started before this one's files were on disk
+            assert events.index(("fit", fold + 1)) < written[-1], events
+    assert not list(tiny_ws.glob("experiments/baseline/fold*/.lock"))
+
+
+def test_a_failed_final_write_stops_fold_train_and_releases_every_lock(tiny_ws: Path, monkeypatch):
+    """fold 0's last.pt cannot be written (disk full) while fold 1 trains: fold_train raises that error, fold 0 is
+    not taken as finished, and no lock is left behind."""
+    from comp.engine import finished_result
+    from comp.train import fold_train
+
+    _slow_writes_and_lock_releases(monkeypatch, fail="fold0/last.pt")
+    cfg = load_config(tiny_ws, overrides=["folds.k=3", "train.epochs=2"])
+    ws = Workspace.at(tiny_ws)
+    with pytest.raises(OSError, match="No space left"):
+        fold_train(cfg, ws, "baseline")
+    assert not list(tiny_ws.glob("experiments/baseline/fold*/.lock"))
+    assert finished_result(ws.fold_dir("baseline", 0), cfg, 0) is None
+
+
 def test_sigterm_stops_fold_train_with_its_last_epoch_on_disk_and_the_resume_command(tiny_ws: Path):
     """A preempted run (SIGTERM) in a fresh process: it stops like Ctrl-C (exit 130, the resume command printed),
     its last finished epoch is on disk although epochs are shorter than train.checkpoint_seconds, and the rerun
