@@ -102,6 +102,7 @@ def fold_train(cfg: Config, ws: Workspace, exp: str, *, folds: str | Sequence[in
     cfg, force = resolve_lr(cfg, ws, exp, force=force, progress=progress)
     tables, fold_of = prepare_experiment(cfg, ws, exp, force=force, progress=progress)
     skipped = []
+    fresh: dict[Path, FoldResult] = {}  # what this process trained, by run folder: aggregated without reading back
     # One checkpoint writer for every fold: a fold's last best.pt/last.pt are written while the next fold builds its
     # loaders and model, and the fold's lock is released (in the writer thread) once they are on disk. Under DDP each
     # fold's writes land before the ranks meet at the fold's end, as before.
@@ -115,9 +116,9 @@ def fold_train(cfg: Config, ws: Workspace, exp: str, *, folds: str | Sequence[in
                                   enabled=fold_logs and aggregate and distributed.is_main()) as shown:
                         fold_tables, fold_rows, targets = fold_inputs(cfg, ws, exp, tables, fold_of, fold, progress=shown)
                         for run_cfg, out_dir, _ in fold_runs(cfg, ws, exp, fold):  # one run, or one per train.seeds entry
-                            fit_fold(run_cfg, fold_tables, fold_rows, fold, out_dir, ws=ws, progress=shown,
-                                     targets=targets, writer=writer,
-                                     on_epoch=None if on_epoch is None else functools.partial(on_epoch, fold))
+                            fresh[out_dir] = fit_fold(
+                                run_cfg, fold_tables, fold_rows, fold, out_dir, ws=ws, progress=shown, targets=targets,
+                                writer=writer, on_epoch=None if on_epoch is None else functools.partial(on_epoch, fold))
                     if writer is not None:  # the lock stays until the fold's checkpoints are on disk
                         writer.then(held.pop_all().close)
             except FoldLocked as exc:
@@ -125,16 +126,18 @@ def fold_train(cfg: Config, ws: Workspace, exp: str, *, folds: str | Sequence[in
                     raise
                 log.warning("fold %d skipped: %s", fold, exc)
                 skipped.append(fold)
+        if skipped and len(skipped) == len(selected):
+            raise CompError(f"every selected fold ({','.join(map(str, skipped))}) is being trained by another "
+                            "process; nothing to do here")
+        if not aggregate or not distributed.is_main():
+            close_writer(writer)
+            return {}
+        # the last fold's checkpoints are written while the report's figures are drawn; oof.csv, scores.json and
+        # the report wait for them (nothing claims a fold whose files are not on disk)
+        return aggregate_folds(cfg, ws, exp, tables, fold_of, fresh=fresh, landed=lambda: close_writer(writer))
     except BaseException:
         close_writer(writer, failing=True)  # queued checkpoints still reach the disk; the locks are released
         raise
-    close_writer(writer)
-    if skipped and len(skipped) == len(selected):
-        raise CompError(f"every selected fold ({','.join(map(str, skipped))}) is being trained by another process; "
-                        "nothing to do here")
-    if not aggregate or not distributed.is_main():
-        return {}
-    return aggregate_folds(cfg, ws, exp, tables, fold_of)
 
 
 def resolve_lr(cfg: Config, ws: Workspace, exp: str, *, force: bool, progress: Progress) -> tuple[Config, bool]:
@@ -185,14 +188,18 @@ def finished_results(cfg: Config, ws: Workspace, exp: str, tables: Tables | None
     return {f: r for f, r in seed_results(cfg, ws, exp, tables)[0].items()}
 
 
-def seed_results(cfg: Config, ws: Workspace, exp: str, tables: Tables | None = None
+def seed_results(cfg: Config, ws: Workspace, exp: str, tables: Tables | None = None,
+                 fresh: dict[Path, FoldResult] | None = None
                  ) -> tuple[dict[int, FoldResult], dict[int, dict[int, FoldResult]]]:
-    """({fold: result}, {seed: {fold: that seed's result}}); the second is empty without train.seeds."""
+    """({fold: result}, {seed: {fold: that seed's result}}); the second is empty without train.seeds.
+
+    fresh: results this process just trained, by run folder (fit_fold's return), used instead of reading them back.
+    """
     results, per_seed = {}, {}
     for fold in range(cfg.folds.k):
         runs = {}
         for run_cfg, out_dir, seed in fold_runs(cfg, ws, exp, fold):
-            done = finished_result(out_dir, run_cfg, fold)
+            done = (fresh or {}).get(out_dir) or finished_result(out_dir, run_cfg, fold)
             if done is not None:
                 runs[seed] = done
         if not runs:
@@ -209,20 +216,30 @@ def seed_results(cfg: Config, ws: Workspace, exp: str, tables: Tables | None = N
     return results, per_seed
 
 
-def aggregate_folds(cfg: Config, ws: Workspace, exp: str, tables: Tables, fold_of: np.ndarray) -> dict:
-    """oof.csv, scores.json and the report from the finished folds' best.pt, under the experiment's lock."""
+def aggregate_folds(cfg: Config, ws: Workspace, exp: str, tables: Tables, fold_of: np.ndarray, *,
+                    fresh: dict[Path, FoldResult] | None = None, landed: Callable[[], None] | None = None) -> dict:
+    """oof.csv, scores.json and the report from the finished folds' best.pt, under the experiment's lock.
+
+    fresh: results of the runs this process just trained (see seed_results). landed: waits until their checkpoints
+    are on disk (raising a failed write); called after the report's figures are drawn and before anything is written
+    that claims those folds.
+    """
     with short_lock(ws.exp_lock(exp), f"aggregating {exp}"):
-        return _aggregate(cfg, ws, exp, tables, fold_of)
+        return _aggregate(cfg, ws, exp, tables, fold_of, fresh=fresh, landed=landed)
 
 
-def _aggregate(cfg: Config, ws: Workspace, exp: str, tables: Tables, fold_of: np.ndarray) -> dict:
-    results, per_seed = seed_results(cfg, ws, exp, tables)
+def _aggregate(cfg: Config, ws: Workspace, exp: str, tables: Tables, fold_of: np.ndarray, *,
+               fresh: dict[Path, FoldResult] | None, landed: Callable[[], None] | None) -> dict:
+    results, per_seed = seed_results(cfg, ws, exp, tables, fresh)
     oof = oof_frame(tables, fold_of, results)
-    write_csv(ws.oof_csv(exp), oof)
     scores = {**summarise(cfg, tables, oof, results), **lr_chosen(ws, exp, cfg)}
     scores.update(recipe_scores(cfg, ws, exp, tables, fold_of, per_seed, scores))
+    section = report_section(ws, exp, tables, oof, results, scores)
+    if landed is not None:
+        landed()
+    write_csv(ws.oof_csv(exp), oof)
     write_json(ws.scores_json(exp), scores)
-    write_report(ws, exp, tables, oof, results, scores)
+    add_section(ws, exp, "fold-train", "Fold training", section, order=20)
     return scores
 
 
@@ -276,9 +293,10 @@ def summarise(cfg: Config, tables: Tables, oof: pd.DataFrame, results: dict[int,
 # ---------------------------------------------------------------- report
 
 
-def write_report(ws: Workspace, exp: str, tables: Tables, oof: pd.DataFrame,
-                 results: dict[int, FoldResult], scores: dict) -> None:
-    """The fold-train section of experiments/<exp>/report.html: scores, learning curves, OOF diagnostics."""
+def report_section(ws: Workspace, exp: str, tables: Tables, oof: pd.DataFrame,
+                   results: dict[int, FoldResult], scores: dict) -> str:
+    """The body of report.html's fold-train section (scores, learning curves, OOF diagnostics); its figures are
+    written beside the report (experiments/<exp>/report/) now, the section by the caller."""
     parts = [scores_html(scores)]
     multiclass = tables.task.kind == "multiclass"
     if len(oof) and multiclass:  # the first thing to look at after CV: which images the models get most wrong
@@ -304,7 +322,7 @@ def write_report(ws: Workspace, exp: str, tables: Tables, oof: pd.DataFrame,
             path, src = report_image(ws, exp, name)
             save_figure(fig, path)
             parts.append(img_html(src, alt))
-    add_section(ws, exp, "fold-train", "Fold training", "\n".join(parts), order=20)
+    return "\n".join(parts)
 
 
 def scores_html(scores: dict) -> str:

@@ -481,7 +481,8 @@ def test_a_stopped_fold_writes_its_last_finished_epoch_and_resumes_from_it(tiny_
 
 def _slow_writes_and_lock_releases(monkeypatch, *, fail: str | None = None) -> list[tuple]:
     """Events in order: ("fit", fold) when fit_fold starts, ("written", fold, name, lock file present) when a
-    checkpoint write (made 0.3 s slow) ends, ("released", fold). fail: "fold0/last.pt" makes that write raise."""
+    checkpoint write (made 0.3 s slow) ends, ("released", fold), ("figure",) when a report figure is saved,
+    ("scores",) when scores.json is written. fail: "fold0/last.pt" makes that write raise."""
     import threading
     import time
 
@@ -497,6 +498,7 @@ def _slow_writes_and_lock_releases(monkeypatch, *, fail: str | None = None) -> l
             events.append(event)
 
     real_save, real_release, real_fit = checkpoint.save_checkpoint, locks.release_fold, train.fit_fold
+    real_figure, real_json = train.save_figure, train.write_json
 
     def save(path, payload):
         path = Path(path)
@@ -514,16 +516,28 @@ def _slow_writes_and_lock_releases(monkeypatch, *, fail: str | None = None) -> l
         note("fit", args[3])
         return real_fit(*args, **kwargs)
 
+    def figure(*args, **kwargs):
+        note("figure")
+        return real_figure(*args, **kwargs)
+
+    def write_json(path, doc):
+        if Path(path).name == "scores.json":
+            note("scores")
+        return real_json(path, doc)
+
     monkeypatch.setattr(checkpoint, "save_checkpoint", save)
     monkeypatch.setattr(locks, "release_fold", release)
     monkeypatch.setattr(train, "fit_fold", fit)
+    monkeypatch.setattr(train, "save_figure", figure)
+    monkeypatch.setattr(train, "write_json", write_json)
     return events
 
 
 def test_a_fold_s_last_checkpoints_are_written_while_the_next_fold_starts_and_its_lock_waits_for_them(
         tiny_ws: Path, monkeypatch):
     """fold-train queues a fold's final best.pt/last.pt and starts the next fold at once; the fold's lock is released
-    only once both files are on disk, and everything is written and unlocked when fold_train returns."""
+    only once both files are on disk. The last fold's files are written while the report's figures are drawn, and
+    scores.json waits for them; everything is written and unlocked when fold_train returns."""
     from comp.train import fold_train
 
     events = _slow_writes_and_lock_releases(monkeypatch)
@@ -537,22 +551,26 @@ def test_a_fold_s_last_checkpoints_are_written_while_the_next_fold_starts_and_it
         assert events.index(("released", fold)) > written[-1], events
         if fold < 2:  # the next fold started before this one's files were on disk
             assert events.index(("fit", fold + 1)) < written[-1], events
+    assert events.index(("figure",)) < written[-1] < events.index(("scores",)), events
     assert not list(tiny_ws.glob("experiments/baseline/fold*/.lock"))
 
 
-def test_a_failed_final_write_stops_fold_train_and_releases_every_lock(tiny_ws: Path, monkeypatch):
-    """fold 0's last.pt cannot be written (disk full) while fold 1 trains: fold_train raises that error, fold 0 is
-    not taken as finished, and no lock is left behind."""
+@pytest.mark.parametrize("fold", [0, 2])
+def test_a_failed_final_write_stops_fold_train_and_releases_every_lock(tiny_ws: Path, monkeypatch, fold: int):
+    """A fold's last.pt cannot be written (disk full) while the next fold trains, or (the last fold) while the report
+    is drawn: fold_train raises that error, the fold is not taken as finished, no scores.json claims it, and no lock
+    is left behind."""
     from comp.engine import finished_result
     from comp.train import fold_train
 
-    _slow_writes_and_lock_releases(monkeypatch, fail="fold0/last.pt")
+    _slow_writes_and_lock_releases(monkeypatch, fail=f"fold{fold}/last.pt")
     cfg = load_config(tiny_ws, overrides=["folds.k=3", "train.epochs=2"])
     ws = Workspace.at(tiny_ws)
     with pytest.raises(OSError, match="No space left"):
         fold_train(cfg, ws, "baseline")
     assert not list(tiny_ws.glob("experiments/baseline/fold*/.lock"))
-    assert finished_result(ws.fold_dir("baseline", 0), cfg, 0) is None
+    assert finished_result(ws.fold_dir("baseline", fold), cfg, fold) is None
+    assert not ws.scores_json("baseline").exists() and not ws.oof_csv("baseline").exists()
 
 
 def test_sigterm_stops_fold_train_with_its_last_epoch_on_disk_and_the_resume_command(tiny_ws: Path):
