@@ -112,6 +112,7 @@ def fold_train(cfg: Config, ws: Workspace, exp: str, *, folds: str | Sequence[in
             try:
                 with ExitStack() as held:
                     held.enter_context(fold_lock_if_main(ws.fold_dir(exp, fold)))
+                    held.push(functools.partial(_land_if_failing, writer))  # runs before the lock is released
                     with fold_log(ws.fold_files(exp, fold).log, progress,
                                   enabled=fold_logs and aggregate and distributed.is_main()) as shown:
                         fold_tables, fold_rows, targets = fold_inputs(cfg, ws, exp, tables, fold_of, fold, progress=shown)
@@ -138,6 +139,14 @@ def fold_train(cfg: Config, ws: Workspace, exp: str, *, folds: str | Sequence[in
     except BaseException:
         close_writer(writer, failing=True)  # queued checkpoints still reach the disk; the locks are released
         raise
+
+
+def _land_if_failing(writer: CheckpointWriter | None, exc_type: type | None, *_: object) -> bool:
+    """Exit callback of a fold's block: when the fold fails (Ctrl-C included), its queued checkpoints reach the disk
+    before its lock is released. Never suppresses the exception."""
+    if exc_type is not None:
+        close_writer(writer, failing=True)
+    return False
 
 
 def resolve_lr(cfg: Config, ws: Workspace, exp: str, *, force: bool, progress: Progress) -> tuple[Config, bool]:

@@ -555,6 +555,32 @@ def test_a_fold_s_last_checkpoints_are_written_while_the_next_fold_starts_and_it
     assert not list(tiny_ws.glob("experiments/baseline/fold*/.lock"))
 
 
+def test_ctrl_c_right_after_a_fold_lands_its_checkpoints_before_its_lock_goes(tiny_ws: Path, monkeypatch):
+    """Ctrl-C just after fold 0's fit returned (its final files queued, not yet written): they reach the disk before
+    fold 0's lock is released, and no lock is left."""
+    from contextlib import contextmanager
+
+    import comp.train as train
+
+    events = _slow_writes_and_lock_releases(monkeypatch)
+    real_log = train.fold_log
+
+    @contextmanager
+    def interrupted(*args, **kwargs):
+        with real_log(*args, **kwargs) as shown:
+            yield shown
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "fold_log", interrupted)
+    cfg = load_config(tiny_ws, overrides=["folds.k=3", "train.epochs=1"])
+    with pytest.raises(KeyboardInterrupt):
+        train.fold_train(cfg, Workspace.at(tiny_ws), "baseline")
+    written = [i for i, e in enumerate(events) if e[0] == "written" and e[1] == 0]
+    assert [events[i][2] for i in written] == ["best.pt", "last.pt"] and all(events[i][3] for i in written), events
+    assert events.index(("released", 0)) > written[-1], events
+    assert not list(tiny_ws.glob("experiments/baseline/fold*/.lock"))
+
+
 @pytest.mark.parametrize("fold", [0, 2])
 def test_a_failed_final_write_stops_fold_train_and_releases_every_lock(tiny_ws: Path, monkeypatch, fold: int):
     """A fold's last.pt cannot be written (disk full) while the next fold trains, or (the last fold) while the report
