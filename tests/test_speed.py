@@ -538,11 +538,11 @@ def test_a_fold_s_last_checkpoints_are_written_while_the_next_fold_starts_and_it
     """fold-train queues a fold's final best.pt/last.pt and starts the next fold at once; the fold's lock is released
     only once both files are on disk. The last fold's files are written while the report's figures are drawn, and
     scores.json waits for them; everything is written and unlocked when fold_train returns."""
-    from comp.train import fold_train
+    from comp.train import aggregate_folds, fold_train, prepare_experiment
 
     events = _slow_writes_and_lock_releases(monkeypatch)
-    cfg = load_config(tiny_ws, overrides=["folds.k=3", "train.epochs=1"])
-    scores = fold_train(cfg, Workspace.at(tiny_ws), "baseline")
+    cfg, ws = load_config(tiny_ws, overrides=["folds.k=3", "train.epochs=1"]), Workspace.at(tiny_ws)
+    scores = fold_train(cfg, ws, "baseline")
     assert sorted(scores["folds"]) == [0, 1, 2]
     for fold in range(3):
         written = [i for i, e in enumerate(events) if e[0] == "written" and e[1] == fold]
@@ -553,6 +553,10 @@ def test_a_fold_s_last_checkpoints_are_written_while_the_next_fold_starts_and_it
             assert events.index(("fit", fold + 1)) < written[-1], events
     assert events.index(("figure",)) < written[-1] < events.index(("scores",)), events
     assert not list(tiny_ws.glob("experiments/baseline/fold*/.lock"))
+    # the results aggregated from memory are the ones the files hold: aggregating again from disk gives the same oof
+    from_memory = ws.oof_csv("baseline").read_bytes()
+    aggregate_folds(cfg, ws, "baseline", *prepare_experiment(cfg, ws, "baseline"))
+    assert ws.oof_csv("baseline").read_bytes() == from_memory
 
 
 def test_ctrl_c_right_after_a_fold_lands_its_checkpoints_before_its_lock_goes(tiny_ws: Path, monkeypatch):
