@@ -469,11 +469,8 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
         elif ckpt is not None:
             resume(parts, state, ckpt)
             log.info("fold %d: resuming from epoch %d", fold, state.epoch + 1)
-        own_writer = writer is None
-        if not checkpoints:
-            writer = None
-        elif own_writer:
-            writer = CheckpointWriter()
+        own_writer = checkpoints and writer is None
+        writer = CheckpointWriter() if own_writer else writer if checkpoints else None
         sink = FoldCheckpoints(writer, cfg.train.checkpoint_seconds if resumable else math.inf) if writer else None
         try:
             run_epochs(cfg, tables, fold, out_dir, parts, state, loaders, val_idx,

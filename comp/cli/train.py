@@ -91,9 +91,9 @@ def train_here(ws: Workspace, cfg: Config, experiment: str, origins: dict, *, fo
     from comp.pipeline import train_experiment
     from comp.startup import imports_done
 
-    import comp.train  # noqa: F401 - timm, albumentations, matplotlib: imported while the helper works
+    import comp.train  # noqa: F401 - timm, albumentations, matplotlib: imported while the helper (if any) works
 
-    imports_done()
+    imports_done()  # the command's libraries are in: the collector comes back (comp.startup)
     if helper is not None:
         helper.finish()
 
