@@ -409,6 +409,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: SafeLoader merges it, own keys win
+                continue
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, (str, int, float, bool)):
                 continue  # an unhashable key is refused by SafeLoader itself
@@ -419,9 +421,63 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_yaml(text: str) -> Any:
-    """YAML text through UniqueKeyLoader."""
-    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+MAX_YAML_BYTES = 1_000_000  # comp's YAML files are a few KB; a bigger one is the wrong file (or an attack)
+MAX_ALIAS_VALUES = 10_000  # values that aliases (*name) may add beyond those written: nested anchors grow exponentially
+
+
+def load_yaml(text: str, source: str = "YAML") -> Any:
+    """YAML text through UniqueKeyLoader, refusing text over MAX_YAML_BYTES and aliases past MAX_ALIAS_VALUES.
+
+    The aliases are counted on the composed node graph (each node once) before anything is built: a document of
+    nested anchors (a "billion laughs") composes in milliseconds but expands to billions of values when merged.
+    """
+    if len(text) > MAX_YAML_BYTES:
+        raise CompError(f"{source} is {len(text):,} characters, more than comp reads from a YAML file "
+                        f"({MAX_YAML_BYTES:,}); check that it is the right file")
+    loader = UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        written, expanded = _count_nodes(node, source)
+        if expanded - written > MAX_ALIAS_VALUES:
+            raise CompError(f"{source}: its aliases (*name) expand to {_at_least(expanded - written)} more values than "
+                            f"written (comp allows {MAX_ALIAS_VALUES:,}); write the values out instead of nesting anchors")
+        return loader.construct_document(node)
+    except RecursionError:
+        raise CompError(f"{source} is nested too deeply to read; flatten it") from None
+    finally:
+        loader.dispose()
+
+
+def _count_nodes(root: yaml.Node, source: str) -> tuple[int, float]:
+    """(distinct nodes, nodes with every alias expanded) of a composed YAML document; a recursive alias is refused."""
+    sizes: dict[int, float] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> float:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise CompError(f"{source}: an alias refers to a value that contains it (a recursive anchor); remove it")
+        active.add(key)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        total = 1.0 + sum(size(c) for c in children)
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    expanded = size(root)
+    return len(sizes), expanded
+
+
+def _at_least(n: float) -> str:
+    return f"{n:,.0f}" if n < 1e15 else f"{n:.1e}"
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:
@@ -432,8 +488,16 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping from `path` (comp.yaml, an experiment, a record): the one reader of comp's YAML files."""
     try:
-        data = load_yaml(path.read_text()) or {}
+        size = path.stat().st_size
+    except OSError as exc:
+        raise CompError(f"{path} could not be read ({exc.strerror}); check the path and its permissions") from None
+    if size > MAX_YAML_BYTES:
+        raise CompError(f"{path} is {size:,} bytes, more than comp reads from a YAML file ({MAX_YAML_BYTES:,}); "
+                        "check that it is the right file")
+    try:
+        data = load_yaml(path.read_text(), source=str(path)) or {}
     except yaml.YAMLError as exc:
         raise CompError(f"{path} is not valid YAML: {yaml_problem(exc)}; fix the file and rerun") from None
     if not isinstance(data, dict):
@@ -461,7 +525,7 @@ def parse_override(text: str) -> dict[str, Any]:
     if not key:
         raise CompError(f"--set expects dotted.key=value, got {text!r}")
     try:
-        parsed = load_yaml(value) if value.strip() else None
+        parsed = load_yaml(value, source=f"--set {key}") if value.strip() else None
     except yaml.YAMLError as exc:
         raise CompError(f"--set {text!r}: value is not valid YAML ({yaml_problem(exc)})") from None
     if isinstance(parsed, str):

@@ -34,17 +34,19 @@ def _read(path: Path, reader: Any) -> Any:
         return None
     try:
         return reader(path)
-    except (ValueError, yaml.YAMLError) as exc:
+    except (ValueError, yaml.YAMLError, CompError) as exc:
         log.warning("could not read %s (%s); skipping it", path, exc)
         return None
 
 
 def experiment_rows(ws: Workspace) -> pd.DataFrame:
     """One row per trained experiment (has config.yaml): model, image size, epochs, folds done, CV."""
+    from comp.config import read_yaml
+
     rows = []
     for cfg_path in sorted(ws.experiments_dir.glob("*/config.yaml")):
         exp = cfg_path.parent.name
-        cfg = _read(cfg_path, lambda p: yaml.safe_load(p.read_text())) or {}
+        cfg = _read(cfg_path, read_yaml) or {}  # comp's one YAML reader (size and alias limits)
         scores = _read(ws.scores_json(exp), read_json) or {}
         k = (cfg.get("folds") or {}).get("k", "?")
         done = len({str(key).split("-seed")[0] for key in ws.model_checkpoints(exp)})  # folds with a model (any seed)

@@ -164,6 +164,17 @@ class Case:
     patch: Callable[[pytest.MonkeyPatch], None] | None = field(default=None, compare=False)
 
 
+def alias_bomb(levels: int = 9, width: int = 9, *, flow: bool = False) -> str:
+    """Nested YAML anchors ("billion laughs"): `levels` lines, each alias repeated `width` times; width**levels values."""
+    items = ['"lol"'] * width
+    lines = [f"l0: &l0 [{', '.join(items)}]"]
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]")
+    if flow:
+        return "{" + ", ".join(lines) + "}"
+    return "\n".join(lines) + "\n"
+
+
 FOLDS = ("folds", "--k", "2")
 EVAL = ("evaluate", "sub.csv", "--solution", "solution.csv")
 PREDICT = ("predict", "-e", "baseline")
@@ -176,6 +187,18 @@ CASES = [
          r"duplicate key 'metric'.*line 2", "comp.yaml"),
     Case("duplicate key in experiment", write("experiments/baseline.yaml", "train:\n  lr: 0.1\n  lr: 0.2\n"), FOLDS,
          r"duplicate key 'lr'.*line 3", "experiments/baseline.yaml"),
+    Case("yaml alias bomb", write("experiments/baseline.yaml", alias_bomb()), ("config",),
+         r"aliases \(\*name\) expand to [\d,]+ more values than written \(comp allows 10,000\); write the values out",
+         "experiments/baseline.yaml"),
+    Case("yaml alias bomb in comp.yaml", write("comp.yaml", alias_bomb(6, 9)), FOLDS, r"aliases .* expand to 672,588 more",
+         "comp.yaml"),
+    Case("yaml recursive anchor", write("experiments/baseline.yaml", "train: &t {lr: [*t]}\n"), ("config",),
+         r"an alias refers to a value that contains it", "experiments/baseline.yaml"),
+    Case("--set alias bomb", None, (*FOLDS, "--set", "train.lr=" + alias_bomb(flow=True)), r"aliases .* expand to",
+         "--set train.lr"),
+    Case("yaml file too big", write("comp.yaml", "# " + "x" * 1_000_000 + "\n"), FOLDS,
+         r"is 1,000,003 bytes, more than comp reads from a YAML file \(1,000,000\); check that it is the right file",
+         "comp.yaml"),
     Case("comp.yaml not a mapping", write("comp.yaml", "- a\n- b\n"), FOLDS, r"must hold a mapping of keys, got list",
          "comp.yaml"),
     Case("no comp.yaml", lambda ws: (ws / "comp.yaml").unlink(), FOLDS, r"no comp\.yaml here .*run comp init", "comp.yaml"),

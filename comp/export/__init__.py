@@ -107,10 +107,10 @@ def read_manifest(ws: Workspace, name: str) -> dict[str, Any]:
 
 
 def read_train_hash(ws: Workspace, exp: str) -> str | None:
-    import yaml
+    from comp.config import read_yaml
 
     path = ws.config_yaml(exp)
-    return (yaml.safe_load(path.read_text()) or {}).get("train_hash") if path.is_file() else None
+    return read_yaml(path).get("train_hash") if path.is_file() else None
 
 
 def sha256(path: Path) -> str:
