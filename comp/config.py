@@ -201,7 +201,12 @@ class TrainConfig(Strict):
     focal_gamma: float = 2.0
     sampler: Literal["balanced", "sqrt"] | None = None
     sample_ratio: float = 1.0  # samples drawn per epoch by the sampler / training rows
-    early_stopping: int | None = 5  # epochs without improvement; None = off
+    # which epoch's weights each fold keeps (they predict the test set, and their OOF is the reported CV):
+    # last: the schedule's final epoch, chosen on nothing, so the CV is honest; nested: the epoch that scores best on
+    # the other folds (every epoch's weights are kept in fold{i}/epochs/ until all folds finished); best: the epoch
+    # that scored best on the fold's own validation rows (optimistic; scores.json adds the nested estimate beside it)
+    checkpoint: Literal["last", "nested", "best"] = "last"
+    early_stopping: int | None = None  # epochs without improvement on the fold's own rows; None = off
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     ema: bool = False
     ema_decay: float = 0.999

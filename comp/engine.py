@@ -58,8 +58,10 @@ class FoldResult:
     val_loss: float
     minutes: float
     val_ids: list[str]
-    val_probs: np.ndarray  # (N_val, C) softmax probs of the best checkpoint
+    val_probs: np.ndarray  # (N_val, C) probabilities of the kept checkpoint (train.checkpoint: last or best epoch)
     history: pd.DataFrame  # epoch, train_loss, val_loss, metric, lr, seconds (+ ema_val_loss, ema_metric)
+    epoch_probs: np.ndarray | None = None  # (E, N_val, C) the validation probabilities after every epoch (the weights
+    # the mode would keep at that epoch); None for a fold trained before they were recorded
 
 
 class NonFiniteLoss(CompError):
@@ -72,10 +74,13 @@ class FitState:
 
     epoch: int = 0  # next epoch to run
     step: int = 0  # optimizer steps done
-    best_score: float = math.nan
+    best_score: float = math.nan  # the kept checkpoint's (train.checkpoint: the last epoch, or the best so far)
     best_val_loss: float = math.inf
     best_epoch: int = -1
+    top_score: float = math.nan  # the best validation score so far (early stopping, "new best"): in mode best the
+    top_val_loss: float = math.inf  # same as best_*, in mode last not the kept epoch's
     bad_epochs: int = 0
+    epoch_probs: list[np.ndarray] = field(default_factory=list)  # per epoch, (N_val, C): nested epoch choice
     history: list[dict[str, float]] = field(default_factory=list)
     finished: bool = False
     best_probs: np.ndarray | None = None  # not in last.pt: the best epoch's validation probabilities, when this process
@@ -257,10 +262,17 @@ def validate(parts: Parts, loader: DataLoader, y_val: np.ndarray, metric: Metric
 
 
 def is_better(score: float, val_loss: float, state: FitState, metric: Metric) -> bool:
-    """Better metric, or the same metric with a lower validation loss."""
-    if math.isnan(state.best_score):
+    """Better than the best validation score so far (or the same with a lower validation loss)."""
+    if math.isnan(state.top_score):
         return True
-    return metric.better(score, state.best_score) or (score == state.best_score and val_loss < state.best_val_loss)
+    return metric.better(score, state.top_score) or (score == state.top_score and val_loss < state.top_val_loss)
+
+
+def kept_candidate(candidates: list[Candidate], metric: Metric, mode: str) -> Candidate:
+    """The weights an epoch offers as the fold's checkpoint: mode best picks raw/EMA/SWA by their score on the fold;
+    modes last and nested pick without looking at the fold (the average when there is one: SWA, else EMA, else the
+    raw weights)."""
+    return pick(candidates, metric) if mode == "best" else candidates[-1]
 
 
 def pick(candidates: list[Candidate], metric: Metric) -> Candidate:
@@ -328,6 +340,19 @@ def save_best(out_dir: Path, base: CheckpointBase, best: Candidate, val_ids: lis
     (sink.hold_best if sink is not None else save_checkpoint)(FoldFiles(out_dir).best, ckpt.as_dict())
 
 
+def epoch_weights_path(out_dir: Path, epoch: int) -> Path:
+    """fold{i}/epochs/<epoch from 1>.pt: one epoch's kept weights (train.checkpoint: nested)."""
+    return Path(out_dir) / "epochs" / f"{epoch + 1}.pt"
+
+
+def save_epoch_weights(out_dir: Path, epoch: int, kept: Candidate) -> None:
+    """Keep this epoch's weights until the nested choice (made once the other folds' curves exist) needs them."""
+    path = epoch_weights_path(out_dir, epoch)
+    path.parent.mkdir(exist_ok=True)
+    save_checkpoint(path, {"model": cpu_state(kept.module), "weights": kept.weights, "epoch": epoch,
+                           "val_loss": kept.val_loss})
+
+
 def save_last(out_dir: Path, base: CheckpointBase, parts: Parts, state: FitState,
               sink: FoldCheckpoints | None = None) -> None:
     """Everything needed to continue exactly where this epoch ended; held by `sink` as a snapshot when given.
@@ -351,6 +376,8 @@ def save_last(out_dir: Path, base: CheckpointBase, parts: Parts, state: FitState
         swa_scheduler=resume_state(parts.swa_scheduler.state_dict) if parts.swa_scheduler is not None else None,
         rng=capture_rng() if going else None,
         best={"score": state.best_score, "val_loss": state.best_val_loss, "epoch": state.best_epoch},
+        top={"score": state.top_score, "val_loss": state.top_val_loss},
+        epoch_probs=torch.from_numpy(np.stack(state.epoch_probs)) if state.epoch_probs else None,
         epochs_without_improvement=state.bad_epochs, step=state.step, next_epoch=state.epoch,
         history=own(state.history), finished=state.finished,
     )
@@ -384,9 +411,25 @@ def resume(parts: Parts, state: FitState, ckpt: dict[str, Any]) -> None:
         parts.swa_scheduler.load_state_dict(ckpt["swa_scheduler"])
     best = ckpt["best"]
     state.best_score, state.best_val_loss, state.best_epoch = best["score"], best["val_loss"], best["epoch"]
+    top = ckpt.get("top") or best
+    state.top_score, state.top_val_loss = top["score"], top["val_loss"]
+    state.epoch_probs = stored_epoch_probs(ckpt)
     state.bad_epochs, state.step, state.epoch = ckpt["epochs_without_improvement"], ckpt["step"], ckpt["next_epoch"]
     state.history, state.finished = list(ckpt["history"]), bool(ckpt["finished"])
     restore_rng(ckpt["rng"])
+
+
+def stored_epoch_probs(ckpt: dict[str, Any]) -> list[np.ndarray]:
+    """The per-epoch validation probabilities kept in last.pt (empty for a file written before they were)."""
+    stored = ckpt.get("epoch_probs")
+    return [] if stored is None else [p.numpy().copy() for p in stored]
+
+
+def run_epoch_probs(out_dir: Path) -> np.ndarray | None:
+    """(E, N_val, C) one run's per-epoch validation probabilities from its last.pt, or None."""
+    last = load_checkpoint(FoldFiles(out_dir).last, mmap=True)
+    probs = [] if last is None else stored_epoch_probs(last)
+    return np.stack(probs) if probs else None
 
 
 def history_frame(rows: list[dict[str, float]]) -> pd.DataFrame:
@@ -403,9 +446,11 @@ def finished_result(out_dir: Path, cfg: Config, fold: int) -> FoldResult | None:
     if best is None or best.base.train_hash != cfg.train_hash():
         return None
     history = history_frame(last["history"])
+    epochs = stored_epoch_probs(last)
     return FoldResult(fold=fold, best_epoch=int(best.base.epoch), score=best.score, val_loss=best.val_loss,
                       minutes=float(history["seconds"].sum()) / 60, val_ids=best.val_ids,
-                      val_probs=best.val_probs.numpy(), history=history)
+                      val_probs=best.val_probs.numpy(), history=history,
+                      epoch_probs=np.stack(epochs) if len(epochs) == len(history) and epochs else None)
 
 
 # ---------------------------------------------------------------- the fit
@@ -524,7 +569,8 @@ def memory_result(tables: Tables, fold: int, state: FitState, val_idx: np.ndarra
     return FoldResult(fold=fold, best_epoch=int(state.best_epoch), score=float(state.best_score),
                       val_loss=float(state.best_val_loss), minutes=float(history["seconds"].sum()) / 60,
                       val_ids=tables.train["id"].astype(str).to_numpy()[val_idx].tolist(),
-                      val_probs=state.best_probs, history=history)
+                      val_probs=state.best_probs, history=history,
+                      epoch_probs=np.stack(state.epoch_probs) if len(state.epoch_probs) == len(history) else None)
 
 
 def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Parts, state: FitState,
@@ -560,16 +606,22 @@ def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Par
         if parts.swa is not None and epoch >= parts.swa_start:
             update_swa(parts, train_loader, epoch)
         candidates = validate(parts, val_loader, y_val, metric, epoch=epoch, task=task)
-        best = pick(candidates, metric)
+        best = kept_candidate(candidates, metric, cfg.train.checkpoint)
         base = checkpoint_base(cfg, tables, fold, epoch)
         improved = is_better(best.score, best.val_loss, state, metric)
-        if improved and distributed.is_main() and checkpoints:
+        keep = improved or cfg.train.checkpoint != "best"  # last, nested: every epoch replaces best.pt, the final stays
+        if keep and distributed.is_main() and checkpoints:
             save_best(out_dir, base, best, val_ids, sink=sink)
-        if improved:
-            state.best_score, state.best_val_loss, state.best_epoch, state.bad_epochs = best.score, best.val_loss, epoch, 0
+        if keep:
+            state.best_score, state.best_val_loss, state.best_epoch = best.score, best.val_loss, epoch
             state.best_probs = best.probs
+        if improved:
+            state.top_score, state.top_val_loss, state.bad_epochs = best.score, best.val_loss, 0
         else:
             state.bad_epochs += 1
+        state.epoch_probs.append(best.probs)
+        if cfg.train.checkpoint == "nested" and checkpoints and distributed.is_main():
+            save_epoch_weights(out_dir, epoch, best)
         state.history.append(history_row(epoch, train_loss, candidates, lr, time.perf_counter() - start))
         state.epoch = epoch + 1
         state.finished = state.epoch >= epochs or (patience is not None and state.bad_epochs >= patience)
@@ -580,7 +632,9 @@ def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Par
             if sink is not None:
                 sink.epoch_end(state.finished)
         progress.note(**{"val_loss": best.val_loss, metric.name: best.score})
-        progress.log(epoch_line(fold, epoch, epochs, state.history[-1], metric.name, improved))
+        progress.log(epoch_line(fold, epoch, epochs, state.history[-1], metric.name, improved,
+                                lr=parts.optimizer.param_groups[0]["lr"], best=(state.best_score, state.best_epoch),
+                                images=len(train_loader) * (train_loader.batch_size or 1) * distributed.world_size()))
         if on_epoch is not None:
             on_epoch(epoch, {**state.history[-1], "score": best.score, "val_loss": best.val_loss, "improved": improved})
         if state.finished:
@@ -618,9 +672,19 @@ def history_row(epoch: int, train_loss: float, candidates: list[Candidate], lr: 
     return row
 
 
-def epoch_line(fold: int, epoch: int, epochs: int, row: dict[str, float], metric: str, improved: bool) -> str:
+def epoch_line(fold: int, epoch: int, epochs: int, row: dict[str, float], metric: str, improved: bool, *,
+               lr: float | None = None, best: tuple[float, int] | None = None, images: int | None = None) -> str:
+    """The console's line for a finished epoch.
+
+    lr: the lr after the epoch's last optimizer step (what the bar showed last), default the row's (its start).
+    best: (score, epoch counted from 0) of the fold's best so far. images: the images trained on (for img/s).
+    """
+    from comp.output import clock  # comp's one time format (4.2s, 58s, 1m02s)
+
     ema = f"  ema {metric} {row['ema_metric']:.4f}" if "ema_metric" in row else ""
     ema += f"  swa {metric} {row['swa_metric']:.4f}" if "swa_metric" in row else ""
+    best_text = f"  best {best[0]:.4f} @ epoch {best[1] + 1}" if best is not None and best[1] >= 0 else ""
+    speed = f"  {images / row['seconds']:.0f} img/s" if images and row["seconds"] > 0 else ""
     return (f"fold {fold} epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f}  "
-            f"val loss {row['val_loss']:.4f}  {metric} {row['metric']:.4f}{ema}  "
-            f"lr {row['lr']:.3g}  {row['seconds']:.1f}s{'  (new best)' if improved else ''}")
+            f"val loss {row['val_loss']:.4f}  {metric} {row['metric']:.4f}{ema}{best_text}  "
+            f"lr {row['lr'] if lr is None else lr:.3g}{speed}  {clock(row['seconds'])}{'  (new best)' if improved else ''}")

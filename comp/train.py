@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import shutil
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager as ContextManager, ExitStack, nullcontext
 from pathlib import Path
@@ -32,50 +31,80 @@ from comp.metrics import confusion_rates, get_metric, per_class_scores
 from comp.progress import SILENT, Progress
 from comp.recipes.plan import fold_inputs, recipe_scores
 from comp.recipes.seeds import fold_runs, mean_result
+from comp.replace import KEEP_ON_FORCE, replacing, set_aside, trained_any
 from comp.report_sections import environment, error_analysis_html
+from comp.selection import keep_nested_epochs, selection_scores
 from comp.report import add_section, img_html, plt, report_image, save_figure, table_html
 from comp.workspace import Workspace, write_csv, write_json
 
 log = logging.getLogger("comp.train")
 
-# the tuning study and the pseudo table (`comp pseudo`) are not fold-train outputs; .lock may be held
-KEEP_ON_FORCE = ("tune.journal", "tune", ".lock", "pseudo.csv", "pseudo.json")
-
-
 def check_experiment(cfg: Config, ws: Workspace, exp: str, folds_file: dict) -> None:
-    """Refuse to mix configs or folds in one experiment folder (its config.yaml records both)."""
+    """Refuse to mix configs or folds in one experiment folder (its config.yaml records both).
+
+    A record no epoch was trained under (a run that stopped in its pre-flight checks) refuses nothing.
+    """
     path = ws.config_yaml(exp)
     if not path.is_file():
         return
     doc = read_yaml(path) or {}
-    fix = f"use a new experiment name (-e NAME with experiments/NAME.yaml) or --force to start {exp!r} over"
-    if doc.get("train_hash") != cfg.train_hash():
-        raise CompError(f"experiment {exp!r} was trained with another config (train_hash {doc.get('train_hash')}, "
-                        f"now {cfg.train_hash()}); {fix}")
     old = doc.get("folds_file") or {}
-    if old and old.get("fingerprint") != folds_file["fingerprint"]:
-        raise CompError(f"experiment {exp!r} was trained on {old.get('path')} made from other data "
-                        f"(fingerprint {old.get('fingerprint')}, now {folds_file['fingerprint']}); {fix}")
-
-
-def wipe_outputs(ws: Workspace, exp: str) -> None:
-    """Delete an experiment's training outputs (fold folders, oof, scores, report), keeping the tuning study."""
-    folder = ws.exp_dir(exp)
-    if not folder.is_dir():
+    other_config = doc.get("train_hash") != cfg.train_hash()
+    other_folds = bool(old) and old.get("fingerprint") != folds_file["fingerprint"]
+    if not (other_config or other_folds):
         return
+    if not trained_any(ws.exp_dir(exp)):
+        log.info("%s records a run that trained no epoch; starting %s with this config", path, exp)
+        return
+    fix = f"use --force to start {exp!r} over, or a new experiment name (-e NAME with experiments/NAME.yaml)"
+    if other_config:
+        changes = changed_keys(doc, cfg)
+        more = ("; a trained experiment cannot continue for more epochs (train.epochs is part of train_hash, so a "
+                "new value starts over)") if any(c.startswith("train.epochs ") for c in changes) else ""
+        what = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+        raise CompError(f"experiment {exp!r} was trained with another config ({what + '; ' if what else ''}"
+                        f"train_hash {doc.get('train_hash')}, now {cfg.train_hash()}){more}: {fix}")
+    raise CompError(f"experiment {exp!r} was trained on {old.get('path')} made from other data "
+                    f"(fingerprint {old.get('fingerprint')}, now {folds_file['fingerprint']}); {fix}")
+
+
+def changed_keys(doc: dict, cfg: Config) -> list[str]:
+    """'train.epochs 1 -> 2' for every trained-on key whose value differs between config.yaml's `doc` and `cfg`."""
+    def leaves(node: object, prefix: str) -> dict[str, object]:
+        if isinstance(node, dict) and node and not prefix.endswith(".space"):
+            return {k: v for key, sub in node.items() for k, v in leaves(sub, f"{prefix}.{key}").items()}
+        return {prefix: node}
+
+    now = cfg.model_dump(mode="json")
+    sections = ("task", "data", "metric", "folds", "model", "image", "augment", "train")
+    was_all = {k: v for s in sections for k, v in leaves(doc.get(s), s).items()}
+    now_all = {k: v for s in sections for k, v in leaves(now.get(s), s).items()}
+    skip = {"train.device", "train.num_workers", "train.checkpoint_seconds", "data.allow_outside_root"}
+    return [f"{k} {was_all.get(k)} -> {now_all.get(k)}" for k in sorted(set(was_all) | set(now_all))
+            if k not in skip and was_all.get(k) != now_all.get(k)]
+
+
+def preflight(cfg: Config) -> None:
+    """What a run can fail on before it trains, checked before --force moves anything: the model name, the
+    weights file (read once), the device."""
+    from comp.device import resolve_device
+    from comp.models import check_name, read_state_dict
+
+    check_name(cfg.model.name)
+    if cfg.model.pretrained_path is not None:
+        read_state_dict(cfg.model.pretrained_path)
+    resolve_device(cfg.train.device)
+
+
+def replace_outputs(ws: Workspace, exp: str) -> None:
+    """--force: move the experiment's training outputs (fold folders, oof, scores, report) aside, keeping the
+    tuning study; comp.replace deletes them once the new run trains an epoch, or puts them back."""
     for fold_dir in ws.fold_dirs(exp).values():
         holder = live_holder(fold_dir)
         if holder is not None:
-            raise CompError(f"--force would delete {fold_dir} while {holder.describe()} trains it; "
+            raise CompError(f"--force would replace {fold_dir} while {holder.describe()} trains it; "
                             "wait for it or stop it, then rerun")
-    log.info("--force: deleting the previous outputs of %s", folder)
-    for child in folder.iterdir():
-        if child.name in KEEP_ON_FORCE:
-            continue
-        if child.is_dir():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
+    set_aside(ws.exp_dir(exp))
 
 
 def fold_train(cfg: Config, ws: Workspace, exp: str, *, folds: str | Sequence[int] | None = None,
@@ -240,6 +269,14 @@ def aggregate_folds(cfg: Config, ws: Workspace, exp: str, tables: Tables, fold_o
 def _aggregate(cfg: Config, ws: Workspace, exp: str, tables: Tables, fold_of: np.ndarray, *,
                fresh: dict[Path, FoldResult] | None, landed: Callable[[], None] | None) -> dict:
     results, per_seed = seed_results(cfg, ws, exp, tables, fresh)
+    if cfg.train.checkpoint == "nested" and results:
+        if landed is not None:  # best.pt is rewritten below: the fold's own final writes must be on disk first
+            landed()
+            landed = None
+        metric = get_metric(cfg.metric, tables.task)
+        keep_nested_epochs(results, {f: [d for _, d, _ in fold_runs(cfg, ws, exp, f)] for f in results}, metric=metric,
+                           score=lambda ids, probs: metric(targets_by_id(tables, ids), probs))
+        results, per_seed = seed_results(cfg, ws, exp, tables)  # read back: the checkpoints that predict
     oof = oof_frame(tables, fold_of, results)
     scores = {**summarise(cfg, tables, oof, results), **lr_chosen(ws, exp, cfg)}
     scores.update(recipe_scores(cfg, ws, exp, tables, fold_of, per_seed, scores))
@@ -296,6 +333,9 @@ def summarise(cfg: Config, tables: Tables, oof: pd.DataFrame, results: dict[int,
         "oof_rows": len(oof),
         "train_rows": len(tables.train),
         "environment": environment(),
+        **selection_scores(results, mode=cfg.train.checkpoint, epochs_planned=cfg.train.epochs, metric=metric,
+                           score=lambda ids, probs: metric(targets_by_id(tables, ids), probs),
+                           kept_mean=float(values.mean()) if len(values) else None, kept_oof=oof_score),
     }
 
 
@@ -335,13 +375,33 @@ def report_section(ws: Workspace, exp: str, tables: Tables, oof: pd.DataFrame,
 
 
 def scores_html(scores: dict) -> str:
-    rows = [{"fold": f, "best epoch": scores["best_epochs"][f], scores["metric"]: s,
-             "val loss": scores["val_losses"][f], "minutes": scores["minutes"][f]}
-            for f, s in scores["folds"].items()]
+    """CV +- std, OOF and the honest estimate (with the optimistic best-on-fold figure when it differs), then the
+    per-fold table; scores.json from before epoch selection was recorded falls back to the CV mean."""
+    import html
+
+    from comp.report_card import HONEST_SOURCE, direction, fmt, honest_figures
+
+    selection = scores.get("selection") or {}
+    epoch_label = "epoch kept" if scores.get("checkpoint") else "best epoch"
+    rows = []
+    for f, s in scores["folds"].items():
+        row = {"fold": f, epoch_label: scores["best_epochs"][f], scores["metric"]: s}
+        for name, key in (("nested epoch", "nested"), ("best epoch on fold", "best_on_fold")):
+            epochs = (selection.get(key) or {}).get("epochs") or {}
+            if epochs:
+                row[name] = epochs.get(f, epochs.get(str(f)))
+        rows.append({**row, "val loss": scores["val_losses"][f], "minutes": scores["minutes"][f]})
     note = "" if scores["complete"] else f"<p class='note'>folds not trained yet: {scores['missing_folds']}</p>"
-    summary = (f"<p>CV {scores['metric']}: {scores['mean']:.4f} &plusmn; {scores['std']:.4f}; "
-               f"OOF {scores['oof']:.4f} over {scores['oof_rows']} of {scores['train_rows']} images</p>"
-               if scores["mean"] is not None else "")
+    summary = ""
+    if scores["mean"] is not None:
+        fig = honest_figures(scores)
+        better = direction(scores)
+        summary = (f"<p>CV {scores['metric']}{f' ({better})' if better else ''}: {scores['mean']:.4f} &plusmn; "
+                   f"{scores['std']:.4f}; OOF {fmt(scores['oof'])} over {scores['oof_rows']} of {scores['train_rows']} "
+                   f"images</p><p>honest estimate {fmt(fig['honest'])} (OOF {fmt(fig['honest_oof'])}): "
+                   + html.escape(HONEST_SOURCE.get(fig["source"], "the CV mean (no epoch selection recorded)"))
+                   + (f"; best epoch on each fold's own rows {fmt(fig['best_on_fold'])} (optimistic: chosen on the "
+                      "rows that score it)" if fig["best_on_fold"] is not None else "") + "</p>")
     return summary + note + table_html(pd.DataFrame(rows))
 
 

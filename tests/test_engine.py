@@ -151,7 +151,7 @@ def test_huge_learning_rate_is_a_non_finite_loss(tiny_ws: Path) -> None:
 
 
 def test_ema_is_validated_as_its_own_candidate(tiny_ws: Path) -> None:
-    res = fit(tiny_ws, "train.ema=true", "train.ema_decay=0.9")
+    res = fit(tiny_ws, "train.ema=true", "train.ema_decay=0.9", "train.checkpoint=best")
     assert {"ema_metric", "ema_val_loss"} <= set(res.history.columns)
     best = torch.load(tiny_ws / "out" / "best.pt", weights_only=True)
     row = res.history.iloc[res.best_epoch]
@@ -161,6 +161,16 @@ def test_ema_is_validated_as_its_own_candidate(tiny_ws: Path) -> None:
     prefix = "ema_" if ema_wins else ""
     assert (res.score, res.val_loss) == pytest.approx((row[f"{prefix}metric"], row[f"{prefix}val_loss"]))
     assert not np.allclose(res.history["ema_val_loss"], res.history["val_loss"])  # the EMA is another model
+
+
+def test_checkpoint_last_keeps_the_final_epochs_average_without_looking_at_the_fold(tiny_ws: Path) -> None:
+    res = fit(tiny_ws, "train.ema=true", "train.ema_decay=0.9", "train.epochs=3")
+    best = torch.load(tiny_ws / "out" / "best.pt", weights_only=True)
+    assert best["weights"] == "ema" and best["epoch"] == 2 and res.best_epoch == 2
+    last_row = res.history.iloc[-1]
+    assert (res.score, res.val_loss) == pytest.approx((last_row["ema_metric"], last_row["ema_val_loss"]))
+    assert res.epoch_probs.shape == (3, *res.val_probs.shape)
+    assert np.array_equal(res.epoch_probs[-1], res.val_probs)  # the kept checkpoint's OOF is the last epoch's
 
 
 def test_ema_weights_are_saved_when_the_ema_candidate_wins(tiny_ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -355,7 +365,7 @@ def test_early_stopping_on_the_metric(tiny_ws: Path, monkeypatch: pytest.MonkeyP
     """The metric never improves after epoch 1, so patience 2 stops after epoch 3 of 6."""
     monkeypatch.setattr(engine, "pick", lambda cands, metric: engine.Candidate(
         "raw", cands[0].module, cands[0].probs, 1.0, 0.5))
-    res = fit(tiny_ws, "train.epochs=6", "train.early_stopping=2")
+    res = fit(tiny_ws, "train.epochs=6", "train.early_stopping=2", "train.checkpoint=best")
     assert res.history["epoch"].tolist() == [1, 2, 3] and res.best_epoch == 0
 
 

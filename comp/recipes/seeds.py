@@ -74,4 +74,13 @@ def mean_result(fold: int, runs: dict[int, "FoldResult"], score: Any) -> "FoldRe
     return FoldResult(fold=fold, best_epoch=first.best_epoch, score=float(score(first.val_ids, probs)),
                       val_loss=float(np.mean([r.val_loss for r in runs.values()])),
                       minutes=float(sum(r.minutes for r in runs.values())), val_ids=list(first.val_ids),
-                      val_probs=probs.astype(np.float32), history=first.history)
+                      val_probs=probs.astype(np.float32), history=first.history,
+                      epoch_probs=mean_epoch_probs(list(runs.values())))
+
+
+def mean_epoch_probs(runs: list["FoldResult"]) -> np.ndarray | None:
+    """The seeds' per-epoch validation probabilities averaged, when every seed has them for the same epochs."""
+    stacks = [r.epoch_probs for r in runs]
+    if any(p is None for p in stacks) or len({p.shape for p in stacks}) != 1:
+        return None
+    return np.mean([p.astype(np.float64) for p in stacks], axis=0).astype(np.float32)
