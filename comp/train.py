@@ -31,7 +31,7 @@ from comp.metrics import confusion_rates, get_metric, per_class_scores
 from comp.progress import SILENT, Progress
 from comp.recipes.plan import fold_inputs, recipe_scores
 from comp.recipes.seeds import fold_runs, mean_result
-from comp.replace import KEEP_ON_FORCE, replacing, set_aside, trained_any
+from comp.replace import KEEP_ON_FORCE, set_aside, settles_replaced, trained_any
 from comp.report_sections import environment, error_analysis_html
 from comp.selection import keep_nested_epochs, selection_scores
 from comp.report import add_section, img_html, plt, report_image, save_figure, table_html
@@ -107,6 +107,7 @@ def replace_outputs(ws: Workspace, exp: str) -> None:
     set_aside(ws.exp_dir(exp))
 
 
+@settles_replaced  # --force's old outputs: deleted once an epoch is trained, else put back
 def fold_train(cfg: Config, ws: Workspace, exp: str, *, folds: str | Sequence[int] | None = None,
                force: bool = False, progress: Progress = SILENT, aggregate: bool = True,
                on_epoch: Callable[[int, int, dict], None] | None = None, fold_logs: bool = True) -> dict:
@@ -119,7 +120,9 @@ def fold_train(cfg: Config, ws: Workspace, exp: str, *, folds: str | Sequence[in
         folds: '0,2', 'all', fold numbers, or None (all). Each fold is locked while this process trains
             it: without a selection a fold held by another process is an error; with one, held folds
             are skipped (several machines share an experiment that way).
-        force: delete the experiment's previous outputs first (refused while another process trains a fold).
+        force: start over: the previous outputs are moved aside once every pre-flight check passed, deleted when
+            the first epoch is trained, put back when the run stops before that (refused while another process
+            trains a fold).
         aggregate: False trains the folds and writes only their own folders (a `--devices` child); returns {}.
         on_epoch: on_epoch(fold, epoch, row) after each epoch (experiment trackers); row as fit_fold's on_epoch gets.
         fold_logs: also write each fold's fold{i}/train.log (never when aggregate is False: a `--devices` child's
@@ -179,13 +182,15 @@ def _land_if_failing(writer: CheckpointWriter | None, exc_type: type | None, *_:
 
 
 def resolve_lr(cfg: Config, ws: Workspace, exp: str, *, force: bool, progress: Progress) -> tuple[Config, bool]:
-    """`train.lr: auto` -> the chosen number (comp.lrfind.resolve_auto_lr), after --force's wipe; (cfg, force left to do)."""
+    """`train.lr: auto` -> the chosen number (comp.lrfind.resolve_auto_lr), after --force's replace; (cfg, force left to do)."""
     if cfg.train.lr != "auto":
         return cfg, force
     from comp.lrfind import resolve_auto_lr
 
     if force and distributed.is_main():
-        wipe_outputs(ws, exp)  # before the finder: its record must not be an old run's
+        preflight(cfg)
+        load_checked_tables(cfg, ws, progress=progress)  # the data's checks too, before anything is moved
+        replace_outputs(ws, exp)  # before the finder: its record must not be an old run's
     return resolve_auto_lr(cfg, ws, exp, progress=progress), False
 
 
@@ -196,16 +201,18 @@ def fold_lock_if_main(fold_dir: Path) -> ContextManager[None]:
 
 def prepare_experiment(cfg: Config, ws: Workspace, exp: str, *, force: bool = False,
                        progress: Progress = SILENT) -> tuple[Tables, np.ndarray]:
-    """Wipe (--force), check the experiment's config, make the folds file and write config.yaml; (tables, fold_of).
+    """Check the model, device and data, make the folds file, move old outputs aside (--force) or check the
+    experiment's config, and write config.yaml; (tables, fold_of).
 
     Under DDP rank 0 does this first (it writes), then the other ranks (they read what it wrote).
     """
     with distributed.main_first():
-        if force and distributed.is_main():
-            wipe_outputs(ws, exp)
+        preflight(cfg)
         tables = load_checked_tables(cfg, ws, progress=progress)  # each image decoded once: check + cache
         folds = ensure_folds(ws, tables, cfg)
         record = folds_file_record(ws, folds)
+        if force and distributed.is_main():
+            replace_outputs(ws, exp)  # only now that every check passed; comp.replace settles them
         check_experiment(cfg, ws, exp, record)
         log.info("folds from %s", folds.path)
         if distributed.is_main():
