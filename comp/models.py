@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from torch import nn
 
 from comp.config import ModelConfig
 from comp.errors import CompError, closest
+from comp.weights import EXTERNAL_PREFIXES, WEIGHT_SUFFIXES, WeightsSource, find_weights
 
 log = logging.getLogger("comp.models")
 
@@ -20,8 +23,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NESTED_KEYS = ("model", "state_dict", "model_state_dict", "module")
 PREFIXES = ("module.", "_orig_mod.")
-WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
-EXTERNAL_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
+COUNTERS = ("num_batches_tracked",)  # BatchNorm step counters: not weights; a file may lack them
+MIN_BACKBONE_SHARE = 0.5  # below this share of the backbone from the file, it was saved from another model
 
 
 def check_name(name: str) -> None:
@@ -38,18 +41,21 @@ def check_name(name: str) -> None:
 
 
 def build_model(cfg: ModelConfig, n_classes: int) -> nn.Module:
-    """A timm model with an `n_classes` head: hub weights, a local weights file, or random init."""
+    """A timm model with an `n_classes` head: hub weights, a local weights file or folder, or random init."""
+    return build_model_with_report(cfg, n_classes)[0]
+
+
+def build_model_with_report(cfg: ModelConfig, n_classes: int) -> tuple[nn.Module, LoadReport | None]:
+    """build_model, and what loading model.pretrained_path did (None for hub weights or random init)."""
     if n_classes < 1:
         raise CompError(f"a model needs 1 or more classes, got n_classes={n_classes}")
     check_name(cfg.name)
     kwargs: dict[str, Any] = {"num_classes": n_classes, "drop_rate": cfg.drop_rate}
     if cfg.drop_path_rate is not None:
         kwargs["drop_path_rate"] = cfg.drop_path_rate
-    from_hub = cfg.pretrained and cfg.pretrained_path is None
-    model = _create(cfg.name, pretrained=from_hub, **kwargs)
-    if cfg.pretrained_path is not None:
-        load_weights(model, cfg.pretrained_path)
-    return model
+    source = find_weights(cfg.pretrained_path, name=cfg.name) if cfg.pretrained_path is not None else None
+    model = _create(cfg.name, pretrained=cfg.pretrained and source is None, **kwargs)
+    return model, (load_weights(model, source) if source is not None else None)
 
 
 def _create(name: str, *, pretrained: bool, **kwargs: Any) -> nn.Module:
@@ -129,37 +135,114 @@ def classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
     return tuple(f"{n}." for n in names)
 
 
-def load_weights(model: nn.Module, path: Path | str) -> nn.Module:
-    """Load a local weights file into `model`; a head of another size is dropped and re-initialised."""
-    state = read_state_dict(path)
+@dataclass(frozen=True)
+class LoadReport:
+    """What load_weights did: tensors loaded, head tensors left at random init, file tensors skipped."""
+
+    file: str
+    n_loaded: int
+    n_model: int  # tensors in the model's state dict
+    reinitialised: tuple[str, ...]  # head tensors (another class count, or absent from the file)
+    skipped: tuple[str, ...]  # tensors of the file the model does not have
+    architecture: str | None = None  # config.json's
+    input_hw: tuple[int, int] | None = None  # the size the weights were trained at (reported; image.size rules)
+    stripped_prefix: str = ""  # a prefix the file's keys carried ('backbone.', ...)
+    head_in_file: bool = True  # the file has a head (of another size when re-initialised)
+
+    def summary(self) -> str:
+        """One line: 'loaded 312 of 314 tensors from F (...); re-initialised the head: ...; skipped 0 ...'."""
+        about = [s for s in (self.architecture, self.input_hw and f"trained at {self.input_hw[0]}x{self.input_hw[1]}",
+                             self.stripped_prefix and f"keys without {self.stripped_prefix!r}") if s]
+        why = "its size differs from the file's" if self.head_in_file else "the file has none"
+        head = f"re-initialised the head ({why}): {examples(self.reinitialised)}" if self.reinitialised else (
+            "kept the file's head")
+        skipped = f"skipped {len(self.skipped)} tensors the model lacks" + (
+            f" ({examples(self.skipped)})" if self.skipped else "")
+        about_text = f" ({', '.join(about)})" if about else ""
+        return f"loaded {self.n_loaded} of {self.n_model} tensors from {self.file}{about_text}; {head}; {skipped}"
+
+
+def examples(keys: tuple[str, ...] | list[str], n: int = 3) -> str:
+    """'a, b, c and 5 more'."""
+    more = f" and {len(keys) - n} more" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def load_weights(model: nn.Module, path: WeightsSource | Path | str) -> LoadReport:
+    """Load a local weights file or model folder into `model`; a head of another size is re-initialised.
+
+    Refuses (CompError) weights of another backbone: fewer than half its tensors in the file, a shape that
+    differs outside the head, or a backbone tensor the file lacks. Logs the report's summary (INFO).
+    """
+    source = path if isinstance(path, WeightsSource) else find_weights(path)
+    state, fits, stripped = match_weights(model, read_state_dict(source.file), str(source.file))
+    model.load_state_dict(fits, strict=False)
+    own, heads = model.state_dict(), classifier_prefixes(model)
+    reinitialised = tuple(k for k in own if k.startswith(heads) and k not in fits)
+    report = LoadReport(
+        file=str(source.file), n_loaded=len(fits), n_model=len(own), reinitialised=reinitialised,
+        skipped=tuple(k for k in state if k not in own), architecture=source.architecture,
+        input_hw=source.input_hw, stripped_prefix=stripped, head_in_file=any(k in state for k in reinitialised),
+    )
+    log.info("pretrained weights: %s", report.summary())
+    return report
+
+
+def match_weights(model: nn.Module, state: dict[str, torch.Tensor],
+                  where: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], str]:
+    """(the file's tensors with a wrapper prefix stripped, those that fit `model`, that prefix).
+
+    Raises CompError unless they hold the model's backbone (the head may differ or be absent).
+    """
     own = model.state_dict()
     heads = classifier_prefixes(model)
-    mismatched = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    wrong = [k for k in mismatched if not k.startswith(heads)]
+    state, stripped = align_prefix(state, own)
+    backbone = [k for k in own if not k.startswith(heads) and not k.endswith(COUNTERS)]
+    fits = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    check_backbone(state, own, fits, backbone, heads, where)
+    return state, fits, stripped
+
+
+def check_backbone(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], fits: Mapping[str, Any],
+                   backbone: list[str], heads: tuple[str, ...], where: str) -> None:
+    """Raise CompError unless the file holds this model's backbone (the head may differ or be absent)."""
+    check = "check model.name matches the model the file was saved from"
+    n_named = sum(k in state for k in backbone)
+    weights = [k for k in state if not k.endswith(COUNTERS)]
+    if backbone and n_named < MIN_BACKBONE_SHARE * len(backbone):
+        raise CompError(
+            f"weights in {where} hold only {n_named} of this model's {len(backbone)} backbone tensors (model keys "
+            f"e.g. {', '.join(backbone[:2])}; file keys e.g. {', '.join(weights[:2]) or 'none'}); {check}")
+    wrong = [k for k in state if k in own and k not in fits and not k.startswith(heads)]
     if wrong:
         shapes = "; ".join(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:3])
-        raise CompError(
-            f"weights in {path} do not fit this architecture ({len(wrong)} tensors differ in shape, e.g. {shapes}); "
-            "check model.name matches the model the file was saved from"
-        )
-    if mismatched:
-        log.info("%s: head size differs, re-initialising %s", path, ", ".join(mismatched))
-        state = {k: v for k, v in state.items() if k not in mismatched}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k not in mismatched]
+        raise CompError(f"weights in {where} do not fit this architecture ({len(wrong)} tensors differ in shape, "
+                        f"e.g. {shapes}); {check}")
+    missing = [k for k in backbone if k not in state]
     if missing:
-        raise CompError(
-            f"weights in {path} lack {len(missing)} tensors this model needs, e.g. {missing[:3]}; "
-            "check model.name matches the model the file was saved from"
-        )
-    if unexpected:
-        log.warning("%s: ignored %d tensors the model does not have, e.g. %s", path, len(unexpected), unexpected[:3])
-    log.info("loaded %d tensors from %s", len(state) - len(unexpected), path)
-    return model
+        raise CompError(f"weights in {where} lack {len(missing)} tensors this model needs, e.g. {missing[:3]}; {check}")
+
+
+def align_prefix(state: dict[str, torch.Tensor], own: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+    """Strip a wrapper prefix ('backbone.', 'model.') from the file's keys when that matches more of them."""
+    def matches(keys: Any) -> int:
+        return sum(k in own for k in keys)
+
+    best, best_n = "", matches(state)
+    if best_n >= MIN_BACKBONE_SHARE * len(own):
+        return state, ""
+    for prefix in sorted({".".join(k.split(".")[:depth]) + "." for k in state for depth in (1, 2) if k.count(".") > depth}):
+        n = matches(k[len(prefix):] for k in state if k.startswith(prefix))
+        if n > best_n:
+            best, best_n = prefix, n
+    if not best:
+        return state, ""
+    return {k[len(best):]: v for k, v in state.items() if k.startswith(best)}, best
 
 
 def resolve_norm(cfg: ModelConfig) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """(mean, std): from config when set, else the model's pretrained config, else ImageNet's."""
+    """(mean, std): model.mean/std when set, else a weights folder's config.json, else timm's config of model.name,
+    else ImageNet's."""
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     try:
         pretrained = timm.models.get_pretrained_cfg(cfg.name)
@@ -168,4 +251,142 @@ def resolve_norm(cfg: ModelConfig) -> tuple[tuple[float, float, float], tuple[fl
     if pretrained is not None:
         mean = tuple(float(v) for v in pretrained.mean) if len(pretrained.mean) == 3 else mean
         std = tuple(float(v) for v in pretrained.std) if len(pretrained.std) == 3 else std
+    folder = folder_source(cfg) if not (cfg.mean and cfg.std) else None
+    if folder is not None:
+        mean, std = folder.norm("mean") or mean, folder.norm("std") or std
     return (tuple(cfg.mean) if cfg.mean else mean), (tuple(cfg.std) if cfg.std else std)
+
+
+def folder_source(cfg: ModelConfig) -> WeightsSource | None:
+    """model.pretrained_path's WeightsSource when it is a model folder, else None.
+
+    A folder that is gone is an error, not a silent switch to timm's normalisation: predictions must be
+    normalised as training was.
+    """
+    if cfg.pretrained_path is None:
+        return None
+    path = Path(cfg.pretrained_path).expanduser()
+    if path.is_dir():
+        return find_weights(path)
+    if not path.exists() and path.suffix not in WEIGHT_SUFFIXES:
+        raise CompError(f"model.pretrained_path {str(path)!r} does not exist; the normalisation of a weights folder "
+                        "comes from its config.json: restore the folder, or set model.mean and model.std to the "
+                        "values training used")
+    return None
+
+
+@dataclass(frozen=True)
+class WeightsStatus:
+    """Can build_model get the configured weights here: ok, one line saying which and where."""
+
+    ok: bool
+    message: str
+    fetchable: bool = False  # hub weights not cached yet that a machine with internet downloads
+
+
+def pretrained_status(cfg: ModelConfig) -> tuple[bool, str]:
+    """(ok, one line): are the weights model.* asks for reachable here? Reads headers and caches; downloads nothing."""
+    status = weights_status(cfg)
+    return status.ok, status.message
+
+
+def check_pretrained(cfg: ModelConfig, *, fetch: bool = True) -> str:
+    """Raise CompError unless build_model can get the configured weights; return the status line.
+
+    A local file or folder must also hold model.name's backbone (shapes compared, nothing loaded). With
+    `fetch`, hub weights not cached yet are downloaded now (once, before any fold trains), so a machine
+    without internet fails here, not in fold 0.
+    """
+    status = weights_status(cfg)
+    if status.ok:
+        if cfg.pretrained_path is not None:
+            check_weights_fit(cfg)
+        return status.message
+    if not (fetch and status.fetchable):
+        raise CompError(status.message)
+    _create(cfg.name, pretrained=True)  # a CompError naming pretrained_path / pretrained=false when it cannot
+    return f"{cfg.name}: pretrained weights fetched into the local cache"
+
+
+def check_weights_fit(cfg: ModelConfig) -> None:
+    """Raise CompError unless model.pretrained_path holds model.name's backbone; compares shapes, loads no model."""
+    source = find_weights(cfg.pretrained_path, name=cfg.name)
+    match_weights(shape_model(cfg.name), weight_shapes(source.file), str(source.file))
+
+
+def shape_model(name: str) -> nn.Module:
+    """model.name built without weights: on the meta device (no memory, no init) where the architecture allows."""
+    try:
+        with torch.device("meta"):
+            return timm.create_model(name, pretrained=False)
+    except Exception:  # an architecture whose constructor computes on tensors (.item(), numpy): build it for real
+        return timm.create_model(name, pretrained=False)
+
+
+def weight_shapes(file: Path) -> dict[str, torch.Tensor]:
+    """The file's tensors as empty meta tensors of their shapes: the header alone for safetensors."""
+    if file.suffix != ".safetensors":
+        return read_state_dict(file)
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as handle:
+        shapes = {k: torch.empty(handle.get_slice(k).get_shape(), device="meta") for k in handle.keys()}
+    return _flatten(shapes, file)
+
+
+def weights_status(cfg: ModelConfig) -> WeightsStatus:
+    """pretrained_status's answer, with whether a download could still get hub weights."""
+    try:
+        check_name(cfg.name)
+        if cfg.pretrained_path is not None:  # build_model loads it whatever model.pretrained says
+            source = find_weights(cfg.pretrained_path, name=cfg.name)
+            about = "; ".join(s for s in (peek_weights(source.file), source.describe()) if s)
+            return WeightsStatus(True, f"{cfg.name}: pretrained weights from {source.file} ({about})")
+    except CompError as exc:
+        return WeightsStatus(False, str(exc))
+    if not cfg.pretrained:
+        return WeightsStatus(True, f"{cfg.name}: training from scratch (model.pretrained: false)")
+    return hub_status(cfg.name)
+
+
+def peek_weights(file: Path) -> str:
+    """'314 tensors' from a safetensors header, or a torch file's size; CompError when it cannot be read."""
+    if not os.access(file, os.R_OK):
+        raise CompError(f"model.pretrained_path file {file} is not readable; check its permissions")
+    if file.suffix != ".safetensors":
+        size = file.stat().st_size
+        if size == 0:
+            raise CompError(f"model.pretrained_path file {file} is empty; download or save it again")
+        return f"{size / 1e6:.1f} MB"
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            return f"{len(list(handle.keys()))} tensors"
+    except Exception as exc:  # a truncated header, another format: safetensors raises several kinds
+        raise CompError(f"{file} is not a readable safetensors file ({type(exc).__name__}: {exc}); "
+                        "download or save it again") from exc
+
+
+def hub_status(name: str) -> WeightsStatus:
+    """Are timm's hub weights for `name` (or a local-dir: folder) on this machine already?"""
+    from comp.hub_cache import cached_weights, hub_location, hub_offline
+
+    if name.startswith("local-dir:"):
+        folder = Path(name.split(":", 1)[1]).expanduser()
+        if (folder / "config.json").is_file():
+            return WeightsStatus(True, f"{name}: timm reads the model folder {folder}")
+        return WeightsStatus(False, f"model.name {name!r}: {folder / 'config.json'} does not exist; point "
+                                    "local-dir: at a timm model folder")
+    repo, _, url = hub_location(name)
+    if not (repo or url):
+        return WeightsStatus(False, f"timm has no pretrained weights for {name!r}; set model.pretrained=false to "
+                                    "train from scratch, or model.pretrained_path to a weights file or folder")
+    hit = cached_weights(name)
+    if hit:
+        return WeightsStatus(True, f"{name}: pretrained weights cached at {hit}")
+    offline = hub_offline()
+    why = "HF_HUB_OFFLINE is set" if offline else "this machine may have no internet"
+    return WeightsStatus(False, f"{name}: pretrained weights ({repo or url}) are not cached: {why}; set "
+                                "model.pretrained_path to a local weights file or folder, or model.pretrained=false",
+                         fetchable=not offline)
