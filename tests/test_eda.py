@@ -174,8 +174,70 @@ def test_label_conflict_kind() -> None:
     frame = pd.DataFrame({"id": ["a", "b", "c"], "path": ["a", "b", "c"], "label": ["x", "y", "x"],
                           "dhash": ["00ff00ff00ff00ff", "00ff00ff00ff00fe", "ffffffff00000000"],
                           "sha": ["1", "2", "3"]})
-    pairs = find_duplicates(frame, None, threshold=2)
-    assert pairs[["kind", "id_a", "id_b", "distance"]].values.tolist() == [["label", "a", "b", 1]]
+    pairs = find_duplicates(frame, None, threshold=2, min_correlation=None)  # no files: the hash alone
+    assert pairs[["kind", "id_a", "id_b", "distance", "confidence"]].values.tolist() == [["label", "a", "b", 1, "hash only"]]
+
+
+def _digit_facts(root: Path, n_photos: int = 2, per_class: int = 25):
+    from comp.demo_data import build_demo
+
+    build_demo(root, photos=n_photos, max_per_class=per_class, force=True)
+    ws = Workspace.at(root)
+    tables = load_tables(load_config(ws.root), ws, check_images=False)
+    from comp.eda import file_facts
+
+    return ws, tables, file_facts(tables.train, ws), file_facts(tables.test, ws)
+
+
+def test_digits_look_alikes_are_not_reported_as_duplicates(tmp_path) -> None:
+    """Digits at 32 px: many hash candidates (7 vs 2 within 6 bits), none a copy; the pixels reject them."""
+    _, _, train, test = _digit_facts(tmp_path / "digits")
+    candidates = find_duplicates(train, test, min_correlation=None)
+    assert len(candidates) >= 20 and (candidates["kind"] == "label").sum() >= 3  # the false alarms of before
+    pairs = find_duplicates(train, test)
+    assert len(pairs) <= 2 and not (pairs["kind"] == "label").any()
+    assert pairs.attrs["n_candidates"] == len(candidates) and pairs.attrs["n_unconfirmed"] >= len(candidates) - 2
+
+
+def _planted(src: Path, dst: Path, how: str) -> None:
+    img = Image.open(src).convert("RGB")
+    if how == "jpeg":
+        img.save(dst.with_suffix(".jpg"), quality=70)
+        return
+    if how == "resize":
+        img = img.resize((img.width * 2, img.height * 2), Image.Resampling.BILINEAR)
+    elif how == "bright":
+        img = Image.fromarray((np.asarray(img).astype(int) + 25).clip(0, 255).astype(np.uint8))
+    elif how == "pixels":
+        arr = np.asarray(img).copy()
+        arr[0, 0], arr[5, 7] = 0, 255
+        img = Image.fromarray(arr)
+    img.save(dst)
+
+
+def test_planted_copies_are_all_found_with_their_confidence(tmp_path) -> None:
+    root = tmp_path / "digits"
+    ws, tables, train, test = _digit_facts(root)
+    images = root / "data" / "images"
+    hows = ["copy", "jpeg", "resize", "bright", "pixels"]
+    rows, expected = [], set()
+    sources = tables.train.iloc[:: len(tables.train) // 10].head(10)  # two of each kind of copy
+    for k, (src, how) in enumerate(zip(sources.itertuples(), hows * 2)):
+        name = f"planted_{k}_{how}.png"
+        (images / name).write_bytes(Path(src.path).read_bytes()) if how == "copy" else _planted(Path(src.path), images / name, how)
+        path = str(images / name if how != "jpeg" else (images / name).with_suffix(".jpg"))
+        rows.append({"id": f"planted{k}", "path": path})
+        expected.add((src.id, f"planted{k}"))
+    from comp.eda import file_facts
+
+    test = pd.concat([test, file_facts(pd.DataFrame(rows), ws)], ignore_index=True)
+    pairs = find_duplicates(train, test)
+    found = set(zip(pairs["id_a"], pairs["id_b"]))
+    assert expected <= found and len(found - expected) <= 2
+    planted = pairs[pairs["id_b"].str.startswith("planted")]
+    assert (planted["kind"] == "test").all() and set(planted["confidence"]) <= {"exact", "high", "likely"}
+    assert len(planted) == 10 and (planted["confidence"] == "exact").sum() == 2  # the byte copies
+    assert planted.loc[planted["confidence"] != "exact", "correlation"].min() >= 0.985
 
 
 def test_train_test_differences_are_flagged(make_ws) -> None:

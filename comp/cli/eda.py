@@ -61,7 +61,8 @@ def print_summary(s: dict) -> None:
     d = s["duplicates"]
     inner = (f"{d['n_cross_group']} across groups" if s["groups"] else
              f"{d['n_train_same_label']} within train (no group column: they may split across folds)")
-    console.print(f"near-duplicates (dHash <= {d['threshold']}): {d['n_train_test']} train/test, "
+    console.print(f"near-duplicates (dHash <= {d['threshold']}, confirmed by pixel correlation; "
+                  f"{d.get('n_unconfirmed', 0)} look-alikes rejected): {d['n_train_test']} train/test, "
                   f"{d['n_label_conflicts']} with different labels, {inner}")
     counts = s["problems"]["counts"]
     if counts:

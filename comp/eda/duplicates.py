@@ -1,4 +1,14 @@
-"""Duplicates and near-duplicates by 64-bit perceptual hash: multi-index hashing (sub-quadratic), or blockwise brute force."""
+"""Duplicates and near-duplicates: candidates by 64-bit dHash (multi-index hashing, sub-quadratic, or blockwise
+brute force), each confirmed by the pixel correlation of the pair's grayscale thumbnails.
+
+Why a second measure: a 64-bit hash of a small or plain image (a digit at 32 px on a dark background) has few
+informative bits, so different images of one class fall within the Hamming threshold by the hundred. The
+thumbnails are compared at a size scaled to the images (half the smaller side, 8 to 32 px) by a trimmed
+correlation (the 5% most different pixels left out: a changed pixel, a stamp or a border does not hide a copy),
+and the smaller the comparison the higher the correlation asked (fewer pixels agree by chance): 0.96 at 32 px,
+0.985 at 16 px and below. Measured on the demo digits (32 px): 836 hash candidates, the closest look-alike 0.982;
+re-encoded, resized, brightened or retouched copies 0.987 and above.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +16,11 @@ import numpy as np
 import pandas as pd
 
 PAIR_COLUMNS = ["kind", "id_a", "id_b", "path_a", "path_b", "label_a", "label_b", "group_a", "group_b",
-                "distance", "exact"]
+                "distance", "exact", "correlation", "confidence"]
+MIN_CORRELATION = 0.96  # asked of a 32x32 comparison; smaller comparisons ask more (required_correlation)
+SMALL_CORRELATION = 0.985  # asked of comparisons at 16 px and below
+COMPARE_MIN, COMPARE_MAX = 8, 32  # sides of the compared thumbnails
+TRIM = 0.05  # share of the most different thumbnail pixels left out of the correlation
 
 
 def hashes_to_uint64(hex_hashes: pd.Series | list[str]) -> np.ndarray:
@@ -124,16 +138,100 @@ def _side(frame: pd.DataFrame, idx: np.ndarray, suffix: str) -> dict[str, np.nda
 def _pairs(kind: str, fa: pd.DataFrame, fb: pd.DataFrame, i: np.ndarray, j: np.ndarray, d: np.ndarray) -> pd.DataFrame:
     out = pd.DataFrame({"kind": kind, **_side(fa, i, "a"), **_side(fb, j, "b"), "distance": d})
     out["exact"] = fa["sha"].to_numpy()[i] == fb["sha"].to_numpy()[j]
+    hw = [(f[c].to_numpy(dtype=float)[k] if c in f else np.full(len(k), np.nan))
+          for f, k in ((fa, i), (fb, j)) for c in ("height", "width")]
+    out["_side"] = compare_side(np.fmin(hw[0], hw[2]), np.fmin(hw[1], hw[3]))
     return out
 
 
-def find_duplicates(train: pd.DataFrame, test: pd.DataFrame | None, *, threshold: int = 6) -> pd.DataFrame:
+def compare_side(height: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """Side of the thumbnails a pair is compared at: half the smaller side of its smaller image, 8..32 px."""
+    side = np.minimum(np.asarray(height, dtype=float), np.asarray(width, dtype=float)) // 2
+    return np.clip(np.nan_to_num(side, nan=COMPARE_MAX), COMPARE_MIN, COMPARE_MAX).astype(int)
+
+
+def required_correlation(side: np.ndarray | int, min_correlation: float = MIN_CORRELATION) -> np.ndarray:
+    """The correlation a pair compared at `side` px must reach: min_correlation at 32 px, 0.985 at 16 px and below."""
+    small = max(SMALL_CORRELATION, min_correlation)
+    frac = np.clip((np.asarray(side, dtype=float) - COMPARE_MAX / 2) / (COMPARE_MAX / 2), 0.0, 1.0)
+    return small - (small - min_correlation) * frac
+
+
+def trimmed_correlation(va: np.ndarray, vb: np.ndarray, trim: float = TRIM) -> float:
+    """Pearson correlation of two zero-mean unit-norm vectors with the `trim` share of largest squared differences left out.
+
+    1 - mean(d^2) / 2 over the kept standardised differences d: with trim 0 exactly va @ vb.
+    """
+    n = len(va)
+    d2 = np.sort(((va - vb) * np.float32(np.sqrt(n))) ** 2)
+    return float(1.0 - d2[: max(1, int(np.ceil(n * (1.0 - trim))))].mean() / 2.0)
+
+
+def thumbnail(path: str, side: int) -> np.ndarray | None:
+    """(side * side,) float32 grayscale thumbnail, zero mean and unit norm; None when the file cannot be read."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as img:
+            img.draft("L", (2 * side, 2 * side))  # JPEGs decode at a reduced scale: fast at any image size
+            gray = ImageOps.exif_transpose(img).convert("L").resize((side, side), Image.Resampling.BOX)
+    except (OSError, ValueError, SyntaxError):
+        return None
+    v = np.asarray(gray, dtype=np.float32).ravel()
+    v -= v.mean()
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 0 else v  # a flat image: correlation 0 with everything but itself (exact)
+
+
+def pair_correlation(paths_a: np.ndarray, paths_b: np.ndarray, sides: np.ndarray) -> np.ndarray:
+    """Trimmed correlation of each pair's thumbnails at its side (NaN where a file cannot be read).
+
+    Each (path, side) is decoded once, so the cost grows with the images in candidate pairs, not the pairs.
+    """
+    thumbs: dict[tuple[str, int], np.ndarray | None] = {}
+
+    def get(path: str, side: int) -> np.ndarray | None:
+        if (path, side) not in thumbs:
+            thumbs[path, side] = thumbnail(path, side)
+        return thumbs[path, side]
+
+    out = np.full(len(paths_a), np.nan)
+    for k, (a, b, side) in enumerate(zip(paths_a, paths_b, sides)):
+        va, vb = get(a, int(side)), get(b, int(side))
+        if va is not None and vb is not None:
+            out[k] = trimmed_correlation(va, vb)
+    return out
+
+
+def confirm(pairs: pd.DataFrame, sides: np.ndarray, *, min_correlation: float | None) -> pd.DataFrame:
+    """Pairs with their correlation and confidence ('exact', 'high', 'likely'); unconfirmed ones dropped.
+
+    high: the correlation leaves at least half the allowed gap to 1 unused; likely: confirmed, no more.
+    min_correlation None keeps every hash candidate, with confidence 'hash only'.
+    """
+    if min_correlation is None:
+        exact = pairs["exact"].to_numpy(dtype=bool)
+        return pairs.assign(correlation=np.nan, confidence=np.where(exact, "exact", "hash only"))
+    corr = pair_correlation(pairs["path_a"].to_numpy(), pairs["path_b"].to_numpy(), sides)
+    need = required_correlation(sides, min_correlation)
+    exact = pairs["exact"].to_numpy(dtype=bool)
+    confidence = np.where(exact, "exact", np.where(corr >= 1 - (1 - need) / 2, "high", "likely"))
+    keep = exact | (corr >= need)
+    out = pairs.assign(correlation=np.round(corr, 4), confidence=confidence)[keep]
+    out.attrs["n_unconfirmed"] = int((~keep).sum())
+    return out
+
+
+def find_duplicates(train: pd.DataFrame, test: pd.DataFrame | None, *, threshold: int = 6,
+                    min_correlation: float | None = MIN_CORRELATION) -> pd.DataFrame:
     """Near-duplicate pairs within train (kinds label / group / train) and between train and test.
 
     Kinds: 'label' = different labels (label noise); 'group' = same label, different groups
     (leak between folds); 'train' = same label, no group column (leak between folds);
     'test' = a train image and a test image (leak into the leaderboard). Same-group, same-label
-    pairs are not leaks and are left out. Frames need id, path, dhash, sha [label, group].
+    pairs are not leaks and are left out. Candidates within `threshold` bits of dHash are kept when
+    their pixels are identical or their thumbnails correlate (`confirm`; min_correlation None: hash only).
+    Frames need id, path, dhash, sha [label, group, width, height]. attrs: n_candidates, n_unconfirmed.
     """
     tr = train[train["dhash"] != ""].reset_index(drop=True)
     h_tr = hashes_to_uint64(tr["dhash"])
@@ -153,7 +251,14 @@ def find_duplicates(train: pd.DataFrame, test: pd.DataFrame | None, *, threshold
         frames.append(_pairs("test", tr, te, i, j, d))
     pairs = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else None
     if pairs is None:
-        return pd.DataFrame(columns=PAIR_COLUMNS)
+        empty = pd.DataFrame(columns=PAIR_COLUMNS)
+        empty.attrs.update(n_candidates=0, n_unconfirmed=0)
+        return empty
+    n_candidates = len(pairs)
+    pairs = confirm(pairs, pairs["_side"].to_numpy(), min_correlation=min_correlation)
+    n_unconfirmed = pairs.attrs.get("n_unconfirmed", 0)
     order = {"test": 0, "label": 1, "group": 2, "train": 3}
     pairs = pairs.assign(_k=pairs["kind"].map(order)).sort_values(["_k", "distance", "id_a", "id_b"], kind="stable")
-    return pairs.drop(columns="_k").reset_index(drop=True)[PAIR_COLUMNS]
+    out = pairs.drop(columns=["_k", "_side"]).reset_index(drop=True)[PAIR_COLUMNS]
+    out.attrs.update(n_candidates=n_candidates, n_unconfirmed=n_unconfirmed)
+    return out

@@ -137,7 +137,11 @@ def samples_section(figures: dict[str, str]) -> str:
 def duplicates_section(s: dict, figures: dict[str, str], *, pairs: pd.DataFrame, ws: Workspace) -> str:
     d = s["duplicates"]
     counts = {k: v for k, v in d.items() if k.startswith("n_")}
-    text = (f"64-bit dHash, Hamming distance <= {d['threshold']}; kinds: label = different labels, group = same "
+    text = (f"candidates: 64-bit dHash, Hamming distance <= {d['threshold']}; each confirmed by the pixel correlation "
+            "of the pair's grayscale thumbnails (compared at half the smaller side, 8-32 px; 0.95 asked at 32 px, "
+            f"more at smaller sizes): {d.get('n_unconfirmed', 0)} of {d.get('n_candidates', len(pairs))} candidates "
+            "rejected as look-alikes; confidence: exact = same pixels, high / likely = correlation well above / "
+            "just above the bar (see duplicates.csv). Kinds: label = different labels, group = same "
             "label in different groups, test = train/test pair, train = same label (no groups)")
     lead = [f"{d.get('n_label_conflicts', 0)} pairs with conflicting labels (fix or drop one image)",
             f"{d.get('n_cross_group', 0)} pairs across groups (they leak between folds: merge the groups)",

@@ -162,7 +162,7 @@ def plot_folds(counts: pd.DataFrame) -> plt.Figure:
 
 
 def plot_pairs(pairs: pd.DataFrame, n: int = 8) -> plt.Figure:
-    """The first n near-duplicate pairs side by side, captioned with kind, ids and distance."""
+    """The first n near-duplicate pairs side by side, captioned with kind, ids, distance, correlation and confidence."""
     shown = pairs.head(n)
     fig, axes = plt.subplots(len(shown), 2, figsize=(2 * CELL * 1.4, CELL * 1.4 * len(shown)), squeeze=False)
     for r, row in enumerate(shown.itertuples(index=False)):
@@ -171,7 +171,10 @@ def plot_pairs(pairs: pd.DataFrame, n: int = 8) -> plt.Figure:
             ax.imshow(ImageOps.contain(Image.fromarray(read_rgb(path)), (160, 160)))
             ax.axis("off")
             ax.set_title(f"{pid}" + (f" [{label}]" if label is not None and label == label else ""), fontsize=7)
-        axes[r, 0].text(-0.05, 0.5, f"{row.kind}\nd={row.distance}", transform=axes[r, 0].transAxes,
+        corr = getattr(row, "correlation", float("nan"))
+        shown_corr = f"\nr={corr:.3f}" if corr == corr else ""  # NaN: not compared
+        axes[r, 0].text(-0.05, 0.5, f"{row.kind}\nd={row.distance}{shown_corr}\n{getattr(row, 'confidence', '')}",
+                        transform=axes[r, 0].transAxes,
                         ha="right", va="center", fontsize=7)
     return fig
 

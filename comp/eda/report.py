@@ -41,10 +41,11 @@ def _records(frame: pd.DataFrame, limit: int = MAX_LISTED) -> list[dict]:
 def duplicate_summary(pairs: pd.DataFrame, threshold: int, *, folds: pd.DataFrame | None) -> dict:
     """Counts of near-duplicate pairs per kind (and across folds when a folds file exists), pairs listed."""
     kinds = pairs["kind"].value_counts()
-    out = {"hash": "dhash64", "threshold": threshold,
+    out = {"hash": "dhash64", "threshold": threshold, "confirm": "thumbnail pixel correlation",
            "n_train_test": int(kinds.get("test", 0)), "n_label_conflicts": int(kinds.get("label", 0)),
            "n_cross_group": int(kinds.get("group", 0)), "n_train_same_label": int(kinds.get("train", 0)),
-           "n_exact": int(pairs["exact"].sum())}
+           "n_exact": int(pairs["exact"].sum()), "n_candidates": int(pairs.attrs.get("n_candidates", len(pairs))),
+           "n_unconfirmed": int(pairs.attrs.get("n_unconfirmed", 0))}
     if folds is not None:
         fold_of = dict(zip(folds["id"].astype(str), folds["fold"]))
         inner = pairs[pairs["kind"] != "test"]
