@@ -188,6 +188,12 @@ class TrainConfig(Strict):
     momentum: float = 0.9
     scheduler: Literal["cosine", "onecycle", "step", "none"] = "cosine"
     warmup_epochs: float = 1.0
+    # fine-tuning: the lr of everything but the classifier head is train.lr x backbone_lr_scale (x layer_decay ** depth
+    # below the head, timm's layer-wise decay, when set); freeze_epochs: the backbone holds still (lr 0) for this many
+    # epochs while the new head learns, then warms up and follows the schedule
+    backbone_lr_scale: float = 1.0
+    layer_decay: float | None = None
+    freeze_epochs: float = 0.0
     step_size: int = 3
     step_gamma: float = 0.1
     # auto: ce (multiclass, multitask: summed over heads), bce (multilabel, binary), mse (regression)
@@ -237,11 +243,18 @@ class TrainConfig(Strict):
     def _amp_off(cls, v: Any) -> Any:
         return "off" if v is False else v  # YAML reads `amp: off` as false
 
-    @field_validator("checkpoint_seconds")
+    @field_validator("checkpoint_seconds", "freeze_epochs")
     @classmethod
-    def _not_negative(cls, v: float) -> float:
+    def _not_negative(cls, v: float, info: ValidationInfo) -> float:
         if v < 0:
-            raise ValueError("train.checkpoint_seconds must be 0 (after every epoch) or more")
+            raise ValueError(f"train.{info.field_name} must be 0 or more, got {v}")
+        return v
+
+    @field_validator("backbone_lr_scale", "layer_decay")
+    @classmethod
+    def _scale(cls, v: float | None, info: ValidationInfo) -> float | None:
+        if v is not None and not 0 <= v <= 1:
+            raise ValueError(f"train.{info.field_name} must be between 0 and 1 (a fraction of train.lr), got {v}")
         return v
 
     @field_validator("epochs", "batch_size", "grad_accum")

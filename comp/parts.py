@@ -27,21 +27,48 @@ ONECYCLE_END = 1 / 25e4  # ... and ends at lr/(25 * 1e4)
 ONECYCLE_WARMUP = 0.3  # fraction of steps warming up when train.warmup_epochs is 0
 
 
+def lr_scales(model: nn.Module, cfg: TrainConfig) -> dict[str, float]:
+    """{parameter name: its multiple of train.lr}: 1 for the classifier head; train.backbone_lr_scale for the rest,
+    times timm's layer-wise decay (train.layer_decay ** depth below the head) when set."""
+    from comp.models import classifier_prefixes
+
+    head = classifier_prefixes(model)
+    depth: dict[str, float] = {}
+    if cfg.layer_decay is not None:
+        from timm.optim import param_groups_layer_decay
+
+        for group in param_groups_layer_decay(model, weight_decay=0.0, layer_decay=cfg.layer_decay):
+            ids = {id(p) for p in group["params"]}
+            depth.update({n: group["lr_scale"] for n, p in model.named_parameters() if id(p) in ids})
+    return {name: 1.0 if head and name.startswith(head) else cfg.backbone_lr_scale * depth.get(name, 1.0)
+            for name, _ in model.named_parameters()}
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW or SGD; biases and norm weights (1-d parameters) get no weight decay."""
-    decay, no_decay = [], []
-    for p in model.parameters():
+    """AdamW or SGD; biases and norm weights (1-d parameters) get no weight decay. Parameters are grouped by
+    (head or backbone, decay, lr scale); each group's lr is train.lr x its scale (lr_scales), and "backbone" marks the
+    groups train.freeze_epochs holds still."""
+    from comp.models import classifier_prefixes
+
+    scales, head = lr_scales(model, cfg), classifier_prefixes(model)
+    grouped: dict[tuple[bool, bool, float], list[nn.Parameter]] = {}  # (backbone, no decay, scale) -> parameters
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            grouped.setdefault((not (head and name.startswith(head)), p.ndim <= 1, scales[name]), []).append(p)
+    # the head's decayed weights first: param_groups[0]["lr"] is the lr that logs and history.csv show
+    groups = [{"params": params, "weight_decay": 0.0 if no_decay else cfg.weight_decay, "lr": cfg.lr * scale,
+               "backbone": backbone} for (backbone, no_decay, scale), params in sorted(grouped.items())]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """step -> multiplier of the base lr for cfg.scheduler, with a linear warmup of cfg.warmup_epochs."""
-    total = max(1, steps_per_epoch * cfg.epochs)
+def lr_factor(cfg: TrainConfig, steps_per_epoch: int, start: int = 0) -> Callable[[int], float]:
+    """step -> multiplier of the base lr for cfg.scheduler, with a linear warmup of cfg.warmup_epochs.
+
+    start: the schedule begins at this step (0 before it): a frozen backbone's groups warm up when they thaw.
+    """
+    total = max(1, steps_per_epoch * cfg.epochs - start)
     warm = min(total - 1, round(cfg.warmup_epochs * steps_per_epoch))
     if cfg.scheduler == "onecycle" and warm <= 0:
         warm = max(1, round(ONECYCLE_WARMUP * total))
@@ -50,6 +77,9 @@ def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
         return end + (start - end) * 0.5 * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
 
     def factor(step: int) -> float:
+        if step < start:
+            return 0.0
+        step -= start
         if cfg.scheduler == "onecycle":
             if step < warm:
                 return cosine(step / warm, ONECYCLE_START, 1.0)
@@ -67,7 +97,10 @@ def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-optimizer-step schedule (its state_dict holds only numbers, so it loads with weights_only)."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch))
+    frozen = min(round(cfg.freeze_epochs * steps_per_epoch), max(0, steps_per_epoch * cfg.epochs - 1))
+    head, backbone = lr_factor(cfg, steps_per_epoch), lr_factor(cfg, steps_per_epoch, start=frozen)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, [backbone if g.get("backbone") else head for g in optimizer.param_groups])
 
 
 # ---------------------------------------------------------------- everything a fit trains with
