@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from comp.config import Config, load_config
+from comp.config import Config, load_config, resolve_config
 from comp.progress import SILENT, Progress
 from comp.workspace import Workspace
 
@@ -23,11 +23,15 @@ def with_seed(overrides: Sequence[str], seed: int | None, key: str = "train.seed
     return list(overrides) + ([f"{key}={seed}"] if seed is not None else [])
 
 
-def train_experiment(ws: Workspace, exp: str, cfg: Config, origins: dict[str, str] | None = None, *,
+def train_experiment(ws: Workspace, exp: str, cfg: Config, origins: dict[str, str], *,
                      folds: Any = None, force: bool = False, progress: Progress = SILENT,
                      track: Sequence[str] | None = None, aggregate: bool = True, fold_logs: bool = True,
                      runner: Callable[..., dict] | None = None) -> dict:
-    """fold_train (or `runner`, e.g. the --devices dispatcher) with trackers, config and environment sections."""
+    """fold_train (or `runner`, e.g. the --devices dispatcher) with trackers, config and environment sections.
+
+    origins: where each config value came from (comp.config.resolve_config's second value); required, because the
+    report's config table is drawn from it and without it every row would read `default`.
+    """
     from comp import distributed
     from comp.report_sections import config_section, environment_section
     from comp.track import open_trackers, parse_track
@@ -43,7 +47,7 @@ def train_experiment(ws: Workspace, exp: str, cfg: Config, origins: dict[str, st
         else:
             scores = runner(progress=progress)
         if writes and scores:
-            config_section(ws, exp, cfg, origins or {})
+            config_section(ws, exp, cfg, origins)
             environment_section(ws, exp, scores.get("environment") or {})
             trackers.finish(ws, exp, scores)
     return scores
@@ -183,7 +187,8 @@ def run_demo_stages(ws: Workspace, solution: Path, *, force: bool, epochs: int |
     for i, exp in enumerate(members):
         step(f"{4 + i}. fold-train -e {exp}")
         with progress() as shown:
-            cv[exp] = train_experiment(ws, exp, load_config(ws.root, exp, overrides), force=force, progress=shown)
+            cfg, origins = resolve_config(ws.root, exp, overrides)  # origins: the report's config table says where from
+            cv[exp] = train_experiment(ws, exp, cfg, origins, force=force, progress=shown)
         show("scores", cv[exp])
     step("6. tune -e baseline (a short study: lr and label smoothing, one fold, two epochs a trial)" if kind == "multiclass"
          else "6. tune -e baseline (a short study: lr and weight decay, one fold, two epochs a trial)")
