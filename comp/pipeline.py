@@ -110,6 +110,8 @@ def ensemble(ws: Workspace, experiments: Sequence[str], *, name: str | None = No
 
     method "stack": a second-level model (`stacker` logreg | hgb, on log-probabilities unless stack_log is
     False) fitted on the members' OOF with a nested score (comp.stack); weights and bias do not apply.
+    method "auto": the plain mean, fitted weights or a logreg stacker, whichever has the best nested score, the plain
+    mean unless another beats it (comp.blend_auto); the manifest's "auto" records every candidate.
     """
     from comp.ensemble import METHODS
     from comp.errors import CompError
@@ -117,11 +119,14 @@ def ensemble(ws: Workspace, experiments: Sequence[str], *, name: str | None = No
     from comp.report_sections import ensemble_section
     from comp.submission import make_submission
 
-    if method not in (*METHODS, "stack"):
-        raise CompError(f"--method must be one of {', '.join(METHODS)}, stack; got {method!r}")
+    if method not in (*METHODS, "stack", "auto"):
+        raise CompError(f"--method must be one of {', '.join(METHODS)}, stack, auto; got {method!r}")
     if tta == "auto":
         raise CompError("comp ensemble --tta auto is not supported: choose each member's TTA with "
                         "`comp predict -e NAME --tta auto` first; ensemble then uses the TTA recorded in its predict.json")
+    if method == "auto" and (bias or weights != "auto"):
+        raise CompError("--method auto chooses the weights (equal, fitted, or a stacker) itself: drop "
+                        + (f"--weights {weights}" if weights != "auto" else "--bias"))
     if method == "stack" and (bias or weights != "auto"):
         raise CompError(f"--method stack fits a stacker, not weights: drop --weights {weights}" if weights != "auto"
                         else "--method stack fits a stacker, not per-class biases: drop --bias")
@@ -130,15 +135,25 @@ def ensemble(ws: Workspace, experiments: Sequence[str], *, name: str | None = No
     ws.submission_csv(name)  # a plain name, checked before any work
     cfg = member_config(ws, experiments[0], overrides) if experiments else load_config(ws.root)
     used = prepare_members(ws, experiments, tta=tta, oof_source=oof_source, overrides=overrides, progress=progress)
+    auto = None
+    if method == "auto":
+        from comp.blend_auto import auto_candidates, choose
+        from comp.metrics import get_metric
+
+        candidates = auto_candidates(cfg, ws, experiments, oof_source=oof_source, seed=seed)
+        chosen = choose(candidates, get_metric(cfg.metric).greater_is_better)
+        auto = {"candidates": candidates, "chosen": {k: chosen.get(k) for k in ("method", "weights", "stacker")},
+                "rule": "the best nested score; the plain mean unless another candidate beats it"}
+        method, weights, stacker = chosen["method"], chosen["weights"] or "auto", chosen.get("stacker") or stacker
     if method == "stack":
         from comp.stack import make_stack_submission, stack_section
 
         result = make_stack_submission(cfg, ws, experiments, name=name, stacker=stacker, log_probs=stack_log,
-                                       oof_source=oof_source, seed=seed)
+                                       oof_source=oof_source, seed=seed, extra={"auto": auto} if auto else None)
         stack_section(ws, result)
         return used, result
     result = make_submission(cfg, ws, experiments, name=name, method=method, weights=weights, bias=bias,
-                             oof_source=oof_source, seed=seed)
+                             oof_source=oof_source, seed=seed, extra={"auto": auto} if auto else None)
     ensemble_section(ws, result)
     return used, result
 

@@ -134,7 +134,8 @@ def apply_stack(fitted: StackFit, test_probs: Sequence[np.ndarray], *, log_probs
 
 
 def make_stack_submission(cfg: Any, ws: Any, members: Sequence[str], *, name: str, stacker: str = "logreg",
-                          log_probs: bool = True, oof_source: str = "auto", seed: int = 0) -> dict[str, Any]:
+                          log_probs: bool = True, oof_source: str = "auto", seed: int = 0,
+                          extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fit the stacker on the members' OOF probabilities (nested score), apply it to their test probabilities,
     write submissions/<name>.csv + .json through the same validation and format as the weighted blends."""
     from comp.data.tables import load_tables
@@ -177,6 +178,7 @@ def make_stack_submission(cfg: Any, ws: Any, members: Sequence[str], *, name: st
         "scores_from": "OOF predictions made as each member's test predictions (same folds, checkpoints and TTA)",
         "member_oof": {m: metric(y, p) for m, p in zip(members, oof_probs)},
         "config_hashes": {m: _hashes(ws, m, records[m]["record"]) for m in members},
+        **(extra or {}),
     }
     with short_lock(ws.submissions_lock, f"writing submission {name}"):
         csv_path, json_path = write_submission(ws, name, frame, cfg.submission, expected=order,

@@ -396,6 +396,7 @@ def make_submission(
     bias: bool = False,
     oof_source: str = "auto",
     seed: int = 0,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit a blend of members' OOF probabilities, apply it to their test probabilities, write the submission.
 
@@ -409,6 +410,7 @@ def make_submission(
         oof_source: auto (each member's OOF made as its test predictions: re-predicted with its TTA, or
             training's OOF when it used none) | tta | plain (refused for members predicted with TTA).
         seed: seed of the weight search.
+        extra: more manifest fields (e.g. how `--method auto` chose this blend).
     """
     from comp.data.tables import load_tables
     from comp.ensemble import align_members, apply_bias, blend, check_method, fit_blend, parse_weights, wants_thresholds
@@ -441,6 +443,7 @@ def make_submission(
         "scores_from": "OOF predictions made as each member's test predictions (same folds, checkpoints and TTA)",
         "member_oof": {m: metric(y, p) for m, p in zip(members, oof_probs)},
         "config_hashes": {m: _hashes(ws, m, records[m]["record"]) for m in members},
+        **(extra or {}),
     }
     with short_lock(ws.submissions_lock, f"writing submission {name}"):  # the csv and its manifest together
         csv_path, json_path = write_submission(ws, name, frame, cfg.submission, expected=order,

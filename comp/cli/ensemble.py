@@ -16,7 +16,9 @@ from comp.cli.common import RichProgress, SetOpt, WorkspaceOpt, console, handle_
 def ensemble_command(
     experiments: Annotated[list[str], typer.Option("--experiment", "-e", help="A member experiment (repeatable).")],
     method: Annotated[str, typer.Option("--method", help="mean | geometric | rank | vote | stack (a second-level "
-                                        "model on the members' OOF probabilities, nested score).")] = "mean",
+                                        "model on the members' OOF probabilities, nested score) | auto (the best "
+                                        "nested score of: plain mean, fitted weights, a stacker; never below the "
+                                        "plain mean).")] = "mean",
     stacker: Annotated[str, typer.Option("--stacker", help="With --method stack: logreg (multinomial logistic "
                                          "regression) | hgb (small gradient boosting).")] = "logreg",
     stack_log: Annotated[bool, typer.Option("--stack-log/--stack-probs", help="With --method stack: features are "
@@ -45,6 +47,12 @@ def ensemble_command(
                                 stacker=stacker, stack_log=stack_log)
     for exp, how in used.items():
         console.print(f"{exp}: {how}", highlight=False)
+    if result.get("auto"):
+        tried = ", ".join(f"{c['method']}{'/' + c['weights'] if c.get('weights') else ''} {c['nested']:.5f}"
+                          for c in result["auto"]["candidates"])
+        chosen = result["auto"]["chosen"]
+        console.print(f"--method auto chose {chosen['method']}{'/' + chosen['weights'] if chosen.get('weights') else ''}"
+                      f" (nested scores: {tried}; the plain mean unless another beats it)", highlight=False)
     show(result)
 
 
