@@ -29,6 +29,7 @@ from comp.progress import SILENT, Progress
 from comp.folds import parse_fold_selection
 from comp.locks import JOB_ENV, FoldLocked, acquire_fold, job_id, release_fold
 from comp.train import aggregate_folds, prepare_experiment, resolve_lr
+from comp.replace import settles_replaced
 from comp.workspace import Workspace
 
 log = logging.getLogger("comp.dispatch")
@@ -197,6 +198,7 @@ def run_folds(folds: list[int], devices: list[str], *, make_cmd: Callable[[int],
         t.join()
 
 
+@settles_replaced  # --force's old outputs: deleted once a child trained an epoch, else put back
 def fold_train_parallel(cfg: Config, ws: Workspace, exp: str, *, devices: list[str], overrides: list[str],
                         folds: str | list[int] | None = None, force: bool = False,
                         progress: Progress = SILENT) -> DispatchResult:

@@ -312,6 +312,12 @@ CASES = [
          ("ensemble", "-e", "wider", "-e", "baseline"),
          r"best\.pt predicts other classes than train\.csv \(extra classes \['c3'\], missing classes \['c1'\]\)",
          "experiments/wider/fold", base="trained"),
+    Case("fold-train --force: missing weights file", None, ("fold-train", "--fold", "0", "--force", "--set",
+                                                            "model.pretrained_path=/no/such/file.pth"),
+         r"model\.pretrained_path '/no/such/file\.pth' does not exist", "pretrained_path", base="trained"),
+    Case("fold-train --force: no such device", None, ("fold-train", "--fold", "0", "--force", "--set",
+                                                      "train.device=cuda:7"),
+         r"train\.device=cuda:7 but", "train.device", base="trained"),
     Case("ensemble: untrained member", None, ("ensemble", "-e", "baseline", "-e", "ghost"),
          r"experiment 'ghost' has not been trained; run `comp fold-train -e ghost`", "ghost/config.yaml", base="trained"),
 ]

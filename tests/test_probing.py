@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-import pytest
+import hashlib
+import shutil
+from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
+from comp.cli import app
 from comp.config import load_yaml
 from comp.errors import CompError
+from conftest import TINY_EXPERIMENT, build_workspace
+
+runner = CliRunner()
+EPOCH_1 = {**TINY_EXPERIMENT, "train": {**TINY_EXPERIMENT["train"], "epochs": 1}}
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------- YAML: one reader, limits
@@ -23,4 +35,87 @@ def test_duplicate_keys_are_still_refused_next_to_a_merge() -> None:
 
 def test_deeply_nested_yaml_is_one_error() -> None:
     with pytest.raises(CompError, match=r"--set x is nested too deeply to read"):
-        load_yaml("[" * 5000 + "]" * 5000, source="--set x")
+        load_yaml("[" * 2000 + "]" * 2000, source="--set x")
+
+
+# ---------------------------------------------------------------- fold-train --force and config records
+
+
+def fold_train_cli(ws: Path, *args: str):
+    return runner.invoke(app, ["fold-train", "-w", str(ws), "--k", "2", *args])
+
+
+def outputs_of(ws: Path) -> dict[str, str]:
+    """sha256 of every file under experiments/baseline/ (what --force may replace)."""
+    folder = ws / "experiments" / "baseline"
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny workspace trained with `comp fold-train --k 2` (1 epoch, one torch thread)."""
+    import torch
+
+    ws = build_workspace(tmp_path_factory.mktemp("probing") / "ws", experiment=EPOCH_1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = fold_train_cli(ws)
+        assert result.exit_code == 0, result.output
+    finally:
+        torch.set_num_threads(threads)
+    return ws
+
+
+@pytest.fixture
+def copy_of(trained: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(trained, tmp_path / "ws"))
+
+
+def test_force_failing_before_its_first_epoch_puts_the_old_outputs_back(copy_of: Path) -> None:
+    before = outputs_of(copy_of)
+    assert {"fold0/best.pt", "fold0/last.pt", "fold0/history.csv", "oof.csv", "scores.json", "report.html"} <= set(before)
+    result = fold_train_cli(copy_of, "--fold", "0", "--force", "--set", "train.batch_size=64")  # fails in fit_fold
+    assert result.exit_code == 2 and "train.batch_size=64 is larger than" in result.output, result.output
+    assert outputs_of(copy_of) == before
+    assert not list((copy_of / "experiments" / "baseline").glob(".replaced-*"))
+
+
+def test_force_deletes_the_old_outputs_once_the_new_run_trained(copy_of: Path) -> None:
+    old = (copy_of / "experiments/baseline/fold0/history.csv").read_bytes()
+    result = fold_train_cli(copy_of, "--fold", "0", "--force", "--set", "train.lr=0.001")
+    assert result.exit_code == 0, result.output
+    folder = copy_of / "experiments" / "baseline"
+    assert not list(folder.glob(".replaced-*")) and not (folder / "fold1").exists()  # fold 1 was not retrained
+    assert (folder / "fold0/best.pt").is_file() and (folder / "fold0/history.csv").read_bytes() != old
+
+
+def test_a_killed_force_run_is_settled_by_the_next_run(copy_of: Path) -> None:
+    from comp.replace import set_aside
+
+    folder = copy_of / "experiments" / "baseline"
+    before = outputs_of(copy_of)
+    aside = set_aside(folder)
+    dead = aside.with_name(aside.name.rsplit("-", 1)[0] + "-999999999")  # a pid no process has
+    aside.rename(dead)
+    (folder / "config.yaml").write_text("train_hash: from-the-killed-run\n")
+    result = fold_train_cli(copy_of)  # nothing of the killed run trained: the old outputs are back, nothing to do
+    assert result.exit_code == 0, result.output
+    assert not dead.exists() and outputs_of(copy_of)["fold0/best.pt"] == before["fold0/best.pt"]
+
+
+def test_a_record_no_epoch_was_trained_under_refuses_nothing(tmp_path: Path) -> None:
+    ws = build_workspace(tmp_path / "ws", experiment=EPOCH_1)
+    failed = fold_train_cli(ws, "--set", "train.batch_size=64")
+    assert failed.exit_code == 2 and (ws / "experiments/baseline/config.yaml").is_file(), failed.output
+    fixed = fold_train_cli(ws, "--fold", "0")
+    assert fixed.exit_code == 0, fixed.output
+
+
+def test_refusal_names_the_changed_keys_and_says_more_epochs_start_over(copy_of: Path) -> None:
+    result = fold_train_cli(copy_of, "--set", "train.epochs=2", "--set", "image.size=24")
+    assert result.exit_code == 2
+    line = " ".join(result.output.split())
+    assert "image.size 32 -> 24; train.epochs 1 -> 2;" in line, line
+    assert "cannot continue for more epochs" in line and "--force" in line and "new experiment name" in line, line
