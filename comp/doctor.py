@@ -160,3 +160,20 @@ def diagnose() -> DoctorReport:
     if available:
         report.gpus = [gpu_report(i, cuda, arch_list, torch.__version__, torch.version.cuda) for i in range(cuda.device_count())]
     return report
+
+
+def pretrained_check(workspace: Path | str = ".", experiment: str = "baseline") -> tuple[bool, str] | None:
+    """(ok, one line) on whether the experiment's pretrained weights are reachable here (comp.models.pretrained_status),
+    or None when `workspace` holds no comp.yaml. Downloads nothing."""
+    root = Path(workspace)
+    if not (root / "comp.yaml").is_file():
+        return None
+    from comp.config import load_config
+    from comp.errors import CompError
+    from comp.models import pretrained_status
+
+    try:
+        cfg = load_config(root, experiment)
+    except CompError as exc:  # a broken config is reported, not raised: doctor still checks the machine
+        return False, f"cannot read experiment {experiment!r}: {exc}"
+    return pretrained_status(cfg.model)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from comp.cli import app
@@ -37,9 +39,23 @@ def doctor_command() -> None:
                           "yes" if g.arch_supported else f"NO ({g.arch})", "yes" if g.bf16 else "no",
                           "ok" if g.tensor_ok else "FAILED")
         console.print(table)
+    show_pretrained(Path("."))
     problems = report.problems()
     for problem in problems:
         err_console.print(f"[bold red]problem:[/] {problem}", highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
     console.print("[green]ready[/]")
+
+
+def show_pretrained(workspace: Path, experiment: str = "baseline") -> None:
+    """One line inside a workspace: can the experiment's pretrained weights be had here (hub cache or local)?"""
+    from rich.markup import escape
+
+    from comp.doctor import pretrained_check
+
+    checked = pretrained_check(workspace, experiment)
+    if checked is not None:
+        ok, line = checked
+        style = "green" if ok else "yellow"
+        console.print(f"[{style}]{experiment} weights:[/] {escape(line)}", highlight=False, soft_wrap=True)

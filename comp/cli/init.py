@@ -116,3 +116,6 @@ def init_command(
         if metric:
             plan = replace(plan, comp={**plan.comp, "metric": metric})
     show(plan, write_plan(ws, plan, force=force))
+    from comp.cli.doctor import show_pretrained
+
+    show_pretrained(ws.root)
