@@ -27,6 +27,11 @@ h1{font-size:1.6rem}h2{border-bottom:1px solid #ddd;padding-bottom:.3rem;margin-
 table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}
 td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}th{background:#f4f4f4}
 img{max-width:100%;margin:.5rem 0;border:1px solid #eee}.note{color:#666;font-size:.85rem}
+.card{border:1px solid #ccd;border-radius:6px;background:#f8f9fc;padding:.6rem 1rem;margin:1rem 0}
+.card h2{margin-top:.4rem}.tiles{display:flex;flex-wrap:wrap;gap:.6rem}
+.tile{background:#fff;border:1px solid #dde;border-radius:4px;padding:.4rem .7rem;min-width:10rem;max-width:20rem}
+.tile .label{font-size:.75rem;color:#666}.tile .value{font-size:1.25rem;font-weight:600}
+.tile .sub{font-size:.75rem;color:#666}.warn{color:#a40;font-weight:600}details summary{cursor:pointer;color:#336}
 """
 
 
@@ -56,14 +61,21 @@ def page(title: str, body: str) -> str:
 def add_section(ws: Workspace, exp: str, key: str, title: str, body: str, *, order: int = 50) -> Path:
     """Write (or replace) one section of the experiment's report, then re-render report.html."""
     fragment = f"<section id='{html.escape(key)}'><h2>{html.escape(title)}</h2>\n{body}\n</section>\n"
-    write_text(ws.report_dir(exp) / f"{order:02d}-{key}.html", fragment)
+    target = ws.report_dir(exp) / f"{order:02d}-{key}.html"
+    write_text(target, fragment)
+    for old in ws.report_dir(exp).glob(f"*-{key}.html"):  # the same section at another place (an older order)
+        if old != target and re.fullmatch(rf"\d+-{re.escape(key)}\.html", old.name):
+            old.unlink(missing_ok=True)
     return render_report(ws, exp)
 
 
 def render_report(ws: Workspace, exp: str) -> Path:
-    """report.html = all sections in order, one self-contained file (every image embedded as a data URI)."""
+    """report.html = the summary card, then all sections in order, one self-contained file (every image embedded
+    as a data URI). The card is drawn from the experiment's artifacts now (comp.report_card)."""
+    from comp.report_card import summary_card
+
     sections = sorted(ws.report_dir(exp).glob("*.html"))
-    body = "\n".join(p.read_text() for p in sections)
+    body = summary_card(ws, exp) + "\n" + "\n".join(p.read_text() for p in sections)
     return write_text(ws.report_html(exp), page(f"comp report: {exp}", embed_images(body, ws.report_html(exp).parent)))
 
 

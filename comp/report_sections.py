@@ -20,6 +20,7 @@ log = logging.getLogger("comp.report")
 GALLERY = 12  # OOF images with the highest loss shown
 PAIRS = 5  # most-confused class pairs shown
 PAIR_EXAMPLES = 4  # example images per confused pair
+CONFIG_ORDER = 95  # the config and environment close the report (after every stage's section); the card opens it
 
 
 def _version(name: str) -> str:
@@ -57,16 +58,19 @@ def config_section(ws: Workspace, exp: str, cfg: Any, origins: dict[str, str]) -
             for k, v, s in value_sources(cfg, origins)]
     frame = pd.DataFrame(rows)
     set_here = frame[frame["source"] != "default"]
+    counts = ", ".join(f"{n} by {s}" for s, n in set_here["source"].value_counts(sort=False).items())
     body = (_p(f"config hash {cfg.hash()}, train_hash {cfg.train_hash()} (what determines the weights)")
-            + _p(f"{len(set_here)} of {len(frame)} values set by comp.yaml, the experiment file or --set; "
-                 "the rest are defaults", note=True) + table_html(frame))
-    return add_section(ws, exp, "config", "Resolved config", body, order=5)
+            + "<details><summary>" + html.escape(
+                f"{len(set_here)} of {len(frame)} values set ({counts or 'none'}); the rest are defaults "
+                "(`comp config -e NAME` prints the same table)") + "</summary>\n"
+            + table_html(frame) + "</details>")
+    return add_section(ws, exp, "config", "Resolved config", body, order=CONFIG_ORDER)
 
 
 def environment_section(ws: Workspace, exp: str, env: dict[str, Any]) -> Path:
     """Versions and the GPU the experiment was trained with."""
     frame = pd.DataFrame({"": list(env), "value": ["-" if v is None else str(v) for v in env.values()]})
-    return add_section(ws, exp, "environment", "Environment", table_html(frame), order=6)
+    return add_section(ws, exp, "environment", "Environment", table_html(frame), order=CONFIG_ORDER + 1)
 
 
 # ---------------------------------------------------------------- error analysis

@@ -146,3 +146,73 @@ def test_report_config_sources_match_comp_config_on_the_demo_path(tiny_ws, no_tr
     shown = report_sources(tiny_ws, "baseline")
     assert shown == cli_sources(tiny_ws, "baseline", "train.epochs=1")
     assert list(shown.values()).count("default") < len(shown) - 5
+
+
+# ---------------------------------------------------------------- the summary card (item 8)
+
+
+def trained_report(ws_root: Path, scores: dict, exp: str = "baseline") -> Workspace:
+    """An experiment folder with config.yaml, scores.json and the config and fold-train sections (no training)."""
+    from comp.config import resolve_config
+    from comp.report import add_section
+    from comp.report_sections import config_section
+    from comp.train import scores_html
+
+    ws = Workspace.at(ws_root)
+    cfg, origins = resolve_config(ws.root, exp)
+    ws.write_config(exp, cfg)
+    write_json(ws.scores_json(exp), scores)
+    add_section(ws, exp, "fold-train", "Fold training", scores_html(scores), order=20)
+    config_section(ws, exp, cfg, origins)
+    return ws
+
+
+def test_report_opens_with_the_summary_card_and_ends_with_the_config_collapsed(tiny_ws):
+    selection = {"kept": {"mean": 0.55, "oof": 0.54, "epochs": {0: 2, 1: 2}},
+                 "best_on_fold": {"mean": 0.61, "oof": 0.6, "epochs": {0: 1, 1: 2}},
+                 "nested": {"mean": 0.52, "oof": 0.51, "epochs": {0: 2, 1: 1}}}
+    ws = trained_report(tiny_ws, fake_scores(checkpoint="best", honest=0.52, honest_oof=0.51, honest_source="nested",
+                                             selection=selection))
+    write_json(ws.predict_json("baseline"), {"tta": "none", "merge": "mean", "tta_auto": {
+        "chosen": "none", "metric": "macro_f1", "scores": {"none": 0.55, "hflip": 0.5}, "nested": 0.53}})
+    write_json(ws.submission_json("blend1"), {"members": ["other", "baseline"], "weights": [0.25, 0.75],
+                                              "method": "mean", "oof": 0.58, "nested": 0.56})
+    write_json(ws.submission_json("solo"), {"members": ["other"], "weights": [1.0], "method": "mean", "oof": 0.4,
+                                            "nested": 0.4})
+    write_json(ws.leaderboard_json, {"blend1": {"lb": 0.57}})
+    from comp.report import render_report
+
+    text = render_report(ws, "baseline").read_text()
+    card = section(text, "summary")
+    assert text.index("id='summary'") < text.index("id='fold-train'") < text.index("id='config'")
+    assert "<table" not in text[:text.index("id='summary'")]  # nothing before the card
+    for shown in ("0.5500 ± 0.0500", "0.5200", "0.6100 (optimistic)", "0.5400", "TTA chosen", "nested 0.5300",
+                  "checkpoint: best", ">0.5<"):  # CV, honest, best-on-fold, OOF, TTA, minutes
+        assert shown in card, shown
+    [subs] = tables_of(card)
+    assert subs[1][:3] == ["blend1", "other, baseline", "0.750"] and subs[1][-1] == "0.5700" and len(subs) == 2
+    config = section(text, "config")
+    assert config.index("<details>") < config.index("<table") < config.index("</details>")
+    assert "by comp.yaml" in config and "by experiments/baseline.yaml" in config
+    assert "honest estimate 0.5200" in section(text, "fold-train")
+
+
+def test_card_of_older_scores_falls_back_to_the_cv_mean_and_flags_missing_folds(tiny_ws):
+    scores = fake_scores(complete=False, missing_folds=[1], folds={0: 0.5}, mean=0.5, std=0.0, k=2)
+    ws = trained_report(tiny_ws, scores)
+    card = section(ws.report_html("baseline").read_text(), "summary")
+    assert "partial: 1 of 2 folds trained" in card and "honest estimate" in card
+    assert "no epoch selection" in card and "optimistic" not in card
+    assert "not predicted yet" in card and "no submission lists baseline" in card
+
+
+def test_a_section_moved_to_another_place_is_not_shown_twice(tiny_ws):
+    """Reports written before the config moved to the end hold 05-config.html: re-adding it replaces that file."""
+    ws = trained_report(tiny_ws, fake_scores())
+    from comp.report import add_section
+
+    add_section(ws, "baseline", "config", "Resolved config", "<p>old place</p>", order=5)
+    ws = trained_report(tiny_ws, fake_scores())
+    text = ws.report_html("baseline").read_text()
+    assert text.count("id='config'") == 1 and "old place" not in text
+    assert [p.name for p in ws.report_dir("baseline").glob("*config.html")] == ["95-config.html"]
