@@ -99,3 +99,53 @@ def test_duplicate_torch_installs_found(tmp_path):
     dup = doctor.duplicate_installs(("torch",), [str(tmp_path / "a"), str(tmp_path / "b")])
     assert len(dup["torch"]) == 2
     assert doctor.duplicate_installs(("torch",), [str(tmp_path / "a")]) == {}
+
+
+def write_experiment(ws, model: dict) -> None:
+    import yaml
+
+    (ws / "experiments" / "baseline.yaml").write_text(yaml.safe_dump({"model": model}))
+
+
+def test_doctor_in_a_workspace_says_whether_the_baseline_weights_are_reachable(make_ws, tmp_path, monkeypatch):
+    ws = make_ws()
+    monkeypatch.chdir(ws)
+    result = runner.invoke(app, ["doctor"], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    assert "baseline weights: test_resnet: training from scratch (model.pretrained: false)" in result.output
+    write_experiment(ws, {"name": "test_resnet", "pretrained_path": str(tmp_path / "gone.safetensors")})
+    result = runner.invoke(app, ["doctor"], terminal_width=400)
+    assert result.exit_code == 0, result.output  # a warning about the workspace, not a machine problem
+    assert f"baseline weights: model.pretrained_path '{tmp_path / 'gone.safetensors'}' does not exist" in result.output
+
+
+def test_doctor_outside_a_workspace_prints_no_weights_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["doctor"])
+    assert result.exit_code == 0 and "weights:" not in result.output
+    assert doctor.pretrained_check(tmp_path) is None
+
+
+def test_pretrained_check_reports_a_broken_experiment(make_ws):
+    ws = make_ws()
+    write_experiment(ws, {"nmae": "resnet18"})
+    ok, line = doctor.pretrained_check(ws)
+    assert not ok and line.startswith("cannot read experiment 'baseline': ") and "nmae" in line
+
+
+def test_init_ends_with_the_weights_line(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    for name in ("cat", "dog"):
+        (tmp_path / "data" / "train" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / "data" / "train" / name / f"{i}.png")
+    result = runner.invoke(app, ["init", "--from", "folders", str(tmp_path / "data" / "train"),
+                                 "--workspace", str(tmp_path / "ws")], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("baseline weights: resnet34: pretrained weights (timm/resnet34") and (
+        "are not cached: this machine may have no internet; set model.pretrained_path" in last)
