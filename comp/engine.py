@@ -597,7 +597,7 @@ def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Par
         if parts.swa is not None and epoch >= parts.swa_start and cfg.train.swa.lr is not None \
                 and parts.swa_scheduler is None:
             start_swa_lr(parts)
-        lr = parts.optimizer.param_groups[0]["lr"]
+        lr, stepped = parts.optimizer.param_groups[0]["lr"], step_lr(parts.optimizer)  # at the start; the last step's
         label = f"fold {fold} epoch {epoch + 1}/{epochs}"
         size = cfg.image.size_at(epoch) if cfg.image.schedule else None
         train_loss = train_one_epoch(parts, train_loader, state, grad_accum=cfg.train.grad_accum,
@@ -633,7 +633,7 @@ def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Par
                 sink.epoch_end(state.finished)
         progress.note(**{"val_loss": best.val_loss, metric.name: best.score})
         progress.log(epoch_line(fold, epoch, epochs, state.history[-1], metric.name, improved,
-                                lr=parts.optimizer.param_groups[0]["lr"], best=(state.best_score, state.best_epoch),
+                                lr=stepped.value, best=(state.best_score, state.best_epoch),
                                 images=len(train_loader) * (train_loader.batch_size or 1) * distributed.world_size()))
         if on_epoch is not None:
             on_epoch(epoch, {**state.history[-1], "score": best.score, "val_loss": best.val_loss, "improved": improved})
@@ -676,7 +676,7 @@ def epoch_line(fold: int, epoch: int, epochs: int, row: dict[str, float], metric
                lr: float | None = None, best: tuple[float, int] | None = None, images: int | None = None) -> str:
     """The console's line for a finished epoch.
 
-    lr: the lr after the epoch's last optimizer step (what the bar showed last), default the row's (its start).
+    lr: the lr the epoch's last optimizer step used (what the bar showed last), default the row's (the epoch's first).
     best: (score, epoch counted from 0) of the fold's best so far. images: the images trained on (for img/s).
     """
     from comp.output import clock  # comp's one time format (4.2s, 58s, 1m02s)
@@ -688,3 +688,23 @@ def epoch_line(fold: int, epoch: int, epochs: int, row: dict[str, float], metric
     return (f"fold {fold} epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f}  "
             f"val loss {row['val_loss']:.4f}  {metric} {row['metric']:.4f}{ema}{best_text}  "
             f"lr {row['lr'] if lr is None else lr:.3g}{speed}  {clock(row['seconds'])}{'  (new best)' if improved else ''}")
+
+
+class StepLr:
+    """The lr the optimizer's latest step used (a step pre-hook): what an epoch's last batch trained with."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.value = optimizer.param_groups[0]["lr"]
+        optimizer.register_step_pre_hook(self._seen)
+
+    def _seen(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self.value = optimizer.param_groups[0]["lr"]
+
+
+def step_lr(optimizer: torch.optim.Optimizer) -> StepLr:
+    """The optimizer's StepLr, hooked on first use (once per optimizer, however many epochs ask)."""
+    watch = getattr(optimizer, "_comp_step_lr", None)
+    if watch is None:
+        watch = StepLr(optimizer)
+        optimizer._comp_step_lr = watch  # type: ignore[attr-defined]
+    return watch

@@ -31,7 +31,7 @@ def fold_log(path: Path, progress: Progress, *, enabled: bool = True) -> Iterato
             logger.setLevel(logging.INFO)
         logger.addHandler(handler)
         try:
-            yield TeeProgress(progress, LineProgress(stream=fh))
+            yield TeeProgress(progress, LineProgress(stream=fh, stamp=True))  # every line carries its time
         finally:
             logger.removeHandler(handler)
             logger.setLevel(level)

@@ -2,11 +2,13 @@
 
 Not a terminal (a pipe, a file, a notebook `!` cell): consoles never wrap and print no control
 codes, and progress is a plain line at most every `log_every` seconds with images/s and the ETA
-of the current bar and of the whole run. Every display implements comp.progress.Progress.
+of the current bar and of the whole run. Every display implements comp.progress.Progress; the
+terminal's bars are in comp.bars, the notebook's widgets in comp.widgets.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import time
@@ -60,12 +62,19 @@ def make_console(stderr: bool = False) -> Any:
 
 
 def clock(seconds: float | None) -> str:
-    """Seconds as h:mm:ss or m:ss; '-' when unknown."""
-    if seconds is None or seconds != seconds or seconds == float("inf"):
+    """Seconds in comp's one time format: 4.2s, 58s, 1m02s, 1h05m; '-' when unknown."""
+    if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")):
         return "-"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+    seconds = max(0.0, float(seconds))
+    if seconds < 9.95:
+        return f"{seconds:.1f}s"
+    whole = int(round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    minutes = int(round(seconds / 60))
+    return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def batch_size(item: Any) -> int | None:
@@ -129,20 +138,28 @@ class Nest:
         return None
 
 
-def _fields_text(fields: dict[str, Any]) -> str:
+def fields_text(fields: dict[str, Any]) -> str:
     return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
 
 
 class LineProgress(Progress):
-    """Plain progress lines, at most one every `every` seconds, with images/s and ETAs; for pipes and files."""
+    """Plain progress lines, at most one every `every` seconds, with images/s and ETAs; for pipes and files.
 
-    def __init__(self, stream: TextIO | None = None, every: float | None = None) -> None:
+    stamp: start every line with the time (HH:MM:SS), as in a fold's train.log. hint: a first line, written when
+    the display starts (e.g. how to get widgets).
+    """
+
+    def __init__(self, stream: TextIO | None = None, every: float | None = None, *, stamp: bool = False,
+                 hint: str | None = None) -> None:
         self.stream = stream
         self.every = log_every() if every is None else every
+        self.stamp, self.hint = stamp, hint
         self.nest = Nest()
         self.last = time.perf_counter()
 
     def __enter__(self) -> "LineProgress":
+        if self.hint:
+            self.write(self.hint)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -179,7 +196,7 @@ class LineProgress(Progress):
         bar = nest.bars[-1]
         parts = [f"{bar.description}: {bar.done}/{bar.total if bar.total else '?'}"]
         if bar.fields:
-            parts.append(_fields_text(bar.fields))
+            parts.append(fields_text(bar.fields))
         rate = nest.rate()
         if rate is not None:
             parts.append(f"{rate:.1f} img/s")
@@ -198,111 +215,10 @@ class LineProgress(Progress):
 
     def write(self, line: str) -> None:
         out = self._out()
+        if self.stamp:
+            line = f"{time.strftime('%H:%M:%S')} {line}"
         out.write(line + "\n")
         out.flush()
-
-
-class BarProgress(Progress):
-    """Rich bars on a terminal: count, elapsed, ETA, images/s, live fields, and the whole run's ETA."""
-
-    def __init__(self, console: Any = None) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichBars, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
-
-        self.bars = RichBars(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                             TextColumn("{task.fields[speed]}"), TextColumn("{task.fields[info]}"),
-                             console=console if console is not None else make_console(stderr=True), transient=False)
-        self.nest = Nest()
-        self.tasks: list[int] = []
-
-    def __enter__(self) -> "BarProgress":
-        self.bars.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.bars.stop()
-
-    def track(self, iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
-        if total is None and hasattr(iterable, "__len__"):
-            total = len(iterable)  # type: ignore[arg-type]
-        task = self.bars.add_task(description, total=total, info="", speed="")
-        bar = Bar(description, total)
-        self.tasks.append(task)
-        self.nest.bars.append(bar)
-        try:
-            for item in iterable:
-                yield item
-                bar.done += 1
-                bar.images += batch_size(item) or 0
-                self.bars.update(task, advance=1, speed=f"{bar.rate():.0f} img/s" if bar.images else "")
-                self._run_eta()
-        finally:
-            self.tasks.remove(task)
-            self.nest.bars.remove(bar)
-            self.bars.remove_task(task)
-
-    def _run_eta(self) -> None:
-        """The outermost bar shows the whole run's ETA (its own bar counts only finished items)."""
-        if len(self.tasks) > 1:
-            self.bars.update(self.tasks[0], speed=f"run eta {clock(self.nest.eta(0))}")
-
-    def note(self, **fields: Any) -> None:
-        if self.tasks:
-            self.bars.update(self.tasks[-1], info=_fields_text(fields))
-
-    def log(self, message: str) -> None:
-        self.bars.console.print(message, highlight=False, markup=False, soft_wrap=True)
-
-
-class WidgetProgress(Progress):
-    """ipywidgets progress bars in a Jupyter cell; log lines printed below them."""
-
-    def __init__(self) -> None:
-        self.nest = Nest()
-        self.rows: list[tuple[Any, Any]] = []
-
-    def __enter__(self) -> "WidgetProgress":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-    def track(self, iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
-        import ipywidgets as widgets
-        from IPython.display import display
-
-        if total is None and hasattr(iterable, "__len__"):
-            total = len(iterable)  # type: ignore[arg-type]
-        bar, label = widgets.IntProgress(min=0, max=max(1, total or 1), description=description[:20]), widgets.HTML()
-        box = widgets.HBox([bar, label])
-        display(box)
-        state = Bar(description, total)
-        self.nest.bars.append(state)
-        self.rows.append((bar, label))
-        try:
-            for item in iterable:
-                yield item
-                state.done += 1
-                state.images += batch_size(item) or 0
-                bar.value = state.done
-                label.value = self._label(state)
-        finally:
-            self.nest.bars.remove(state)
-            self.rows.pop()
-            box.close()
-
-    def _label(self, state: Bar) -> str:
-        rate = state.rate()
-        speed = f"{rate:.0f} img/s  " if rate else ""
-        return f"{state.done}/{state.total or '?'}  {speed}run eta {clock(self.nest.eta(0))}  {_fields_text(state.fields)}"
-
-    def note(self, **fields: Any) -> None:
-        if self.nest.bars:
-            self.nest.bars[-1].fields.update(fields)
-
-    def log(self, message: str) -> None:
-        print(message, flush=True)
 
 
 class TeeProgress(Progress):
@@ -326,13 +242,50 @@ class TeeProgress(Progress):
         self.second.log(message)
 
 
-def auto_progress() -> Progress:
-    """Widgets in Jupyter, bars on a terminal, timed plain lines elsewhere."""
-    if in_notebook():
-        try:
-            import ipywidgets  # noqa: F401
+WIDGETS_HINT = "progress shows as plain lines here: pip install 'comp[notebook]' (ipywidgets) for progress widgets"
 
-            return WidgetProgress()
-        except ImportError:
+
+def live_frontend() -> bool:
+    """False where a notebook runs with nobody watching (Kaggle's "Save & Run All" / a batch commit, or
+    COMP_PROGRESS=lines for papermill and nbconvert runs): widgets would be stored, dead, in the saved notebook."""
+    return os.environ.get("KAGGLE_KERNEL_RUN_TYPE", "").lower() != "batch" and \
+        os.environ.get("COMP_PROGRESS", "").lower() != "lines"
+
+
+def quiet_tqdm() -> None:
+    """tqdm.auto (imported by optuna and huggingface_hub) warns 'IProgress not found' in a notebook without
+    ipywidgets; comp shows its own hint (WIDGETS_HINT) once instead."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="IProgress not found")
+
+
+def auto_progress() -> Progress:
+    """Widgets in a watched Jupyter notebook, bars on a terminal, timed plain lines elsewhere."""
+    if in_notebook():
+        if not live_frontend():
             return LineProgress(stream=sys.stdout)
-    return BarProgress() if is_terminal() else LineProgress()
+        if importlib.util.find_spec("ipywidgets") is None:
+            quiet_tqdm()
+            return LineProgress(stream=sys.stdout, hint=WIDGETS_HINT)
+        from comp.widgets import WidgetProgress
+
+        return WidgetProgress()
+    if is_terminal():
+        from comp.bars import BarProgress
+
+        return BarProgress()
+    return LineProgress()
+
+
+def __getattr__(name: str) -> Any:
+    """BarProgress and WidgetProgress, from the modules that hold them (Rich and ipywidgets load on use)."""
+    if name == "BarProgress":
+        from comp.bars import BarProgress
+
+        return BarProgress
+    if name == "WidgetProgress":
+        from comp.widgets import WidgetProgress
+
+        return WidgetProgress
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -41,6 +41,7 @@ def train_experiment(ws: Workspace, exp: str, cfg: Config, origins: dict[str, st
     writes = aggregate and distributed.is_main()
     with open_trackers(names if writes else (), ws, exp, cfg) as trackers:
         on_epoch = trackers.on_epoch if trackers else None
+        progress = trackers.watch(progress) if trackers else progress  # TensorBoard also gets each step
         if runner is None:
             scores = fold_train(cfg, ws, exp, folds=folds, force=force, progress=progress, aggregate=aggregate,
                                 on_epoch=on_epoch, fold_logs=fold_logs)

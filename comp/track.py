@@ -9,19 +9,23 @@ WANDB_MODE). Packages are imported only when a tracker is used: pip install 'com
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import logging
 import netrc
 import os
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from comp.errors import CompError
+from comp.progress import Progress
 from comp.workspace import Workspace
 
 log = logging.getLogger("comp.track")
+T = TypeVar("T")
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 EPOCH_KEYS = {"train_loss": "train_loss", "val_loss": "val_loss", "score": "metric", "lr": "lr"}
@@ -55,6 +59,9 @@ class Tracker:
     def epoch(self, fold: int, epoch: int, metrics: dict[str, float]) -> None:
         """One fold's epoch (numbered from 1): train_loss, val_loss, metric, lr."""
 
+    def train_step(self, fold: int, step: int, loss: float, lr: float) -> None:
+        """One optimizer step of a fold: the epoch's running training loss and the lr (TensorBoard only)."""
+
     def finish(self, scores: dict, report: Path | None) -> None:
         """CV/OOF scores and report.html."""
 
@@ -63,32 +70,92 @@ class Tracker:
 
 
 class TensorBoardTracker(Tracker):
-    """Event files under experiments/<exp>/tb/ (read them with `tensorboard --logdir experiments/<exp>/tb`)."""
+    """One TensorBoard run per fold (tb/fold0, tb/fold1, ...) with the same tags, so the folds overlay; the run's own
+    events in tb/ itself: the config, its HParams with CV/OOF, the scores and the report's figures.
+
+    Tags per fold: train_loss, val_loss, the metric's own name (macro_f1, rmse, ...) and lr by epoch;
+    step/train_loss (the epoch's running mean) and step/lr by optimizer step when the run is watched (Trackers.watch).
+    """
 
     def __init__(self, ws: Workspace, exp: str) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
+        self.SummaryWriter = SummaryWriter
         self.dir = ws.tb_dir(exp)
         self.writer = SummaryWriter(log_dir=str(self.dir))
+        self.folds: dict[int, Any] = {}
+        self.metric, self.hparams = "metric", {}
+        log.info("TensorBoard: tensorboard --logdir %s", self.dir)
+
+    def fold_writer(self, fold: int) -> Any:
+        if fold not in self.folds:
+            self.folds[fold] = self.SummaryWriter(log_dir=str(self.dir / f"fold{fold}"))
+        return self.folds[fold]
 
     def start(self, config: dict[str, Any], config_hash: str) -> None:
         import yaml
 
+        self.metric = str(config.get("metric") or "metric")
+        self.hparams = {**hparam_values(config), "config_hash": config_hash}
         self.writer.add_text("config", f"hash {config_hash}\n\n    " +
                              yaml.safe_dump(config, sort_keys=False).replace("\n", "\n    "))
 
     def epoch(self, fold: int, epoch: int, metrics: dict[str, float]) -> None:
+        writer = self.fold_writer(fold)
         for key, value in metrics.items():
-            self.writer.add_scalar(f"fold{fold}/{key}", value, epoch)
+            writer.add_scalar(self.metric if key == "metric" else key, value, epoch)
+
+    def train_step(self, fold: int, step: int, loss: float, lr: float) -> None:
+        writer = self.fold_writer(fold)
+        writer.add_scalar("step/train_loss", loss, step)
+        writer.add_scalar("step/lr", lr, step)
 
     def finish(self, scores: dict, report: Path | None) -> None:
-        for key, value in summary_metrics(scores).items():
+        from torch.utils.tensorboard.summary import hparams
+
+        summary = summary_metrics(scores)
+        for key, value in summary.items():
             self.writer.add_scalar(key, value, 0)
+        for summary_pb in hparams(self.hparams, {k: v for k, v in summary.items() if k in HPARAM_METRICS}):
+            self.writer.file_writer.add_summary(summary_pb)
         if report is not None:
             self.writer.add_text("report", f"report: {report.name} (experiments folder)")
+            for tag, image in report_images(report):
+                self.writer.add_image(f"report/{tag}", image, 0, dataformats="HWC")
 
     def close(self, ok: bool = True) -> None:
-        self.writer.close()
+        for writer in [self.writer, *self.folds.values()]:
+            writer.close()
+
+
+HPARAM_METRICS = ("cv/mean", "cv/std", "cv/oof")
+
+
+def hparam_values(config: dict[str, Any]) -> dict[str, Any]:
+    """The flattened config as TensorBoard's HParams takes it: numbers, text and flags (anything else as text)."""
+    return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flatten(config).items()}
+
+
+_IMG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)"')
+
+
+def report_images(report: Path) -> list[tuple[str, Any]]:
+    """(tag, HxWx3 uint8 array) for each PNG figure embedded in report.html, tagged by its alt text."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    out, seen = [], set()
+    for data, alt in _IMG.findall(report.read_text(encoding="utf-8")):
+        tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", html.unescape(alt)).strip("_") or "figure"
+        while tag in seen:
+            tag += "_"
+        seen.add(tag)
+        with Image.open(io.BytesIO(base64.b64decode(data))) as img:
+            out.append((tag, np.asarray(img.convert("RGB"))))
+    return out
 
 
 class MlflowTracker(Tracker):
@@ -96,6 +163,8 @@ class MlflowTracker(Tracker):
 
     def __init__(self, ws: Workspace, exp: str) -> None:
         from mlflow.tracking import MlflowClient
+
+        quiet_mlflow()  # after the import: importing mlflow sets its logger to INFO
 
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         artifacts = None
@@ -128,6 +197,13 @@ class MlflowTracker(Tracker):
 
     def close(self, ok: bool = True) -> None:
         self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
+
+
+def quiet_mlflow() -> None:
+    """MLflow and the database migrations it runs (alembic) log INFO lines to the console ("Creating initial
+    tables", "Context impl SQLiteImpl", ...): keep their warnings and errors only."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def wandb_logged_in() -> bool:
@@ -207,6 +283,16 @@ class Trackers:
     def __bool__(self) -> bool:
         return bool(self.trackers)
 
+    def watch(self, progress: Progress) -> Progress:
+        """`progress`, also handing each training step to the trackers that take steps (TensorBoard)."""
+        if any(isinstance(t, TensorBoardTracker) for t in self.trackers):
+            return StepWatch(progress, self)
+        return progress
+
+    def on_step(self, fold: int, step: int, loss: float, lr: float) -> None:
+        for t in self.trackers:
+            t.train_step(fold, step, loss, lr)
+
     def on_epoch(self, fold: int, epoch: int, row: dict[str, Any]) -> None:
         """fold_train's on_epoch: row['epoch'] counts from 1."""
         self.live_folds.add(fold)
@@ -227,6 +313,39 @@ class Trackers:
         report = ws.report_html(exp)
         for t in self.trackers:
             t.finish(scores, report if report.is_file() else None)
+
+
+class StepWatch(Progress):
+    """A display that also hands the trackers each training step: a note with loss and lr inside a
+    'fold N epoch E/T' bar is step (E-1)*T + batch of fold N (the same number after a resume)."""
+
+    def __init__(self, inner: Progress, trackers: "Trackers") -> None:
+        self.inner, self.trackers = inner, trackers
+        self.at: tuple[int, int] | None = None  # (fold, step) of the batch being trained
+
+    def track(self, iterable: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
+        if total is None and hasattr(iterable, "__len__"):
+            total = len(iterable)  # type: ignore[arg-type]
+        match = _EPOCH_BAR.match(description)
+        if match is None or not total:
+            yield from self.inner.track(iterable, total=total, description=description)
+            return
+        fold, first = int(match.group(1)), (int(match.group(2)) - 1) * total
+        for i, item in enumerate(self.inner.track(iterable, total=total, description=description)):
+            self.at = (fold, first + i + 1)
+            yield item
+        self.at = None
+
+    def note(self, **fields: Any) -> None:
+        self.inner.note(**fields)
+        if self.at is not None and "loss" in fields and "lr" in fields:
+            self.trackers.on_step(*self.at, float(fields["loss"]), float(fields["lr"]))
+
+    def log(self, message: str) -> None:
+        self.inner.log(message)
+
+
+_EPOCH_BAR = re.compile(r"fold (\d+) epoch (\d+)/\d+$")
 
 
 @contextmanager

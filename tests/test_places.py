@@ -50,10 +50,18 @@ def test_piped_output_is_never_wrapped(piped_run) -> None:
 
 def test_piped_progress_lines_with_speed_and_eta(piped_run) -> None:
     _, result = piped_run
-    lines = [line for line in result.stderr.splitlines() if "img/s" in line]
-    assert lines and all("run eta" in line for line in lines)
-    assert any(re.search(r"fold 0 epoch 1/1: \d+/\d+ .*img/s .*fold eta \d+:\d\d", line) for line in lines)
-    assert "(new best)" in result.stderr and "  *" not in result.stderr
+    lines = [line for line in result.stdout.splitlines() if "img/s" in line and "run eta" in line]
+    assert lines  # progress lines go with the results (one stream: `comp fold-train > log` keeps them)
+    assert any(re.search(r"fold 0 epoch 1/1: \d+/\d+ .*img/s .*fold eta (\d+\.\ds|\d+s|\d+m\d\ds)", line) for line in lines)
+    assert "(new best)" in result.stdout and "  *" not in result.stdout
+
+
+def test_piped_epoch_lines_and_results_share_stdout(piped_run) -> None:
+    _, result = piped_run
+    out = result.stdout
+    assert "fold 1 epoch 1/1: train loss" in out and "fold 1 epoch 1/1: train loss" not in result.stderr
+    assert out.index("fold 1 epoch 1/1: train loss") < out.index("CV ") < out.index("outputs in ")
+    assert re.search(r"fold 0 epoch 1/1: .* best \d\.\d{4} @ epoch 1  lr \S+  \d+ img/s  \d+\.\ds", out)
 
 
 def test_every_fold_writes_train_log_and_epochs_count_from_one(piped_run) -> None:
@@ -63,6 +71,7 @@ def test_every_fold_writes_train_log_and_epochs_count_from_one(piped_run) -> Non
         text = (exp / f"fold{fold}" / "train.log").read_text()
         assert text.startswith("# ") and "fold-train -w" in text
         assert f"fold {fold} epoch 1/1: train loss" in text
+        assert all(re.match(r"(# |\d\d:\d\d:\d\d )", line) for line in text.splitlines())  # each line has its time
         assert pd.read_csv(exp / f"fold{fold}" / "history.csv")["epoch"].tolist() == [1]
     assert comp.Workspace(root, progress=False).scores()["best_epoch"].tolist() == [1, 1]
 
@@ -133,10 +142,10 @@ def test_leaderboard_sort_and_display() -> None:
     assert sort_rows(rows, "experiments", "name")["experiment"].tolist() == ["a", "b", "c"]
     assert sort_rows(rows, "experiments", greater_is_better=False)["experiment"].tolist() == ["b", "c", "a"]
     out = shown(sort_rows(rows, "experiments"))
-    assert out["minutes"].tolist() == ["1:01:15", "1:30", "-"] and out["cv_mean"].tolist() == ["0.7000", "0.5000", "-"]
+    assert out["minutes"].tolist() == ["1h01m", "1m30s", "-"] and out["cv_mean"].tolist() == ["0.7000", "0.5000", "-"]
     with pytest.raises(CompError, match="--sort must be one of"):
         sort_rows(rows, "experiments", "speed")
-    assert clock(75) == "1:15" and clock(None) == "-"
+    assert clock(75) == "1m15s" and clock(None) == "-"
 
 
 def test_track_does_not_change_train_hash(tiny_ws) -> None:

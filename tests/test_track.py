@@ -66,13 +66,22 @@ def test_tensorboard_events(tracked) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     root, _, scores = tracked
-    acc = EventAccumulator(str(root / "experiments" / "baseline" / "tb"))
+    tb = root / "experiments" / "baseline" / "tb"
+    folds = {}
+    for fold in (0, 1):  # one run per fold, the same tags in each, so TensorBoard overlays the folds
+        folds[fold] = EventAccumulator(str(tb / f"fold{fold}"), size_guidance={"scalars": 0})
+        folds[fold].Reload()
+        assert {"train_loss", "val_loss", "macro_f1", "lr", "step/train_loss", "step/lr"} <= set(folds[fold].Tags()["scalars"])
+    assert [e.step for e in folds[1].Scalars("val_loss")] == [1, 2]
+    steps = [e.step for e in folds[0].Scalars("step/lr")]
+    assert steps == sorted(steps) and len(steps) > 2 and steps[0] == 1  # per optimizer step, counted across epochs
+    acc = EventAccumulator(str(tb), size_guidance={"images": 0})
     acc.Reload()
-    tags = set(acc.Tags()["scalars"])
-    assert {"fold0/train_loss", "fold0/val_loss", "fold0/metric", "fold0/lr", "fold1/metric", "cv/mean", "cv/oof"} <= tags
-    assert [e.step for e in acc.Scalars("fold1/val_loss")] == [1, 2]
     assert acc.Scalars("cv/mean")[0].value == pytest.approx(scores.attrs["mean"], abs=1e-6)
     assert "config" in "".join(acc.Tags()["tensors"])
+    assert any(t.startswith("report/") for t in acc.Tags()["images"])  # the report's figures
+    plugins = acc.PluginTagToContent("hparams")  # HParams: the config beside CV/OOF
+    assert plugins
 
 
 def test_mlflow_run(tracked) -> None:
@@ -109,3 +118,50 @@ def test_missing_tracker_names_the_extra(tiny_ws, monkeypatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     with pytest.raises(CompError, match=r"wandb is not installed; pip install 'comp\[track\]'"):
         comp.Workspace(tiny_ws, progress=False).fold_train(overrides={"folds.k": 2}, track=["wandb"])
+
+
+def test_tensorboard_prints_the_logdir_command(tiny_ws, caplog) -> None:
+    from comp.track import TensorBoardTracker
+    from comp.workspace import Workspace
+
+    with caplog.at_level("INFO", logger="comp"):
+        tracker = TensorBoardTracker(Workspace.at(tiny_ws), "baseline")
+        tracker.close()
+    assert f"tensorboard --logdir {tiny_ws / 'experiments' / 'baseline' / 'tb'}" in caplog.text
+
+
+def test_mlflow_logs_no_info_lines(tmp_path, capfd) -> None:
+    import logging
+
+    from comp.track import MlflowTracker
+
+    class Paths:
+        mlruns_dir = tmp_path / "mlruns"
+
+    logging.basicConfig(level=logging.INFO, force=True)
+    try:
+        MlflowTracker(Paths(), "quiet").close()
+    finally:
+        logging.basicConfig(level=logging.WARNING, force=True)
+    err = capfd.readouterr().err
+    assert "INFO mlflow" not in err and "Creating initial" not in err and "alembic" not in err
+
+
+def test_step_watch_numbers_steps_across_epochs_and_resumes() -> None:
+    from comp.progress import Progress
+    from comp.track import StepWatch
+
+    seen = []
+
+    class Record:
+        def on_step(self, fold, step, loss, lr):
+            seen.append((fold, step, loss, lr))
+
+    watch = StepWatch(Progress(), Record())
+    for epoch in (2, 3):  # a run resumed at epoch 2 numbers its steps as an uninterrupted one would
+        for _ in watch.track(range(4), description=f"fold 1 epoch {epoch}/3"):
+            watch.note(loss=0.5, lr=0.01)
+        watch.note(val_loss=0.4)  # the epoch's end: not a step
+    for _ in watch.track(range(2), description="folds"):
+        watch.note(loss=1.0, lr=1.0)  # not inside an epoch bar
+    assert [s[1] for s in seen] == [5, 6, 7, 8, 9, 10, 11, 12] and {s[0] for s in seen} == {1}

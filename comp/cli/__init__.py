@@ -82,8 +82,34 @@ from comp.cli import pseudo as _pseudo  # noqa: E402,F401
 from comp.cli import lrfind as _lrfind  # noqa: E402,F401
 
 
+# What a verb imports before its first output of its own (a few seconds on a small machine): said at once.
+LOADING = {"fold-train": "torch, timm, albumentations", "tune": "torch, timm, optuna", "predict": "torch, timm, ttach",
+           "lr-find": "torch, timm", "export": "torch, timm", "pseudo": "torch, timm", "doctor": "torch",
+           "demo": "torch, timm, albumentations", "eda": "pandas, matplotlib", "ensemble": "pandas, scikit-learn"}
+
+
+def first_line(argv: list[str]) -> str | None:
+    """The line `comp VERB` prints before it imports anything heavy ('comp fold-train: loading torch, ...');
+    None for help, --version and the quick verbs."""
+    if any(a in ("--help", "-h", "--version") for a in argv):
+        return None
+    args = iter(argv)
+    for arg in args:
+        if arg == "--log-every":
+            next(args, None)
+        elif not arg.startswith("-"):
+            return f"comp {arg}: loading {LOADING[arg]} ..." if arg in LOADING else None
+    return None
+
+
 def main() -> None:
+    import sys
+
     from comp.startup import pause_collector
 
     pause_collector()  # until the command's libraries are imported (comp.startup)
+    line = first_line(sys.argv[1:])
+    if line and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
     app()

@@ -82,16 +82,30 @@ def os_error_message(exc: OSError) -> str | None:
 
 
 class _RichLogHandler(logging.Handler):
+    """comp's info lines go where the results go (log_console); warnings from any library go to stderr."""
+
     def emit(self, record: logging.LogRecord) -> None:
         if record.levelno >= logging.WARNING:
             err_console.print(f"[yellow]warning:[/] {escape(record.getMessage())}", highlight=False, soft_wrap=True)
         elif record.name.startswith("comp"):
-            err_console.print(record.getMessage(), highlight=False, soft_wrap=True, markup=False)
+            log_console().print(record.getMessage(), highlight=False, soft_wrap=True, markup=False)
+
+
+def log_console() -> Any:
+    """Where log lines (epoch lines, comp's info) go: with the results on stdout when stdout is not a terminal
+    (`comp fold-train > log` keeps every epoch), else on stderr, above the bars."""
+    return console if not is_terminal(sys.stdout) else err_console
 
 
 def RichProgress() -> Progress:
-    """The progress display for this place: bars on a terminal, timed plain lines in a pipe or file (--log-every)."""
-    return BarProgress(err_console) if is_terminal(sys.stderr) else LineProgress()
+    """The progress display for this place: bars on a terminal, timed plain lines in a pipe or file (--log-every).
+
+    Not a terminal: progress lines and log lines go to stdout with the results when stdout is not a terminal either
+    (one stream, in order: a log file, a notebook `!` cell), else to stderr.
+    """
+    if is_terminal(sys.stderr):
+        return BarProgress(err_console, log_console=None if is_terminal(sys.stdout) else console)
+    return LineProgress(stream=None if is_terminal(sys.stdout) else sys.stdout)
 
 
 def rule(title: str, *, err: bool = False) -> None:

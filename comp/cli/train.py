@@ -136,17 +136,26 @@ def run_on_devices(ws: Workspace, cfg: Config, experiment: str, *, devices: str,
 
 
 def show_scores(scores: dict) -> None:
-    """The per-fold table, then CV mean +- std and the OOF score."""
+    """The per-fold table, then CV mean +- std (one fold: "CV (1 of 5 folds)") and the OOF score."""
     import pandas as pd
+
+    from comp.output import clock
 
     metric = scores["metric"]
     rows = [{"fold": f, "best epoch": scores["best_epochs"][f], metric: float(s),
-             "val loss": float(scores["val_losses"][f]), "minutes": float(scores["minutes"][f])}
+             "val loss": float(scores["val_losses"][f]), "time": clock(float(scores["minutes"][f]) * 60)}
             for f, s in scores["folds"].items()]
     print_table(pd.DataFrame(rows), title=f"fold-train (k={scores['k']})")
     if scores["mean"] is not None:
-        console.print(f"CV {metric}: {scores['mean']:.4f} +- {scores['std']:.4f}   "
-                      f"OOF {metric}: {scores['oof']:.4f} ({scores['oof_rows']}/{scores['train_rows']} images)",
-                      highlight=False)
+        console.print(f"{cv_text(scores)}   OOF {metric}: {scores['oof']:.4f} "
+                      f"({scores['oof_rows']}/{scores['train_rows']} images)", highlight=False)
     if not scores["complete"]:
         console.print(f"[yellow]folds not trained yet: {scores['missing_folds']}[/] (OOF covers the trained folds only)")
+
+
+def cv_text(scores: dict) -> str:
+    """'CV macro_f1: 0.8123 +- 0.0121'; with one fold trained there is no spread: 'CV macro_f1: 0.8123 (1 of 5 folds)'."""
+    metric, n = scores["metric"], len(scores["folds"])
+    if n < 2:
+        return f"CV {metric}: {scores['mean']:.4f} ({n} of {scores['k']} folds)"
+    return f"CV {metric}: {scores['mean']:.4f} +- {scores['std']:.4f}"
