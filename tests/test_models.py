@@ -428,7 +428,7 @@ def test_check_pretrained_fetches_uncached_hub_weights_once(hub_cache, monkeypat
 
 
 def real_weights_dir() -> Path:
-    """The project's offline ImageNet weights: COMP_WEIGHTS_DIR, else ../shared/weights beside the repository."""
+    """The offline ImageNet weights: the folder COMP_WEIGHTS_DIR names, else shared/weights beside the repository."""
     return Path(os.environ.get("COMP_WEIGHTS_DIR") or Path(__file__).resolve().parents[2] / "shared" / "weights")
 
 
