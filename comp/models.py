@@ -237,7 +237,7 @@ def align_prefix(state: dict[str, torch.Tensor], own: Mapping[str, Any]) -> tupl
             best, best_n = prefix, n
     if not best:
         return state, ""
-    return {k[len(best):]: v for k, v in state.items() if k.startswith(best)}, best
+    return {(k[len(best):] if k.startswith(best) else k): v for k, v in state.items()}, best  # the rest: skipped
 
 
 def resolve_norm(cfg: ModelConfig) -> tuple[tuple[float, float, float], tuple[float, float, float]]:

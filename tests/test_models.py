@@ -274,9 +274,13 @@ def test_file_without_head_or_batchnorm_counters_loads(tmp_path):
 
 
 def test_wrapper_prefix_is_stripped(tmp_path):
-    path, source = saved_model(tmp_path, 5, ".safetensors", prefix="backbone.")
-    model, report = build_model_with_report(tiny(pretrained_path=str(path)), 5)
+    torch.manual_seed(3)
+    source = build_model(tiny(), 5)
+    state = {f"backbone.{k}": v for k, v in source.state_dict().items()} | {"neck.proj.weight": torch.zeros(2, 2)}
+    torch.save(state, tmp_path / "wrapped.pth")
+    model, report = build_model_with_report(tiny(pretrained_path=str(tmp_path / "wrapped.pth")), 5)
     assert backbone_equal(model, source) and report.stripped_prefix == "backbone."
+    assert report.skipped == ("neck.proj.weight",)  # the wrapper's own tensors are reported, not dropped silently
     assert "keys without 'backbone.'" in report.summary()
 
 
