@@ -1,0 +1,223 @@
+"""Where output goes and how it reads: bars that fit, ETAs from the first batch, one time format, log lines with the
+results, notebook progress that ends as text."""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+import warnings
+
+import pytest
+
+from comp.output import LineProgress, auto_progress, clock
+
+
+def terminal(width: int) -> "object":
+    from rich.console import Console
+
+    return Console(file=io.StringIO(), width=width, force_terminal=True, color_system=None)
+
+
+def batches(n: int, size: int = 8) -> list:
+    import numpy as np
+
+    return [(np.zeros((size, 3)), None)] * n
+
+
+def rendered_rows(progress) -> list[str]:
+    bars = progress.bars
+    table = bars.make_tasks_table(bars.tasks)
+    return ["".join(seg.text for seg in line).rstrip() for line in bars.console.render_lines(table, bars.console.options)]
+
+
+def test_one_time_format() -> None:
+    assert [clock(s) for s in (0.42, 9.96, 58.4, 62, 3599.6, 3675)] == ["0.4s", "10s", "58s", "1m02s", "1h00m", "1h01m"]
+    assert clock(None) == clock(float("nan")) == clock(float("inf")) == "-"
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_bars_drop_columns_instead_of_wrapping(width: int) -> None:
+    from comp.output import BarProgress
+
+    progress = BarProgress(terminal(width))
+    with progress:
+        for _ in progress.track(range(2), description="folds"):
+            for _ in progress.track(range(3), description="fold 0"):
+                for i, _ in enumerate(progress.track(batches(5), description="fold 0 epoch 1/3")):
+                    progress.note(loss=0.412345, lr=0.000312, extra="a long field that does not fit")
+                    if i == 2:
+                        rows = rendered_rows(progress)
+                break
+            break
+    assert len(rows) == 3 and all(len(r) <= width for r in rows)  # one line per bar, none wrapped
+    assert "━" in rows[2] and "eta" in rows[0] and "2/5" in rows[2]  # the bar, the ETA and the count stay
+
+
+def test_wide_terminal_keeps_every_column() -> None:
+    from comp.output import BarProgress
+
+    progress = BarProgress(terminal(200))
+    with progress:
+        for _ in progress.track(range(2), description="fold 0"):
+            for i, _ in enumerate(progress.track(batches(4), description="fold 0 epoch 1/2")):
+                progress.note(loss=0.5)
+                if i == 1:
+                    rows = rendered_rows(progress)
+            break
+    assert "loss=0.5" in rows[1] and "img/s" in rows[1]
+
+
+def test_outer_bar_has_an_eta_before_its_first_item_ends() -> None:
+    from comp.output import BarProgress
+
+    progress = BarProgress(terminal(120))
+    with progress:
+        for _ in progress.track(range(5), description="folds"):
+            for _ in progress.track(range(3), description="fold 0"):
+                for i, _ in enumerate(progress.track(batches(4), description="fold 0 epoch 1/3")):
+                    if i == 1:
+                        folds = progress.bars.tasks[0]
+                        assert folds.completed == 0 and folds.fields["eta"] != "-"
+                        assert re.fullmatch(r"\d+\.\ds|\d+s|\d+m\d\ds|\d+h\d\dm", folds.fields["eta"])
+                break
+            break
+
+
+def test_log_lines_go_to_the_log_console_and_stdout_is_not_captured() -> None:
+    from comp.output import BarProgress
+
+    screen, results = terminal(100), io.StringIO()
+    from rich.console import Console
+
+    progress = BarProgress(screen, log_console=Console(file=results, width=10_000, no_color=True))
+    before = sys.stdout
+    with progress:
+        assert sys.stdout is before  # stdout is a file: it stays one (not redirected into the bars)
+        for _ in progress.track(range(1), description="fold 0"):
+            progress.log("fold 0 epoch 1/1: train loss 0.5")
+    assert "fold 0 epoch 1/1: train loss 0.5" in results.getvalue()
+    assert "train loss" not in screen.file.getvalue()
+
+
+def test_piped_cli_puts_progress_and_results_on_stdout(monkeypatch) -> None:
+    from comp.cli import common
+
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    progress = common.RichProgress()
+    assert isinstance(progress, LineProgress) and progress._out() is out
+    assert common.log_console() is common.console
+
+
+def test_line_progress_stamps_each_line() -> None:
+    out = io.StringIO()
+    with LineProgress(stream=out, every=0, stamp=True) as progress:
+        progress.log("fold 0 epoch 1/1: done")
+        for _ in progress.track(range(2), description="fold 0"):
+            pass
+    lines = out.getvalue().splitlines()
+    assert lines and all(re.match(r"\d\d:\d\d:\d\d ", line) for line in lines)
+
+
+def test_first_line_names_what_loads() -> None:
+    from comp.cli import first_line
+
+    assert first_line(["fold-train", "--k", "5"]) == "comp fold-train: loading torch, timm, albumentations ..."
+    assert first_line(["--log-every", "10", "tune"]).startswith("comp tune: loading torch")
+    assert first_line(["fold-train", "--help"]) is None and first_line(["--version"]) is None
+    assert first_line(["leaderboard"]) is None and first_line([]) is None
+
+
+def test_epoch_line_shows_the_last_steps_lr_speed_and_best() -> None:
+    import torch
+
+    from comp.engine import epoch_line, step_lr
+
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (step + 1))
+    stepped = step_lr(optimizer)
+    assert step_lr(optimizer) is stepped  # one hook per optimizer
+    for _ in range(3):
+        model(torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+        schedule.step()
+    assert stepped.value == pytest.approx(1 / 3)  # the lr the last step used, not the next one (1/4)
+    row = {"train_loss": 0.5, "val_loss": 0.4, "metric": 0.7, "lr": 1.0, "seconds": 62.0}
+    line = epoch_line(0, 2, 5, row, "macro_f1", False, lr=stepped.value, best=(0.8, 1), images=6200)
+    assert "best 0.8000 @ epoch 2" in line and "lr 0.333" in line and "100 img/s" in line and "1m02s" in line
+
+
+def test_one_fold_reads_cv_of_k_folds() -> None:
+    from comp.cli.train import cv_text
+
+    one = {"metric": "macro_f1", "folds": {"0": 0.8}, "k": 5, "mean": 0.8, "std": 0.0}
+    assert cv_text(one) == "CV macro_f1: 0.8000 (1 of 5 folds)" and "+-" not in cv_text(one)
+    two = {**one, "folds": {"0": 0.8, "1": 0.6}, "mean": 0.7, "std": 0.1}
+    assert cv_text(two) == "CV macro_f1: 0.7000 +- 0.1000"
+
+
+class FakeHandle:
+    def __init__(self, box) -> None:
+        self.box, self.updates = box, []
+
+    def update(self, obj, raw=False) -> None:
+        self.updates.append(obj)
+
+
+@pytest.fixture
+def displays(monkeypatch) -> list[FakeHandle]:
+    pytest.importorskip("ipywidgets")
+    import IPython.display
+
+    shown: list[FakeHandle] = []
+
+    def display(obj, display_id=None):
+        shown.append(FakeHandle(obj))
+        return shown[-1]
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    return shown
+
+
+def test_widgets_end_as_text_with_full_labels(displays) -> None:
+    from comp.widgets import WidgetProgress
+
+    progress = WidgetProgress()
+    label = "fold 0 epoch 10/10 (a description longer than twenty characters)"
+    for _ in progress.track(range(2), description="folds"):
+        for i, _ in enumerate(progress.track(batches(208), description=label)):
+            if i == 206:
+                break  # ends early: its bar still ends full
+    outer, inner = displays[0], displays[1]
+    title, bar, _ = inner.box.children
+    assert title.value.startswith("fold 0 epoch 10/10 (a description longer")  # not cut to 20 characters
+    assert bar.value == bar.max
+    assert inner.updates == [{"text/plain": ""}]  # an inner bar leaves nothing behind
+    assert re.fullmatch(r"folds: 2/2 in \d+\.\ds", outer.updates[0]["text/plain"])  # the outer one a plain line
+    assert not any("IntProgress" in str(u) for h in displays for u in h.updates)
+
+
+def test_notebook_without_widgets_or_front_end_prints_lines(monkeypatch) -> None:
+    import importlib.util
+
+    import comp.output as output
+
+    monkeypatch.setattr(output, "in_notebook", lambda: True)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ipywidgets" else real(name, *a))
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    with auto_progress() as progress:
+        assert isinstance(progress, LineProgress)
+    assert "pip install 'comp[notebook]'" in out.getvalue()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        output.quiet_tqdm()
+        warnings.warn("IProgress not found. Please update jupyter and ipywidgets.")
+    assert not caught
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")  # "Save & Run All": nobody watches the widgets
+    assert isinstance(auto_progress(), LineProgress)
