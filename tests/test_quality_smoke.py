@@ -1,31 +1,102 @@
-"""benchmarks/quality.py --quick: comp with its defaults and the hand-written loop both train and are scored."""
+"""benchmarks/quality.py: the cases' hidden splits keep groups whole, and --quick trains and scores both systems."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCORE = r"CV (\d\.\d{4})  hidden (\d\.\d{4})\s+(\d+\.\d) s"
+SCORE = r"CV (\d\.\d{4})  hidden (\d\.\d{4})  gap ([+-]\d\.\d{4})\s+(\d+\.\d) s"
+
+
+@pytest.fixture
+def quality(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import quality
+    import quality_cases
+
+    return quality, quality_cases
+
+
+def test_hidden_split_keeps_groups_whole_and_draws_each_class(quality):
+    _, cases = quality
+    rng = np.random.default_rng(1)
+    groups = pd.Series([f"g{i // 3}" for i in range(300)])  # 100 groups of 3
+    labels = pd.Series([f"c{(i // 3) % 4}" for i in range(300)])
+    hidden = cases.draw_hidden(labels, groups, share=0.22, seed=int(rng.integers(100)))
+    per_group = pd.Series(hidden).groupby(groups).nunique()
+    assert (per_group == 1).all()  # a group is all hidden or all train
+    share = pd.Series(hidden).groupby(labels).mean()
+    assert ((share > 0.15) & (share < 0.3)).all(), share  # about 22% of every class's groups
+    assert cases.draw_hidden(labels, groups, seed=3).tolist() == cases.draw_hidden(labels, groups, seed=3).tolist()
+
+
+def test_lookalike_groups_cluster_near_identical_images(quality):
+    _, cases = quality
+    rng = np.random.default_rng(0)
+    protos = rng.integers(0, 256, (6, 28, 28))
+    images = np.concatenate([np.clip(p + rng.normal(0, 4, (7, 28, 28)), 0, 255) for p in protos]).astype(np.uint8)
+    groups = cases.lookalike_groups(images, per_group=7)
+    assert len(set(groups)) == 6
+    assert all(len(set(groups[i * 7:(i + 1) * 7])) == 1 for i in range(6))  # each prototype's copies in one group
+
+
+def test_pick_emoji_caps_groups_and_classes_and_keeps_groups_whole(quality):
+    _, cases = quality
+    rows = pd.DataFrame([{"subcategory": f"s{c}", "group": f"s{c}-{g}", "vendor": v, "variant": f"s{c}-{g}-{t}",
+                          "file": "x.png"}
+                         for c in range(3) for g in range(10 + 5 * c) for t in range(6 if g % 2 else 1)
+                         for v in ("google", "twitter")])
+    picked = cases.pick_emoji(rows, n_classes=2, per_group=6, per_class=30)
+    assert set(picked["subcategory"]) == {"s2", "s1"}  # the subcategories with the most emoji
+    assert picked.groupby("group").size().max() <= 6
+    assert picked.groupby("subcategory").size().max() <= 30
+    for g, part in picked.groupby("group"):  # every drawn skin tone in both vendors
+        assert (part.groupby("variant")["vendor"].nunique() == 2).all(), g
+
+
+def test_pretrained_cases_are_skipped_without_weights(quality, tmp_path, monkeypatch, capsys):
+    q, _ = quality
+    monkeypatch.setenv("COMP_WEIGHTS_DIR", str(tmp_path / "none"))
+    args, cases = q.parse_args(["--cases", "icons-pt"])
+    assert q.run_case(cases[0], tmp_path / "ws", args) is None
+    assert "COMP_WEIGHTS_DIR" in capsys.readouterr().out
+    assert not (tmp_path / "ws").exists()
+
+
+def test_goals_are_the_issues_two_checks(quality):
+    q, _ = quality
+    hand = q.Result(cv=0.80, hidden=0.80, seconds=1)
+    assert q.goals(q.Result(0.83, 0.82, 1), hand) == {"hidden": "met", "gap": "met"}
+    assert q.goals(q.Result(0.85, 0.81, 1), hand) == {"hidden": "missed", "gap": "missed"}
 
 
 @pytest.mark.slow
 def test_quick_quality_run_scores_both_systems(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--quick", "--keep", str(tmp_path)],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    out_json = tmp_path / "quality.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--quick", "--keep", str(tmp_path),
+                           "--json", str(out_json)], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     out = done.stdout
     scores = {m.group(1): m.groups()[1:] for m in re.finditer(r"^  (comp|hand)\s+" + SCORE, out, re.M)}
     assert set(scores) == {"comp", "hand"}, out
-    for system, (cv, hidden, seconds) in scores.items():
+    for system, (cv, hidden, gap, seconds) in scores.items():
         assert 0.0 <= float(cv) <= 1.0 and 0.0 <= float(hidden) <= 1.0 and float(seconds) > 0, (system, out)
-    assert re.search(r"comp / hand: hidden \d+\.\d{3}  CV \d+\.\d{3}  seconds \d+\.\d{3}", out), out
-    assert "| digits | comp |" in out and "| digits | hand |" in out
+        assert abs(float(cv) - float(hidden) - float(gap)) < 2e-4, (system, out)
+    assert re.search(r"comp - hand: hidden [+-]\d\.\d{4} \((met|missed).*gap [+-]\d\.\d{4} \((met|missed)", out), out
+    assert re.search(r"^\| digits \| comp \| .* \| (met|missed) \| (met|missed) \|$", out, re.M), out
+    assert "| digits | hand |" in out
     # the run's augmentation decision was recorded in the folds' logs and reported
     assert re.search(r"augment .*flip (on|off)", out), out
     # the hidden solution stayed out of the data comp was given
     assert not list((tmp_path / "digits" / "data").glob("*solution*"))
+    record = json.loads(out_json.read_text())["cases"][0]
+    assert record["case"] == "digits" and set(record["systems"]) == {"comp", "hand"}
+    assert set(record["goals"]) == {"hidden", "gap"} and record["systems"]["comp"]["checkpoint"]
