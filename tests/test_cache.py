@@ -278,3 +278,21 @@ def test_concurrent_builders_decode_once(tmp_path, ws, monkeypatch):
         stores = list(pool.map(lambda _: prepare_images(frame_of(paths), config(), ws), range(2)))
     assert len(calls) == len(paths)
     assert stores[0].array_path == stores[1].array_path
+
+
+def test_a_copied_workspace_reuses_its_cache(tmp_path, monkeypatch):
+    """The key holds each image's path in the workspace, not the machine's absolute path: a workspace copied with
+    its files' times (cp -a, rsync -a) decodes nothing; an image outside the workspace keeps its absolute path."""
+    import shutil
+
+    first = Workspace.at(tmp_path / "a")
+    paths = write_awkward(first.root / "data")
+    built = prepare_images(frame_of(paths), config(), first).array_path
+    shutil.copytree(first.root, tmp_path / "b")  # copy2: times kept
+    copy = Workspace.at(tmp_path / "b")
+    calls = count_decodes(monkeypatch)
+    reused = prepare_images(frame_of([copy.root / "data" / p.name for p in paths]), config(), copy).array_path
+    assert not calls and reused.name == built.name and reused.parent == copy.cache_dir / "images"
+    assert cache.key_path(str(copy.root / "data" / "x.png"), copy.root) == "data/x.png"
+    assert cache.key_path(str(tmp_path / "x.png"), copy.root) == str(tmp_path / "x.png")
+

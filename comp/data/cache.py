@@ -1,7 +1,7 @@
 """Decode, crop and resize every image once into a memory-mapped uint8 cache shared by epochs, folds and processes.
 
 The cache is one `.npy` file of shape (N, H', W', 3) under `ws.cache_dir/images/`, named by a
-hash of the image files (path, size, mtime) and the preprocessing settings, so it is reused
+hash of the image files (path in the workspace, size, mtime) and the preprocessing settings, so it is reused
 until a file or a setting changes. H', W' is the network input enlarged by
 `image.cache_scale` (room for random crops) when the augmentation crops, else the input size.
 """
@@ -173,18 +173,33 @@ def fraction_boxes(boxes: np.ndarray | None) -> bool:
     return len(finite) > 0 and float(finite.max()) <= 1.0 and float(finite.min()) >= 0.0
 
 
-def cache_key(paths: list[str], boxes: np.ndarray | None, *, hw: tuple[int, int], margin: float) -> str:
-    """A hash of the files (path, size, mtime) and every setting that changes the cached pixels."""
+def cache_key(paths: list[str], boxes: np.ndarray | None, *, hw: tuple[int, int], margin: float,
+              root: Path | None = None) -> str:
+    """A hash of the files (path, size, mtime) and every setting that changes the cached pixels.
+
+    Paths under `root` (the workspace) enter the key relative to it, so a copied or moved workspace (files copied
+    with their times: cp -a, rsync -a, tar) finds its cache instead of rebuilding it; a path outside stays absolute.
+    """
     digest = hashlib.sha256(f"v{CACHE_VERSION}|hw={hw}|margin={margin}|n={len(paths)}".encode())
     for path in paths:
         try:
             st = os.stat(path)
         except OSError as exc:
             raise CompError(f"image {path} cannot be read ({exc}); check data.image_root in comp.yaml") from exc
-        digest.update(f"|{path}:{st.st_size}:{st.st_mtime_ns}".encode())
+        digest.update(f"|{key_path(path, root)}:{st.st_size}:{st.st_mtime_ns}".encode())
     if boxes is not None:
         digest.update(np.ascontiguousarray(boxes, dtype=np.float64).tobytes())
     return digest.hexdigest()[:20]
+
+
+def key_path(path: str, root: Path | None) -> str:
+    """`path` relative to `root` when it lies under it (as posix text), else as given."""
+    if root is None:
+        return path
+    try:
+        return Path(os.path.abspath(path)).relative_to(root).as_posix()
+    except ValueError:
+        return path
 
 
 def prepare_images(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, progress: Progress = SILENT,
@@ -204,7 +219,7 @@ def prepare_images(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, progress:
         return ImageStore(paths=paths, boxes=boxes, hw=hw, margin=margin, fractional=fractional)
     if not paths:
         return ImageStore(array=np.zeros((0, *hw, 3), np.uint8))
-    target = ws.image_cache(cache_key(paths, boxes, hw=hw, margin=margin))
+    target = ws.image_cache(cache_key(paths, boxes, hw=hw, margin=margin, root=ws.root))
     if not _valid(target, len(paths), hw):
         target.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(target) + ".lock"):  # parallel fold processes build it once
@@ -224,7 +239,7 @@ def is_cached(frame: pd.DataFrame, cfg: Config, ws: Workspace) -> bool:
         return True
     boxes, hw = frame_boxes(frame), cache_hw(cfg)
     key = cache_key(frame["path"].astype(str).tolist(), boxes, hw=hw,
-                    margin=cfg.image.bbox_margin if boxes is not None else 0.0)
+                    margin=cfg.image.bbox_margin if boxes is not None else 0.0, root=ws.root)
     return _valid(ws.image_cache(key), len(frame), hw)
 
 
