@@ -177,3 +177,29 @@ def pretrained_check(workspace: Path | str = ".", experiment: str = "baseline") 
     except CompError as exc:  # a broken config is reported, not raised: doctor still checks the machine
         return False, f"cannot read experiment {experiment!r}: {exc}"
     return pretrained_status(cfg.model)
+
+
+# What each optional extra of comp enables (pip install 'comp[NAME]'); `comp doctor` says which are installed.
+EXTRAS = {"track": "TensorBoard, MLflow and W&B tracking", "notebook": "progress widgets in Jupyter",
+          "export": "comp export --onnx", "kaggle": "comp submit", "multilabel": "multilabel folds"}
+
+
+def extras_installed() -> dict[str, list[str]]:
+    """Each optional extra -> the packages of it that are missing here ([] when it is installed), from comp's own
+    package metadata (the extras pyproject.toml declares)."""
+    import re
+
+    try:
+        requires = md.metadata("comp").get_all("Requires-Dist") or []
+    except md.PackageNotFoundError:
+        requires = []
+    out: dict[str, list[str]] = {name: [] for name in EXTRAS}
+    for line in requires:
+        found = re.match(r"\s*([A-Za-z0-9_.-]+).*;\s*extra\s*==\s*['\"]([^'\"]+)['\"]", line)
+        if found is None or found.group(2) not in out:
+            continue
+        try:
+            md.version(found.group(1))
+        except md.PackageNotFoundError:
+            out[found.group(2)].append(found.group(1))
+    return out

@@ -149,3 +149,17 @@ def test_init_ends_with_the_weights_line(tmp_path, monkeypatch):
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("baseline weights: resnet34: pretrained weights (timm/resnet34") and (
         "are not cached: this machine may have no internet; set model.pretrained_path" in last)
+
+
+def test_doctor_lists_the_optional_extras(monkeypatch):
+    import importlib.metadata as md
+
+    real = md.version
+    monkeypatch.setattr(md, "version", lambda name: (_ for _ in ()).throw(md.PackageNotFoundError(name))
+                        if name == "kaggle" else real(name))
+    extras = doctor.extras_installed()
+    assert set(extras) == {"track", "notebook", "export", "kaggle", "multilabel"}
+    assert extras["kaggle"] == ["kaggle"] and extras["track"] == []  # the dev install has the trackers
+    out = runner.invoke(app, ["doctor"]).output
+    assert "optional extras:" in out and "notebook     installed" in out
+    assert "kaggle       not installed (pip install 'comp[kaggle]'; missing kaggle)" in out

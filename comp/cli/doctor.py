@@ -39,6 +39,7 @@ def doctor_command() -> None:
                           "yes" if g.arch_supported else f"NO ({g.arch})", "yes" if g.bf16 else "no",
                           "ok" if g.tensor_ok else "FAILED")
         console.print(table)
+    show_extras()
     show_pretrained(Path("."))
     problems = report.problems()
     for problem in problems:
@@ -59,3 +60,13 @@ def show_pretrained(workspace: Path, experiment: str = "baseline") -> None:
         ok, line = checked
         style = "green" if ok else "yellow"
         console.print(f"[{style}]{experiment} weights:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+def show_extras() -> None:
+    """One line per optional extra: installed, or the pip command that installs it."""
+    from comp.doctor import EXTRAS, extras_installed
+
+    console.print("optional extras:")
+    for name, missing in extras_installed().items():
+        state = "installed" if not missing else f"not installed (pip install 'comp[{name}]'; missing {', '.join(missing)})"
+        console.print(f"  {name:<12} {state}  - {EXTRAS[name]}", highlight=False, soft_wrap=True, markup=False)
