@@ -196,3 +196,13 @@ def test_tune_with_lr_auto_runs_the_finder_once_when_the_space_does_not_set_lr(t
     tune_experiment(Workspace.at(tiny_ws), cfg, exp="baseline", trials=3, fit=fake_fit)
     assert seen == [0.000316] * 3
     assert read_json(Workspace.at(tiny_ws).lr_find_json("baseline"))["suggestion"] == 0.000316
+
+
+def test_lr_find_says_which_rule_apply_takes_and_why():
+    from comp.cli.lrfind import rules_note
+
+    note = rules_note({"steepest": 3.2e-3, "min10": 3.1e-4}, "steepest")
+    assert note.startswith("the rules disagree 10x; --apply writes the steepest lr (the default:")
+    assert "bench_lr_find" in note
+    close = rules_note({"steepest": 1e-3, "min10": 8e-4}, "min10")
+    assert "disagree" not in close and "--apply writes the min10 lr (asked for with --rule min10" in close

@@ -35,8 +35,22 @@ def lr_find_command(
     console.print(f"{result.steps} steps on fold {fold} ({result.stopped}); rule {result.rule}; other rules: {others}",
                   highlight=False)
     console.print(f"suggested lr: {result.suggestion:.1e}", highlight=False)
+    console.print(rules_note(result.suggestions, result.rule), highlight=False, soft_wrap=True)
     console.print(f"wrote {ws.lr_find_csv(experiment)}, {ws.lr_find_json(experiment)} and the report's "
                   f"section ({ws.report_html(experiment)})", highlight=False)
     if apply:
         apply_lr(ws, experiment, result.suggestion)
         console.print(f"train.lr: {result.suggestion:.3g} written into {ws.experiment_yaml(experiment)}", highlight=False)
+
+
+WHY = {"steepest": "the default: on the demo it landed within 3x of the best lr of a small grid, where min10 was "
+                   "2.5-4x too low (benchmarks/bench_lr_find.py); --rule min10 for a more cautious lr",
+       "min10": "asked for with --rule min10: the cautious one, a tenth of the lr at the loss's minimum"}
+
+
+def rules_note(suggestions: dict[str, float], rule: str) -> str:
+    """Which rule's lr `--apply` (and train.lr: auto) takes and why; how far apart the rules are when they disagree."""
+    values = [v for v in suggestions.values() if v > 0]
+    spread = max(values) / min(values) if values else 1.0
+    gap = f"the rules disagree {spread:.0f}x; " if spread >= 3 else ""
+    return f"{gap}--apply writes the {rule} lr ({WHY.get(rule, 'the rule asked for')})"
