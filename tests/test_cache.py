@@ -296,3 +296,36 @@ def test_a_copied_workspace_reuses_its_cache(tmp_path, monkeypatch):
     assert cache.key_path(str(copy.root / "data" / "x.png"), copy.root) == "data/x.png"
     assert cache.key_path(str(tmp_path / "x.png"), copy.root) == str(tmp_path / "x.png")
 
+
+def _rss_anon() -> int:
+    """This process's private resident memory in bytes (file pages of a memory map are not in it)."""
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("RssAnon:"))
+    return int(line.split()[1]) * 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads RssAnon from Linux /proc")
+def test_an_epoch_over_the_cache_keeps_the_decoded_images_on_disk(tmp_path, ws):
+    """The loaders read the memory-mapped cache image by image: an epoch over it adds far less private memory
+    than the decoded dataset holds (were the pixels loaded into RAM, the growth would be the whole cache)."""
+    from comp.loaders import train_loader
+
+    folder = tmp_path / "img"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(100):
+        files.append(folder / f"{i}.png")
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(files[-1], compress_level=0)
+    paths = files * 12  # 1200 rows: each file read into the cache 12 times
+    cfg = Config.model_validate({"image": {"size": 96}, "augment": {"preset": "none"},
+                                 "train": {"batch_size": 16, "num_workers": 0}, "model": {"name": "test_resnet"}})
+    store = prepare_images(frame_of(paths), cfg, ws)
+    cache_bytes = store.array_path.stat().st_size  # 1200 x 96 x 96 x 3 = 33 MB
+    loader = train_loader(cfg, store, np.arange(len(paths)), np.zeros(len(paths), dtype=int), seed=0)
+    batches = iter(loader)
+    next(batches)  # allocator and transform warmed up
+    before = _rss_anon()
+    n_seen = 16 + sum(len(x) for x, _ in batches)
+    grown = _rss_anon() - before
+    assert n_seen == len(paths) and isinstance(loader.dataset.store._data(), np.memmap)
+    assert grown < cache_bytes / 3, f"an epoch added {grown / 2**20:.1f} MiB of private memory for a {cache_bytes / 2**20:.0f} MiB cache"
