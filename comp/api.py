@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from comp.config import Config, resolve_config
+from comp.inline import rounded
 from comp.progress import SILENT
 from comp.workspace import Workspace as Paths
 
@@ -44,7 +45,7 @@ def scores_frame(scores: dict) -> pd.DataFrame:
     rows = [{"fold": int(f), metric: float(s), "best_epoch": scores["best_epochs"][f],
              "val_loss": float(scores["val_losses"][f]), "minutes": float(scores["minutes"][f])}
             for f, s in (scores.get("folds") or {}).items()]
-    frame = pd.DataFrame(rows, columns=["fold", metric, "best_epoch", "val_loss", "minutes"])
+    frame = rounded(pd.DataFrame(rows, columns=["fold", metric, "best_epoch", "val_loss", "minutes"]))
     frame.attrs = {k: scores.get(k) for k in ("metric", "mean", "std", "oof", "complete", "missing_folds")}
     return frame
 
@@ -147,12 +148,46 @@ class Workspace:
 
         better = greater_is_better(self.config().metric)
         if submissions:
-            return sort_rows(submission_rows(self.paths), "submissions", sort, greater_is_better=better)
-        return sort_rows(experiment_rows(self.paths), "experiments", sort, greater_is_better=better)
+            return rounded(sort_rows(submission_rows(self.paths), "submissions", sort, greater_is_better=better))
+        return rounded(sort_rows(experiment_rows(self.paths), "experiments", sort, greater_is_better=better))
 
     def report(self, experiment: str = "baseline") -> Path:
-        """Path of the experiment's self-contained report.html."""
-        return self.paths.report_html(experiment)
+        """Path of the experiment's self-contained report.html; a notebook cell shows its figures inline (curves,
+        confusion matrix, highest-loss images, lr-find, TTA)."""
+        from comp.inline import ReportPath
+
+        return ReportPath(self.paths.report_html(experiment))
+
+    def eda(self, *, samples: int = 8, threshold: int = 6, seed: int = 0) -> Any:
+        """The data report (as `comp eda`): eda/report.html; a notebook cell shows its figures inline.
+        ["summary"]: the numbers (eda/summary.json), ["report"]: the page's path."""
+        from comp.eda import run_eda
+        from comp.inline import Figures, embedded_figures
+
+        with self._progress() as progress:
+            result = run_eda(self.config(), self.paths, samples=samples, threshold=threshold, seed=seed,
+                             progress=progress)
+        return Figures(f"eda: {result.report}", embedded_figures(result.report),
+                       {"summary": result.summary, "report": result.report})
+
+    def lr_find(self, experiment: str = "baseline", overrides: Overrides = None, *, fold: int = 0,
+                apply: bool = False, **options: Any) -> Any:
+        """The learning-rate range test (as `comp lr-find`; options steps, start, end, rule); apply=True writes the
+        suggestion as train.lr into experiments/<exp>.yaml. A notebook cell shows the plot; ["suggestion"], ["rule"],
+        ["suggestions"] (every rule's lr) hold the numbers."""
+        from comp.inline import Figures, figure_files
+        from comp.lrfind import apply_lr, find_lr, rules_note
+        from comp.report import report_image
+
+        with self._progress() as progress:
+            result = find_lr(self.config(experiment, overrides), self.paths, experiment, fold=fold, progress=progress,
+                             **options)
+        if apply:
+            apply_lr(self.paths, experiment, result.suggestion)
+        note = f"suggested lr {result.suggestion:.1e}; {rules_note(result.suggestions, result.rule)}"
+        return Figures(f"lr-find: {experiment}, fold {fold}", figure_files([report_image(self.paths, experiment,
+                       "lr-find.png")[0]]), {"suggestion": result.suggestion, "rule": result.rule,
+                       "suggestions": dict(result.suggestions), "applied": apply}, note)
 
 
 def demo(directory: str | Path = "demo", *, force: bool = False, task: str = "multiclass", **options: Any) -> Workspace:

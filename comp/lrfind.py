@@ -400,3 +400,16 @@ def lr_chosen(ws: Workspace, exp: str, cfg: Config) -> dict[str, float]:
     if record is None or record.get("auto_hash") != auto_hash(cfg):
         return {}
     return {"lr_chosen": float(lr)} if float(record["suggestion"]) == float(lr) else {}
+
+
+WHY = {"steepest": "the default: on the demo it landed within 3x of the best lr of a small grid, where min10 was "
+                   "2.5-4x too low (benchmarks/bench_lr_find.py); --rule min10 for a more cautious lr",
+       "min10": "asked for with --rule min10: the cautious one, a tenth of the lr at the loss's minimum"}
+
+
+def rules_note(suggestions: dict[str, float], rule: str) -> str:
+    """Which rule's lr `--apply` (and train.lr: auto) takes and why; how far apart the rules are when they disagree."""
+    values = [v for v in suggestions.values() if v > 0]
+    spread = max(values) / min(values) if values else 1.0
+    gap = f"the rules disagree {spread:.0f}x; " if spread >= 3 else ""
+    return f"{gap}--apply writes the {rule} lr ({WHY.get(rule, 'the rule asked for')})"

@@ -199,7 +199,7 @@ def test_tune_with_lr_auto_runs_the_finder_once_when_the_space_does_not_set_lr(t
 
 
 def test_lr_find_says_which_rule_apply_takes_and_why():
-    from comp.cli.lrfind import rules_note
+    from comp.lrfind import rules_note
 
     note = rules_note({"steepest": 3.2e-3, "min10": 3.1e-4}, "steepest")
     assert note.startswith("the rules disagree 10x; --apply writes the steepest lr (the default:")

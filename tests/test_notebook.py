@@ -37,3 +37,31 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch) -> None:
     assert widgets  # progress shows as widgets in Jupyter
     assert (tmp_path / "demo" / "submissions" / "quickstart-blend.csv").is_file()
     assert (tmp_path / "demo" / "experiments" / "baseline" / "report.html").is_file()
+
+
+def test_api_eda_and_lr_find_show_their_figures_inline(tiny_ws, one_torch_thread) -> None:
+    import comp
+
+    ws = comp.Workspace(tiny_ws, progress=False)
+    eda = ws.eda(samples=2)
+    assert eda["summary"]["n_train"] == 36 and eda["report"].is_file()
+    assert eda.figures and eda._repr_html_().count("<img") == len(eda.figures)
+    found = ws.lr_find(overrides={"folds.k": 2}, steps=20)
+    assert found["rule"] == "steepest" and found["suggestion"] > 0 and set(found["suggestions"]) == {"steepest", "min10"}
+    html = found._repr_html_()
+    assert "<img" in html and "--apply writes the steepest lr" in html
+    report = ws.report()
+    assert str(report).endswith("report.html") and report.read_text()  # still a path
+    assert "loss vs learning rate" in report._repr_html_()  # the report's figures, inline
+
+
+def test_api_tables_are_rounded() -> None:
+    import pandas as pd
+
+    from comp.api import scores_frame
+
+    scores = {"metric": "macro_f1", "folds": {"0": 0.812345678}, "best_epochs": {"0": 2},
+              "val_losses": {"0": 0.41234567}, "minutes": {"0": 0.0166666}, "mean": 0.812345678}
+    frame = scores_frame(scores)
+    assert frame["macro_f1"].tolist() == [0.8123] and frame["minutes"].tolist() == [0.0167]
+    assert frame.attrs["mean"] == 0.812345678 and isinstance(frame, pd.DataFrame)  # the exact numbers stay in attrs

@@ -26,7 +26,7 @@ def lr_find_command(
     set_: SetOpt = None,
 ) -> None:
     """Train a fresh model while the lr grows exponentially; write experiments/<exp>/lr_find.{csv,json} and a report plot."""
-    from comp.lrfind import apply_lr, find_lr
+    from comp.lrfind import apply_lr, find_lr, rules_note
 
     ws, cfg = load(workspace, experiment, set_)
     with RichProgress() as progress:
@@ -42,15 +42,3 @@ def lr_find_command(
         apply_lr(ws, experiment, result.suggestion)
         console.print(f"train.lr: {result.suggestion:.3g} written into {ws.experiment_yaml(experiment)}", highlight=False)
 
-
-WHY = {"steepest": "the default: on the demo it landed within 3x of the best lr of a small grid, where min10 was "
-                   "2.5-4x too low (benchmarks/bench_lr_find.py); --rule min10 for a more cautious lr",
-       "min10": "asked for with --rule min10: the cautious one, a tenth of the lr at the loss's minimum"}
-
-
-def rules_note(suggestions: dict[str, float], rule: str) -> str:
-    """Which rule's lr `--apply` (and train.lr: auto) takes and why; how far apart the rules are when they disagree."""
-    values = [v for v in suggestions.values() if v > 0]
-    spread = max(values) / min(values) if values else 1.0
-    gap = f"the rules disagree {spread:.0f}x; " if spread >= 3 else ""
-    return f"{gap}--apply writes the {rule} lr ({WHY.get(rule, 'the rule asked for')})"
