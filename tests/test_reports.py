@@ -216,3 +216,35 @@ def test_a_section_moved_to_another_place_is_not_shown_twice(tiny_ws):
     text = ws.report_html("baseline").read_text()
     assert text.count("id='config'") == 1 and "old place" not in text
     assert [p.name for p in ws.report_dir("baseline").glob("*config.html")] == ["95-config.html"]
+
+
+# ---------------------------------------------------------------- paths that travel (item 10)
+
+
+def test_what_tune_writes_names_workspace_paths_relative_to_it(tiny_ws):
+    """The journal (a failed trial's reason), the tuned YAML and the report's tune section: no absolute path."""
+    from types import SimpleNamespace
+
+    from comp.config import load_config
+    from comp.tune import tune_experiment
+
+    ws = Workspace.at(tiny_ws)
+    image = ws.root / "data" / "images" / "p000_0.png"
+
+    def fit(cfg, tables, fold_of, fold, out_dir, *, ws, progress, on_epoch):
+        if not any(p.name == "failed-once" for p in ws.root.iterdir()):
+            (ws.root / "failed-once").write_text("")
+            raise ValueError(f"could not decode {image}")
+        on_epoch(0, {"score": 0.5, "val_loss": 1.0})
+        return SimpleNamespace(score=0.5)
+
+    cfg = load_config(tiny_ws, "baseline", ["tune.space={train.lr: {float: [1.0e-5, 1.0e-1], log: true}}",
+                                            "tune.epochs=1", "folds.k=2"])
+    result = tune_experiment(ws, cfg, exp="baseline", trials=2, folds="0", fit=fit)
+    assert result.counts["complete"] == 1 and result.counts["failed"] == 1
+    journal = ws.tune_journal("baseline").read_text()
+    assert "could not decode data/images/p000_0.png" in journal
+    for text in (journal, ws.tuned_yaml("baseline").read_text(), ws.report_html("baseline").read_text()):
+        assert str(ws.root) not in text
+    tune_section = section(ws.report_html("baseline").read_text(), "tune")
+    assert "experiments/baseline/tune.journal" in tune_section and "experiments/baseline-tuned.yaml" in tune_section

@@ -174,7 +174,7 @@ def _run(study: Any, objective: Objective, plan: _Plan, *, store: Any, lock: Pat
              list(plan.folds), ", ".join(p.key for p in plan.params))
     ran: list[Outcome] = []
     loop = run_trials(study, objective, n_trials=plan.n_trials, timeout=plan.timeout, storage=store,
-                      catch=failure_types(), lock_path=lock, stop=stop)
+                      catch=failure_types(), lock_path=lock, stop=stop, root=objective.ws.root)
     for outcome in progress.track(loop, total=max(0, plan.n_trials - have), description=f"tune {plan.study_name}"):
         ran.append(outcome)
         counts = tally(study)

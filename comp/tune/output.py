@@ -123,11 +123,13 @@ def tune_plots(ws: Workspace, exp: str, study: optuna.Study) -> list[str]:
 
 
 def write_report(ws: Workspace, exp: str, study: optuna.Study, *, summary: str, tuned: Path | None) -> Path:
-    """Add (or replace) the 'tune' section of experiments/<exp>/report.html."""
+    """Add (or replace) the 'tune' section of experiments/<exp>/report.html (paths in it relative to the workspace)."""
+    from comp.tune.study import in_workspace
+
     table = trials_table(study, top=20)
-    parts = [f"<p>{html.escape(summary)}</p>"]
+    parts = [f"<p>{html.escape(in_workspace(summary, ws.root))}</p>"]
     if tuned is not None:
-        parts.append(f"<p>best parameters merged into <code>{html.escape(str(tuned))}</code></p>")
+        parts.append(f"<p>best parameters merged into <code>{html.escape(in_workspace(str(tuned), ws.root))}</code></p>")
     if not table.empty:
         parts.append(table_html(table, float_format="{:.4g}"))
     parts.extend(tune_plots(ws, exp, study))

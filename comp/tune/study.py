@@ -309,26 +309,36 @@ def next_trial(study: optuna.Study, n_trials: int, lock_path: Path | None) -> op
     return trial
 
 
+def in_workspace(text: str, root: Path | None) -> str:
+    """`text` with every path under the workspace `root` written relative to it (what the study keeps travels)."""
+    if root is None:
+        return text
+    return text.replace(str(root) + os.sep, "").replace(str(root), ".")
+
+
 def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Callable[[optuna.Trial], float],
-              *, catch: tuple[type[BaseException], ...], stop: threading.Event | None = None) -> Outcome:
+              *, catch: tuple[type[BaseException], ...], stop: threading.Event | None = None,
+              root: Path | None = None) -> Outcome:
     """Run the objective on one trial and tell the study how it ended; Ctrl-C marks it failed, then re-raises.
 
     `stop` is set by a signal handler: an error raised while stopping (a DataLoader worker killed by the
-    same SIGTERM) is the interruption's, not the trial's.
+    same SIGTERM) is the interruption's, not the trial's. root: the workspace; the reasons recorded in the study
+    name its paths relative to it.
     """
     start = time.monotonic()
     try:
         value = objective(trial)
     except optuna.TrialPruned as exc:
-        trial.set_user_attr("prune_reason", str(exc) or "pruned")
+        reason = in_workspace(str(exc), root) or "pruned"
+        trial.set_user_attr("prune_reason", reason)
         study.tell(trial, state=TrialState.PRUNED)
-        return Outcome(trial.number, "pruned", None, str(exc) or "pruned", time.monotonic() - start)
+        return Outcome(trial.number, "pruned", None, reason, time.monotonic() - start)
     except catch as exc:
         if stop is not None and stop.is_set():
             trial.set_user_attr("fail_reason", INTERRUPTED)
             study.tell(trial, state=TrialState.FAIL)
             raise KeyboardInterrupt("stopped by a signal") from exc
-        reason = f"{type(exc).__name__}: {exc}"[:2000]
+        reason = in_workspace(f"{type(exc).__name__}: {exc}", root)[:2000]
         trial.set_user_attr("fail_reason", reason)
         study.tell(trial, state=TrialState.FAIL)
         log.debug("trial %d failed:\n%s", trial.number, traceback.format_exc())
@@ -352,10 +362,12 @@ def run_trials(
     lock_path: Path | None = None,
     max_failures_in_a_row: int = 5,
     stop: threading.Event | None = None,
+    root: Path | None = None,
 ) -> Iterator[Outcome]:
     """Run trials until the study holds n_trials counted trials or `timeout` seconds have passed; yield each.
 
     storage: the study's storage, for heartbeats while a trial runs (RDB storages opened by open_storage).
+    root: the workspace (fail and prune reasons name its paths relative to it).
     Stops with a CompError after `max_failures_in_a_row` failed trials: then the cause is not one bad
     combination but something every trial hits, and the rest of the budget would be wasted.
     """
@@ -370,7 +382,7 @@ def run_trials(
         if trial is None:
             return
         with heartbeat(storage, study, trial.number):
-            outcome = run_trial(study, trial, objective, catch=catch, stop=stop)
+            outcome = run_trial(study, trial, objective, catch=catch, stop=stop, root=root)
         failures = failures + 1 if outcome.state == "failed" else 0
         yield outcome
         if failures >= max_failures_in_a_row:
