@@ -358,10 +358,11 @@ def resolve_auto_lr(cfg: Config, ws: Workspace, exp: str, *, trained: bool = Tru
         return cfg
     from comp import distributed
     from comp.config import read_yaml
+    from comp.replace import trained_any
 
     with distributed.main_first():  # under torchrun rank 0 runs the finder; the others read its record
         path = ws.config_yaml(exp)
-        if trained and path.is_file():
+        if trained and path.is_file() and trained_any(ws.exp_dir(exp)):  # a record no epoch trained under: none
             doc = read_yaml(path)
             chosen = doc.get("lr_chosen")
             if isinstance(chosen, (int, float)) and with_lr(cfg, float(chosen)).train_hash() == doc.get("train_hash"):

@@ -56,7 +56,7 @@ def check_experiment(cfg: Config, ws: Workspace, exp: str, folds_file: dict) -> 
     if not trained_any(ws.exp_dir(exp)):
         log.info("%s records a run that trained no epoch; starting %s with this config", path, exp)
         return
-    fix = f"use --force to start {exp!r} over, or a new experiment name (-e NAME with experiments/NAME.yaml)"
+    fix = f"use a new experiment name (-e NAME with experiments/NAME.yaml) or --force to start {exp!r} over"
     if other_config:
         changes = changed_keys(doc, cfg)
         more = ("; a trained experiment cannot continue for more epochs (train.epochs is part of train_hash, so a "
