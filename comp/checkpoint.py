@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import random
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -121,6 +122,23 @@ class CheckpointWriter:
                 self._thread = None
 
 
+def load_problem(exc: BaseException) -> tuple[str | None, str]:
+    """(the code a refused pickle needs, or None; the failure in one line) of a torch.load(weights_only=True) error.
+
+    torch's refusal spans several lines with terminal escapes and advises weights_only=False, which would run the
+    file's code: comp never does that, so only the class it names is kept.
+    """
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found or "Weights only load failed" in text:
+        return (found.group(1) if found else "a pickled object"), text[:160]
+    return None, text[:160] or type(exc).__name__
+
+
+RESAVE = ("load it where its code lives and re-save the weights alone: torch.save(model.state_dict(), 'weights.pt') "
+          "(or safetensors' save_file)")
+
+
 def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any] | None:
     """A checkpoint's dict, or None (logged) when the file is missing or unreadable."""
     if not Path(path).is_file():
@@ -128,7 +146,7 @@ def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any] | None:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # a corrupt or foreign file: train that fold again rather than crash
-        log.warning("could not read %s (%s); ignoring it", path, exc)
+        log.warning("could not read %s (%s); ignoring it", path, load_problem(exc)[1])
         return None
 
 
@@ -188,8 +206,11 @@ def read_best(path: Path, *, retrain: str) -> BestCheckpoint:
     try:
         doc = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle garbage, a foreign file: all mean the same to the user
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-        raise CompError(f"{path} is corrupt or truncated ({reason}); retrain that fold with `{retrain}`") from None
+        code, reason = load_problem(exc)
+        if code is not None:
+            raise CompError(f"{path} holds pickled code ({code}) that comp will not run (it loads weights only); "
+                            f"{RESAVE}, or retrain that fold with `{retrain}`") from None
+        raise CompError(f"{path} is corrupt or truncated ({reason[:120]}); retrain that fold with `{retrain}`") from None
     try:
         return BestCheckpoint.from_dict(doc)
     except (KeyError, TypeError, ValueError):

@@ -90,8 +90,14 @@ def read_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling refused, corrupt file, wrong format
+        from comp.checkpoint import RESAVE, load_problem
+
+        code, reason = load_problem(exc)  # torch's text spans lines: one line here
+        if code is not None:
+            raise CompError(f"model.pretrained_path {path} holds pickled code ({code}) that comp will not run "
+                            f"(it loads weights only); {RESAVE}") from exc
         raise CompError(
-            f"could not read weights from {path} ({type(exc).__name__}: {exc}); "
+            f"could not read weights from {path} ({type(exc).__name__}: {reason}); "
             f"save them with torch.save(model.state_dict()) or safetensors (suffixes {', '.join(WEIGHT_SUFFIXES)})"
         ) from exc
     return _flatten(obj, path)

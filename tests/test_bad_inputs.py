@@ -93,6 +93,21 @@ def cut(rel: str, size: int) -> Callable[[Path], None]:
     return damage
 
 
+class NeedsCode:
+    """An object whose unpickling needs this module's code: torch.load(weights_only=True) refuses it."""
+
+
+def pickled(rel: str) -> Callable[[Path], None]:
+    """Replace a file of the workspace with a torch.save of an object that needs code to unpickle."""
+
+    def damage(ws: Path) -> None:
+        import torch
+
+        torch.save({"model": NeedsCode()}, ws / rel)
+
+    return damage
+
+
 def image(name: str, data: bytes) -> Callable[[Path], None]:
     return write(f"data/images/{name}", data)
 
@@ -297,6 +312,13 @@ CASES = [
          r"corrupt or truncated.*--fold 0", "fold0/best.pt", base="trained"),
     Case("ensemble: corrupt checkpoint", write("experiments/baseline/fold1/best.pt", b"PK\x03\x04 not a zip"), ENSEMBLE,
          r"corrupt or truncated.*comp fold-train -e baseline --fold 1", "fold1/best.pt", base="trained"),
+    Case("predict: pickled checkpoint", pickled("experiments/baseline/fold0/best.pt"), PREDICT,
+         r"best\.pt holds pickled code \(\S*NeedsCode\) that comp will not run \(it loads weights only\); load it "
+         r"where its code lives and re-save the weights alone: torch\.save\(model\.state_dict\(\), 'weights\.pt'\)",
+         "fold0/best.pt", base="trained"),
+    Case("fold-train: pickled pretrained weights", pickled("weights.pth"),
+         ("fold-train", "--k", "2", "--set", "model.pretrained_path=weights.pth"),
+         r"model\.pretrained_path weights\.pth holds pickled code \(\S*NeedsCode\) that comp will not run", "weights.pth"),
     Case("predict --oof: oof.csv header only", header_only("experiments/baseline/oof.csv"), (*PREDICT, "--oof"),
          r"no rows in \S+oof\.csv", "experiments/baseline/oof.csv", base="trained"),
     Case("ensemble: oof.csv zero bytes", then(write("experiments/baseline/oof.csv", ""),
