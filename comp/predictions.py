@@ -63,9 +63,24 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_stamps(ckpts: dict[int, Path]) -> dict[str, list[int]]:
-    """{fold: [size, mtime_ns]} of each best.pt: which checkpoints predictions were made from."""
-    return {str(f): [p.stat().st_size, p.stat().st_mtime_ns] for f, p in sorted(ckpts.items())}
+def checkpoint_stamps(ckpts: dict[int, Path]) -> dict[str, list[int | str]]:
+    """{fold: [size, mtime_ns, sha256]} of each best.pt: which checkpoints predictions were made from."""
+    return {str(f): [p.stat().st_size, p.stat().st_mtime_ns, sha256(p)] for f, p in sorted(ckpts.items())}
+
+
+def checkpoints_changed(recorded: dict | None, ckpts: dict[int, Path]) -> bool:
+    """Are these checkpoints other than those `recorded` (checkpoint_stamps)? Judged by size and mtime, and where
+    only the mtime differs (a workspace copied with `cp -r`, a restore) by the recorded content hash."""
+    recorded = recorded or {}
+    if set(recorded) != {str(k) for k in ckpts}:
+        return True
+    for key, path in ckpts.items():
+        stamp, stat = recorded[str(key)], path.stat()
+        if not isinstance(stamp, list) or len(stamp) < 2 or stamp[0] != stat.st_size:
+            return True
+        if stamp[1] != stat.st_mtime_ns and (len(stamp) < 3 or stamp[2] != sha256(path)):
+            return True  # a record from before content hashes can only go by the mtime
+    return False
 
 
 def commit_predictions(ws: Workspace, exp: str, tables: dict[Path, pd.DataFrame], summary: dict[str, Any]) -> dict:
@@ -98,7 +113,7 @@ def stale_reason(record: dict | None, *, tta: str, merge: str, oof: bool, ckpts:
         return "it has no fold checkpoints"
     if record is None:
         return "it has no complete predictions (none yet, or an interrupted predict)"
-    if record.get("checkpoints") != checkpoint_stamps(ckpts):
+    if checkpoints_changed(record.get("checkpoints"), ckpts):
         return "its checkpoints changed since the last predict"
     if (record.get("tta"), record.get("merge")) != (tta, merge):
         return f"its predictions used TTA {record.get('tta')} ({record.get('merge')}), not {tta} ({merge})"

@@ -119,3 +119,79 @@ def test_refusal_names_the_changed_keys_and_says_more_epochs_start_over(copy_of:
     line = " ".join(result.output.split())
     assert "image.size 32 -> 24; train.epochs 1 -> 2;" in line, line
     assert "cannot continue for more epochs" in line and "--force" in line and "new experiment name" in line, line
+
+
+def test_lr_auto_ignores_a_record_no_epoch_was_trained_under(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    import comp.lrfind as lrfind
+    from comp.config import load_config
+    from comp.workspace import Workspace
+
+    root = build_workspace(tmp_path / "ws", experiment=EPOCH_1)
+    ws = Workspace.at(root)
+    ws.exp_dir("baseline").mkdir(parents=True)
+    ws.config_yaml("baseline").write_text("train_hash: of-a-run-that-failed-its-checks\ntrain: {lr: 0.1}\n")
+    monkeypatch.setattr(lrfind, "find_lr", lambda *a, **k: SimpleNamespace(suggestion=0.01, rule="stub"))
+    cfg = load_config(root, "baseline", ["train.lr=auto"])
+    assert lrfind.resolve_auto_lr(cfg, ws, "baseline").train.lr == 0.01
+
+
+# ---------------------------------------------------------------- checkpoints that hold code, torch's errors in one line
+
+
+class NeedsCode:
+    """Unpickling this needs this module's code: torch.load(weights_only=True) refuses it."""
+
+
+@pytest.mark.parametrize("content", ["pickled", "garbage"])
+def test_weights_file_errors_are_one_line(tmp_path: Path, content: str) -> None:
+    import torch
+
+    from comp.models import read_state_dict
+
+    path = tmp_path / "weights.pth"
+    if content == "pickled":
+        torch.save({"model": NeedsCode()}, path)
+    else:
+        path.write_bytes(b"PK\x03\x04 not a zip" * 20)
+    with pytest.raises(CompError) as caught:
+        read_state_dict(path)
+    text = str(caught.value)
+    assert "\n" not in text and "\x1b" not in text and "weights_only=False" not in text, text
+    if content == "pickled":
+        assert "holds pickled code (" in text and "NeedsCode) that comp will not run" in text, text
+
+
+# ---------------------------------------------------------------- the exported bundle's predict.py
+
+
+def test_bundle_weights_that_are_not_safetensors_are_one_error_line(tmp_path: Path, capsys) -> None:
+    import torch
+
+    from comp.export import bundle_predict as bp
+
+    weights = tmp_path / "baseline.fold0.safetensors"
+    torch.save({"w": torch.zeros(2)}, weights)  # a torch file where safetensors belongs
+    with pytest.raises(bp.BundleError, match=r"baseline\.fold0\.safetensors is not a safetensors weights file "
+                                             r"\(.*\); re-export the bundle with `comp export`"):
+        bp.load_state(weights)
+    with pytest.raises(bp.BundleError, match=r"missing\.safetensors is missing from the bundle; re-export"):
+        bp.load_state(tmp_path / "missing.safetensors")
+
+
+def test_export_judges_copied_checkpoints_by_content(copy_of: Path) -> None:
+    import os
+    import time
+
+    assert runner.invoke(app, ["predict", "-w", str(copy_of), "--tta", "none"]).exit_code == 0
+    later = time.time() + 100
+    for path in copy_of.rglob("*"):  # `cp -r`: the same bytes, new mtimes
+        os.utime(path, (later, later))
+    result = runner.invoke(app, ["export", "baseline", "--to", str(copy_of / "bundle"), "--check", "0", "-w", str(copy_of)])
+    assert result.exit_code == 0, result.output
+    ckpt = copy_of / "experiments/baseline/fold0/best.pt"
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # other bytes, same size
+    again = runner.invoke(app, ["export", "baseline", "--to", str(copy_of / "bundle2"), "--check", "0", "-w", str(copy_of)])
+    assert again.exit_code == 2 and "its checkpoints changed since its test predictions were made" in again.output

@@ -279,9 +279,18 @@ def merge_views(forward, images, views, merge, autocast, task=None):
 
 
 def load_state(path):
+    """A fold's weights from its .safetensors file; a missing or foreign file is a BundleError naming it."""
     from safetensors.torch import load_file
 
-    return load_file(str(path), device="cpu")
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"{path} is missing from the bundle; re-export it with `comp export`")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # SafetensorError (a torch .pt or a damaged file), OSError
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise BundleError(f"{path} is not a safetensors weights file ({reason}); re-export the bundle with "
+                          "`comp export` instead of replacing its weights files") from None
 
 
 def torch_forward(member, fold, device, folder=HERE):

@@ -17,7 +17,7 @@ EXTERNAL_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
 
 def predictions_made(ws: Workspace, exp: str, train_hash: str, ckpts: dict[int, Path]) -> dict[str, Any]:
     """The predict record of a member whose test.csv is complete and made from these checkpoints; else a CompError."""
-    from comp.predictions import checkpoint_stamps, prediction_record
+    from comp.predictions import checkpoints_changed, prediction_record
 
     rerun = f"rerun `comp predict -e {exp}` (and `comp ensemble`) first"
     made = prediction_record(ws, exp)
@@ -34,7 +34,7 @@ def predictions_made(ws: Workspace, exp: str, train_hash: str, ckpts: dict[int, 
                         f"so they cannot be reproduced; restore it, or rerun `comp predict -e {exp}` with the folds present")
     if missing := [key for key in ckpts if key not in used]:
         raise CompError(f"member {exp!r}: checkpoint {missing[0]} is not in its test predictions; {rerun}")
-    if made.get("checkpoints") != checkpoint_stamps(ckpts):
+    if checkpoints_changed(made.get("checkpoints"), ckpts):  # by content where a copy changed the mtimes
         raise CompError(f"member {exp!r}: its checkpoints changed since its test predictions were made; {rerun}")
     return made
 
