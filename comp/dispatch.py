@@ -140,7 +140,8 @@ def child_main(argv: list[str] | None = None) -> int:
     parser.add_argument("-e", "--experiment", required=True)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    # the child's stdout is its fold's train.log: every line carries its time
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
     try:
         ws = Workspace.at(args.workspace)
         cfg = load_config(ws.root, args.experiment, tuple(args.overrides))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,7 @@ def test_two_cpu_processes_match_the_sequential_run(make_ws) -> None:
         log = (par_root / "experiments" / "baseline" / f"fold{fold}" / "train.log").read_text()
         assert f"-m comp.dispatch --fold {fold}" in log  # the library's child entry point, not a hidden CLI flag
         assert "CV macro_f1" not in log  # the child left the aggregation to the parent
+        assert re.search(rf"^\d\d:\d\d:\d\d fold {fold} epoch 1/", log, re.M)  # its lines carry their time
 
 
 def test_a_failing_fold_is_reported_with_its_log_and_the_other_finishes(make_ws) -> None:
