@@ -239,11 +239,14 @@ def test_export_refuses_what_it_cannot_reproduce(tiny_ws, tmp_path, one_torch_th
 
     ckpt = tiny_ws / "experiments" / "m" / "fold1" / "best.pt"
     later = ckpt.stat().st_mtime + 10
-    os.utime(ckpt, (later, later))
-    stale = invoke(tiny_ws, "export", "s", "--to", str(tmp_path / "b"))
+    os.utime(ckpt, (later, later))  # a new mtime alone (a copy) is the same checkpoint: judged by content
+    assert invoke(tiny_ws, "export", "s", "--to", str(tmp_path / "b"), "--check", "0").exit_code == 0
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # other bytes, same size
+    stale = invoke(tiny_ws, "export", "s", "--to", str(tmp_path / "b2"))
     assert stale.exit_code == 2 and "checkpoints changed since its test predictions were made" in stale.output
     ckpt.unlink()
-    gone = invoke(tiny_ws, "export", "s", "--to", str(tmp_path / "b"))
+    gone = invoke(tiny_ws, "export", "s", "--to", str(tmp_path / "b3"))
     assert gone.exit_code == 2 and "fold1/best.pt is missing" in gone.output
     bad_id = invoke(tiny_ws, "export", "m", "--to", str(tmp_path / "c"), "--dataset-id", "Bad Slug")
     assert bad_id.exit_code == 2
