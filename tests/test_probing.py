@@ -195,3 +195,21 @@ def test_export_judges_copied_checkpoints_by_content(copy_of: Path) -> None:
     ckpt.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # other bytes, same size
     again = runner.invoke(app, ["export", "baseline", "--to", str(copy_of / "bundle2"), "--check", "0", "-w", str(copy_of)])
     assert again.exit_code == 2 and "its checkpoints changed since its test predictions were made" in again.output
+
+
+# ---------------------------------------------------------------- comp init: labels with spaces
+
+
+@pytest.mark.parametrize("labels, kind, flag", [
+    (["red car", "blue car", "red truck"], "multiclass", "--task multilabel"),  # names with a space: no combinations
+    (["cat", "cat dog", "dog"], "multilabel", "--task multiclass"),  # `cat` inside `cat dog`: tags
+])
+def test_labels_with_spaces_ask_which_task(tmp_path: Path, labels: list[str], kind: str, flag: str) -> None:
+    from comp.init import init_csv
+    from comp.workspace import Workspace
+
+    root = build_workspace(tmp_path / "ws", labels=labels)
+    plan = init_csv(root / "data" / "train.csv", Workspace.at(root), label_col="label")
+    assert plan.comp.get("task", "multiclass") == kind
+    question = [n for n in plan.notes if n.startswith("warning:")]
+    assert len(question) == 1 and "hold spaces" in question[0] and "?" in question[0] and flag in question[0], plan.notes

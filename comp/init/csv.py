@@ -11,6 +11,7 @@ are generated at data/train.csv and data/test.csv.
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,10 +225,42 @@ def tag_share(values: pd.Series) -> tuple[float, int]:
 
 
 def is_tag_column(values: pd.Series) -> bool:
-    """Space-separated tags: many rows hold several tokens from a small, repeated vocabulary."""
+    """Space-separated tags: many rows hold several tokens from a small, repeated vocabulary, in combinations."""
     share, vocab = tag_share(values)
     n_tokens = int(values.dropna().astype(str).str.split().str.len().sum())
-    return share >= TAG_SHARE and 2 <= vocab <= max(2, n_tokens // 2)
+    return share >= TAG_SHARE and 2 <= vocab <= max(2, n_tokens // 2) and tokens_combine(values)
+
+
+def tokens_combine(values: pd.Series) -> bool:
+    """Do the tokens combine as tags do: one row's token set inside another's (`cat` and `cat dog`), or more
+    distinct token sets than tokens? Class names with a space (`red car`, `blue car`, `red truck`) do neither."""
+    patterns = {frozenset(v.split()) for v in values.dropna().astype(str)} - {frozenset()}
+    if len(patterns) > len(frozenset().union(*patterns)):
+        return True
+    for pattern in patterns:
+        if len(pattern) <= 8:  # every proper subset; a longer row: those one token short
+            parts = (frozenset(c) for k in range(1, len(pattern)) for c in itertools.combinations(pattern, k))
+        else:
+            parts = (pattern - {t} for t in pattern)
+        if any(part in patterns for part in parts):
+            return True
+    return False
+
+
+def spaces_warning(train: pd.DataFrame, target: Target) -> str | None:
+    """A question for the user when the label column's values hold spaces: tags, or class names with spaces?"""
+    if target.kind not in ("multiclass", "multilabel") or not target.label_col:
+        return None
+    values = train[target.label_col].dropna().astype(str)
+    spaced = values[values.str.contains(r"\s", regex=True)]
+    if spaced.empty:
+        return None
+    example, col = spaced.iloc[0], target.label_col
+    if target.kind == "multilabel":
+        return (f"warning: {len(spaced)} labels of {col!r} hold spaces (e.g. {example!r}) and are read as several "
+                "tags each (multilabel); is each one class whose name has a space? then pass --task multiclass")
+    return (f"warning: {len(spaced)} labels of {col!r} hold spaces (e.g. {example!r}) and are read as class names "
+            "(multiclass: their words never combine as tags do); are they several tags each? then pass --task multilabel")
 
 
 def column_kind(values: pd.Series) -> tuple[str, str]:
@@ -476,6 +509,8 @@ def init_csv(
                      "data.positive in comp.yaml to flip it)")
     notes.append(f"task: {target.kind} ({target.why}); metric {metric}, submission.kind {sub['kind']}; "
                  f"override with --task {' | '.join(others)} (or task: in comp.yaml)")
+    if (question := spaces_warning(train, target)) is not None:
+        notes.append(question)
     if generated:
         found = "; ".join(f"{what} images: {rel_to(ws, s.root)}/<{s.column}>{s.suffix}"
                           for what, s in zip(("train", "test"), sources))
