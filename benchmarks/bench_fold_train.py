@@ -12,6 +12,12 @@ starts from a workspace without .cache/, folds/ or outputs). Rounds alternate; t
     .venv/bin/python benchmarks/bench_fold_train.py [--folds 1,5] [--n 600] [--size 32]
         [--model resnet18] [--epochs 2] [--batch 32] [--rounds 2]
     .venv/bin/python benchmarks/bench_fold_train.py --n 2000 --size 48 --epochs 3 --folds 1   # a longer fold
+    .venv/bin/python benchmarks/bench_fold_train.py --realistic [--timm-train /path/to/timm/train.py]
+
+--realistic is the whole-run size (issue 27): 5 folds x 10 epochs on 5,000 images, test_resnet at 32 px, one
+round. --timm-train also times timm's own train.py (not shipped in the timm wheel: give a checkout's file) on
+comp's fold 0 (an ImageFolder of links to the same images; same model, size, epochs, batch, lr, no workers, CPU)
+against comp's mean time per fold.
 """
 
 from __future__ import annotations
@@ -90,6 +96,25 @@ def timed(cmd: list[str], cwd: Path) -> float:
     return seconds
 
 
+def timm_fold(ws: Path, train_py: Path, *, model: str, size: int, epochs: int, batch: int, lr: float) -> float:
+    """Seconds of timm's train.py on comp's fold 0 of k=5 (train/ and validation/ ImageFolders of links)."""
+    import csv
+
+    data = ws / "timm_data"
+    shutil.rmtree(data, ignore_errors=True)
+    folds = {r["id"]: r["fold"] for r in csv.DictReader(open(next((ws / "folds").glob("k5-*.csv"))))}
+    for r in csv.DictReader(open(ws / "data" / "train.csv")):
+        split = "validation" if folds[r["id"]] == "0" else "train"
+        (data / split / r["label"]).mkdir(parents=True, exist_ok=True)
+        (data / split / r["label"] / r["path"]).symlink_to(ws / "data" / "images" / r["path"])
+    cmd = [sys.executable, str(train_py), "--data-dir", str(data), "--model", model, "--img-size", str(size),
+           "--epochs", str(epochs), "-b", str(batch), "--lr", str(lr), "--opt", "adamw", "--weight-decay", "0.01",
+           "--warmup-epochs", "1", "--device", "cpu", "-j", "0", "--no-prefetcher", "--output", str(ws / "timm_out"),
+           "--num-classes", str(len({p.name for p in (data / "train").iterdir()})), "--checkpoint-hist", "1",
+           "--log-interval", "1000"]
+    return timed(cmd, ws)
+
+
 def reset(ws: Path) -> None:
     """A first run: no cache, no folds, no outputs."""
     for name in (".cache", "folds", "experiments/baseline"):
@@ -109,7 +134,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--hand", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--hand-folds", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--realistic", action="store_true", help="5 folds x 10 epochs, 5,000 images, test_resnet 32 px, 1 round")
+    ap.add_argument("--timm-train", type=Path, default=None, help="timm's train.py, also timed on fold 0")
     args = ap.parse_args()
+    if args.realistic:
+        args.folds, args.n, args.size, args.model, args.epochs, args.batch, args.rounds = "5", 5000, 32, "test_resnet", 10, 64, 1
     lr = 1e-3
     if args.hand:
         hand_loop(args.hand, k=5, folds=args.hand_folds, model_name=args.model, size=args.size, epochs=args.epochs,
@@ -141,6 +170,11 @@ def main() -> None:
             print(f"  hand-written loop: {min(t_hand):.1f} s  (all: {', '.join(f'{t:.1f}' for t in t_hand)})")
             print(f"  comp fold-train:   {min(t_comp):.1f} s  (all: {', '.join(f'{t:.1f}' for t in t_comp)})")
             print(f"  ratio comp / hand ({n_folds} fold(s)): {min(t_comp) / min(t_hand):.3f} (goal <= 1.10)")
+            if args.timm_train and n_folds == 5:
+                t_timm = timm_fold(ws, args.timm_train, model=args.model, size=args.size, epochs=args.epochs,
+                                   batch=args.batch, lr=lr)
+                print(f"  timm train.py, fold 0 alone: {t_timm:.1f} s; comp per fold (5-fold run / 5): "
+                      f"{min(t_comp) / 5:.1f} s; ratio comp / timm: {min(t_comp) / 5 / t_timm:.3f} (goal <= 1)")
 
 
 if __name__ == "__main__":
