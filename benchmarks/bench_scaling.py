@@ -261,6 +261,8 @@ def time_hashes(n: int) -> dict:
     flips = np.array([sum(1 << int(b) for b in rng.choice(64, int(rng.integers(0, 7)), replace=False)) for _ in src],
                      dtype=np.uint64)
     h[dst] = h[src] ^ flips  # one pair within 6 bits per 1000 hashes
+    src, dst = rng.choice(min(n, 20_000), 40, replace=False).reshape(2, -1)
+    h[dst] = h[src] ^ flips[: len(src)]  # and 20 within the first 20k, where the dense search checks the pairs
     start = time.perf_counter()
     i, _, _ = mih_hamming_pairs(h, threshold=6)
     mih = time.perf_counter() - start
