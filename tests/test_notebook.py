@@ -72,3 +72,18 @@ def test_api_tables_are_rounded() -> None:
     frame = scores_frame(scores)
     assert frame["macro_f1"].tolist() == [0.8123] and frame["minutes"].tolist() == [0.0167]
     assert frame.attrs["mean"] == 0.812345678 and isinstance(frame, pd.DataFrame)  # the exact numbers stay in attrs
+
+
+@pytest.mark.slow  # a few minutes: the README's snippet trains two models on 5 folds (on a smaller demo)
+@pytest.mark.timeout(900)
+def test_readme_python_snippet_runs_as_written(tmp_path, monkeypatch) -> None:
+    import comp
+
+    readme = (NOTEBOOK.parents[1] / "README.md").read_text()
+    snippet = readme.split("**Python API**", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    real = comp.demo
+    monkeypatch.setattr(comp, "demo", lambda directory, **kw: real(tmp_path / directory, max_per_class=6, **kw))
+    monkeypatch.setattr(comp.Workspace, "_progress", lambda self: __import__("contextlib").nullcontext(
+        __import__("comp.progress", fromlist=["SILENT"]).SILENT))
+    exec(compile(snippet, "README.md", "exec"), {"__name__": "readme"})  # noqa: S102 - the README's own code
+    assert (tmp_path / "demo-api" / "submissions" / "blend1.csv").is_file()

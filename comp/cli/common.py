@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from comp.errors import CompError
-from comp.output import BarProgress, LineProgress, is_terminal, make_console
+from comp.output import LineProgress, is_terminal, make_console
 from comp.progress import Progress
 
 if TYPE_CHECKING:
@@ -104,6 +104,8 @@ def RichProgress() -> Progress:
     (one stream, in order: a log file, a notebook `!` cell), else to stderr.
     """
     if is_terminal(sys.stderr):
+        from comp.bars import BarProgress  # Rich's progress module loads only where bars are drawn
+
         return BarProgress(err_console, log_console=None if is_terminal(sys.stdout) else console)
     return LineProgress(stream=None if is_terminal(sys.stdout) else sys.stdout)
 
