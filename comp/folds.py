@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from comp.config import Config, read_yaml
-from comp.data.tables import Tables
+from comp.data.tables import Tables, duplicate_examples
 from comp.errors import CompError, did_you_mean
 from comp.workspace import Workspace, read_json, write_csv, write_json
 
@@ -267,7 +267,9 @@ def check_folds(folds: pd.DataFrame, train: pd.DataFrame, k: int, *, path: Path 
     if have.duplicated().any() or set(have) != ids:
         missing = len(ids - set(have))
         extra = len(set(have) - ids)
-        raise CompError(f"{path} does not match train.csv ({missing} training ids missing, {extra} unknown ids); {fix}")
+        dups = f", ids listed twice: {duplicate_examples(have, 3)}" if have.duplicated().any() else ""
+        raise CompError(f"{path} does not match train.csv ({missing} training ids missing, {extra} unknown ids{dups}); "
+                        f"{fix}")
     if sorted(folds["fold"].unique().tolist()) != list(range(k)):
         raise CompError(f"{path} should hold folds 0..{k - 1}, found {sorted(folds['fold'].unique().tolist())}; {fix}")
     if "group" in train.columns:

@@ -250,6 +250,15 @@ CASES = [
          r"data\.label_col column 'label' not in train\.csv.*columns are: id, path, target", "data.label_col"),
     Case("duplicate ids", edit_csv("data/train.csv", lambda f: f.assign(id=f["id"].where(f.index != 1, f["id"][0]))),
          FOLDS, r"train\.csv has 1 duplicated ids \(2 rows\), e\.g\. 'p000_0'", "train.csv"),
+    Case("init: --id-col with duplicates", None, ("init", "--from", "csv", "--train", "data/train.csv", "--id-col",
+                                                  "person", "--force"),
+         r"--id-col 'person' has duplicated values, e\.g\. 'p000', 'p001'", "person"),
+    Case("init: no unique id", edit_csv("data/train.csv", lambda f: f.assign(id=f["id"].where(f.index != 1, f["id"][0]),
+                                                                              path=f["path"].where(f.index != 1, f["path"][0]))),
+         ("init", "--from", "csv", "--train", "data/train.csv", "--force"), r"'id' repeats 'p000_0'", "p000_0"),
+    Case("folds file lists an id twice", then(make_folds, edit_csv("folds/k2-s42.csv", lambda f: f.assign(
+        id=f["id"].where(f.index != 1, f["id"][0])))), FOLDS, r"k2-s42\.csv does not match train\.csv .*ids listed twice: "
+        r"'p000_0'", "folds/k2-s42.csv"),
     Case("empty labels", edit_csv("data/train.csv", lambda f: f.assign(label=f["label"].where(f.index != 4, ""))), FOLDS,
          r"train\.csv has 1 rows with an empty label \(first rows: \[4\]\)", "train.csv"),
     Case("empty image path", edit_csv("data/train.csv", lambda f: f.assign(path=f["path"].where(f.index != 2, ""))),

@@ -213,3 +213,22 @@ def test_labels_with_spaces_ask_which_task(tmp_path: Path, labels: list[str], ki
     assert plan.comp.get("task", "multiclass") == kind
     question = [n for n in plan.notes if n.startswith("warning:")]
     assert len(question) == 1 and "hold spaces" in question[0] and "?" in question[0] and flag in question[0], plan.notes
+
+
+# ---------------------------------------------------------------- CSVs separated by ;
+
+
+def test_semicolon_separated_csvs_are_read(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from comp.init import init_csv
+    from comp.workspace import Workspace
+
+    root = build_workspace(tmp_path / "ws", experiment=EPOCH_1)
+    for name in ("train.csv", "test.csv"):
+        path = root / "data" / name
+        pd.read_csv(path, dtype=str).to_csv(path, sep=";", index=False)
+    folds = runner.invoke(app, ["folds", "--k", "2", "-w", str(root)])
+    assert folds.exit_code == 0, folds.output
+    plan = init_csv(root / "data" / "train.csv", Workspace.at(root), test_csv=root / "data" / "test.csv")
+    assert plan.comp["data"]["id_col"] == "id" and plan.comp["data"]["image_col"] == "path"

@@ -9,6 +9,8 @@ of the task (comp.yaml `task`, see comp/tasks.py) are `Tables.targets`, row-alig
 
 from __future__ import annotations
 
+import csv
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -48,6 +50,38 @@ class Tables:
         return len(self.classes)
 
 
+log = logging.getLogger("comp.data")
+
+OTHER_DELIMITERS = ";\t|"
+
+
+def sniff_delimiter(frame: pd.DataFrame, path: Path) -> str | None:
+    """The delimiter of a CSV that a comma read as one column holding `;` (or tab, `|`), else None."""
+    if len(frame.columns) != 1 or not any(d in str(frame.columns[0]) for d in OTHER_DELIMITERS):
+        return None
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        head = fh.read(1 << 16)
+    try:
+        return csv.Sniffer().sniff(head, delimiters=OTHER_DELIMITERS).delimiter
+    except csv.Error:
+        return None
+
+
+def read_any_delimiter(path: Path, **options: Any) -> pd.DataFrame:
+    """pd.read_csv, again with the sniffed delimiter when a comma read the file as one `;`-joined column."""
+    frame = pd.read_csv(path, **options)
+    sep = sniff_delimiter(frame, path)
+    if sep is None:
+        return frame
+    log.info("%s is %r-separated; reading it so", path, sep)
+    return pd.read_csv(path, sep=sep, **options)
+
+
+def duplicate_examples(values: pd.Series, n: int = 5) -> str:
+    """"'a', 'b'": the first duplicated values of a column, for an error message."""
+    return ", ".join(map(repr, values[values.duplicated(keep=False)].astype(str).unique()[:n]))
+
+
 def read_csv(path: Path | str, what: str, *, text: Iterable[str | None] = (), fix: str = "") -> pd.DataFrame:
     """A CSV for comp: `text` columns as strings exactly as written, only an empty cell missing; never empty."""
     path = Path(path)
@@ -55,7 +89,7 @@ def read_csv(path: Path | str, what: str, *, text: Iterable[str | None] = (), fi
     if not path.is_file():
         raise CompError(f"{what} {path} does not exist; {fix}")
     try:
-        frame = pd.read_csv(path, dtype={c: str for c in text if c}, keep_default_na=False, na_values=[""])
+        frame = read_any_delimiter(path, dtype={c: str for c in text if c}, keep_default_na=False, na_values=[""])
     except pd.errors.EmptyDataError:
         raise CompError(f"{what} {path} is empty (no header); write its header and rows, or {fix}") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
@@ -83,7 +117,7 @@ def check_ids(ids: pd.Series, name: str) -> None:
         raise CompError(f"{name} has empty ids in rows {rows}; every row needs an id")
     dup = ids[ids.duplicated(keep=False)]
     if len(dup):
-        examples = ", ".join(map(repr, dup.unique()[:5]))
+        examples = duplicate_examples(ids)
         raise CompError(
             f"{name} has {dup.nunique()} duplicated ids ({len(dup)} rows), e.g. {examples}; "
             "ids must be unique (predictions are joined by id)"

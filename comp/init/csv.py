@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from comp.data.tables import duplicate_examples, read_any_delimiter
 from comp.errors import CompError, did_you_mean
 from comp.init.plan import IMAGE_EXTS, Guess, Plan, output, rel_to, submission_from_sample
 from comp.workspace import Workspace
@@ -41,7 +42,7 @@ def read_table(path: Path, what: str) -> pd.DataFrame:
     if not Path(path).is_file():
         raise CompError(f"{what} {path} does not exist; pass an existing CSV")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])  # only an empty cell is missing
+        frame = read_any_delimiter(Path(path), dtype=str, keep_default_na=False, na_values=[""])  # only an empty cell is missing
     except pd.errors.EmptyDataError:
         raise CompError(f"{what} {path} is empty (no header); pass the CSV with its header and rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -136,7 +137,11 @@ def text_columns(frame: pd.DataFrame) -> list[str]:
 
 def guess_id(frame: pd.DataFrame, image: ImageSource, given: str | None) -> Guess:
     if given:
-        return Guess("id", require_column(frame, given, "--id-col", "the train CSV"), "given (--id-col)")
+        column = require_column(frame, given, "--id-col", "the train CSV")
+        if frame[column].duplicated().any():
+            raise CompError(f"--id-col {column!r} has duplicated values, e.g. {duplicate_examples(frame[column])}; "
+                            "ids must be unique: pass another --id-col, or fix the CSV")
+        return Guess("id", column, "given (--id-col)")
     unique = [c for c in frame.columns if frame[c].notna().all() and not frame[c].duplicated().any()]
     if image.suffix:
         return Guess("id", image.column, "its values + extension name the image files",
@@ -145,8 +150,10 @@ def guess_id(frame: pd.DataFrame, image: ImageSource, given: str | None) -> Gues
     ranked = named + ([image.column] if image.column in unique else []) + [c for c in unique if c not in named]
     ranked = list(dict.fromkeys(ranked))
     if not ranked:
-        raise CompError(f"no column of the train CSV has unique values to serve as the id (columns: "
-                        f"{', '.join(frame.columns)}); add one or pass --id-col")
+        idlike = [c for c in frame.columns if norm(c) in ID_NAMES] or list(frame.columns[:1])
+        dups = "; ".join(f"{c!r} repeats {duplicate_examples(frame[c], 3)}" for c in idlike)
+        raise CompError(f"no column of the train CSV has unique values to serve as the id ({dups}; columns: "
+                        f"{', '.join(frame.columns)}); make the ids unique, add an id column or pass --id-col")
     how = ("named like an id, values unique" if ranked[0] in named
            else "the image column (unique)" if ranked[0] == image.column else "values unique")
     return Guess("id", ranked[0], how, tuple(ranked[1:]))
