@@ -327,6 +327,15 @@ def wants_thresholds(task: Task | None, submission_kind: str, metric: Metric) ->
     return (task.kind, submission_kind) in (("multilabel", "tags"), ("binary", "label"))
 
 
+def warn_zero_weights(members: Sequence[str], weights: Sequence[float], *, name: str) -> list[str]:
+    """Log a warning naming each member whose fitted weight is 0 (it adds nothing to the submission); their names."""
+    zero = [m for m, w in zip(members, weights) if float(w) <= 1e-9]
+    for member in zero:
+        log.warning("ensemble %s: member %r got weight 0, so it adds nothing to the submission; drop it (-e) or "
+                    "fit the blend with --weights equal to keep it", name, member)
+    return zero
+
+
 # ---------------------------------------------------------------- fitted blend with nested estimate
 
 

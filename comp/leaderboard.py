@@ -20,12 +20,18 @@ import yaml
 
 from comp.errors import CompError, did_you_mean
 from comp.report import add_section, img_html, report_image, save_figure, table_html
+from comp.report_card import honest_figures
 from comp.workspace import Workspace, read_json, write_json
 
 log = logging.getLogger("comp.leaderboard")
 
-EXPERIMENT_COLUMNS = ["experiment", "model", "image", "epochs", "folds", "cv_mean", "cv_std", "oof", "minutes"]
-SUBMISSION_COLUMNS = ["submission", "members", "method", "oof", "nested", "lb", "time"]
+# honest: the honest CV estimate (scores.json's `honest`, else the CV mean); best_on_fold: the optimistic figure of
+# each fold's best epoch on its own rows, only where it differs from honest; partial: folds missing
+EXPERIMENT_COLUMNS = ["experiment", "model", "image", "epochs", "folds", "partial", "cv_mean", "cv_std", "honest",
+                      "best_on_fold", "cv_minus_honest", "oof", "minutes"]
+# oof: the blend's in-sample OOF score; nested: weights fitted without the scored fold (the honest one)
+SUBMISSION_COLUMNS = ["submission", "members", "weights", "method", "members_cv", "oof", "nested", "oof_minus_nested",
+                      "lb", "lb_minus_nested", "time"]
 
 
 def _read(path: Path, reader: Any) -> Any:
@@ -50,14 +56,20 @@ def experiment_rows(ws: Workspace) -> pd.DataFrame:
         scores = _read(ws.scores_json(exp), read_json) or {}
         k = (cfg.get("folds") or {}).get("k", "?")
         done = len({str(key).split("-seed")[0] for key in ws.model_checkpoints(exp)})  # folds with a model (any seed)
+        scored = len(scores.get("folds") or {})
+        figures = honest_figures(scores)
         rows.append({
             "experiment": exp,
             "model": (cfg.get("model") or {}).get("name", "?"),
             "image": str((cfg.get("image") or {}).get("size", "?")),
             "epochs": (cfg.get("train") or {}).get("epochs", "?"),
             "folds": f"{done}/{k}",
+            "partial": scores.get("complete") is False or (isinstance(k, int) and max(done, scored) < k),
             "cv_mean": _num(scores.get("mean")),
             "cv_std": _num(scores.get("std")),
+            "honest": _num(figures["honest"]),
+            "best_on_fold": _num(figures["best_on_fold"]),
+            "cv_minus_honest": _num(scores.get("mean")) - _num(figures["honest"]),
             "oof": _num(scores.get("oof")),
             "minutes": _total(scores.get("minutes")),
         })
@@ -88,17 +100,32 @@ def submission_rows(ws: Workspace) -> pd.DataFrame:
         doc = _read(path, read_json)
         if not isinstance(doc, dict) or "members" not in doc:
             continue
-        name = path.stem
+        name, members = path.stem, list(doc.get("members", []))
+        weights = doc.get("weights") or []
+        nested, score = _num(doc.get("nested")), _num((lb.get(name) or {}).get("lb"))
         rows.append({
             "submission": name,
-            "members": ",".join(doc.get("members", [])),
+            "members": ",".join(members),
+            "weights": ",".join(f"{float(w):.3f}" for w in weights) if len(weights) == len(members) else "-",
             "method": _method(doc),
+            "members_cv": ",".join(_fmt(_member_cv(ws, m)) for m in members),
             "oof": _num(doc.get("oof")),
-            "nested": _num(doc.get("nested")),
-            "lb": _num((lb.get(name) or {}).get("lb")),
+            "nested": nested,
+            "oof_minus_nested": _num(doc.get("oof")) - nested,
+            "lb": score,
+            "lb_minus_nested": score - nested,
             "time": doc.get("time", ""),
         })
     return pd.DataFrame(rows, columns=SUBMISSION_COLUMNS)
+
+
+def _member_cv(ws: Workspace, exp: str) -> float:
+    """A member's honest CV estimate (its CV mean in older scores.json), NaN when it has none."""
+    return _num(honest_figures(_read(ws.scores_json(exp), read_json) or {})["honest"])
+
+
+def _fmt(value: float) -> str:
+    return "-" if value != value else f"{value:.4f}"
 
 
 def _method(doc: dict) -> str:
@@ -174,7 +201,7 @@ def leaderboard_json_text(ws: Workspace) -> str:
 
 
 SORT_KEYS = ("cv", "oof", "lb", "name")
-SORT_COLUMNS = {"experiments": {"cv": "cv_mean", "oof": "oof", "lb": "cv_mean", "name": "experiment"},
+SORT_COLUMNS = {"experiments": {"cv": "honest", "oof": "oof", "lb": "honest", "name": "experiment"},
                 "submissions": {"cv": "nested", "oof": "oof", "lb": "lb", "name": "submission"}}
 
 
@@ -185,3 +212,63 @@ def sort_rows(frame: pd.DataFrame, table: str, by: str = "cv", *, greater_is_bet
     column = SORT_COLUMNS[table][by]
     ascending = by == "name" or not greater_is_better
     return frame.sort_values(column, ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)
+
+
+SHOWN_NAMES = {"oof_minus_nested": "oof-nested", "lb_minus_nested": "lb-nested", "cv_minus_honest": "cv-honest",
+               "members_cv": "members' CV (honest)", "best_on_fold": "best on fold"}
+
+
+def direction_text(greater_is_better: bool) -> str:
+    return "higher is better" if greater_is_better else "lower is better"
+
+
+def submissions_page(ws: Workspace, *, metric: str, greater_is_better: bool) -> Path:
+    """submissions/index.html: every submission (members, weights, CV, nested, LB, gaps) and a plot of CV vs LB,
+    one self-contained file (the plot embedded), best nested estimate first."""
+    from comp.report import figure_uri, page
+
+    subs = sort_rows(submission_rows(ws), "submissions", "cv", greater_is_better=greater_is_better)
+    parts = [f"<p>{html.escape(metric)}, {direction_text(greater_is_better)}. oof: the blend's OOF score with weights "
+             "fitted on the same rows (in-sample); nested: weights fitted without the scored fold (the honest "
+             "estimate); lb: the public leaderboard score recorded with <code>comp leaderboard --record NAME --lb "
+             "SCORE</code>. A large oof-nested gap means the weights overfit the OOF rows; lb-nested shows how far "
+             "the leaderboard is from the estimate.</p>"]
+    if subs.empty:
+        parts.append("<p class=note>no submissions yet: comp ensemble -e NAME ... --name NAME</p>")
+    else:
+        parts.append(table_html(subs.rename(columns=SHOWN_NAMES)))
+        recorded = subs[subs["lb"].notna()]
+        if recorded.empty:
+            parts.append("<p class=note>no leaderboard score recorded yet, so no CV-vs-LB plot: "
+                         "comp leaderboard --record NAME --lb SCORE</p>")
+        else:
+            parts.append(img_html(figure_uri(_plot(recorded)), "CV vs leaderboard")
+                         + "<p class=note>points near the diagonal: the CV estimate tracks the leaderboard</p>")
+    from comp.workspace import write_text
+
+    return write_text(ws.submissions_dir / "index.html", page("comp submissions", "\n".join(parts)))
+
+
+def submission_of(ws: Workspace, csv: Path) -> tuple[str, dict, bool] | None:
+    """(name, manifest, whether the file is the one the manifest records) for a CSV written by comp ensemble: the
+    manifest beside it (<stem>.json) or submissions/<stem>.json; None when there is none."""
+    import hashlib
+
+    for path in (csv.with_suffix(".json"), ws.submissions_dir / f"{csv.stem}.json"):
+        doc = _read(path, read_json)
+        if isinstance(doc, dict) and "members" in doc:
+            same = doc.get("sha256") == hashlib.sha256(csv.read_bytes()).hexdigest()
+            return path.stem, doc, same
+    return None
+
+
+def record_evaluation(ws: Workspace, name: str, score: float, *, solution: Path) -> dict[str, dict[str, Any]]:
+    """Store a score against a known solution as submission `name`'s leaderboard score (source: comp evaluate)."""
+    if not math.isfinite(score):
+        raise CompError(f"the score of {name} is {score}, not a number to record; check the solution file")
+    try:
+        where = str(solution.resolve().relative_to(ws.root))
+    except ValueError:
+        where = solution.name
+    return record_entry(ws, name, lb=float(score), source=f"comp evaluate --solution {where}",
+                        recorded=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

@@ -42,6 +42,16 @@ def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
     return path
 
 
+def figure_uri(fig: plt.Figure, dpi: int = 110) -> str:
+    """A matplotlib figure as a data: URI of its PNG (for pages with no folder of images beside them); closes it."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 def table_html(frame: pd.DataFrame, float_format: str = "{:.4f}") -> str:
     formatters = {c: float_format.format for c in frame.columns if frame[c].dtype.kind == "f"}
     return frame.to_html(index=False, border=0, formatters=formatters, escape=True)

@@ -413,7 +413,8 @@ def make_submission(
         extra: more manifest fields (e.g. how `--method auto` chose this blend).
     """
     from comp.data.tables import load_tables
-    from comp.ensemble import align_members, apply_bias, blend, check_method, fit_blend, parse_weights, wants_thresholds
+    from comp.ensemble import (align_members, apply_bias, blend, check_method, fit_blend, parse_weights, wants_thresholds,
+                               warn_zero_weights)
 
     if not members:
         raise CompError("ensemble needs at least one member: -e NAME (repeatable)")
@@ -430,6 +431,8 @@ def make_submission(
     oof_probs, y, folds = member_oof(ws, members, tables.classes, oof_sources=sources, tables=tables)
     fit = fit_blend(oof_probs, y, folds, metric, method=method, weights=parse_weights(weights, len(members)), bias=bias,
                     seed=seed, task=task, thresholds=wants_thresholds(task, kind, metric))
+    if isinstance(weights, str) and weights == "auto":  # weights the user gave are theirs to choose
+        warn_zero_weights(members, fit.weights, name=name)
     test_frames = [read_member_table(ws.test_probs_csv(m), m, "test predictions", f"run `comp predict -e {m}`") for m in members]
     test_ids, test_probs = align_members(test_frames, tables.classes, names=members)
     probs = apply_bias(blend(test_probs, fit.weights, method=method, task=task), fit.bias)

@@ -21,6 +21,16 @@ from comp.workspace import Workspace, write_json
 runner = CliRunner()
 
 
+@pytest.fixture
+def two_members(tiny_ws: Path) -> Path:
+    """Members `good` (skilled OOF) and `noise` (random OOF), with fold checkpoints (test_ensemble_cli's)."""
+    from test_ensemble_cli import fake_experiment
+
+    fake_experiment(tiny_ws, "good", skill=4.0, seed=1)
+    fake_experiment(tiny_ws, "noise", skill=0.0, seed=2, tta="none")
+    return tiny_ws
+
+
 def invoke(ws: Path, *args: str):
     return runner.invoke(app, [*args, "--workspace", str(ws)])
 
@@ -248,3 +258,103 @@ def test_what_tune_writes_names_workspace_paths_relative_to_it(tiny_ws):
         assert str(ws.root) not in text
     tune_section = section(ws.report_html("baseline").read_text(), "tune")
     assert "experiments/baseline/tune.journal" in tune_section and "experiments/baseline-tuned.yaml" in tune_section
+
+
+# ---------------------------------------------------------------- leaderboard, submissions page, evaluate (12, 16)
+
+
+def board_workspace(ws_root: Path) -> Workspace:
+    """Experiment a (5 folds... here 2, complete; an honest figure below its CV), b (1 of 2 folds), submission s1."""
+    from comp.workspace import write_yaml
+
+    ws = Workspace.at(ws_root)
+    for exp in ("a", "b"):
+        write_yaml(ws.config_yaml(exp), {"model": {"name": "m"}, "image": {"size": 32}, "train": {"epochs": 3},
+                                         "folds": {"k": 2}})
+    selection = {"best_on_fold": {"mean": 0.9, "oof": 0.9, "epochs": {0: 1, 1: 2}}}
+    write_json(ws.scores_json("a"), fake_scores(mean=0.8, honest=0.7, honest_source="nested", selection=selection))
+    write_json(ws.scores_json("b"), fake_scores(k=2, folds={0: 0.6}, mean=0.6, complete=False, missing_folds=[1]))
+    write_json(ws.submission_json("s1"), {"members": ["a", "b"], "weights": [0.25, 0.75], "method": "mean",
+                                          "oof": 0.8, "nested": 0.75, "time": "t"})
+    write_json(ws.leaderboard_json, {"s1": {"lb": 0.7}})
+    return ws
+
+
+def test_leaderboard_rows_show_honest_partial_and_gaps(tiny_ws):
+    from comp.leaderboard import experiment_rows, submission_rows
+
+    ws = board_workspace(tiny_ws)
+    exps = experiment_rows(ws).set_index("experiment")
+    assert exps.loc["a", "honest"] == 0.7 and exps.loc["a", "best_on_fold"] == 0.9
+    assert exps.loc["a", "cv_minus_honest"] == pytest.approx(0.1) and not exps.loc["a", "partial"]
+    assert exps.loc["b", "partial"] and exps.loc["b", "honest"] == 0.6  # older scores.json: the CV mean
+    sub = submission_rows(ws).iloc[0]
+    assert sub["weights"] == "0.250,0.750" and sub["members_cv"] == "0.7000,0.6000"
+    assert sub["oof_minus_nested"] == pytest.approx(0.05) and sub["lb_minus_nested"] == pytest.approx(-0.05)
+
+
+def test_leaderboard_cli_names_the_metric_and_writes_the_submissions_page(tiny_ws):
+    ws = board_workspace(tiny_ws)
+    result = invoke(tiny_ws, "leaderboard", "--html")
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "macro_f1, higher is better" in out and "partial" in out
+    page = (ws.submissions_dir / "index.html").read_text()
+    [table] = tables_of(page)
+    header = table[0]
+    row = dict(zip(header, table[1]))
+    assert row["submission"] == "s1" and row["weights"] == "0.250,0.750" and row["nested"] == "0.7500"
+    assert row["lb"] == "0.7000" and row["lb-nested"] == "-0.0500" and row["oof-nested"] == "0.0500"
+    assert "src=\"data:image/png;base64," in page and 'alt="CV vs leaderboard"' in page
+    assert "macro_f1, higher is better" in page and str(ws.root) not in page
+
+
+def test_evaluate_shows_the_recorded_scores_and_records_on_request(tiny_ws):
+    import hashlib
+    import shutil
+
+    ws = Workspace.at(tiny_ws)
+    ws.submissions_dir.mkdir(exist_ok=True)
+    csv = shutil.copy(tiny_ws / "solution.csv", ws.submission_csv("s1"))
+    write_json(ws.submission_json("s1"), {"members": ["a"], "oof": 0.8, "nested": 0.75,
+                                          "sha256": hashlib.sha256(Path(csv).read_bytes()).hexdigest()})
+    solution = str(tiny_ws / "solution.csv")
+    shown = invoke(tiny_ws, "evaluate", str(csv), "--solution", solution)
+    assert shown.exit_code == 0, shown.output
+    out = " ".join(shown.output.split())
+    assert "macro_f1 = 1.00000 (higher is better)" in out and "OOF 0.80000 (in-sample), nested 0.75000" in out
+    assert "+0.25000" in out and "--record" in out and not ws.leaderboard_json.exists()
+    recorded = invoke(tiny_ws, "evaluate", str(csv), "--solution", solution, "--record")
+    assert recorded.exit_code == 0, recorded.output
+    entry = json.loads(ws.leaderboard_json.read_text())["s1"]
+    assert entry["lb"] == 1.0 and entry["source"] == "comp evaluate --solution solution.csv"
+    loose = shutil.copy(tiny_ws / "solution.csv", tiny_ws / "mine.csv")
+    refused = invoke(tiny_ws, "evaluate", str(loose), "--solution", solution, "--record")
+    assert refused.exit_code == 2 and "--record needs a submission made by `comp ensemble`" in refused.output
+
+
+def test_zero_weights_are_named(caplog):
+    import logging
+
+    from comp.ensemble import warn_zero_weights
+
+    with caplog.at_level(logging.WARNING, logger="comp.ensemble"):
+        assert warn_zero_weights(["a", "b", "c"], [0.6, 0.0, 0.4], name="blend1") == ["b"]
+    assert "ensemble blend1: member 'b' got weight 0" in caplog.text and "'a'" not in caplog.text
+
+
+@pytest.mark.slow  # predicts both members (~10 s on a shared machine)
+def test_ensemble_warns_when_a_member_gets_weight_zero(two_members, caplog):
+    """`noise` predicts nothing of the labels: the fitted blend gives it weight 0, and says so."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="comp.ensemble"):
+        result = invoke(two_members, "ensemble", "-e", "good", "-e", "noise", "--name", "blend")
+    assert result.exit_code == 0, result.output
+    weights = json.loads(Workspace.at(two_members).submission_json("blend").read_text())["weights"]
+    assert weights[1] == 0
+    assert "member 'noise' got weight 0" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="comp.ensemble"):
+        assert invoke(two_members, "ensemble", "-e", "good", "-e", "noise", "--weights", "1,0").exit_code == 0
+    assert "weight 0" not in caplog.text  # weights the user gave are not warned about

@@ -21,26 +21,32 @@ def leaderboard_command(
     record: Annotated[str | None, typer.Option("--record", help="A submission name to record a leaderboard score for.")] = None,
     lb: Annotated[float | None, typer.Option("--lb", help="The public leaderboard score of --record.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print both tables as JSON.")] = False,
+    as_html: Annotated[bool, typer.Option("--html", help="Also write submissions/index.html: every submission, its "
+                                          "members, weights, CV, nested, LB and a CV-vs-LB plot.")] = False,
     sort: Annotated[str, typer.Option("--sort", help="cv | oof | lb | name (default: best CV first; "
                                       "submissions by nested estimate).")] = "cv",
     workspace: WorkspaceOpt = Path("."),
 ) -> None:
-    """Experiments (model, image, epochs, folds, CV mean/std, OOF, minutes) and submissions (OOF, nested, LB)."""
-    from comp.leaderboard import experiment_rows, leaderboard_json_text, record_lb, report_cv_vs_lb, submission_rows
+    """Experiments (model, image, epochs, folds, CV mean/std, honest estimate, OOF, minutes) and submissions
+    (members, weights, OOF, nested, LB, gaps)."""
+    from comp.config import load_config
+    from comp.leaderboard import (direction_text, experiment_rows, leaderboard_json_text, record_lb, report_cv_vs_lb,
+                                  sort_rows, submission_rows, submissions_page)
+    from comp.metrics import greater_is_better
     from comp.workspace import Workspace
 
-    from comp.config import load_config
-    from comp.leaderboard import sort_rows
-    from comp.metrics import greater_is_better
-
     ws = Workspace.at(workspace)
-    better = greater_is_better(load_config(ws.root).metric)  # also: no comp.yaml here -> run comp init
+    metric = load_config(ws.root).metric  # also: no comp.yaml here -> run comp init
+    better = greater_is_better(metric)
     if (record is None) != (lb is None):
         raise CompError("--record NAME and --lb SCORE go together, e.g. --record blend1 --lb 0.7632")
     if record is not None:
         record_lb(ws, record, lb)
         plots = report_cv_vs_lb(ws)
         console.print(f"recorded LB {lb} for {record}; CV-vs-LB plot in {len(plots)} experiment report(s)")
+    if as_html:
+        page = submissions_page(ws, metric=metric, greater_is_better=better)
+        console.print(f"wrote {page}", highlight=False)
     if as_json:
         console.print_json(leaderboard_json_text(ws))
         return
@@ -48,21 +54,32 @@ def leaderboard_command(
     if exps.empty and subs.empty:
         console.print("no trained experiments or submissions yet; run `comp fold-train` then `comp ensemble`")
         return
+    heading = f"{metric}, {direction_text(better)}"
     if not exps.empty:
-        print_table(shown(sort_rows(exps, "experiments", sort, greater_is_better=better)), title="experiments")
+        print_table(shown(sort_rows(exps, "experiments", sort, greater_is_better=better)),
+                    title=f"experiments ({heading}; honest: the honest CV estimate)")
+        if exps["partial"].any():
+            console.print("partial: not every fold is trained, so CV and OOF cover fewer rows than a full run",
+                          highlight=False)
     if not subs.empty:
         print_table(shown(sort_rows(subs, "submissions", sort, greater_is_better=better).drop(columns=["time"])),
-                    title="submissions")
+                    title=f"submissions ({heading}; oof in-sample, nested honest)")
 
 
 def shown(frame: "pd.DataFrame") -> "pd.DataFrame":
-    """Scores to 4 decimals, minutes as m:ss, '-' for a missing value."""
+    """Scores to 4 decimals, minutes as m:ss, '-' for a missing value; folds marked partial; gap columns signed."""
+    from comp.leaderboard import SHOWN_NAMES
     from comp.output import clock
 
     out = frame.astype(object)
     for col in frame.columns:
         if col == "minutes":
             out[col] = [clock(v * 60) if v == v else "-" for v in frame[col]]
+        elif "_minus_" in col:
+            out[col] = ["-" if v != v else f"{v:+.4f}" for v in frame[col]]
         elif frame[col].dtype.kind == "f":
             out[col] = ["-" if v != v else f"{v:.4f}" for v in frame[col]]
-    return out
+    if "partial" in frame.columns:
+        out["folds"] = [f"{f} partial" if p else f for f, p in zip(frame["folds"], frame["partial"])]
+        out = out.drop(columns=["partial"])
+    return out.rename(columns=SHOWN_NAMES)
