@@ -41,6 +41,7 @@ class DataConfig(Strict):
     positive: Any | None = None  # binary: the positive label (default: the second in class order, e.g. 1)
     targets: dict[str, str] | None = None  # multitask: head name -> train.csv column
     combine: str | dict[str, Any] | None = None  # multitask: the submitted label from the heads, e.g. "mask*6 + gender*3 + age"
+    allow_outside_root: bool | None = None  # true: image paths may leave image_root (../x.png, absolute) without a warning
 
 
 class SubmissionConfig(Strict):
@@ -291,7 +292,7 @@ class TuneConfig(Strict):
 
 
 RUN_PLACE_KEYS = ("train.device", "train.num_workers", "train.checkpoint_seconds")
-UNSET_NOT_HASHED = ("train.seeds", "train.swa", "train.distill", "image.schedule", "pseudo")
+UNSET_NOT_HASHED = ("train.seeds", "train.swa", "train.distill", "image.schedule", "pseudo", "data.allow_outside_root")
 
 
 class Config(Strict):
@@ -364,7 +365,7 @@ class Config(Strict):
         does not depend on the worker count, and a fold begun on one machine may resume on another.
         """
         return self.hash(("task", "data", "metric", "folds", "model", "image", "augment", "train"),
-                         ignore=RUN_PLACE_KEYS)
+                         ignore=(*RUN_PLACE_KEYS, "data.allow_outside_root"))  # a warning's switch, not the data
 
     @property
     def submission_kind(self) -> str:

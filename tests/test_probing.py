@@ -232,3 +232,38 @@ def test_semicolon_separated_csvs_are_read(tmp_path: Path) -> None:
     assert folds.exit_code == 0, folds.output
     plan = init_csv(root / "data" / "train.csv", Workspace.at(root), test_csv=root / "data" / "test.csv")
     assert plan.comp["data"]["id_col"] == "id" and plan.comp["data"]["image_col"] == "path"
+
+
+# ---------------------------------------------------------------- image paths that leave the image root
+
+
+def test_image_paths_outside_the_root_are_warned_in_init_and_eda(tmp_path: Path) -> None:
+    import pandas as pd
+    import yaml
+
+    from comp.config import load_config
+    from comp.eda.report import outside_root_flags
+    from comp.data.tables import load_tables
+    from comp.init import init_csv
+    from comp.workspace import Workspace
+
+    root = build_workspace(tmp_path / "ws")
+    shutil.copy(root / "data/images/p000_0.png", tmp_path / "outside.png")
+    train = pd.read_csv(root / "data/train.csv", dtype=str)
+    train.loc[0, "path"] = "../../../outside.png"
+    train.loc[1, "path"] = str(tmp_path / "outside.png")  # absolute, elsewhere
+    train.to_csv(root / "data/train.csv", index=False)
+    ws = Workspace.at(root)
+    plan = init_csv(root / "data" / "train.csv", ws, image_root=root / "data" / "images")
+    warned = [n for n in plan.notes if "leave the image root" in n]
+    assert len(warned) == 1 and "2 image paths of the train table" in warned[0] and "../../../outside.png" in warned[0]
+    assert "data.allow_outside_root: true" in warned[0]
+    cfg = load_config(root)
+    flags = outside_root_flags(cfg, ws, load_tables(cfg, ws, check_images=False))
+    assert len(flags) == 1 and flags[0].startswith("2 image paths of train.csv leave the image root"), flags
+    doc = yaml.safe_load((root / "comp.yaml").read_text())
+    doc["data"]["allow_outside_root"] = True
+    (root / "comp.yaml").write_text(yaml.safe_dump(doc))
+    quiet = load_config(root)
+    assert outside_root_flags(quiet, ws, load_tables(quiet, ws, check_images=False)) == []
+    assert quiet.train_hash() == cfg.train_hash()  # a warning's switch: trained experiments stay valid

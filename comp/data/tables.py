@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -75,6 +76,24 @@ def read_any_delimiter(path: Path, **options: Any) -> pd.DataFrame:
         return frame
     log.info("%s is %r-separated; reading it so", path, sep)
     return pd.read_csv(path, sep=sep, **options)
+
+
+def outside_root(paths: Iterable[object], root: Path | str) -> list[str]:
+    """The image paths (as written, or root-joined) that leave `root`: `..` climbing out of it, absolute paths elsewhere.
+
+    Judged on the text (normpath), not through symlinks: an image root that links elsewhere is still the root.
+    """
+    base = os.path.normpath(os.path.abspath(root))
+    return [str(p) for p in paths if os.path.commonpath([base, os.path.normpath(os.path.join(base, str(p)))]) != base]
+
+
+def outside_root_warning(paths: Iterable[object], root: Path | str, name: str) -> str | None:
+    """One line naming how many image paths of `name` leave the image root, with an example; None when none do."""
+    out = outside_root(paths, root)
+    if not out:
+        return None
+    return (f"{len(out)} image paths of {name} leave the image root {root} (e.g. {out[0]!r}); check they are the "
+            "images you mean, or set data.allow_outside_root: true in comp.yaml to silence this")
 
 
 def duplicate_examples(values: pd.Series, n: int = 5) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from comp.config import Config
-from comp.data.tables import Tables, load_tables
+from comp.data.tables import Tables, load_tables, outside_root_warning
 from comp.errors import CompError
 from comp.eda import plots, stats
 from comp.eda.duplicates import find_duplicates
@@ -100,6 +100,17 @@ def summarise(tables: Tables, train: pd.DataFrame, *, test: pd.DataFrame | None)
     }
 
 
+def outside_root_flags(cfg: Config, ws: Workspace, tables: Tables) -> list[str]:
+    """A warning (logged, and a flag of the report) per table whose image paths leave data.image_root."""
+    if cfg.data.allow_outside_root:
+        return []
+    found = [outside_root_warning(frame["path"], ws.path(cfg.data.image_root), name)
+             for name, frame in (("train.csv", tables.train), ("test.csv", tables.test)) if frame is not None]
+    for line in filter(None, found):
+        log.warning("%s", line)
+    return [line for line in found if line]
+
+
 def run_eda(
     cfg: Config,
     ws: Workspace,
@@ -117,6 +128,7 @@ def run_eda(
     tables = load_tables(cfg, ws, check_images=False, progress=progress)
     train, test = _facts(tables, ws, progress)
     summary = summarise(tables, train, test=test)
+    summary["images"]["flags"] += outside_root_flags(cfg, ws, tables)
     pairs = find_duplicates(train, test, threshold=threshold)
     problems = pd.concat([stats.problem_files(train, "train")]
                          + ([stats.problem_files(test, "test")] if test is not None else []), ignore_index=True)

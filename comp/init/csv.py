@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from comp.data.tables import duplicate_examples, read_any_delimiter
+from comp.data.tables import duplicate_examples, outside_root_warning, read_any_delimiter
 from comp.errors import CompError, did_you_mean
 from comp.init.plan import IMAGE_EXTS, Guess, Plan, output, rel_to, submission_from_sample
 from comp.workspace import Workspace
@@ -518,6 +518,10 @@ def init_csv(
                  f"override with --task {' | '.join(others)} (or task: in comp.yaml)")
     if (question := spaces_warning(train, target)) is not None:
         notes.append(question)
+    for name, frame in (("the train table", train), ("the test table", test)):
+        if frame is not None and (leaving := outside_root_warning(frame[files["image_col"]].dropna(),
+                                                                  ws.path(files["image_root"]), name)):
+            notes.append(f"warning: {leaving}")
     if generated:
         found = "; ".join(f"{what} images: {rel_to(ws, s.root)}/<{s.column}>{s.suffix}"
                           for what, s in zip(("train", "test"), sources))
