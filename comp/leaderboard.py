@@ -167,7 +167,7 @@ def report_cv_vs_lb(ws: Workspace) -> list[Path]:
         path, src = report_image(ws, exp, "cv_vs_lb.png")
         save_figure(_plot(recorded), path)
         mine = recorded[recorded["members"].str.split(",").apply(lambda ms: exp in ms)]
-        body = (img_html(src, "CV vs leaderboard") + table_html(recorded.drop(columns=["time"]))
+        body = (img_html(src, "CV vs leaderboard") + table_html(display_frame(recorded.drop(columns=["time"])))
                 + f"<p class='note'>{html.escape(exp)} is a member of {len(mine)} of these submissions. "
                 "Points near the diagonal: CV tracks the leaderboard.</p>")
         written.append(add_section(ws, exp, "cv-vs-lb", "CV vs leaderboard", body, order=90))
@@ -218,6 +218,24 @@ SHOWN_NAMES = {"oof_minus_nested": "oof-nested", "lb_minus_nested": "lb-nested",
                "members_cv": "members' CV (honest)", "best_on_fold": "best on fold"}
 
 
+def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Scores to 4 decimals, gaps signed, minutes as m:ss, '-' for a missing value; folds marked partial."""
+    from comp.output import clock
+
+    out = frame.astype(object)
+    for col in frame.columns:
+        if col == "minutes":
+            out[col] = [clock(v * 60) if v == v else "-" for v in frame[col]]
+        elif "_minus_" in col:
+            out[col] = ["-" if v != v else f"{v:+.4f}" for v in frame[col]]
+        elif frame[col].dtype.kind == "f":
+            out[col] = ["-" if v != v else f"{v:.4f}" for v in frame[col]]
+    if "partial" in frame.columns:
+        out["folds"] = [f"{f} partial" if p else f for f, p in zip(frame["folds"], frame["partial"])]
+        out = out.drop(columns=["partial"])
+    return out.rename(columns=SHOWN_NAMES)
+
+
 def direction_text(greater_is_better: bool) -> str:
     return "higher is better" if greater_is_better else "lower is better"
 
@@ -236,7 +254,7 @@ def submissions_page(ws: Workspace, *, metric: str, greater_is_better: bool) -> 
     if subs.empty:
         parts.append("<p class=note>no submissions yet: comp ensemble -e NAME ... --name NAME</p>")
     else:
-        parts.append(table_html(subs.rename(columns=SHOWN_NAMES)))
+        parts.append(table_html(display_frame(subs)))
         recorded = subs[subs["lb"].notna()]
         if recorded.empty:
             parts.append("<p class=note>no leaderboard score recorded yet, so no CV-vs-LB plot: "

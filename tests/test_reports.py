@@ -304,7 +304,7 @@ def test_leaderboard_cli_names_the_metric_and_writes_the_submissions_page(tiny_w
     header = table[0]
     row = dict(zip(header, table[1]))
     assert row["submission"] == "s1" and row["weights"] == "0.250,0.750" and row["nested"] == "0.7500"
-    assert row["lb"] == "0.7000" and row["lb-nested"] == "-0.0500" and row["oof-nested"] == "0.0500"
+    assert row["lb"] == "0.7000" and row["lb-nested"] == "-0.0500" and row["oof-nested"] == "+0.0500"
     assert "src=\"data:image/png;base64," in page and 'alt="CV vs leaderboard"' in page
     assert "macro_f1, higher is better" in page and str(ws.root) not in page
 

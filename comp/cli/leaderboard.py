@@ -67,19 +67,7 @@ def leaderboard_command(
 
 
 def shown(frame: "pd.DataFrame") -> "pd.DataFrame":
-    """Scores to 4 decimals, minutes as m:ss, '-' for a missing value; folds marked partial; gap columns signed."""
-    from comp.leaderboard import SHOWN_NAMES
-    from comp.output import clock
+    """The table as printed (comp.leaderboard.display_frame)."""
+    from comp.leaderboard import display_frame
 
-    out = frame.astype(object)
-    for col in frame.columns:
-        if col == "minutes":
-            out[col] = [clock(v * 60) if v == v else "-" for v in frame[col]]
-        elif "_minus_" in col:
-            out[col] = ["-" if v != v else f"{v:+.4f}" for v in frame[col]]
-        elif frame[col].dtype.kind == "f":
-            out[col] = ["-" if v != v else f"{v:.4f}" for v in frame[col]]
-    if "partial" in frame.columns:
-        out["folds"] = [f"{f} partial" if p else f for f, p in zip(frame["folds"], frame["partial"])]
-        out = out.drop(columns=["partial"])
-    return out.rename(columns=SHOWN_NAMES)
+    return display_frame(frame)
