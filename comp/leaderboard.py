@@ -210,6 +210,8 @@ def sort_rows(frame: pd.DataFrame, table: str, by: str = "cv", *, greater_is_bet
     if by not in SORT_KEYS:
         raise CompError(f"--sort must be one of {', '.join(SORT_KEYS)}, got {by!r}")
     column = SORT_COLUMNS[table][by]
+    if column not in frame.columns and column == "honest":  # a table made before the honest column existed
+        column = "cv_mean"
     ascending = by == "name" or not greater_is_better
     return frame.sort_values(column, ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)
 
