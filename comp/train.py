@@ -88,11 +88,10 @@ def preflight(cfg: Config) -> None:
     """What a run can fail on before it trains, checked before --force moves anything: the model name, the
     weights file (read once), the device."""
     from comp.device import resolve_device
-    from comp.models import check_name, read_state_dict
+    from comp.models import check_name, check_pretrained
 
     check_name(cfg.model.name)
-    if cfg.model.pretrained_path is not None:
-        read_state_dict(cfg.model.pretrained_path)
+    log.info("weights: %s", check_pretrained(cfg.model))  # reachable, and a local file fits model.name's backbone
     resolve_device(cfg.train.device)
 
 
