@@ -130,9 +130,10 @@ def load_problem(exc: BaseException) -> tuple[str | None, str]:
     """
     text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())
     found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-    if found or "Weights only load failed" in text:
-        return (found.group(1) if found else "a pickled object"), text[:160]
-    return None, text[:160] or type(exc).__name__
+    if found:
+        return found.group(1), text[:160]
+    inner = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", text)  # garbage bytes
+    return None, (inner.group(1) if inner else text)[:160] or type(exc).__name__
 
 
 RESAVE = ("load it where its code lives and re-save the weights alone: torch.save(model.state_dict(), 'weights.pt') "
