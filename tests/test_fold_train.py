@@ -46,7 +46,8 @@ def count_fits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_fold_train_k2_writes_every_artifact(tiny_ws: Path) -> None:
     result = cli(tiny_ws, "--k", "2")
     assert result.exit_code == 0, result.output
-    assert "CV macro_f1:" in result.output and "OOF macro_f1:" in result.output and "best epoch" in result.output
+    assert "CV macro_f1:" in result.output and "OOF macro_f1:" in result.output and "kept epoch" in result.output
+    assert "honest CV macro_f1:" in result.output and "train.checkpoint=last" in result.output
     exp = tiny_ws / "experiments" / "baseline"
     train_csv = pd.read_csv(tiny_ws / "data" / "train.csv", dtype={"id": str})
     folds = pd.read_csv(tiny_ws / "folds" / "k2-s42.csv", dtype={"id": str})

@@ -142,13 +142,15 @@ def show_scores(scores: dict) -> None:
     from comp.output import clock
 
     metric = scores["metric"]
-    rows = [{"fold": f, "best epoch": scores["best_epochs"][f], metric: float(s),
+    rows = [{"fold": f, "kept epoch": scores["best_epochs"][f], metric: float(s),
              "val loss": float(scores["val_losses"][f]), "time": clock(float(scores["minutes"][f]) * 60)}
             for f, s in scores["folds"].items()]
     print_table(pd.DataFrame(rows), title=f"fold-train (k={scores['k']})")
     if scores["mean"] is not None:
         console.print(f"{cv_text(scores)}   OOF {metric}: {scores['oof']:.4f} "
                       f"({scores['oof_rows']}/{scores['train_rows']} images)", highlight=False)
+    if scores.get("selection"):
+        console.print(selection_text(scores), highlight=False)
     if not scores["complete"]:
         console.print(f"[yellow]folds not trained yet: {scores['missing_folds']}[/] (OOF covers the trained folds only)")
 
@@ -159,3 +161,17 @@ def cv_text(scores: dict) -> str:
     if n < 2:
         return f"CV {metric}: {scores['mean']:.4f} ({n} of {scores['k']} folds)"
     return f"CV {metric}: {scores['mean']:.4f} +- {scores['std']:.4f}"
+
+
+def selection_text(scores: dict) -> str:
+    """Which epoch each fold kept, the honest CV and, when it differs, the optimistic best-on-fold figure."""
+    from comp.report_card import HONEST_SOURCE, honest_figures
+
+    fig, metric = honest_figures(scores), scores["metric"]
+    how = {"last": "the last epoch", "nested": "the epoch chosen on the other folds",
+           "best": "the best epoch on the fold's own rows"}.get(scores.get("checkpoint"), "?")
+    line = (f"kept: {how} (train.checkpoint={scores.get('checkpoint')});  honest CV {metric}: {fig['honest']:.4f} "
+            f"(OOF {fig['honest_oof']:.4f}; {HONEST_SOURCE.get(fig['source'], 'the CV mean')})")
+    if fig["best_on_fold"] is not None:
+        line += f";  best epoch on each fold's own rows would read {fig['best_on_fold']:.4f} (optimistic)"
+    return line
