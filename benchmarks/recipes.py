@@ -11,6 +11,7 @@ Rows (every one trained on the same folds, from the same baseline settings: test
   tta-auto   plain predicted with --tta auto       (when comp/tta_auto.py exists)
   stack      plain through --method stack          (when comp/stack.py exists)
   full       seeds + swa + pseudo + distill (+ lr auto), TTA hflip, blended with plain (stack when available)
+  auto       `comp ensemble --method auto` over the single-recipe experiments (never below their plain mean)
 
 For each: OOF (the submission's blend on OOF made as its test predictions), nested (blend weights or
 stacker fitted without the scored fold) and hidden (the submission against the demo's hidden solution).
@@ -166,6 +167,9 @@ def main() -> None:
             note=f"pseudo rows per fold {made['rows_per_fold']}" + (", stack" if stack else ""))
 
     attempt("full", full)
+    trained = [m for m in ("plain", "seeds", "swa", "pseudo", "distill") if ws.scores_json(m).is_file()]
+    attempt("auto", lambda t0: row("auto", trained, t0, method="auto",
+                                   note=f"--method auto over {', '.join(trained)}"))
     if available("comp.tta_auto"):  # last: it re-predicts plain, the pseudo and distill source
         def tta_auto(t0: float) -> None:
             chosen = predict(ws, "plain", load_config(root, "plain"), tta="auto", oof=True)
@@ -174,12 +178,14 @@ def main() -> None:
         attempt("tta-auto", tta_auto)
 
     total = (time.perf_counter() - start) / 60
-    print(f"\n| recipe | OOF {cfg.metric} | nested | hidden test | minutes | note |")
-    print("|---|---|---|---|---|---|")
+    print(f"\n| recipe | OOF {cfg.metric} | nested | nested gain over plain | hidden test | minutes | note |")
+    print("|---|---|---|---|---|---|---|")
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    plain = next((r["nested"] for r in rows if r["recipe"] == "plain"), None)
     for r in rows:
-        print(f"| {r['recipe']} | {fmt(r['oof'])} | {fmt(r['nested'])} | {fmt(r['hidden'])} | {r['minutes']:.1f} | "
-              f"{r['note']} |")
+        gain = None if plain is None or r["nested"] is None else r["nested"] - plain
+        print(f"| {r['recipe']} | {fmt(r['oof'])} | {fmt(r['nested'])} | {'-' if gain is None else f'{gain:+.4f}'} | "
+              f"{fmt(r['hidden'])} | {r['minutes']:.1f} | {r['note']} |")
     print(f"\ntotal {total:.1f} min; workspace {root}" + ("" if args.keep else " (deleted)"))
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
