@@ -27,8 +27,10 @@ and prints CV (mean fold score), hidden (score of the fold-mean test prediction)
 case the goals: comp hidden >= hand hidden + 0.02; comp (CV - hidden) <= hand (CV - hidden) + 0.01.
 `--json PATH` writes every figure (and comp's honest CV estimate and checkpoint rule from scores.json).
 
-Sizes were set from timm's throughput on the 2-core machine (test_resnet ~1,500 img/s at 32 px; mobilenetv2_100
-~150-300 img/s at 64 px): one scratch case (both systems) ~3-5 min, one -pt case ~5-8 min on quiet cores.
+Sizes: images seen per system = 5 folds x 4/5 of train x epochs: fashion 80k, icons 58k, emoji 58k (48 px),
+fashion-pt 32k, icons-pt 19k, emoji-pt 23k. At the quiet 2-core rates they were sized for (test_resnet ~1,500
+img/s at 32 px; mobilenetv2_100 ~150-300 img/s at 64 px) one scratch case (both systems) takes ~3-5 min and a
+-pt case ~4-7 min; on shared cores under load it is several times that (`--threads 1` helps there).
 
     .venv/bin/python benchmarks/quality.py --json quality.json            # the six real cases
     .venv/bin/python benchmarks/quality.py --quick                       # one tiny case (~1-2 min): the CI smoke
