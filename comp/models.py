@@ -94,8 +94,8 @@ def read_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
 
         code, reason = load_problem(exc)  # torch's text spans lines: one line here
         if code is not None:
-            raise CompError(f"model.pretrained_path {path} holds pickled code ({code}) that comp will not run "
-                            f"(it loads weights only); {RESAVE}") from exc
+            raise CompError(f"could not read weights from model.pretrained_path {path}: it holds pickled code ({code}) "
+                            f"that comp will not run (it loads weights only); {RESAVE}") from exc
         raise CompError(
             f"could not read weights from {path} ({type(exc).__name__}: {reason}); "
             f"save them with torch.save(model.state_dict()) or safetensors (suffixes {', '.join(WEIGHT_SUFFIXES)})"

@@ -327,7 +327,8 @@ CASES = [
          "fold0/best.pt", base="trained"),
     Case("fold-train: pickled pretrained weights", pickled("weights.pth"),
          ("fold-train", "--k", "2", "--set", "model.pretrained_path=weights.pth"),
-         r"model\.pretrained_path weights\.pth holds pickled code \(\S*NeedsCode\) that comp will not run", "weights.pth"),
+         r"could not read weights from model\.pretrained_path weights\.pth: it holds pickled code \(\S*NeedsCode\) that "
+         r"comp will not run", "weights.pth"),
     Case("predict --oof: oof.csv header only", header_only("experiments/baseline/oof.csv"), (*PREDICT, "--oof"),
          r"no rows in \S+oof\.csv", "experiments/baseline/oof.csv", base="trained"),
     Case("ensemble: oof.csv zero bytes", then(write("experiments/baseline/oof.csv", ""),
