@@ -154,7 +154,7 @@ def setup(root: Path, *overrides: str):
 
 @pytest.mark.usefixtures("one_torch_thread")
 def test_log_loss_fit_keeps_the_epoch_with_the_lowest_loss(tiny_ws: Path) -> None:
-    cfg, ws, tables, fold_of = setup(tiny_ws, "train.epochs=3", "train.lr=0.02")
+    cfg, ws, tables, fold_of = setup(tiny_ws, "train.epochs=3", "train.lr=0.02", "train.checkpoint=best")
     res = fit_fold(cfg, tables, fold_of, 0, tiny_ws / "out", ws=ws)
     scores = res.history["metric"].to_numpy()
     assert len(set(scores.round(8))) == 3  # the epochs differ, so the choice matters
@@ -173,7 +173,7 @@ def test_log_loss_early_stopping_counts_epochs_that_do_not_lower_it(tiny_ws: Pat
         return engine.Candidate(c.weights, c.module, c.probs, 1.0, next(scripted))
 
     monkeypatch.setattr(engine, "pick", pick)
-    cfg, ws, tables, fold_of = setup(tiny_ws, "train.epochs=6", "train.early_stopping=2")
+    cfg, ws, tables, fold_of = setup(tiny_ws, "train.epochs=6", "train.early_stopping=2", "train.checkpoint=best")
     seen = []
     res = fit_fold(cfg, tables, fold_of, 0, tiny_ws / "out", ws=ws, on_epoch=lambda e, info: seen.append(info["score"]))
     assert seen == [0.9, 0.5, 0.6, 0.7]  # a greater-is-better comparison would stop after 0.9, 0.5, 0.6
