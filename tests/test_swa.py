@@ -78,7 +78,7 @@ def test_swa_is_chosen_when_better_with_its_batchnorm_recomputed(tiny_ws: Path, 
 
 
 def test_raw_weights_stay_best_when_swa_is_worse(tiny_ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg, ws, tables, fold_of = setup(tiny_ws, "train.epochs=2", "train.swa={start: 0.5}")
+    cfg, ws, tables, fold_of = setup(tiny_ws, "train.epochs=2", "train.swa={start: 0.5}", "train.checkpoint=best")
     real = engine.validate
     monkeypatch.setattr(engine, "validate", lambda *a, **k: [
         Candidate(c.weights, c.module, c.probs, c.val_loss, -1.0) if c.weights == "swa" else c for c in real(*a, **k)])

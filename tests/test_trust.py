@@ -156,7 +156,7 @@ def test_a_second_writer_fails_at_once_naming_the_holder(tiny_ws: Path, caplog) 
         assert (tiny_ws / "experiments" / "baseline" / "fold1" / "best.pt").is_file()
         assert not (fold0 / "best.pt").exists() and FoldFiles(fold0).lock.is_file()
         forced = cli("fold-train", "--k", "2", "--force", "-w", str(tiny_ws))
-        assert forced.exit_code == 2 and "--force would delete" in " ".join(forced.output.split())
+        assert forced.exit_code == 2 and "--force would replace" in " ".join(forced.output.split())
     finally:
         sleeper.kill()
         sleeper.wait()
