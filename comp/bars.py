@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichBars, P
 from rich.table import Column, Table
 from rich.text import Text
 
-from comp.output import Bar, Nest, batch_size, clock, fields_text, make_console
+from comp.output import Bar, Nest, clock, fields_text, make_console
 from comp.progress import Progress
 
 T = TypeVar("T")
@@ -108,8 +108,7 @@ class BarProgress(Progress):
         try:
             for item in iterable:
                 yield item
-                bar.done += 1
-                bar.images += batch_size(item) or 0
+                bar.count(item)
                 self.bars.update(task, advance=1, speed=f"{bar.rate():.0f} img/s" if bar.images else "")
                 self._etas()
         finally:

@@ -95,6 +95,11 @@ class Bar:
     start: float = field(default_factory=time.perf_counter)
     fields: dict[str, Any] = field(default_factory=dict)
 
+    def count(self, item: Any) -> None:
+        """One more item done (a batch adds its images)."""
+        self.done += 1
+        self.images += batch_size(item) or 0
+
     def fraction(self) -> float:
         return min(1.0, self.done / self.total) if self.total else 0.0
 
@@ -176,8 +181,7 @@ class LineProgress(Progress):
         try:
             for item in iterable:
                 yield item
-                bar.done += 1
-                bar.images += batch_size(item) or 0
+                bar.count(item)
                 self._maybe_line()
         finally:
             self.nest.bars.remove(bar)

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
-from comp.output import Bar, Nest, batch_size, clock, fields_text
+from comp.output import Bar, Nest, clock, fields_text
 from comp.progress import Progress
 
 T = TypeVar("T")
@@ -54,8 +54,7 @@ class WidgetProgress(Progress):
         try:
             for item in iterable:
                 yield item
-                state.done += 1
-                state.images += batch_size(item) or 0
+                state.count(item)
                 bar.value = state.done
                 label.value = html.escape(self._label(state))
         finally:
