@@ -26,7 +26,9 @@ def cli(*args) -> str:
                                        pytest.param("binary", "none", marks=pytest.mark.slow),
                                        pytest.param("regression", "hflip", marks=pytest.mark.slow)])
 def test_bundle_of_each_task_kind_writes_the_submission_comp_wrote(tmp_path: Path, bare_python: str, kind: str,
-                                                                  tta: str) -> None:
+                                                                  tta: str, one_torch_thread) -> None:
+    # the bundle runs on one thread (run_bundle); comp must too, or a conv summed in another order can move a
+    # regression value across a 6th-decimal rounding boundary
     root = build_task_workspace(tmp_path / kind, kind, subjects=20, n_test=8)
     cli("fold-train", "-w", root, "--set", f"tta.transforms={tta}")
     cli("ensemble", "-e", "baseline", "--name", "sub", "-w", root, "--set", f"tta.transforms={tta}")
