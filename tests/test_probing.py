@@ -260,7 +260,14 @@ def test_image_paths_outside_the_root_are_warned_in_init_and_eda(tmp_path: Path)
     assert "data.allow_outside_root: true" in warned[0]
     cfg = load_config(root)
     flags = outside_root_flags(cfg, ws, load_tables(cfg, ws, check_images=False))
-    assert len(flags) == 1 and flags[0].startswith("2 image paths of train.csv leave the image root"), flags
+    assert len(flags) == 1 and flags[0].startswith("2 image paths of train.csv leave the image root data/images "), flags
+    assert "'../../../outside.png'" in flags[0] and str(root) not in flags[0]  # the example as the CSV wrote it
+    from comp.eda.report import run_eda
+
+    run_eda(cfg, ws, samples=1)
+    html = (root / "eda" / "report.html").read_text()
+    assert "leave the image root" in html and str(root) not in html and str(root) not in warned[0]
+    assert str(root) not in (root / "eda" / "summary.json").read_text()
     doc = yaml.safe_load((root / "comp.yaml").read_text())
     doc["data"]["allow_outside_root"] = True
     (root / "comp.yaml").write_text(yaml.safe_dump(doc))

@@ -87,13 +87,23 @@ def outside_root(paths: Iterable[object], root: Path | str) -> list[str]:
     return [str(p) for p in paths if os.path.commonpath([base, os.path.normpath(os.path.join(base, str(p)))]) != base]
 
 
-def outside_root_warning(paths: Iterable[object], root: Path | str, name: str) -> str | None:
-    """One line naming how many image paths of `name` leave the image root, with an example; None when none do."""
+def outside_root_warning(paths: Iterable[object], root: Path | str, name: str, *, shown_root: str | None = None) -> str | None:
+    """One line naming how many image paths of `name` leave the image root, with an example; None when none do.
+
+    paths: as written in the table (the example is shown so); shown_root: the root as the line names it (relative to
+    the workspace: the line goes into reports that travel), default `root`.
+    """
     out = outside_root(paths, root)
     if not out:
         return None
-    return (f"{len(out)} image paths of {name} leave the image root {root} (e.g. {out[0]!r}); check they are the "
-            "images you mean, or set data.allow_outside_root: true in comp.yaml to silence this")
+    return (f"{len(out)} image paths of {name} leave the image root {shown_root or root} (e.g. {out[0]!r}); check they "
+            "are the images you mean, or set data.allow_outside_root: true in comp.yaml to silence this")
+
+
+def as_written(path: str, root: Path | str) -> str:
+    """An image path of a loaded table (root-joined, comp.data.tables.canonical) as its CSV wrote it."""
+    prefix = str(root).rstrip(os.sep) + os.sep
+    return path[len(prefix):] if path.startswith(prefix) else path
 
 
 def duplicate_examples(values: pd.Series, n: int = 5) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,8 @@ from typing import Any
 import pandas as pd
 
 from comp.config import Config
-from comp.data.tables import Tables, load_tables, outside_root_warning
+from comp.data.cache import key_path
+from comp.data.tables import Tables, as_written, load_tables, outside_root_warning
 from comp.errors import CompError
 from comp.eda import plots, stats
 from comp.eda.duplicates import find_duplicates
@@ -104,7 +106,9 @@ def outside_root_flags(cfg: Config, ws: Workspace, tables: Tables) -> list[str]:
     """A warning (logged, and a flag of the report) per table whose image paths leave data.image_root."""
     if cfg.data.allow_outside_root:
         return []
-    found = [outside_root_warning(frame["path"], ws.path(cfg.data.image_root), name)
+    root = ws.path(cfg.data.image_root)
+    shown = key_path(os.path.abspath(root), ws.root)  # relative to the workspace: the flags go into report.html
+    found = [outside_root_warning([as_written(p, root) for p in frame["path"]], root, name, shown_root=shown)
              for name, frame in (("train.csv", tables.train), ("test.csv", tables.test)) if frame is not None]
     for line in filter(None, found):
         log.warning("%s", line)

@@ -520,7 +520,8 @@ def init_csv(
         notes.append(question)
     for name, frame in (("the train table", train), ("the test table", test)):
         if frame is not None and (leaving := outside_root_warning(frame[files["image_col"]].dropna(),
-                                                                  ws.path(files["image_root"]), name)):
+                                                                  ws.path(files["image_root"]), name,
+                                                                  shown_root=files["image_root"])):
             notes.append(f"warning: {leaving}")
     if generated:
         found = "; ".join(f"{what} images: {rel_to(ws, s.root)}/<{s.column}>{s.suffix}"
