@@ -79,6 +79,7 @@ class FitState:
     best_epoch: int = -1
     top_score: float = math.nan  # the best validation score so far (early stopping, "new best"): in mode best the
     top_val_loss: float = math.inf  # same as best_*, in mode last not the kept epoch's
+    top_epoch: int = -1  # the epoch of top_score (the epoch line's "best X @ epoch N")
     bad_epochs: int = 0
     epoch_probs: list[np.ndarray] = field(default_factory=list)  # per epoch, (N_val, C): nested epoch choice
     history: list[dict[str, float]] = field(default_factory=list)
@@ -376,7 +377,7 @@ def save_last(out_dir: Path, base: CheckpointBase, parts: Parts, state: FitState
         swa_scheduler=resume_state(parts.swa_scheduler.state_dict) if parts.swa_scheduler is not None else None,
         rng=capture_rng() if going else None,
         best={"score": state.best_score, "val_loss": state.best_val_loss, "epoch": state.best_epoch},
-        top={"score": state.top_score, "val_loss": state.top_val_loss},
+        top={"score": state.top_score, "val_loss": state.top_val_loss, "epoch": state.top_epoch},
         epoch_probs=torch.from_numpy(np.stack(state.epoch_probs)) if state.epoch_probs else None,
         epochs_without_improvement=state.bad_epochs, step=state.step, next_epoch=state.epoch,
         history=own(state.history), finished=state.finished,
@@ -413,6 +414,7 @@ def resume(parts: Parts, state: FitState, ckpt: dict[str, Any]) -> None:
     state.best_score, state.best_val_loss, state.best_epoch = best["score"], best["val_loss"], best["epoch"]
     top = ckpt.get("top") or best
     state.top_score, state.top_val_loss = top["score"], top["val_loss"]
+    state.top_epoch = top.get("epoch", -1)  # -1: a last.pt from before top_epoch (the line leaves "best" out)
     state.epoch_probs = stored_epoch_probs(ckpt)
     state.bad_epochs, state.step, state.epoch = ckpt["epochs_without_improvement"], ckpt["step"], ckpt["next_epoch"]
     state.history, state.finished = list(ckpt["history"]), bool(ckpt["finished"])
@@ -616,7 +618,7 @@ def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Par
             state.best_score, state.best_val_loss, state.best_epoch = best.score, best.val_loss, epoch
             state.best_probs = best.probs
         if improved:
-            state.top_score, state.top_val_loss, state.bad_epochs = best.score, best.val_loss, 0
+            state.top_score, state.top_val_loss, state.top_epoch, state.bad_epochs = best.score, best.val_loss, epoch, 0
         else:
             state.bad_epochs += 1
         state.epoch_probs.append(best.probs)
@@ -633,7 +635,7 @@ def run_epochs(cfg: Config, tables: Tables, fold: int, out_dir: Path, parts: Par
                 sink.epoch_end(state.finished)
         progress.note(**{"val_loss": best.val_loss, metric.name: best.score})
         progress.log(epoch_line(fold, epoch, epochs, state.history[-1], metric.name, improved,
-                                lr=stepped.value, best=(state.best_score, state.best_epoch),
+                                lr=stepped.value, best=(state.top_score, state.top_epoch),
                                 images=len(train_loader) * (train_loader.batch_size or 1) * distributed.world_size()))
         if on_epoch is not None:
             on_epoch(epoch, {**state.history[-1], "score": best.score, "val_loss": best.val_loss, "improved": improved})

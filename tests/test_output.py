@@ -221,3 +221,61 @@ def test_notebook_without_widgets_or_front_end_prints_lines(monkeypatch) -> None
     monkeypatch.setattr(importlib.util, "find_spec", real)
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")  # "Save & Run All": nobody watches the widgets
     assert isinstance(auto_progress(), LineProgress)
+
+
+class Logged:
+    """A Progress that keeps the epoch lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def track(self, iterable, total=None, description=""):
+        yield from iterable
+
+    def note(self, **fields) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_epoch_line_best_is_the_best_so_far_under_checkpoint_last(tiny_ws, monkeypatch) -> None:
+    """Under train.checkpoint=last the kept epoch is the latest; "best X @ epoch N" is still the best so far, also
+    after resuming from last.pt."""
+    import comp.engine as engine
+    from comp.config import load_config
+    from comp.data.checked import load_checked_tables
+    from comp.folds import ensure_folds
+    from comp.workspace import Workspace
+
+    scores = [0.5, 0.9, 0.6, 0.7]  # up, then down: the best is epoch 2
+    real = engine.validate
+
+    def validate(*args, epoch, **kwargs):
+        return [engine.Candidate(c.weights, c.module, c.probs, c.val_loss, scores[epoch])
+                for c in real(*args, epoch=epoch, **kwargs)]
+
+    monkeypatch.setattr(engine, "validate", validate)
+    cfg = load_config(tiny_ws, "baseline", ["folds.k=2", "train.epochs=4", "train.checkpoint=last"])
+    ws = Workspace.at(tiny_ws)
+    tables = load_checked_tables(cfg, ws)
+    fold_of = ensure_folds(ws, tables, cfg).fold_of(tables.train)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_third(epoch: int, row: dict) -> None:
+        if epoch == 2:
+            raise Stop
+
+    first = Logged()
+    with pytest.raises(Stop):
+        engine.fit_fold(cfg, tables, fold_of, 0, tiny_ws / "run", ws=ws, progress=first, on_epoch=stop_after_third)
+    epoch_lines = [line for line in first.lines if "train loss" in line]
+    assert "best 0.5000 @ epoch 1" in epoch_lines[0] and "best 0.9000 @ epoch 2" in epoch_lines[1]
+    assert "best 0.9000 @ epoch 2" in epoch_lines[2]  # epoch 3 (0.6) is kept, but not the best
+    resumed = Logged()
+    engine.fit_fold(cfg, tables, fold_of, 0, tiny_ws / "run", ws=ws, progress=resumed)  # epoch 4 from last.pt
+    last_line = [line for line in resumed.lines if "train loss" in line][-1]
+    assert last_line.startswith("fold 0 epoch 4/4") and "best 0.9000 @ epoch 2" in last_line
