@@ -23,7 +23,7 @@ import pandas as pd
 
 import comp
 from comp.config import Config, SubmissionConfig
-from comp.data.tables import read_csv
+from comp.data.tables import check_ids, read_csv
 from comp.errors import CompError, did_you_mean
 from comp.metrics import Metric, get_metric
 from comp.locks import short_lock
@@ -260,6 +260,7 @@ def score_submission(submission: Path, solution: Path, sub: SubmissionConfig, *,
         if col not in truth.columns:
             raise CompError(f"solution {solution} lacks column {col!r} (columns: {', '.join(map(str, truth.columns))}); "
                             "it needs the submission's id and target columns")
+    _check_solution_ids(truth, sub, solution)
     expected = truth[sub.id_col].astype(str).tolist()
     try:
         validate_submission(pred, sub, expected=expected, classes=classes)
@@ -277,6 +278,14 @@ def score_submission(submission: Path, solution: Path, sub: SubmissionConfig, *,
     return metric(y, probs)
 
 
+def _check_solution_ids(truth: pd.DataFrame, sub: SubmissionConfig, solution: Path) -> None:
+    """The solution's ids are unique and present (checked before the submission, which is judged against them)."""
+    try:
+        check_ids(truth[sub.id_col], f"solution {solution} (column {sub.id_col!r})")
+    except CompError as exc:
+        raise CompError(f"{exc}; keep one row per id in {solution.name}") from None
+
+
 def _score_task(submission: Path, solution: Path, sub: SubmissionConfig, *, classes: Sequence[Any], metric: Metric,
                 task: Task) -> float:
     kind = resolved_kind(sub, task)
@@ -289,6 +298,7 @@ def _score_task(submission: Path, solution: Path, sub: SubmissionConfig, *, clas
         if col not in truth.columns:
             raise CompError(f"solution {solution} lacks column {col!r} (columns: {', '.join(map(str, truth.columns))}); "
                             "it needs the submission's id and the true target")
+    _check_solution_ids(truth, sub, solution)
     expected = truth[sub.id_col].astype(str).tolist()
     if kind == "tags" and sub.target_col in pred.columns:
         pred[sub.target_col] = pred[sub.target_col].astype(object).where(pred[sub.target_col].notna(), "")

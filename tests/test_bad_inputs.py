@@ -293,6 +293,9 @@ CASES = [
          r"sub\.csv: submission has labels not among the classes: \['c9'\]", "sub.csv"),
     Case("evaluate: solution lacks target", then(a_submission, edit_csv("solution.csv", lambda f: f.drop(columns="ans"))),
          EVAL, r"solution \S*solution\.csv lacks column 'ans'", "solution.csv"),
+    Case("evaluate: solution lists an id twice", then(a_submission, edit_csv("solution.csv", lambda f: pd.concat(
+        [f, f.iloc[[0]]]))), EVAL, r"solution \S*solution\.csv .*1 duplicated ids \(2 rows\), e\.g\. '\w+'.*keep one row "
+        "per id in solution.csv", "solution.csv"),
     Case("evaluate: no submission file", None, EVAL, r"submission \S*sub\.csv does not exist", "sub.csv"),
     # the lead's checks of issue 11: folds that describe themselves, plain names, one writer per fold
     Case("folds: record missing", then(make_folds, lambda ws: (ws / "folds/k2-s42.json").unlink()), FOLDS,

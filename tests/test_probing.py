@@ -225,13 +225,15 @@ def test_semicolon_separated_csvs_are_read(tmp_path: Path) -> None:
     from comp.workspace import Workspace
 
     root = build_workspace(tmp_path / "ws", experiment=EPOCH_1)
-    for name in ("train.csv", "test.csv"):
+    for name in ("train.csv", "test.csv", "sample_submission.csv"):
         path = root / "data" / name
         pd.read_csv(path, dtype=str).to_csv(path, sep=";", index=False)
     folds = runner.invoke(app, ["folds", "--k", "2", "-w", str(root)])
     assert folds.exit_code == 0, folds.output
-    plan = init_csv(root / "data" / "train.csv", Workspace.at(root), test_csv=root / "data" / "test.csv")
+    plan = init_csv(root / "data" / "train.csv", Workspace.at(root), test_csv=root / "data" / "test.csv",
+                    sample_csv=root / "data" / "sample_submission.csv")
     assert plan.comp["data"]["id_col"] == "id" and plan.comp["data"]["image_col"] == "path"
+    assert plan.comp["submission"]["id_col"] == "ImageID" and plan.comp["submission"]["target_col"] == "ans"
 
 
 # ---------------------------------------------------------------- image paths that leave the image root

@@ -20,8 +20,8 @@ import yaml
 from PIL import Image
 
 from comp.config import Config, build_config, load_config
-from comp.data.tables import (Tables, canonical, check_ids, label_column_keys, load_tables, require_columns,
-                               task_targets)
+from comp.data.tables import (Tables, canonical, check_ids, label_column_keys, load_tables, read_any_delimiter,
+                               require_columns, task_targets)
 from comp.errors import CompError
 from comp.workspace import Workspace, write_csv, write_text
 
@@ -269,7 +269,7 @@ def submission_from_sample(path: Path, ws: Workspace, classes: list[str], *,
     """
     if not Path(path).is_file():
         raise CompError(f"sample submission {path} does not exist; pass an existing CSV with --sample")
-    sample = pd.read_csv(path, dtype=str, keep_default_na=False)
+    sample = read_any_delimiter(Path(path), dtype=str, keep_default_na=False)  # `;`-separated samples too
     cols = [str(c) for c in sample.columns]
     if len(cols) < 2:
         raise CompError(f"sample submission {path} has columns {cols}; it needs an id column and a target column")
