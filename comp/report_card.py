@@ -141,11 +141,12 @@ def summary_card(ws: Workspace, exp: str) -> str:
 
 
 def _config(ws: Workspace, exp: str) -> dict:
-    import yaml
+    """The experiment's config.yaml through comp's one YAML reader (size and alias caps), {} when unreadable."""
+    from comp.config import read_yaml
+    from comp.errors import CompError
 
     path = ws.config_yaml(exp)
     try:
-        doc = yaml.safe_load(path.read_text()) if path.is_file() else {}
-    except (OSError, yaml.YAMLError):
+        return read_yaml(path) if path.is_file() else {}
+    except CompError:  # the card leaves out what it cannot read; the config section says why
         return {}
-    return doc if isinstance(doc, dict) else {}

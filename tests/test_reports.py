@@ -216,6 +216,23 @@ def test_card_of_older_scores_falls_back_to_the_cv_mean_and_flags_missing_folds(
     assert "not predicted yet" in card and "no submission lists baseline" in card
 
 
+def test_card_reads_config_yaml_through_comps_one_yaml_reader(tiny_ws, monkeypatch):
+    """The card's config.yaml goes through comp.config.read_yaml (size and alias caps): nested anchors are refused
+    there, not expanded, and the card still renders."""
+    import comp.config
+    from comp.report_card import summary_card
+
+    ws = trained_report(tiny_ws, fake_scores())
+    real, read = comp.config.read_yaml, []
+    monkeypatch.setattr(comp.config, "read_yaml", lambda path: (read.append(path), real(path))[1])
+    assert "of 2 planned" in summary_card(ws, "baseline") and read == [ws.config_yaml("baseline")]
+    bomb = "\n".join([f"l0: &l0 [{', '.join(['1'] * 9)}]"] +
+                     [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)])
+    ws.config_yaml("baseline").write_text(bomb + "\ntrain: {epochs: 7}\n")
+    card = summary_card(ws, "baseline")
+    assert "of ? planned" in card and "of 7 planned" not in card  # refused, not read (yaml.safe_load read 7)
+
+
 def test_a_section_moved_to_another_place_is_not_shown_twice(tiny_ws):
     """Reports written before the config moved to the end hold 05-config.html: re-adding it replaces that file."""
     ws = trained_report(tiny_ws, fake_scores())
