@@ -329,3 +329,30 @@ def test_an_epoch_over_the_cache_keeps_the_decoded_images_on_disk(tmp_path, ws):
     grown = _rss_anon() - before
     assert n_seen == len(paths) and isinstance(loader.dataset.store._data(), np.memmap)
     assert grown < cache_bytes / 3, f"an epoch added {grown / 2**20:.1f} MiB of private memory for a {cache_bytes / 2**20:.0f} MiB cache"
+
+
+def test_a_copied_workspace_reuses_its_image_checks(tmp_path, monkeypatch):
+    """.cache/image_check.json is keyed on paths in the workspace: a copy with its files' times (cp -a, rsync -a)
+    opens no image to check it again, and the facts it returns name the copy's files."""
+    import json
+    import shutil
+
+    import comp.data.images as images
+    from conftest import build_workspace
+
+    first = Workspace.at(build_workspace(tmp_path / "a"))
+    paths = sorted(str(p) for p in (first.root / "data" / "images").glob("*.png"))
+    images.check_images(paths, first.image_check_json)
+    keys = set(json.loads(first.image_check_json.read_text())["files"])
+    assert keys == {f"data/images/{Path(p).name}" for p in paths}  # no machine path in the file
+    shutil.copytree(first.root, tmp_path / "b")  # copy2: times kept
+    copy = Workspace.at(tmp_path / "b")
+    opened: list[str] = []
+    real = images.Image.open
+    monkeypatch.setattr(images.Image, "open", lambda path, *a, **k: (opened.append(str(path)), real(path, *a, **k))[1])
+    moved = [str(copy.root / Path(p).relative_to(first.root)) for p in paths]
+    facts = images.check_images(moved, copy.image_check_json)
+    assert opened == [] and facts["path"].tolist() == moved and facts["ok"].all()
+    os.utime(moved[0], ns=(0, 0))  # a changed file (its time) is checked again, alone
+    images.check_images(moved, copy.image_check_json)
+    assert opened == [moved[0]]

@@ -23,7 +23,7 @@ import pandas as pd
 from filelock import FileLock  # a dependency of torch
 
 from comp.config import Config
-from comp.data.images import read_rgb
+from comp.data.images import key_path, read_rgb  # key_path: the image caches' one path key
 from comp.errors import CompError
 from comp.progress import SILENT, Progress
 from comp.workspace import Workspace, atomic_path
@@ -190,16 +190,6 @@ def cache_key(paths: list[str], boxes: np.ndarray | None, *, hw: tuple[int, int]
     if boxes is not None:
         digest.update(np.ascontiguousarray(boxes, dtype=np.float64).tobytes())
     return digest.hexdigest()[:20]
-
-
-def key_path(path: str, root: Path | None) -> str:
-    """`path` relative to `root` when it lies under it (as posix text), else as given."""
-    if root is None:
-        return path
-    try:
-        return Path(os.path.abspath(path)).relative_to(root).as_posix()
-    except ValueError:
-        return path
 
 
 def prepare_images(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, progress: Progress = SILENT,

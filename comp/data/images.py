@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 from comp.progress import SILENT, Progress
 from comp.workspace import write_json
 
-CHECK_CACHE_VERSION = 1
+CHECK_CACHE_VERSION = 2  # 2: keyed on paths relative to the workspace (1: absolute paths)
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -47,6 +47,22 @@ def _stamp(path: str) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
+def key_path(path: str, root: Path | None) -> str:
+    """`path` relative to `root` when it lies under it (as posix text), else as given."""
+    if root is None:
+        return path
+    try:
+        return Path(os.path.abspath(path)).relative_to(root).as_posix()
+    except ValueError:
+        return path
+
+
+def key_root(cache_file: Path | None) -> Path | None:
+    """The workspace of a cache file (<workspace>/.cache/<name>.json): its keys are paths relative to it, so a copied
+    workspace (its files' times kept) finds its entries."""
+    return None if cache_file is None else Path(os.path.abspath(cache_file)).parent.parent
+
+
 def _read_cache(cache_file: Path | None, version: int) -> dict[str, dict]:
     if cache_file is None or not cache_file.is_file():
         return {}
@@ -67,22 +83,25 @@ def cached_map(
     n_workers: int | None = None,
     progress: Progress = SILENT,
 ) -> dict[str, dict]:
-    """fn(path) for every path, in threads, cached in `cache_file` by path, size and mtime.
+    """fn(path) for every path, in threads, cached in `cache_file` by path (relative to the workspace holding the
+    cache file, `key_root`), size and mtime.
 
-    Returns the whole cache (path -> fn's dict + "stamp"); a rerun only calls fn on new or changed files.
+    Returns path -> fn's dict + "stamp" for `paths`; a rerun only calls fn on new or changed files.
     """
     cache = _read_cache(cache_file, version)
+    root = key_root(cache_file)
+    keys = {p: key_path(p, root) for p in paths}
     stamps = {p: _stamp(p) for p in paths}
-    todo = sorted({p for p in paths if cache.get(p, {}).get("stamp") != stamps[p]})
+    todo = sorted({p for p in paths if cache.get(keys[p], {}).get("stamp") != stamps[p]})
     if todo:
         workers = n_workers or min(8, (os.cpu_count() or 2) * 2)
         with ThreadPoolExecutor(workers) as pool:
             results = pool.map(fn, todo, chunksize=16)
             for path, out in zip(todo, progress.track(results, total=len(todo), description=description)):
-                cache[path] = {**out, "stamp": stamps[path]}
+                cache[keys[path]] = {**out, "stamp": stamps[path]}
         if cache_file is not None:
             write_json(cache_file, {"version": version, "files": cache})
-    return cache
+    return {p: cache[keys[p]] for p in paths}
 
 
 def _inspect(path: str) -> dict:
@@ -116,8 +135,9 @@ def record_checks(cache_file: Path, infos: dict[str, dict]) -> None:
     if not infos:
         return
     cache = _read_cache(cache_file, CHECK_CACHE_VERSION)
+    root = key_root(cache_file)
     for path, info in infos.items():
-        cache[path] = {**info, "stamp": _stamp(path)}
+        cache[key_path(path, root)] = {**info, "stamp": _stamp(path)}
     write_json(cache_file, {"version": CHECK_CACHE_VERSION, "files": cache})
 
 
@@ -135,5 +155,5 @@ def check_images(
     """
     cache = cached_map(paths, _inspect, cache_file, version=CHECK_CACHE_VERSION, description="checking images",
                        n_workers=n_workers, progress=progress)
-    rows = [{k: v for k, v in cache[p].items() if k != "stamp"} for p in paths]
+    rows = [{**{k: v for k, v in cache[p].items() if k != "stamp"}, "path": p} for p in paths]  # this copy's path
     return pd.DataFrame(rows, columns=["path", "ok", "error", "width", "height", "mode", "format", "bytes"])

@@ -13,7 +13,7 @@ from comp.data.images import cached_map, check_images, read_rgb
 from comp.progress import SILENT, Progress
 from comp.workspace import Workspace
 
-FEATURE_CACHE_VERSION = 1
+FEATURE_CACHE_VERSION = 2  # 2: keyed on paths relative to the workspace (comp.data.images.cached_map)
 THUMB = 64  # longest side of the thumbnail that colour statistics are computed on
 FEATURES = ("r", "g", "b", "brightness", "contrast", "dhash", "sha")
 

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from comp.config import Config
-from comp.data.cache import key_path
+from comp.data.images import key_path
 from comp.data.tables import Tables, as_written, load_tables, outside_root_warning
 from comp.errors import CompError
 from comp.eda import plots, stats
