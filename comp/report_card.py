@@ -53,7 +53,9 @@ def _tile(label: str, value: str, sub: str = "") -> str:
 
 
 def score_tiles(scores: dict, planned_epochs: Any) -> list[str]:
-    """CV +- std, the honest estimate, OOF, epochs kept, minutes."""
+    """CV +- std, the honest estimate, OOF, epochs kept, training time (comp's one time format, comp.output.clock)."""
+    from comp.output import clock
+
     metric = str(scores.get("metric", "score"))
     n = len(scores.get("folds") or {})
     cv = f"{fmt(scores.get('mean'))} ± {fmt(scores.get('std'))}"
@@ -73,7 +75,7 @@ def score_tiles(scores: dict, planned_epochs: Any) -> list[str]:
               + (f"; honest OOF {fmt(fig['honest_oof'])}" if fig["honest_oof"] != scores.get("oof") else "")),
         _tile("epochs kept per fold", kept, (f"checkpoint: {checkpoint}; " if checkpoint else "")
               + f"of {planned_epochs} planned"),
-        _tile("training minutes", fmt(total, 1), "all folds together"),
+        _tile("training time", clock(None if total is None else 60 * float(total)), "all folds together"),
     ]
 
 

@@ -385,6 +385,7 @@ def scores_html(scores: dict) -> str:
     per-fold table; scores.json from before epoch selection was recorded falls back to the CV mean."""
     import html
 
+    from comp.output import clock  # comp's one time format (58s, 1m02s), as the terminal prints it
     from comp.report_card import HONEST_SOURCE, direction, fmt, honest_figures
 
     selection = scores.get("selection") or {}
@@ -396,7 +397,7 @@ def scores_html(scores: dict) -> str:
             epochs = (selection.get(key) or {}).get("epochs") or {}
             if epochs:
                 row[name] = epochs.get(f, epochs.get(str(f)))
-        rows.append({**row, "val loss": scores["val_losses"][f], "minutes": scores["minutes"][f]})
+        rows.append({**row, "val loss": scores["val_losses"][f], "time": clock(60 * float(scores["minutes"][f]))})
     note = "" if scores["complete"] else f"<p class='note'>folds not trained yet: {scores['missing_folds']}</p>"
     summary = ""
     if scores["mean"] is not None:

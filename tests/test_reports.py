@@ -197,8 +197,12 @@ def test_report_opens_with_the_summary_card_and_ends_with_the_config_collapsed(t
     assert text.index("id='summary'") < text.index("id='fold-train'") < text.index("id='config'")
     assert "<table" not in text[:text.index("id='summary'")]  # nothing before the card
     for shown in ("0.5500 ± 0.0500", "0.5200", "0.6100 (optimistic)", "0.5400", "TTA chosen", "nested 0.5300",
-                  "checkpoint: best", ">0.5<"):  # CV, honest, best-on-fold, OOF, TTA, minutes
+                  "checkpoint: best", ">30s<"):  # CV, honest, best-on-fold, OOF, TTA, time (2 x 0.25 minutes)
         assert shown in card, shown
+    assert "training time" in card and "minutes" not in card
+    fold_table = tables_of(section(text, "fold-train"))[0]
+    assert "time" in fold_table[0] and "minutes" not in fold_table[0]
+    assert [row[fold_table[0].index("time")] for row in fold_table[1:]] == ["15s", "15s"]
     [subs] = tables_of(card)
     assert subs[1][:3] == ["blend1", "other, baseline", "0.750"] and subs[1][-1] == "0.5700" and len(subs) == 2
     config = section(text, "config")
