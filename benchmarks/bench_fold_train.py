@@ -5,7 +5,7 @@ The hand-written loop (this file run with --hand) imports torch and timm, decode
 one uint8 tensor, and per fold trains with batch-level augmentation (one random resized crop per
 batch, per-sample flips), validates every epoch and saves the best weights: what a competitor
 writes by hand. comp runs with the defaults a user gets (train.num_workers auto, augment.preset
-auto, train.checkpoint_seconds 60, the start-up helper of comp.prefetch, a cold cache: each round
+auto, train.checkpoint_seconds 60, a cold cache: each round
 starts from a workspace without .cache/, folds/ or outputs). Rounds alternate; the best of
 --rounds is kept for each. Figure of merit: comp / hand (goal <= 1.10).
 

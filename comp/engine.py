@@ -462,8 +462,7 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
              ws: Workspace, progress: Progress = SILENT,
              on_epoch: Callable[[int, dict], None] | None = None, resumable: bool = True,
              targets: RowTargets | None = None, checkpoints: bool = True,
-             make_loaders: Callable[..., tuple[DataLoader, DataLoader]] | None = None,
-             writer: CheckpointWriter | None = None) -> FoldResult:
+             make_loaders: Callable[..., tuple[DataLoader, DataLoader]] | None = None) -> FoldResult:
     """Train on fold_of != fold, validate on fold_of == fold; write out_dir/{best.pt,last.pt,history.csv}.
 
     Resumes from last.pt when it matches cfg.train_hash(); returns at once when the fold finished.
@@ -484,10 +483,6 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
             tuning passes one that reuses a previous trial's loaders when their data settings are the same.
         targets: per-row targets of tables.train (soft pseudo labels, a teacher's probabilities); see
             comp.recipes.targets. Rows with fold_of -1 train in every fold and are never validated on.
-        writer: a checkpoint writer shared by several folds (comp.train.fold_train): the fold's last checkpoints
-            are queued on it and fit_fold returns without waiting for them, so they are written while the next
-            fold starts; the caller waits (and keeps the fold's lock) until they are on disk. Default: the fold's
-            own writer, waited for before fit_fold returns.
     """
     out_dir = Path(out_dir)
     done = finished_result(out_dir, cfg, fold)
@@ -516,8 +511,7 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
         elif ckpt is not None:
             resume(parts, state, ckpt)
             log.info("fold %d: resuming from epoch %d", fold, state.epoch + 1)
-        own_writer = checkpoints and writer is None
-        writer = CheckpointWriter() if own_writer else writer if checkpoints else None
+        writer = CheckpointWriter() if checkpoints else None  # writes while the next epoch trains
         sink = FoldCheckpoints(writer, cfg.train.checkpoint_seconds if resumable else math.inf) if writer else None
         try:
             run_epochs(cfg, tables, fold, out_dir, parts, state, loaders, val_idx,
@@ -526,13 +520,10 @@ def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_di
         except BaseException:
             stop_writing(sink, writer)  # a stopped fold still leaves its last finished epoch on disk
             raise
-        if own_writer:
-            close_writer(writer)
+        close_writer(writer)  # the fold's checkpoints are on disk before its result is returned
     distributed.barrier()  # rank 0 has written best.pt and last.pt
     result = memory_result(tables, fold, state, val_idx)
     if result is None:  # read back from the files
-        if writer is not None:
-            writer.wait()
         result = finished_result(out_dir, cfg, fold)
     if result is None:
         raise CompError(f"fold {fold} finished but {FoldFiles(out_dir).best} cannot be read back; check the disk and rerun")

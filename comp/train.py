@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager as ContextManager, ExitStack, nullcontext
+from contextlib import AbstractContextManager as ContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +20,7 @@ from comp import distributed
 from comp.config import Config, read_yaml
 from comp.data.checked import load_checked_tables
 from comp.data.tables import Tables, targets_by_id
-from comp.checkpoint import CheckpointWriter
-from comp.engine import FoldResult, close_writer, finished_result, fit_fold
+from comp.engine import FoldResult, finished_result, fit_fold
 from comp.errors import CompError
 from comp.lrfind import lr_chosen
 from comp.locks import FoldLocked, fold_lock, live_holder, short_lock
@@ -134,50 +133,27 @@ def fold_train(cfg: Config, ws: Workspace, exp: str, *, folds: str | Sequence[in
     tables, fold_of = prepare_experiment(cfg, ws, exp, force=force, progress=progress)
     skipped = []
     fresh: dict[Path, FoldResult] = {}  # what this process trained, by run folder: aggregated without reading back
-    # One checkpoint writer for every fold: a fold's last best.pt/last.pt are written while the next fold builds its
-    # loaders and model, and the fold's lock is released (in the writer thread) once they are on disk. Under DDP each
-    # fold's writes land before the ranks meet at the fold's end, as before.
-    writer = None if distributed.active() else CheckpointWriter()
-    try:
-        for fold in progress.track(selected, description="folds"):
-            try:
-                with ExitStack() as held:
-                    held.enter_context(fold_lock_if_main(ws.fold_dir(exp, fold)))
-                    held.push(functools.partial(_land_if_failing, writer))  # runs before the lock is released
-                    with fold_log(ws.fold_files(exp, fold).log, progress,
-                                  enabled=fold_logs and aggregate and distributed.is_main()) as shown:
-                        fold_tables, fold_rows, targets = fold_inputs(cfg, ws, exp, tables, fold_of, fold, progress=shown)
-                        for run_cfg, out_dir, _ in fold_runs(cfg, ws, exp, fold):  # one run, or one per train.seeds entry
-                            fresh[out_dir] = fit_fold(
-                                run_cfg, fold_tables, fold_rows, fold, out_dir, ws=ws, progress=shown, targets=targets,
-                                writer=writer, on_epoch=None if on_epoch is None else functools.partial(on_epoch, fold))
-                    if writer is not None:  # the lock stays until the fold's checkpoints are on disk
-                        writer.then(held.pop_all().close)
-            except FoldLocked as exc:
-                if folds is None or distributed.active():
-                    raise
-                log.warning("fold %d skipped: %s", fold, exc)
-                skipped.append(fold)
-        if skipped and len(skipped) == len(selected):
-            raise CompError(f"every selected fold ({','.join(map(str, skipped))}) is being trained by another "
-                            "process; nothing to do here")
-        if not aggregate or not distributed.is_main():
-            close_writer(writer)
-            return {}
-        # the last fold's checkpoints are written while the report's figures are drawn; oof.csv, scores.json and
-        # the report wait for them (nothing claims a fold whose files are not on disk)
-        return aggregate_folds(cfg, ws, exp, tables, fold_of, fresh=fresh, landed=lambda: close_writer(writer))
-    except BaseException:
-        close_writer(writer, failing=True)  # queued checkpoints still reach the disk; the locks are released
-        raise
-
-
-def _land_if_failing(writer: CheckpointWriter | None, exc_type: type | None, *_: object) -> bool:
-    """Exit callback of a fold's block: when the fold fails (Ctrl-C included), its queued checkpoints reach the disk
-    before its lock is released. Never suppresses the exception."""
-    if exc_type is not None:
-        close_writer(writer, failing=True)
-    return False
+    for fold in progress.track(selected, description="folds"):
+        try:  # the fold's checkpoints are on disk when fit_fold returns or raises, before its lock is released
+            with fold_lock_if_main(ws.fold_dir(exp, fold)), \
+                    fold_log(ws.fold_files(exp, fold).log, progress,
+                             enabled=fold_logs and aggregate and distributed.is_main()) as shown:
+                fold_tables, fold_rows, targets = fold_inputs(cfg, ws, exp, tables, fold_of, fold, progress=shown)
+                for run_cfg, out_dir, _ in fold_runs(cfg, ws, exp, fold):  # one run, or one per train.seeds entry
+                    fresh[out_dir] = fit_fold(
+                        run_cfg, fold_tables, fold_rows, fold, out_dir, ws=ws, progress=shown, targets=targets,
+                        on_epoch=None if on_epoch is None else functools.partial(on_epoch, fold))
+        except FoldLocked as exc:
+            if folds is None or distributed.active():
+                raise
+            log.warning("fold %d skipped: %s", fold, exc)
+            skipped.append(fold)
+    if skipped and len(skipped) == len(selected):
+        raise CompError(f"every selected fold ({','.join(map(str, skipped))}) is being trained by another "
+                        "process; nothing to do here")
+    if not aggregate or not distributed.is_main():
+        return {}
+    return aggregate_folds(cfg, ws, exp, tables, fold_of, fresh=fresh)
 
 
 def resolve_lr(cfg: Config, ws: Workspace, exp: str, *, force: bool, progress: Progress) -> tuple[Config, bool]:
@@ -261,24 +237,19 @@ def seed_results(cfg: Config, ws: Workspace, exp: str, tables: Tables | None = N
 
 
 def aggregate_folds(cfg: Config, ws: Workspace, exp: str, tables: Tables, fold_of: np.ndarray, *,
-                    fresh: dict[Path, FoldResult] | None = None, landed: Callable[[], None] | None = None) -> dict:
+                    fresh: dict[Path, FoldResult] | None = None) -> dict:
     """oof.csv, scores.json and the report from the finished folds' best.pt, under the experiment's lock.
 
-    fresh: results of the runs this process just trained (see seed_results). landed: waits until their checkpoints
-    are on disk (raising a failed write); called after the report's figures are drawn and before anything is written
-    that claims those folds.
+    fresh: results of the runs this process just trained (see seed_results).
     """
     with short_lock(ws.exp_lock(exp), f"aggregating {exp}"):
-        return _aggregate(cfg, ws, exp, tables, fold_of, fresh=fresh, landed=landed)
+        return _aggregate(cfg, ws, exp, tables, fold_of, fresh=fresh)
 
 
 def _aggregate(cfg: Config, ws: Workspace, exp: str, tables: Tables, fold_of: np.ndarray, *,
-               fresh: dict[Path, FoldResult] | None, landed: Callable[[], None] | None) -> dict:
+               fresh: dict[Path, FoldResult] | None) -> dict:
     results, per_seed = seed_results(cfg, ws, exp, tables, fresh)
     if cfg.train.checkpoint == "nested" and results:
-        if landed is not None:  # best.pt is rewritten below: the fold's own final writes must be on disk first
-            landed()
-            landed = None
         metric = get_metric(cfg.metric, tables.task)
         keep_nested_epochs(results, {f: [d for _, d, _ in fold_runs(cfg, ws, exp, f)] for f in results}, metric=metric,
                            score=lambda ids, probs: metric(targets_by_id(tables, ids), probs))
@@ -287,8 +258,6 @@ def _aggregate(cfg: Config, ws: Workspace, exp: str, tables: Tables, fold_of: np
     scores = {**summarise(cfg, tables, oof, results), **lr_chosen(ws, exp, cfg)}
     scores.update(recipe_scores(cfg, ws, exp, tables, fold_of, per_seed, scores))
     section = report_section(ws, exp, tables, oof, results, scores)
-    if landed is not None:
-        landed()
     write_csv(ws.oof_csv(exp), oof)
     write_json(ws.scores_json(exp), scores)
     add_section(ws, exp, "fold-train", "Fold training", section, order=20)

@@ -113,7 +113,6 @@ def no_training(monkeypatch):
         return scores
 
     monkeypatch.setattr(comp.train, "fold_train", fake)
-    monkeypatch.setattr("comp.prefetch.start", lambda *a, **k: None)
 
 
 # ---------------------------------------------------------------- provenance (issue 28, item 9)

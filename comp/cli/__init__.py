@@ -105,9 +105,6 @@ def first_line(argv: list[str]) -> str | None:
 def main() -> None:
     import sys
 
-    from comp.startup import pause_collector
-
-    pause_collector()  # until the command's libraries are imported (comp.startup)
     line = first_line(sys.argv[1:])
     if line and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone
         sys.stderr.write(line + "\n")

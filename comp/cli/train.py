@@ -16,7 +16,6 @@ from comp.progress import SILENT
 
 if TYPE_CHECKING:
     from comp.config import Config
-    from comp.prefetch import Prefetch
     from comp.workspace import Workspace
 
 
@@ -66,11 +65,8 @@ def fold_train_command(
         if devices is not None:
             return run_on_devices(ws, cfg, experiment, devices=devices, overrides=overrides, fold=fold, force=force,
                                   origins=origins, track=names)
-        from comp import prefetch
-
         sigterm_as_interrupt()  # a preempted or killed run writes its last finished epoch and prints the resume command
-        helper = prefetch.start(ws.root, cfg)  # image check + cache and folds on another core while torch imports
-        scores = train_here(ws, cfg, experiment, origins, fold=fold, force=force, track=names, helper=helper)
+        scores = train_here(ws, cfg, experiment, origins, fold=fold, force=force, track=names)
     except KeyboardInterrupt:
         err_console.print("interrupted: finished folds and epochs are kept; resume with:", highlight=False)
         err_console.print(resume_command(str(workspace), experiment, overrides, fold), highlight=False, markup=False)
@@ -82,20 +78,10 @@ def fold_train_command(
 
 
 def train_here(ws: Workspace, cfg: Config, experiment: str, origins: dict, *, fold: str | None, force: bool,
-               track: tuple[str, ...] | None, helper: Prefetch | None = None) -> dict | None:
-    """Train in this process (or as one torchrun rank); the scores on rank 0, None on the other ranks.
-
-    helper: the start-up process (comp.prefetch) to wait for once torch is imported, before the tables are read.
-    """
+               track: tuple[str, ...] | None) -> dict | None:
+    """Train in this process (or as one torchrun rank); the scores on rank 0, None on the other ranks."""
     from comp import distributed  # torch loads only for the commands that train
     from comp.pipeline import train_experiment
-    from comp.startup import imports_done
-
-    import comp.train  # noqa: F401 - timm, albumentations, matplotlib: imported while the helper (if any) works
-
-    imports_done()  # the command's libraries are in: the collector comes back (comp.startup)
-    if helper is not None:
-        helper.finish()
 
     with distributed.process_group(cfg.train.device):
         main = distributed.is_main()
