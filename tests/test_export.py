@@ -252,6 +252,23 @@ def test_export_refuses_what_it_cannot_reproduce(tiny_ws, tmp_path, one_torch_th
     assert bad_id.exit_code == 2
 
 
+def test_bundle_with_weights_that_are_not_safetensors_ends_in_one_error_line(tiny_ws, tmp_path, bare_python,
+                                                                            one_torch_thread):
+    """predict.py itself, run where comp is not importable, on a weights file replaced by a torch pickle: exit 2 and
+    one `error:` line naming the file and saying to re-export (not safetensors' raw traceback)."""
+    fake_member(tiny_ws, "m", member_spec(), seed=1)
+    assert invoke(tiny_ws, "ensemble", "-e", "m", "--name", "s").exit_code == 0
+    exported = invoke(tiny_ws, "export", "s", "--to", str(tmp_path / "b"), "--check", "0")
+    assert exported.exit_code == 0, exported.output
+    torch.save({"w": torch.zeros(2)}, tmp_path / "b" / "m.fold0.safetensors")  # a torch file where safetensors belongs
+    done = run_bundle(bare_python, tmp_path / "b", tmp_path, "--images", str(tiny_ws / "data" / "images"),
+                      "--csv", str(tiny_ws / "data" / "test.csv"), "--out", str(tmp_path / "sub.csv"), "--device", "cpu")
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and len(errors) == 1, done.stderr
+    assert "m.fold0.safetensors is not a safetensors weights file" in errors[0] and "re-export" in errors[0], errors
+    assert "Traceback" not in done.stderr and not (tmp_path / "sub.csv").exists()
+
+
 def test_bundle_code_matches_comp_step_by_step(tmp_path):
     """Drift guard: each step of predict.py against the comp function it copies."""
     import albumentations  # noqa: F401  (comp's eval pipeline)

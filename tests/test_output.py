@@ -130,6 +130,25 @@ def test_first_line_names_what_loads() -> None:
     assert first_line(["leaderboard"]) is None and first_line([]) is None
 
 
+def test_first_line_is_printed_before_torch_is_imported(tiny_ws, tmp_path) -> None:
+    """`python -m comp fold-train` says what it loads before it imports torch. A stand-in torch package first on
+    the path marks the moment torch is imported (and stops the run there, so the test costs no real import)."""
+    import os
+    import subprocess
+
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("import sys\nsys.stderr.write('TORCH IMPORTED\\n')\nsys.stderr.flush()\n"
+                                      "raise SystemExit(3)\n")
+    env = {**os.environ, "PYTHONPATH": str(fake.parent), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    done = subprocess.run([sys.executable, "-m", "comp", "fold-train", "--workspace", str(tiny_ws)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    lines = (done.stdout + done.stderr).splitlines()
+    assert "TORCH IMPORTED" in done.stderr, done.stderr  # the verb does import torch: the order below means something
+    err = done.stderr.splitlines()
+    assert err[0] == "comp fold-train: loading torch, timm, albumentations ..." and err[1] == "TORCH IMPORTED", lines
+
+
 def test_epoch_line_shows_the_last_steps_lr_speed_and_best() -> None:
     import torch
 
