@@ -237,6 +237,9 @@ CASES = [
     # --k
     Case("folds --k 0", None, ("folds", "--k", "0"), r"--k must be 2 or more", "--k"),
     Case("folds --k 1", None, ("folds", "--k", "1"), r"--k must be 2 or more", "--k"),
+    Case("fold-train: batch_size larger than a fold", None, ("fold-train", "--k", "2", "--set", "train.batch_size=1000"),
+         r"train\.batch_size=1000 is larger than the \d+ training samples per epoch.*; lower train\.batch_size$",
+         "train.batch_size"),
     Case("fold-train --k 1", None, ("fold-train", "--k", "1"), r"folds\.k must be 2 or more, got 1 \(--set\)$", "folds.k"),
     Case("--k too big", None, ("folds", "--k", "9"), r"k=9 folds need at least 9 groups per class.*smaller --k", "--k"),
     # train.csv
