@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from comp.ensemble import fit_blend, fit_weights
-from comp.metrics import get_metric
+from comp.blend.ensemble import fit_blend, fit_weights
+from comp.core.metrics import get_metric
 
 
 def synthetic(rows: int, members: int, classes: int, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:

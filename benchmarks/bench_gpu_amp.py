@@ -3,7 +3,7 @@
 Needs a CUDA GPU. Three loops over the same preloaded GPU batches:
   plain fp32      model NCHW, full precision (what a first script does)
   plain amp+cl    a hand-written loop with autocast (bf16 where supported) and channels_last
-  comp            comp.engine.train_one_epoch with the parts comp builds (amp=auto, channels_last)
+  comp            comp.train.engine.train_one_epoch with the parts comp builds (amp=auto, channels_last)
 Prints images/s of each, the speed-up of comp over plain fp32, and comp's overhead against the
 hand-written AMP loop (goal <= 1.10).
 """
@@ -21,10 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from comp.config import build_config
-from comp.engine import FitState, train_one_epoch
-from comp.parts import build_parts
-from comp.progress import SILENT
+from comp.core.config import build_config
+from comp.train.engine import FitState, train_one_epoch
+from comp.train.parts import build_parts
+from comp.core.progress import SILENT
 
 
 def batches(n: int, batch_size: int, size: int, n_classes: int, device: torch.device) -> list:

@@ -32,8 +32,8 @@ def card_limit(model: str, size: int, batch: int, steps: int = 40) -> float:
     import torch
     from bench_gpu_amp import batches, plain_loop, timed
 
-    from comp.config import build_config
-    from comp.parts import build_parts
+    from comp.core.config import build_config
+    from comp.train.parts import build_parts
 
     torch.backends.cudnn.benchmark = True
     cfg = build_config({"model": {"name": model, "pretrained": False},
@@ -61,13 +61,13 @@ def loader_rate(ws: Path, seconds: float = 20.0) -> float:
     """comp's training loader alone (cache, augmentation, the workers fold-train picks): images/s, no model."""
     import numpy as np
 
-    from comp.config import load_config
+    from comp.core.config import load_config
     from comp.data.cache import prepare_images
     from comp.data.tables import load_tables
-    from comp.loaders import train_loader
-    from comp.workspace import Workspace
+    from comp.train.loaders import train_loader
+    from comp.core.layout import Layout
 
-    wsp = Workspace.at(ws)
+    wsp = Layout.at(ws)
     cfg = load_config(ws, "gpu")
     tables = load_tables(cfg, wsp, check_images=False)
     store = prepare_images(tables.train, cfg, wsp)
@@ -122,9 +122,9 @@ def main() -> int:
                   "device": "cpu" if args.smoke else "cuda", "early_stopping": args.epochs + 1}}))
     comp_cli(["folds", "--k", "5"], ws)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "from comp.config import load_config; from comp.workspace import Workspace; "
+    subprocess.run([sys.executable, "-c", "from comp.core.config import load_config; from comp.core.layout import Layout; "
                     "from comp.data.checked import load_checked_tables; "
-                    "load_checked_tables(load_config('.', 'gpu'), Workspace.at('.'))"], cwd=ws, check=True)
+                    "load_checked_tables(load_config('.', 'gpu'), Layout.at('.'))"], cwd=ws, check=True)
     cache_s = time.perf_counter() - start
     print(f"decoded cache of train + test built in {cache_s:.0f} s", flush=True)
     wall = comp_cli(["fold-train", "-e", "gpu", "--folds", "0"], ws)

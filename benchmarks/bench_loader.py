@@ -4,7 +4,7 @@ Writes N photo-like 384x512 (w x h) JPEGs to a temporary folder and measures tra
 of one worker (default --workers 0: loading in the main process, so the number is per worker)
 at a 224 px input:
   (a) naive: PIL open + RGB convert + torchvision Resize(224) + flip + ToTensor + Normalize, every epoch;
-  (b) comp: prepare_images (built once, timed separately) + comp.loaders.train_loader, light preset.
+  (b) comp: prepare_images (built once, timed separately) + comp.train.loaders.train_loader, light preset.
 Both are measured in the same run, alternating, best of --rounds each; the ratio (b)/(a) is the
 figure of merit (goal >= 8x).
 
@@ -38,11 +38,11 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
 
-from comp.config import Config  # noqa: E402
+from comp.core.config import Config  # noqa: E402
 from comp.data.cache import prepare_images  # noqa: E402
 from comp.data.dataset import set_epoch  # noqa: E402
-from comp.loaders import train_loader  # noqa: E402
-from comp.workspace import Workspace  # noqa: E402
+from comp.train.loaders import train_loader  # noqa: E402
+from comp.core.layout import Layout  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -130,7 +130,7 @@ def main() -> None:
                                      "augment": {"preset": "light"},
                                      "train": {"batch_size": args.batch, "num_workers": args.workers,
                                                "device": args.device}})
-        ws = Workspace.at(root / "ws")
+        ws = Layout.at(root / "ws")
         start = time.perf_counter()
         store = prepare_images(pd.DataFrame({"path": paths}), cfg, ws)
         build_s = time.perf_counter() - start

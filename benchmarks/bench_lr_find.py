@@ -1,9 +1,9 @@
 """The learning-rate finder against a small lr grid: finder suggestion / best grid lr (goal: within a factor of 3).
 
-On the demo digits (comp.demo_data, 32 px), for each model trained from scratch: train fold 0 for
+On the demo digits (comp.init.demo, 32 px), for each model trained from scratch: train fold 0 for
 --epochs epochs at each lr of the grid (the demo experiment's optimizer, schedule, augmentation and
 loader), take the lr with the best validation metric (ties: lower validation loss), run the range
-test (comp.lrfind) on the same fold, and print suggestion / best for every rule. A ratio in
+test (comp.train.lrfind) on the same fold, and print suggestion / best for every rule. A ratio in
 [1/3, 3] meets the goal.
 
     .venv/bin/python benchmarks/bench_lr_find.py [--models test_resnet,resnet10t] [--grid 1e-4,3e-4,1e-3,3e-3,1e-2]
@@ -40,19 +40,19 @@ def main() -> None:
 
     import numpy as np
 
-    from comp.config import load_config
+    from comp.core.config import load_config
     from comp.data.checked import load_checked_tables
-    from comp.demo_data import build_demo
-    from comp.engine import fit_fold
+    from comp.init.demo import build_demo
+    from comp.train.engine import fit_fold
     from comp.folds import ensure_folds
-    from comp.lrfind import RULES, lr_range_test
-    from comp.workspace import Workspace
+    from comp.train.lrfind import RULES, lr_range_test
+    from comp.core.layout import Layout
 
     grid = [float(v) for v in args.grid.split(",")]
     total = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         data = build_demo(Path(tmp) / "demo", photos=args.photos)
-        ws = Workspace.at(data.root)
+        ws = Layout.at(data.root)
         print(f"demo digits: {data.n_train} training images, 32 px, fold 0 of 5; grid {grid}, {args.epochs} epochs")
         worst = 1.0
         for name in args.models.split(","):

@@ -187,9 +187,9 @@ def du(path: Path) -> int:
 
 def stages() -> dict[str, list[str]]:
     comp = [sys.executable, "-m", "comp"]
-    cache = ("from comp.config import load_config; from comp.workspace import Workspace; "
+    cache = ("from comp.core.config import load_config; from comp.core.layout import Layout; "
              "from comp.data.checked import load_checked_tables; "
-             "load_checked_tables(load_config('.', 'scale'), Workspace.at('.'))")
+             "load_checked_tables(load_config('.', 'scale'), Layout.at('.'))")
     return {
         "init": comp + ["init", "--from", "csv", "--train", "data/train.csv", "--test", "data/test.csv",
                         "--label-col", "label", "--group-col", "person", "--force"],
@@ -224,7 +224,7 @@ def measure(n: int, hw: tuple[int, int], *, px: int, batch: int, root: Path, kee
             if stage == "eda":
                 out["eda_found"] = eda_found(ws, planted)
         out["cache_bytes"] = du(ws / ".cache" / "images")
-        from comp.config import load_config
+        from comp.core.config import load_config
         from comp.data.cache import cache_hw
 
         h, w = cache_hw(load_config(ws, "scale"))

@@ -2,7 +2,7 @@
 
 Both loops train the same architecture on the same batches. The plain loop gets them as
 tensors already in memory (forward, cross-entropy, backward, AdamW step: nothing else); comp's
-loop is `comp.engine.train_one_epoch` fed by comp's loader over a warm decoded-image cache with
+loop is `comp.train.engine.train_one_epoch` fed by comp's loader over a warm decoded-image cache with
 augment.preset=none (resize + normalise only). Epochs alternate between the two loops and the
 best of --reps is kept for each, in the same run. Figure of merit: comp / plain (goal <= 1.10).
 
@@ -27,13 +27,13 @@ import torch.nn.functional as F  # noqa: E402
 import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from comp.config import load_config  # noqa: E402
+from comp.core.config import load_config  # noqa: E402
 from comp.data.tables import load_tables  # noqa: E402
-from comp.engine import FitState, build_loaders, train_one_epoch  # noqa: E402
-from comp.models import build_model  # noqa: E402
-from comp.parts import build_parts  # noqa: E402
-from comp.progress import SILENT  # noqa: E402
-from comp.workspace import Workspace  # noqa: E402
+from comp.train.engine import FitState, build_loaders, train_one_epoch  # noqa: E402
+from comp.model.factory import build_model  # noqa: E402
+from comp.train.parts import build_parts  # noqa: E402
+from comp.core.progress import SILENT  # noqa: E402
+from comp.core.layout import Layout  # noqa: E402
 
 
 def write_workspace(root: Path, *, n: int, size: int, n_classes: int = 4, seed: int = 0) -> None:
@@ -98,7 +98,7 @@ def main() -> None:
                      f"train.device={args.device}", f"train.amp='{args.amp}'", "train.scheduler=none",
                      "train.warmup_epochs=0", "train.weight_decay=0", "train.epochs=100"]
         cfg = load_config(root, "baseline", overrides)
-        ws = Workspace.at(root)
+        ws = Layout.at(root)
         tables = load_tables(cfg, ws)
         idx = np.arange(len(tables.train))
         loader, _ = build_loaders(cfg, tables, idx, idx[:8], ws=ws, seed=0, progress=SILENT)  # warms the cache

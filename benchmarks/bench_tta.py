@@ -14,7 +14,7 @@ import time
 import timm
 import torch
 
-from comp.predict import build_tta, predict_tta
+from comp.infer.predict import build_tta, predict_tta
 
 
 def best_of(fn, repeats: int) -> float:

@@ -52,11 +52,11 @@ def main() -> None:
 
     from _workspace import write_images
 
-    import comp.engine as engine
+    import comp.train.engine as engine
     import comp.tune.objective as objective
-    from comp.config import load_config
+    from comp.core.config import load_config
     from comp.tune import tune_experiment
-    from comp.workspace import Workspace
+    from comp.core.layout import Layout
 
     box: dict[str, float] = {}
     engine.train_one_epoch = timed_into(box, "train", engine.train_one_epoch)
@@ -70,7 +70,7 @@ def main() -> None:
         write_images(root, n=args.n, size=64, experiment=exp)
         cfg = load_config(root, "baseline")
         start = time.perf_counter()
-        result = tune_experiment(Workspace(root), cfg, exp="baseline", trials=args.trials)
+        result = tune_experiment(Layout(root), cfg, exp="baseline", trials=args.trials)
         total = time.perf_counter() - start
     inside = box.get("train", 0.0) + box.get("validate", 0.0)
     trial = box.get("trial", 0.0)

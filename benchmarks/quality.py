@@ -121,7 +121,7 @@ def weights_file(case: Case) -> Path:
 
 
 def hidden_score(root: Path, ids: list[str], probs: np.ndarray, classes: list[str], metric: str) -> float:
-    from comp.metrics import get_metric
+    from comp.core.metrics import get_metric
 
     solution = pd.read_csv(root / "hidden" / "solution.csv", dtype=str).set_index("id")["label"]
     y = np.array([classes.index(v) for v in solution.loc[ids]])
@@ -131,7 +131,7 @@ def hidden_score(root: Path, ids: list[str], probs: np.ndarray, classes: list[st
 def run_comp(root: Path, case: Case, extra: list[str]) -> Result:
     """comp with its defaults: only model, image size, epochs, lr and batch set (and `extra` overrides)."""
     import comp
-    from comp.workspace import read_json
+    from comp.core.layout import read_json
 
     model = {"name": case.model, "pretrained": case.pretrained}
     if case.pretrained:
@@ -217,7 +217,7 @@ def run_hand(root: Path, case: Case) -> Result:
     import torch
     import torch.nn.functional as F
 
-    from comp.metrics import get_metric
+    from comp.core.metrics import get_metric
 
     start = time.perf_counter()
     cfg = yaml.safe_load((root / "comp.yaml").read_text())
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     args, cases = parse_args(argv)
     import torch
 
-    from comp.workspace import write_json
+    from comp.core.layout import write_json
 
     if args.threads:
         torch.set_num_threads(args.threads)

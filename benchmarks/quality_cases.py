@@ -95,7 +95,7 @@ def on_white(img: Image.Image) -> Image.Image:
 def build_digits(root: Path, quick: bool) -> None:
     """comp's demo workspace (digits photographed per subject; its test split is ~20% of the subjects of each
     class, drawn at random); its solution becomes hidden/solution.csv."""
-    from comp.demo_data import build_demo
+    from comp.init.demo import build_demo
 
     demo = build_demo(root, force=True, photos=2 if quick else 3, max_per_class=20 if quick else 60)
     solution = pd.read_csv(demo.solution, dtype=str).rename(columns={"ImageID": "id", "ans": "label"})

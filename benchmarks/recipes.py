@@ -7,9 +7,9 @@ Rows (every one trained on the same folds, from the same baseline settings: test
   swa        train.swa {start: 0.5}: SWA as a best.pt candidate
   pseudo     `comp pseudo --from plain --threshold T` (hard labels), then fold-train
   distill    train.distill {teacher: plain, alpha: 0.5, temperature: 2} (self-distillation)
-  lr-find    train.lr: auto                       (when comp/lrfind.py exists)
-  tta-auto   plain predicted with --tta auto       (when comp/tta_auto.py exists)
-  stack      plain through --method stack          (when comp/stack.py exists)
+  lr-find    train.lr: auto                       (when comp/train/lrfind.py exists)
+  tta-auto   plain predicted with --tta auto       (when comp/infer/tta_auto.py exists)
+  stack      plain through --method stack          (when comp/blend/stack.py exists)
   full       seeds + swa + pseudo + distill (+ lr auto), TTA hflip, blended with plain (stack when available)
   auto       `comp ensemble --method auto` over the single-recipe experiments (never below their plain mean)
 
@@ -59,16 +59,16 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from comp.config import load_config
+    from comp.core.config import load_config
     from comp.data.tables import load_tables
-    from comp.demo_data import build_demo
-    from comp.errors import CompError
-    from comp.metrics import get_metric
+    from comp.init.demo import build_demo
+    from comp.core.errors import CompError
+    from comp.core.metrics import get_metric
     from comp.pipeline import ensemble, predict
     from comp.recipes.pseudo import make_pseudo
-    from comp.submission import score_submission
-    from comp.train import fold_train
-    from comp.workspace import Workspace
+    from comp.blend.submission import score_submission
+    from comp.train.fold_train import fold_train
+    from comp.core.layout import Layout
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="comp-recipes-"))
     reuse = args.reuse and (root / "comp.yaml").is_file()
@@ -78,14 +78,14 @@ def main() -> None:
     if reuse:  # the workspace as a previous run left it (same folds, trained experiments kept)
         import pandas as pd
 
-        from comp.demo_data import DemoData
+        from comp.init.demo import DemoData
 
         demo = DemoData(root=root, n_train=len(pd.read_csv(root / "data" / "train.csv")),
                         n_test=len(pd.read_csv(root / "data" / "test.csv")), n_subjects=0,
                         solution=root / "hidden" / "solution.csv")
     else:
         demo = build_demo(root, photos=args.photos, max_per_class=args.per_class)
-    ws = Workspace.at(root)
+    ws = Layout.at(root)
     base = yaml.safe_load((root / "experiments" / "baseline.yaml").read_text())
     base["train"]["epochs"] = args.epochs
     base["train"]["batch_size"] = args.batch_size
@@ -146,11 +146,11 @@ def main() -> None:
     attempt("pseudo", pseudo)
     experiment("distill", train={"distill": {"teacher": "plain", "alpha": 0.5, "temperature": 2.0}})
     attempt("distill", lambda t0: (train("distill"), row("distill", ["distill"], t0, note="teacher: plain")))
-    lr_auto = available("comp.lrfind")
+    lr_auto = available("comp.train.lrfind")
     if lr_auto:
         experiment("lrfind", train={"lr": "auto"})
         attempt("lr-find", lambda t0: (train("lrfind"), row("lr-find", ["lrfind"], t0)))
-    stack = available("comp.stack")
+    stack = available("comp.blend.stack")
     if stack:
         attempt("stack", lambda t0: row("stack", ["plain"], t0, method="stack", note="stacker on plain's OOF"))
 
@@ -170,7 +170,7 @@ def main() -> None:
     trained = [m for m in ("plain", "seeds", "swa", "pseudo", "distill") if ws.scores_json(m).is_file()]
     attempt("auto", lambda t0: row("auto", trained, t0, method="auto",
                                    note=f"--method auto over {', '.join(trained)}"))
-    if available("comp.tta_auto"):  # last: it re-predicts plain, the pseudo and distill source
+    if available("comp.infer.tta_auto"):  # last: it re-predicts plain, the pseudo and distill source
         def tta_auto(t0: float) -> None:
             chosen = predict(ws, "plain", load_config(root, "plain"), tta="auto", oof=True)
             row("tta-auto", ["plain"], t0, note=f"chose {chosen.get('tta')}")

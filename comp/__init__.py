@@ -15,7 +15,7 @@ def __getattr__(name: str):  # loaded on first use, so `import comp` and `comp -
 
         return getattr(api, name)
     if name == "CompError":
-        from comp.errors import CompError
+        from comp.core.errors import CompError
 
         return CompError
     raise AttributeError(f"module 'comp' has no attribute {name!r}")

@@ -9,7 +9,7 @@
     ws.leaderboard()                                 # DataFrame: experiments, best CV first
 
 Progress shows as widgets in Jupyter, as bars on a terminal and as timed lines elsewhere; pass
-progress=False for none. Errors a user can fix are comp.errors.CompError with a one-line message.
+progress=False for none. Errors a user can fix are comp.core.errors.CompError with a one-line message.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Any
 
 import pandas as pd
 
-from comp.config import Config, resolve_config
-from comp.inline import rounded
-from comp.progress import SILENT
-from comp.workspace import Workspace as Paths
+from comp.core.config import Config, resolve_config
+from comp.core._inline import rounded
+from comp.core.progress import SILENT
+from comp.core.layout import Layout as Paths
 
 Overrides = Mapping[str, Any] | Sequence[str] | None
 
@@ -63,7 +63,7 @@ class Workspace:
         return f"comp.Workspace({str(self.root)!r})"
 
     def _progress(self) -> Any:
-        from comp.output import auto_progress
+        from comp.core.output import auto_progress
 
         return auto_progress() if self.show_progress else nullcontext(SILENT)
 
@@ -73,7 +73,7 @@ class Workspace:
 
     def config_sources(self, experiment: str = "baseline", overrides: Overrides = None) -> pd.DataFrame:
         """Every config key with its value and where it came from (as `comp config`)."""
-        from comp.config import value_sources
+        from comp.core.config import value_sources
 
         cfg, origins = resolve_config(self.root, experiment, as_overrides(overrides))
         return pd.DataFrame(value_sources(cfg, origins), columns=["key", "value", "source"])
@@ -104,7 +104,7 @@ class Workspace:
 
     def scores(self, experiment: str = "baseline") -> pd.DataFrame:
         """The scores of a trained experiment (scores.json) as fold_train returns them."""
-        from comp.workspace import read_json
+        from comp.core.layout import read_json
 
         return scores_frame(read_json(self.paths.scores_json(experiment)))
 
@@ -143,8 +143,8 @@ class Workspace:
 
     def leaderboard(self, sort: str = "cv", *, submissions: bool = False) -> pd.DataFrame:
         """Experiments (or submissions), best score first (as `comp leaderboard`)."""
-        from comp.leaderboard import experiment_rows, sort_rows, submission_rows
-        from comp.metrics import greater_is_better
+        from comp.blend.leaderboard import experiment_rows, sort_rows, submission_rows
+        from comp.core.metrics import greater_is_better
 
         better = greater_is_better(self.config().metric)
         if submissions:
@@ -154,7 +154,7 @@ class Workspace:
     def report(self, experiment: str = "baseline") -> Path:
         """Path of the experiment's self-contained report.html; a notebook cell shows its figures inline (curves,
         confusion matrix, highest-loss images, lr-find, TTA)."""
-        from comp.inline import ReportPath
+        from comp.core._inline import ReportPath
 
         return ReportPath(self.paths.report_html(experiment))
 
@@ -162,7 +162,7 @@ class Workspace:
         """The data report (as `comp eda`): eda/report.html; a notebook cell shows its figures inline.
         ["summary"]: the numbers (eda/summary.json), ["report"]: the page's path."""
         from comp.eda import run_eda
-        from comp.inline import Figures, embedded_figures
+        from comp.core._inline import Figures, embedded_figures
 
         with self._progress() as progress:
             result = run_eda(self.config(), self.paths, samples=samples, threshold=threshold, seed=seed,
@@ -175,9 +175,9 @@ class Workspace:
         """The learning-rate range test (as `comp lr-find`; options steps, start, end, rule); apply=True writes the
         suggestion as train.lr into experiments/<exp>.yaml. A notebook cell shows the plot; ["suggestion"], ["rule"],
         ["suggestions"] (every rule's lr) hold the numbers."""
-        from comp.inline import Figures, figure_files
-        from comp.lrfind import apply_lr, find_lr, rules_note
-        from comp.report import report_image
+        from comp.core._inline import Figures, figure_files
+        from comp.train.lrfind import apply_lr, find_lr, rules_note
+        from comp.report.page import report_image
 
         with self._progress() as progress:
             result = find_lr(self.config(experiment, overrides), self.paths, experiment, fold=fold, progress=progress,
@@ -191,11 +191,11 @@ class Workspace:
 
 
 def demo(directory: str | Path = "demo", *, force: bool = False, task: str = "multiclass", **options: Any) -> Workspace:
-    """Write the demo workspace (digits photographed per subject; options as comp.demo_data.build_demo) and return it.
+    """Write the demo workspace (digits photographed per subject; options as comp.init.demo.build_demo) and return it.
 
-    task: multilabel, regression, multitask or binary builds the digits as that kind (comp.demo_data.build_task_demo).
+    task: multilabel, regression, multitask or binary builds the digits as that kind (comp.init.demo.build_task_demo).
     """
-    from comp.demo_data import build_demo, build_task_demo
+    from comp.init.demo import build_demo, build_task_demo
 
     if task == "multiclass":
         build_demo(Path(directory), force=force, **options)

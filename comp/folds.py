@@ -1,6 +1,6 @@
 """Leakage-proof fold assignment: stratified on the label (x extra columns), grouped when a group exists.
 
-Per task kind (comp/tasks.py): multiclass and binary stratify on the label; regression on quantile bins of
+Per task kind (comp/core/tasks.py): multiclass and binary stratify on the label; regression on quantile bins of
 the target and multitask on the combined label (train["y"]), rare strata pooled; multilabel by iterative
 stratification of the tag matrix (the `multilabel` extra: iterative-stratification), one row per group so
 groups stay whole. Never imports torch.
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from comp.config import Config, read_yaml
+from comp.core.config import Config, read_yaml
 from comp.data.tables import Tables, duplicate_examples
-from comp.errors import CompError, did_you_mean
-from comp.workspace import Workspace, read_json, write_csv, write_json
+from comp.core.errors import CompError, did_you_mean
+from comp.core.layout import Layout, read_json, write_csv, write_json
 
 log = logging.getLogger("comp.folds")
 
@@ -351,7 +351,7 @@ def check_record(path: Path, wanted: dict) -> None:
                         "folds need fold-train --force)")
 
 
-def write_folds(ws: Workspace, folds: pd.DataFrame, record: dict) -> Path:
+def write_folds(ws: Layout, folds: pd.DataFrame, record: dict) -> Path:
     """folds/k{k}-s{seed}.csv and its record (.json); the record last, so a file without one is never trusted."""
     path = ws.folds_csv(record["k"], record["seed"])
     write_csv(path, folds)
@@ -386,7 +386,7 @@ class FoldsFile:
         return np.array([by_id[i] for i in train["id"].astype(str)], dtype=np.int64)
 
 
-def load_or_make_folds(ws: Workspace, tables: Tables, *, k: int, seed: int, group_col: str | None,
+def load_or_make_folds(ws: Layout, tables: Tables, *, k: int, seed: int, group_col: str | None,
                        stratify: tuple[str, ...] = (), force: bool = False) -> FoldsFile:
     """The folds file for (k, seed): read and checked when it exists, else (or with force) made and written.
 
@@ -406,7 +406,7 @@ def load_or_make_folds(ws: Workspace, tables: Tables, *, k: int, seed: int, grou
     return FoldsFile(write_folds(ws, folds, wanted), folds, wanted, made=True)
 
 
-def ensure_folds(ws: Workspace, tables: Tables, cfg: Config) -> FoldsFile:
+def ensure_folds(ws: Layout, tables: Tables, cfg: Config) -> FoldsFile:
     """The folds file the config asks for (folds.k, folds.seed, folds.stratify, data.group_col), made when missing."""
     return load_or_make_folds(ws, tables, k=cfg.folds.k, seed=cfg.folds.seed, group_col=cfg.data.group_col,
                               stratify=tuple(cfg.folds.stratify))
@@ -436,7 +436,7 @@ def parse_fold_selection(value: str | Sequence[int] | None, k: int, *, option: s
     return folds
 
 
-def check_trained_on(ws: Workspace, exp: str, train: pd.DataFrame) -> None:
+def check_trained_on(ws: Layout, exp: str, train: pd.DataFrame) -> None:
     """An experiment's OOF rows are only meaningful for the data its folds split: refuse when train.csv changed."""
     path = ws.config_yaml(exp)
     recorded = (read_yaml(path).get("folds_file") or {}) if path.is_file() else {}

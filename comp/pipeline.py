@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from comp.config import Config, load_config, resolve_config
-from comp.progress import SILENT, Progress
-from comp.workspace import Workspace
+from comp.core.config import Config, load_config, resolve_config
+from comp.core.progress import SILENT, Progress
+from comp.core.layout import Layout
 
 log = logging.getLogger("comp.pipeline")
 
@@ -23,19 +23,19 @@ def with_seed(overrides: Sequence[str], seed: int | None, key: str = "train.seed
     return list(overrides) + ([f"{key}={seed}"] if seed is not None else [])
 
 
-def train_experiment(ws: Workspace, exp: str, cfg: Config, origins: dict[str, str], *,
+def train_experiment(ws: Layout, exp: str, cfg: Config, origins: dict[str, str], *,
                      folds: Any = None, force: bool = False, progress: Progress = SILENT,
                      track: Sequence[str] | None = None, aggregate: bool = True, fold_logs: bool = True,
                      runner: Callable[..., dict] | None = None) -> dict:
     """fold_train (or `runner`, e.g. the --devices dispatcher) with trackers, config and environment sections.
 
-    origins: where each config value came from (comp.config.resolve_config's second value); required, because the
+    origins: where each config value came from (comp.core.config.resolve_config's second value); required, because the
     report's config table is drawn from it and without it every row would read `default`.
     """
-    from comp import distributed
-    from comp.report_sections import config_section, environment_section
-    from comp.track import open_trackers, parse_track
-    from comp.train import fold_train
+    from comp.run import distributed
+    from comp.report.sections import config_section, environment_section
+    from comp.train.track import open_trackers, parse_track
+    from comp.train.fold_train import fold_train
 
     names = cfg.track if track is None else parse_track(track)
     writes = aggregate and distributed.is_main()
@@ -66,21 +66,21 @@ def resume_command(ws_arg: str, exp: str, overrides: Sequence[str], folds: str |
     return shlex.join(parts)
 
 
-def predict(ws: Workspace, exp: str, cfg: Config, *, tta: str | None = None, oof: bool = False,
+def predict(ws: Layout, exp: str, cfg: Config, *, tta: str | None = None, oof: bool = False,
             progress: Progress = SILENT) -> dict:
     """predict_experiment, then the report's predict/TTA section.
 
-    tta "auto": choose the TTA on OOF (comp.tta_auto), then predict exactly as `--tta <chosen> --oof` does;
+    tta "auto": choose the TTA on OOF (comp.infer.tta_auto), then predict exactly as `--tta <chosen> --oof` does;
     predict.json also records the choice (`tta_auto`).
     """
     from comp.data.tables import load_tables
-    from comp.metrics import get_metric
-    from comp.predict import predict_experiment
-    from comp.report_sections import predict_section
+    from comp.core.metrics import get_metric
+    from comp.infer.predict import predict_experiment
+    from comp.report.sections import predict_section
 
     auto = None
     if tta == "auto":
-        from comp.tta_auto import choose_tta
+        from comp.infer.tta_auto import choose_tta
 
         auto = choose_tta(cfg, ws, exp, progress=progress)
         progress.log(f"--tta auto: {auto.chosen} (OOF {auto.metric} {auto.scores[auto.chosen]:.4f}; nested "
@@ -88,8 +88,8 @@ def predict(ws: Workspace, exp: str, cfg: Config, *, tta: str | None = None, oof
         tta, oof = auto.chosen, True
     summary = predict_experiment(cfg, ws, exp, tta=tta, oof=oof, progress=progress)
     if auto is not None:
-        from comp.locks import short_lock
-        from comp.workspace import write_json
+        from comp.core.locks import short_lock
+        from comp.core.layout import write_json
 
         summary = {**summary, "tta_auto": auto.record()}
         with short_lock(ws.exp_lock(exp), f"recording the TTA chosen for {exp}"):
@@ -97,28 +97,28 @@ def predict(ws: Workspace, exp: str, cfg: Config, *, tta: str | None = None, oof
     tables = load_tables(cfg, ws, check_images=False)
     predict_section(ws, exp, summary, get_metric(cfg.metric, tables.task), tables.classes, tables)
     if auto is not None:
-        from comp.tta_auto import tta_auto_section
+        from comp.infer.tta_auto import tta_auto_section
 
         tta_auto_section(ws, exp, auto, cfg.tta.merge)
     return summary
 
 
-def ensemble(ws: Workspace, experiments: Sequence[str], *, name: str | None = None, method: str = "mean",
+def ensemble(ws: Layout, experiments: Sequence[str], *, name: str | None = None, method: str = "mean",
              weights: str = "auto", bias: bool = False, oof_source: str = "auto", tta: str | None = None,
              seed: int = 0, overrides: Sequence[str] = (), progress: Progress = SILENT, stacker: str = "logreg",
              stack_log: bool = True) -> tuple[dict, dict]:
     """Predict stale members, fit the blend, write submissions/<name>.csv + .json; (how each member was used, result).
 
     method "stack": a second-level model (`stacker` logreg | hgb, on log-probabilities unless stack_log is
-    False) fitted on the members' OOF with a nested score (comp.stack); weights and bias do not apply.
+    False) fitted on the members' OOF with a nested score (comp.blend.stack); weights and bias do not apply.
     method "auto": the plain mean, fitted weights or a logreg stacker, whichever has the best nested score, the plain
-    mean unless another beats it (comp.blend_auto); the manifest's "auto" records every candidate.
+    mean unless another beats it (comp.blend.auto); the manifest's "auto" records every candidate.
     """
-    from comp.ensemble import METHODS
-    from comp.errors import CompError
-    from comp.predict import member_config, prepare_members
-    from comp.report_sections import ensemble_section
-    from comp.submission import make_submission
+    from comp.blend.ensemble import METHODS
+    from comp.core.errors import CompError
+    from comp.infer.predict import member_config, prepare_members
+    from comp.report.sections import ensemble_section
+    from comp.blend.submission import make_submission
 
     if method not in (*METHODS, "stack", "auto"):
         raise CompError(f"--method must be one of {', '.join(METHODS)}, stack, auto; got {method!r}")
@@ -138,8 +138,8 @@ def ensemble(ws: Workspace, experiments: Sequence[str], *, name: str | None = No
     used = prepare_members(ws, experiments, tta=tta, oof_source=oof_source, overrides=overrides, progress=progress)
     auto = None
     if method == "auto":
-        from comp.blend_auto import auto_candidates, choose
-        from comp.metrics import get_metric
+        from comp.blend.auto import auto_candidates, choose
+        from comp.core.metrics import get_metric
 
         candidates = auto_candidates(cfg, ws, experiments, oof_source=oof_source, seed=seed)
         chosen = choose(candidates, get_metric(cfg.metric).greater_is_better)
@@ -147,7 +147,7 @@ def ensemble(ws: Workspace, experiments: Sequence[str], *, name: str | None = No
                 "rule": "the best nested score; the plain mean unless another candidate beats it"}
         method, weights, stacker = chosen["method"], chosen["weights"] or "auto", chosen.get("stacker") or stacker
     if method == "stack":
-        from comp.stack import make_stack_submission, stack_section
+        from comp.blend.stack import make_stack_submission, stack_section
 
         result = make_stack_submission(cfg, ws, experiments, name=name, stacker=stacker, log_probs=stack_log,
                                        oof_source=oof_source, seed=seed, extra={"auto": auto} if auto else None)
@@ -180,7 +180,7 @@ class DemoResult:
     estimates: Any  # DataFrame: what, metric
 
 
-def run_demo_stages(ws: Workspace, solution: Path, *, force: bool, epochs: int | None,
+def run_demo_stages(ws: Layout, solution: Path, *, force: bool, epochs: int | None,
                     progress: Callable[[], Any] = lambda: SILENT,
                     step: Callable[[str], None] = lambda title: None,
                     show: Callable[[str, Any], None] = lambda kind, value: None) -> DemoResult:
@@ -189,8 +189,8 @@ def run_demo_stages(ws: Workspace, solution: Path, *, force: bool, epochs: int |
 
     from comp.data.tables import load_tables
     from comp.eda import run_eda
-    from comp.metrics import get_metric
-    from comp.submission import score_submission
+    from comp.core.metrics import get_metric
+    from comp.blend.submission import score_submission
     from comp.tune import tune_experiment
 
     overrides = [f"train.epochs={epochs}"] if epochs else []

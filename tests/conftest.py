@@ -144,7 +144,7 @@ def write_fake_best(ws, exp: str, fold: int, cfg, model, names: list[str]) -> No
     """A fold's best.pt in comp's checkpoint schema, holding `model`'s weights (no training, no validation rows)."""
     import torch
 
-    from comp.checkpoint import BestCheckpoint, CheckpointBase
+    from comp.model.checkpoint import BestCheckpoint, CheckpointBase
 
     base = CheckpointBase(fold=fold, epoch=1, train_hash=cfg.train_hash(), model_name=cfg.model.name,
                           n_classes=len(names), classes=names)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from albumentations.pytorch import ToTensorV2
 
-from comp.config import Config
+from comp.core.config import Config
 from comp.data.augment import build_eval_transform, build_mixup, build_train_transform
 from comp.data.cache import cache_hw
-from comp.errors import CompError
+from comp.core.errors import CompError
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

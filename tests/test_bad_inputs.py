@@ -33,7 +33,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.errors import CompError
+from comp.core.errors import CompError
 from conftest import TINY_EXPERIMENT, build_workspace
 
 runner = CliRunner()
@@ -479,11 +479,11 @@ def relabel(ws: Path, mapping: dict[str, str]) -> None:
 
 
 def tables_of(ws: Path):
-    from comp.config import load_config
+    from comp.core.config import load_config
     from comp.data.tables import load_tables
-    from comp.workspace import Workspace
+    from comp.core.layout import Layout
 
-    return load_tables(load_config(ws), Workspace.at(ws), check_images=False)
+    return load_tables(load_config(ws), Layout.at(ws), check_images=False)
 
 
 def test_007_and_7_are_two_classes_and_01_stays_01(bases, tmp_path: Path) -> None:
@@ -515,9 +515,9 @@ def test_numeric_classes_sort_numerically_and_explicit_order_is_kept(bases, tmp_
 
 
 def test_submission_writes_labels_as_written(bases, tmp_path: Path) -> None:
-    from comp.config import load_config
-    from comp.submission import build_submission, write_submission
-    from comp.workspace import Workspace
+    from comp.core.config import load_config
+    from comp.blend.submission import build_submission, write_submission
+    from comp.core.layout import Layout
 
     ws = Path(shutil.copytree(bases["tiny"], tmp_path / "ws"))
     relabel(ws, {"c0": "01", "c1": "NA", "c2": "7"})
@@ -525,7 +525,7 @@ def test_submission_writes_labels_as_written(bases, tmp_path: Path) -> None:
     ids = [f"t{i:03d}" for i in range(9)]
     probs = np.eye(3)[[i % 3 for i in range(9)]]
     frame = build_submission(ids, probs, classes, cfg.submission, order=ids)
-    csv, _ = write_submission(Workspace.at(ws), "s", frame, cfg.submission, expected=ids, classes=classes, manifest={})
+    csv, _ = write_submission(Layout.at(ws), "s", frame, cfg.submission, expected=ids, classes=classes, manifest={})
     written = csv.read_text().splitlines()
     assert written[1:4] == [f"t000,{classes[0]}", f"t001,{classes[1]}", f"t002,{classes[2]}"]
     assert {"01", "NA", "7"} == {line.split(",")[1] for line in written[1:]}
@@ -546,7 +546,7 @@ def test_ensemble_refuses_members_of_other_classes_in_either_order(bases, tmp_pa
 
 @pytest.mark.parametrize("swap", [False, True])
 def test_member_tables_with_other_classes_are_refused_in_either_order(swap: bool) -> None:
-    from comp.ensemble import align_members
+    from comp.blend.ensemble import align_members
 
     same = pd.DataFrame({"id": ["x", "y"], "p_007": [0.5, 0.5], "p_7": [0.5, 0.5]})
     other = same.assign(p_07=0.0).drop(columns="p_7")  # '07' instead of '7': a near miss, not the same class

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from comp.blend_auto import choose
+from comp.blend.auto import choose
 from comp.cli import app
-from comp.workspace import Workspace, read_json
+from comp.core.layout import Layout, read_json
 from test_ensemble_cli import fake_experiment
 
 runner = CliRunner()
@@ -29,7 +29,7 @@ def test_method_auto_records_every_candidate_and_submits_none_below_the_plain_me
     result = runner.invoke(app, ["ensemble", "-e", "good", "-e", "noise", "--method", "auto", "--name", "auto",
                                  "--workspace", str(tiny_ws)])
     assert result.exit_code == 0, result.output
-    manifest = read_json(Workspace.at(tiny_ws).submission_json("auto"))
+    manifest = read_json(Layout.at(tiny_ws).submission_json("auto"))
     candidates = manifest["auto"]["candidates"]
     assert [(c["method"], c["weights"]) for c in candidates][:2] == [("mean", "equal"), ("mean", "auto")]
     plain = candidates[0]["nested"]

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 import comp.data.cache as cache
-from comp.config import Config
+from comp.core.config import Config
 from comp.data.cache import ImageStore, cache_hw, crop_box, prepare_images
-from comp.errors import CompError
-from comp.workspace import Workspace
+from comp.core.errors import CompError
+from comp.core.layout import Layout
 
 
 def config(size=(24, 32), preset="none", cache_on=True, **image) -> Config:
@@ -62,11 +62,11 @@ def frame_of(paths, boxes=None) -> pd.DataFrame:
 
 
 @pytest.fixture
-def ws(tmp_path) -> Workspace:
-    return Workspace.at(tmp_path / "ws")
+def ws(tmp_path) -> Layout:
+    return Layout.at(tmp_path / "ws")
 
 
-def cache_files(ws: Workspace) -> list[str]:
+def cache_files(ws: Layout) -> list[str]:
     folder = ws.cache_dir / "images"
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
@@ -241,14 +241,14 @@ def test_cache_that_cannot_fit_is_refused(tmp_path, ws, monkeypatch):
 
 def test_same_inputs_give_byte_identical_caches(tmp_path):
     paths = write_awkward(tmp_path / "img")
-    a = prepare_images(frame_of(paths), config(preset="light"), Workspace.at(tmp_path / "a"))
-    b = prepare_images(frame_of(paths), config(preset="light"), Workspace.at(tmp_path / "b"))
+    a = prepare_images(frame_of(paths), config(preset="light"), Layout.at(tmp_path / "a"))
+    b = prepare_images(frame_of(paths), config(preset="light"), Layout.at(tmp_path / "b"))
     assert a.array_path.name == b.array_path.name
     assert a.array_path.read_bytes() == b.array_path.read_bytes()
 
 
 def test_build_reports_progress_once_per_image(tmp_path, ws):
-    from comp.progress import Progress
+    from comp.core.progress import Progress
 
     class Recorder(Progress):
         def __init__(self):
@@ -285,11 +285,11 @@ def test_a_copied_workspace_reuses_its_cache(tmp_path, monkeypatch):
     its files' times (cp -a, rsync -a) decodes nothing; an image outside the workspace keeps its absolute path."""
     import shutil
 
-    first = Workspace.at(tmp_path / "a")
+    first = Layout.at(tmp_path / "a")
     paths = write_awkward(first.root / "data")
     built = prepare_images(frame_of(paths), config(), first).array_path
     shutil.copytree(first.root, tmp_path / "b")  # copy2: times kept
-    copy = Workspace.at(tmp_path / "b")
+    copy = Layout.at(tmp_path / "b")
     calls = count_decodes(monkeypatch)
     reused = prepare_images(frame_of([copy.root / "data" / p.name for p in paths]), config(), copy).array_path
     assert not calls and reused.name == built.name and reused.parent == copy.cache_dir / "images"
@@ -307,7 +307,7 @@ def _rss_anon() -> int:
 def test_an_epoch_over_the_cache_keeps_the_decoded_images_on_disk(tmp_path, ws):
     """The loaders read the memory-mapped cache image by image: an epoch over it adds far less private memory
     than the decoded dataset holds (were the pixels loaded into RAM, the growth would be the whole cache)."""
-    from comp.loaders import train_loader
+    from comp.train.loaders import train_loader
 
     folder = tmp_path / "img"
     folder.mkdir()
@@ -340,13 +340,13 @@ def test_a_copied_workspace_reuses_its_image_checks(tmp_path, monkeypatch):
     import comp.data.images as images
     from conftest import build_workspace
 
-    first = Workspace.at(build_workspace(tmp_path / "a"))
+    first = Layout.at(build_workspace(tmp_path / "a"))
     paths = sorted(str(p) for p in (first.root / "data" / "images").glob("*.png"))
     images.check_images(paths, first.image_check_json)
     keys = set(json.loads(first.image_check_json.read_text())["files"])
     assert keys == {f"data/images/{Path(p).name}" for p in paths}  # no machine path in the file
     shutil.copytree(first.root, tmp_path / "b")  # copy2: times kept
-    copy = Workspace.at(tmp_path / "b")
+    copy = Layout.at(tmp_path / "b")
     opened: list[str] = []
     real = images.Image.open
     monkeypatch.setattr(images.Image, "open", lambda path, *a, **k: (opened.append(str(path)), real(path, *a, **k))[1])

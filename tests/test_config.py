@@ -4,8 +4,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from comp.config import Config, all_keys, load_config, parse_override
-from comp.errors import CompError
+from comp.core.config import Config, all_keys, load_config, parse_override
+from comp.core.errors import CompError
 
 
 def write(ws: Path, comp: dict, exp: dict | None = None, name: str = "baseline") -> Path:

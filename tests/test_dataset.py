@@ -6,21 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from comp.config import Config, load_config
+from comp.core.config import Config, load_config
 from comp.data.augment import build_eval_transform
 from comp.data.cache import ImageStore, prepare_images
 from comp.data.dataset import ImageDataset, class_weights, set_epoch
-from comp.loaders import eval_loader, train_loader
+from comp.train.loaders import eval_loader, train_loader
 from comp.data.tables import load_tables
-from comp.errors import CompError
-from comp.workspace import Workspace
+from comp.core.errors import CompError
+from comp.core.layout import Layout
 
 
 @pytest.fixture
 def tiny(tiny_ws):
     """(store, labels, cfg) for the tiny workspace: 36 training images cached at 36x36 for a 32 px input."""
     cfg = load_config(tiny_ws)
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     tables = load_tables(cfg, ws)
     return prepare_images(tables.train, cfg, ws), tables.train["y"].to_numpy(), cfg
 
@@ -188,8 +188,8 @@ def test_cli_fold_train_through_every_data_option(make_ws, tmp_path):
     from typer.testing import CliRunner
 
     from comp.cli import app
-    from comp.models import build_model
-    from comp.config import ModelConfig
+    from comp.model.factory import build_model
+    from comp.core.config import ModelConfig
 
     weights = tmp_path / "backbone.safetensors"
     from safetensors.torch import save_file

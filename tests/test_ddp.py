@@ -14,11 +14,11 @@ import torch
 
 from conftest import build_workspace
 
-from comp.config import load_config
+from comp.core.config import load_config
 from comp.data.cache import prepare_images
-from comp.loaders import eval_loader
-from comp.models import build_model
-from comp.workspace import Workspace
+from comp.train.loaders import eval_loader
+from comp.model.factory import build_model
+from comp.core.layout import Layout
 
 ARGS = ["fold-train", "--fold", "0", "--k", "2", "--set", "train.epochs=2", "--set", "train.device=cpu",
         "--set", "train.sync_bn=true"]
@@ -26,7 +26,7 @@ ARGS = ["fold-train", "--fold", "0", "--k", "2", "--set", "train.epochs=2", "--s
 # Stops both ranks right after epoch 1's checkpoints were written, as a killed job would leave them.
 STOPPER = """
 import sys
-import comp.engine as engine
+import comp.train.engine as engine
 from comp.cli import main
 
 real = engine.epoch_line
@@ -68,13 +68,13 @@ def single_process_probs(root: Path, ckpt: dict, ids: list[str]) -> np.ndarray:
     train = pd.read_csv(root / "data" / "train.csv", dtype={"id": str})
     from comp.data.tables import load_tables
 
-    tables = load_tables(cfg, Workspace.at(root))
+    tables = load_tables(cfg, Layout.at(root))
     row_of = {i: r for r, i in enumerate(tables.train["id"].astype(str))}
     assert len(train) == len(tables.train)
     model = build_model(cfg.model, len(ckpt["classes"]))
     model.load_state_dict(ckpt["model"])  # strict: no "module." prefix from the DDP wrapper
     model.eval()
-    store = prepare_images(tables.train, cfg, Workspace.at(root))
+    store = prepare_images(tables.train, cfg, Layout.at(root))
     loader = eval_loader(cfg, store, np.array([row_of[i] for i in ids]), batch_size=5)
     with torch.no_grad():
         return torch.cat([torch.softmax(model(x), 1) for x, _ in loader]).numpy()

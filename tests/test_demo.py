@@ -3,11 +3,11 @@ import pytest
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.config import load_config
+from comp.core.config import load_config
 from comp.data.tables import load_tables
-from comp.demo_data import build_demo
-from comp.errors import CompError
-from comp.workspace import Workspace
+from comp.init.demo import build_demo
+from comp.core.errors import CompError
+from comp.core.layout import Layout
 
 runner = CliRunner()
 
@@ -21,7 +21,7 @@ def demo_ws(tmp_path_factory):
 
 def test_demo_shaped_like_the_reference_task(demo_ws):
     cfg = load_config(demo_ws)
-    t = load_tables(cfg, Workspace.at(demo_ws))
+    t = load_tables(cfg, Layout.at(demo_ws))
     assert cfg.data.group_col == "subject" and cfg.metric == "macro_f1"
     assert t.classes == tuple(str(d) for d in range(10))  # digit names as written, numeric order
     per_subject = t.train.groupby("group").size()
@@ -82,7 +82,7 @@ def test_demo_runs_end_to_end(tmp_path):
 
 def test_comp_demo_stays_the_function_after_the_data_module_is_imported(tmp_path):
     import comp
-    import comp.demo_data  # noqa: F401 - importing a submodule must not replace the API function
+    import comp.init.demo  # noqa: F401 - importing a submodule must not replace the API function
 
     assert callable(comp.demo)
     assert comp.demo.__module__ == "comp.api"

@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-import comp.train as train
-from comp.config import load_config
-from comp.errors import CompError
-from comp.predict import predict_experiment
+import comp.train.fold_train as train
+from comp.core.config import load_config
+from comp.core.errors import CompError
+from comp.infer.predict import predict_experiment
 from comp.recipes.pseudo import make_pseudo
-from comp.recipes.targets import RowTargets
-from comp.train import fold_train
-from comp.workspace import Workspace
+from comp.train.targets import RowTargets
+from comp.train.fold_train import fold_train
+from comp.core.layout import Layout
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -33,7 +33,7 @@ def write_student(root: Path, **distill) -> None:
 
 def test_teacher_targets_never_come_from_a_model_trained_on_the_students_fold(tiny_ws: Path,
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     fast = [f"folds.k={K}", "train.epochs=1"]
     fold_train(load_config(tiny_ws, "baseline", fast), ws, "baseline")
     teacher_cfg = load_config(tiny_ws, "baseline", fast)
@@ -101,7 +101,7 @@ def test_the_loss_mixes_labels_and_the_tempered_teacher() -> None:
 
 
 def test_a_teacher_on_other_folds_or_itself_is_refused(tiny_ws: Path) -> None:
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     fold_train(load_config(tiny_ws, "baseline", ["folds.k=2", "train.epochs=1"]), ws, "baseline")
     write_student(tiny_ws)
     with pytest.raises(CompError, match="trained on folds/k2-s42.csv"):

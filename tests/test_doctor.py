@@ -4,7 +4,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import comp.doctor as doctor
+import comp.run.doctor as doctor
 from comp.cli import app
 
 runner = CliRunner()

@@ -15,12 +15,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.config import load_config
-from comp.errors import CompError
+from comp.core.config import load_config
+from comp.core.errors import CompError
 from comp.data.tables import load_tables
 from comp.eda import dhash, find_duplicates, hamming_pairs, run_eda
 from comp.folds import folds_record
-from comp.workspace import Workspace
+from comp.core.layout import Layout
 
 from conftest import build_workspace
 
@@ -28,7 +28,7 @@ DROPPED_GROUPS = ("p103", "p202", "p203")  # -> class counts c0 12, c1 9, c2 6
 
 
 def _eda(root: Path, **kwargs):
-    ws = Workspace.at(root)
+    ws = Layout.at(root)
     return run_eda(load_config(ws.root, "baseline", ()), ws, **kwargs)
 
 
@@ -50,7 +50,7 @@ def _break(root: Path) -> None:
     folds.to_csv(root / "folds" / "k3-s42.csv", index=False)
     comp = yaml.safe_load((root / "comp.yaml").read_text())
     (root / "comp.yaml").write_text(yaml.safe_dump({**comp, "folds": {"k": 3}}))
-    tables = load_tables(load_config(root), Workspace.at(root), check_images=False)
+    tables = load_tables(load_config(root), Layout.at(root), check_images=False)
     record = folds_record(tables, k=3, seed=42, group_col="person", stratify=())
     (root / "folds" / "k3-s42.json").write_text(json.dumps(record))  # hand-made folds, recorded as comp would
 
@@ -179,10 +179,10 @@ def test_label_conflict_kind() -> None:
 
 
 def _digit_facts(root: Path, n_photos: int = 2, per_class: int = 25):
-    from comp.demo_data import build_demo
+    from comp.init.demo import build_demo
 
     build_demo(root, photos=n_photos, max_per_class=per_class, force=True)
-    ws = Workspace.at(root)
+    ws = Layout.at(root)
     tables = load_tables(load_config(ws.root), ws, check_images=False)
     from comp.eda import file_facts
 

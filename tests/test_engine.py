@@ -11,24 +11,24 @@ import pandas as pd
 import pytest
 import torch
 
-import comp.engine as engine
-from comp.config import TrainConfig, load_config
+import comp.train.engine as engine
+from comp.core.config import TrainConfig, load_config
 from comp.data.dataset import ImageDataset
 from comp.data.tables import load_tables
-from comp.engine import FoldResult, NonFiniteLoss, fit_fold, split_indices
-from comp.errors import CompError
+from comp.train.engine import FoldResult, NonFiniteLoss, fit_fold, split_indices
+from comp.core.errors import CompError
 from comp.folds import ensure_folds
-from comp.models import build_model
-from comp.device import resolve_amp, resolve_device
-from comp.parts import build_optimizer, build_scheduler, lr_factor
-from comp.workspace import Workspace
+from comp.model.factory import build_model
+from comp.run.device import resolve_amp, resolve_device
+from comp.train.parts import build_optimizer, build_scheduler, lr_factor
+from comp.core.layout import Layout
 
 CKPT_KEYS = {"model", "fold", "epoch", "score", "val_loss", "train_hash", "model_name", "n_classes", "classes", "weights"}
 
 
 def setup(root: Path, *overrides: str):
     cfg = load_config(root, "baseline", ["folds.k=2", *overrides])
-    ws = Workspace.at(root)
+    ws = Layout.at(root)
     tables = load_tables(cfg, ws)
     fold_of = ensure_folds(ws, tables, cfg).fold_of(tables.train)
     return cfg, ws, tables, fold_of

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from comp.ensemble import (
+from comp.blend.ensemble import (
     METHODS,
     _argmax_score,
     align_members,
@@ -17,8 +17,8 @@ from comp.ensemble import (
     fit_weights,
     parse_weights,
 )
-from comp.errors import CompError
-from comp.metrics import get_metric
+from comp.core.errors import CompError
+from comp.core.metrics import get_metric
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

@@ -19,11 +19,11 @@ import yaml
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.config import load_config
+from comp.core.config import load_config
 from comp.data.tables import load_tables
-from comp.models import build_model
-from comp.predictions import prediction_record, stale_reason
-from comp.workspace import Workspace, read_json, write_csv
+from comp.model.factory import build_model
+from comp.infer.predictions import prediction_record, stale_reason
+from comp.core.layout import Layout, read_json, write_csv
 from conftest import TINY_EXPERIMENT, write_fake_best
 
 runner = CliRunner()
@@ -38,7 +38,7 @@ def fake_experiment(ws_root: Path, exp: str, *, skill: float, seed: int, tta: st
     """config.yaml, fold{i}/best.pt (random weights) and an oof.csv whose quality is `skill`."""
     spec = {**TINY_EXPERIMENT, "tta": {"transforms": tta}}
     (ws_root / "experiments" / f"{exp}.yaml").write_text(yaml.safe_dump(spec))
-    ws, cfg = Workspace.at(ws_root), load_config(ws_root, exp, [f"folds.k={K}"])
+    ws, cfg = Layout.at(ws_root), load_config(ws_root, exp, [f"folds.k={K}"])
     ws.write_config(exp, cfg)
     tables = load_tables(cfg, ws, check_images=False)
     names = [str(c) for c in tables.classes]
@@ -64,7 +64,7 @@ def two_members(tiny_ws: Path) -> Path:
 
 
 def test_ensemble_predicts_missing_members_and_writes_a_valid_submission(two_members):
-    ws = Workspace.at(two_members)
+    ws = Layout.at(two_members)
     result = invoke(two_members, "ensemble", "-e", "good", "-e", "noise", "--name", "blend", "--bias")
     assert result.exit_code == 0, result.output
     assert "nested" in result.output
@@ -90,13 +90,13 @@ def test_ensemble_predicts_missing_members_and_writes_a_valid_submission(two_mem
     assert board.exit_code == 0 and "blend" in board.output and "good" in board.output
 
 
-def is_stale(ws: Workspace, exp: str, *, tta: str = "hflip", oof: bool = False) -> bool:
+def is_stale(ws: Layout, exp: str, *, tta: str = "hflip", oof: bool = False) -> bool:
     reason = stale_reason(prediction_record(ws, exp), tta=tta, merge="mean", oof=oof, ckpts=ws.fold_checkpoints(exp))
     return reason is not None
 
 
 def test_predictions_go_stale_with_newer_checkpoints_or_other_tta(two_members):
-    ws = Workspace.at(two_members)
+    ws = Layout.at(two_members)
     assert invoke(two_members, "predict", "-e", "good", "--oof").exit_code == 0
     assert not is_stale(ws, "good", oof=True)
     assert is_stale(ws, "good", tta="d4")
@@ -114,9 +114,9 @@ def test_predictions_go_stale_with_newer_checkpoints_or_other_tta(two_members):
 
 def test_a_kill_between_predict_writes_leaves_nothing_trusted(two_members, monkeypatch):
     """predict.json is the commit point: new files under the old record are stale, never used as fresh."""
-    import comp.predictions as predictions
+    import comp.infer.predictions as predictions
 
-    ws = Workspace.at(two_members)
+    ws = Layout.at(two_members)
     assert invoke(two_members, "predict", "-e", "good", "--tta", "none").exit_code == 0
     old_record = ws.predict_json("good").read_bytes()
 
@@ -135,7 +135,7 @@ def test_a_kill_between_predict_writes_leaves_nothing_trusted(two_members, monke
 
 
 def test_ensemble_uses_the_tta_the_user_chose_and_scores_oof_made_the_same_way(two_members):
-    ws = Workspace.at(two_members)
+    ws = Layout.at(two_members)
     assert invoke(two_members, "predict", "-e", "good", "--tta", "none").exit_code == 0
     before = ws.test_probs_csv("good").read_bytes()
     result = invoke(two_members, "ensemble", "-e", "good", "--name", "plain")
@@ -164,7 +164,7 @@ def test_ensemble_uses_the_tta_the_user_chose_and_scores_oof_made_the_same_way(t
 
 
 def test_predict_refuses_a_checkpoint_of_another_config(two_members):
-    ws = Workspace.at(two_members)
+    ws = Layout.at(two_members)
     path = ws.best_ckpt("good", 1)
     ckpt = torch.load(path, weights_only=True)
     torch.save({**ckpt, "train_hash": "0123456789abcdef"}, path)
@@ -199,11 +199,11 @@ def test_end_to_end_with_real_training(tiny_ws):
 
 
 def test_leaderboard_rows_and_record_errors(tmp_path):
-    from comp.errors import CompError
-    from comp.leaderboard import experiment_rows, record_lb, submission_rows
-    from comp.workspace import write_json, write_yaml
+    from comp.core.errors import CompError
+    from comp.blend.leaderboard import experiment_rows, record_lb, submission_rows
+    from comp.core.layout import write_json, write_yaml
 
-    ws = Workspace.at(tmp_path)
+    ws = Layout.at(tmp_path)
     write_yaml(ws.config_yaml("a"), {"model": {"name": "m"}, "image": {"size": 64}, "train": {"epochs": 3}, "folds": {"k": 2}})
     write_json(ws.scores_json("a"), {"mean": 0.8, "std": 0.1, "oof": 0.79, "minutes": {"0": 1.5, "1": 2.0}})
     rows = experiment_rows(ws)

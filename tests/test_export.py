@@ -22,10 +22,10 @@ import yaml
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.config import load_config
+from comp.core.config import load_config
 from comp.data.tables import load_tables
-from comp.models import build_model
-from comp.workspace import Workspace, read_json, write_csv
+from comp.model.factory import build_model
+from comp.core.layout import Layout, read_json, write_csv
 from conftest import TINY_EXPERIMENT, write_fake_best
 
 runner = CliRunner()
@@ -60,7 +60,7 @@ def run_bundle(python: str, bundle: Path, cwd: Path, *args: str) -> subprocess.C
 def fake_member(ws_root: Path, exp: str, spec: dict, *, seed: int) -> None:
     """experiments/<exp>.yaml, config.yaml and fold checkpoints with random weights (no training)."""
     (ws_root / "experiments" / f"{exp}.yaml").write_text(yaml.safe_dump(spec))
-    ws, cfg = Workspace.at(ws_root), load_config(ws_root, exp, [f"folds.k={K}"])
+    ws, cfg = Layout.at(ws_root), load_config(ws_root, exp, [f"folds.k={K}"])
     ws.write_config(exp, cfg)
     tables = load_tables(cfg, ws, check_images=False)
     names = [str(c) for c in tables.classes]
@@ -273,12 +273,12 @@ def test_bundle_code_matches_comp_step_by_step(tmp_path):
     """Drift guard: each step of predict.py against the comp function it copies."""
     import albumentations  # noqa: F401  (comp's eval pipeline)
 
-    from comp.config import Config
+    from comp.core.config import Config
     from comp.data.augment import build_eval_transform
     from comp.data.cache import load_image
-    from comp.ensemble import apply_bias, blend
+    from comp.blend.ensemble import apply_bias, blend
     from comp.export import bundle_predict as bp
-    from comp.predict import CROP, MULTISCALE, TTA_NAMES, build_tta
+    from comp.infer.predict import CROP, MULTISCALE, TTA_NAMES, build_tta
 
     rng = np.random.default_rng(0)
     probs = [rng.dirichlet(np.ones(4), size=30) for _ in range(3)]
@@ -310,7 +310,7 @@ def test_bundle_code_matches_comp_step_by_step(tmp_path):
 
 
 def test_notebook_and_dataset_metadata():
-    from comp.errors import CompError
+    from comp.core.errors import CompError
     from comp.export.kaggle_files import dataset_metadata, dataset_slug, notebook
 
     assert dataset_slug("b") == "b-bundle" and len(dataset_slug("x" * 80)) <= 50

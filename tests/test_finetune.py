@@ -6,8 +6,8 @@ import pytest
 import timm
 import torch
 
-from comp.config import TrainConfig
-from comp.parts import build_optimizer, build_scheduler
+from comp.core.config import TrainConfig
+from comp.train.parts import build_optimizer, build_scheduler
 
 
 def head_and_backbone_lrs(opt: torch.optim.Optimizer) -> tuple[set[float], set[float]]:

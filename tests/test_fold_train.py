@@ -12,12 +12,12 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-import comp.engine as engine
-import comp.train as train
+import comp.train.engine as engine
+import comp.train.fold_train as train
 from comp.cli import app
-from comp.config import load_config
-from comp.train import fold_train
-from comp.workspace import Workspace
+from comp.core.config import load_config
+from comp.train.fold_train import fold_train
+from comp.core.layout import Layout
 
 runner = CliRunner()
 SCORE_KEYS = {"metric", "folds", "mean", "std", "oof", "k", "best_epochs", "minutes", "train_hash"}
@@ -78,7 +78,7 @@ def test_fold_train_k2_writes_every_artifact(tiny_ws: Path) -> None:
 def test_rerun_skips_finished_folds_and_resumes_an_interrupted_one(tiny_ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Kill during fold 1 (after its first epoch); the rerun trains only fold 1, from epoch 2."""
     cfg = load_config(tiny_ws, "baseline", ["folds.k=2"])
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     real_fit = engine.fit_fold
 
     def killed_in_fold_1(cfg, tables, fold_of, fold, out_dir, **kw):

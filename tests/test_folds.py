@@ -4,11 +4,11 @@ import pytest
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.config import load_config
+from comp.core.config import load_config
 from comp.data.tables import load_tables
-from comp.errors import CompError
+from comp.core.errors import CompError
 from comp.folds import assign_folds, check_folds, ensure_folds, fold_balance, make_folds
-from comp.workspace import Workspace
+from comp.core.layout import Layout
 
 runner = CliRunner()
 
@@ -73,19 +73,19 @@ def test_extra_stratification_balances_second_column():
 
 
 def test_too_few_groups_per_class_is_an_error(tiny_ws):
-    t = load_tables(load_config(tiny_ws), Workspace.at(tiny_ws))
+    t = load_tables(load_config(tiny_ws), Layout.at(tiny_ws))
     with pytest.raises(CompError, match=r"k=5 folds need at least 5 groups per class.*'c0' \(4 groups\).*smaller --k"):
         make_folds(t, 5, 0)
 
 
 def test_unknown_stratify_column(tiny_ws):
-    t = load_tables(load_config(tiny_ws), Workspace.at(tiny_ws))
+    t = load_tables(load_config(tiny_ws), Layout.at(tiny_ws))
     with pytest.raises(CompError, match=r"--stratify column 'gendr' not in train\.csv; did you mean gender"):
         make_folds(t, 2, 0, ("gendr",))
 
 
 def test_check_folds_detects_leak_and_mismatch(tiny_ws):
-    t = load_tables(load_config(tiny_ws), Workspace.at(tiny_ws))
+    t = load_tables(load_config(tiny_ws), Layout.at(tiny_ws))
     folds = make_folds(t, 2, 0)
     check_folds(folds, t.train, 2)
     leaked = folds.copy()
@@ -128,7 +128,7 @@ def test_cli_folds_error_is_one_line(tiny_ws):
 
 
 def test_ensure_folds_creates_then_reuses(tiny_ws):
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     cfg = load_config(tiny_ws, overrides=["folds.k=2", "folds.seed=4"])
     t = load_tables(cfg, ws)
     made = ensure_folds(ws, t, cfg)

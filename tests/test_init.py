@@ -13,12 +13,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.config import load_config
+from comp.core.config import load_config
 from comp.data.tables import load_tables
-from comp.errors import CompError
+from comp.core.errors import CompError
 from comp.init import detect_form, init_csv, init_folders, init_mask, parse_age_bands, write_plan
 from comp.init.mask import MASK_STATE
-from comp.workspace import Workspace
+from comp.core.layout import Layout
 
 runner = CliRunner()
 TINY = ["--set", "model.name=test_resnet", "--set", "model.pretrained=false", "--set", "image.size=32",
@@ -70,7 +70,7 @@ def invoke(*args: str):
 
 
 def test_mask_rows_follow_the_label_arithmetic(mask_data: Path) -> None:
-    ws = Workspace.at(mask_data.parent)
+    ws = Layout.at(mask_data.parent)
     plan = init_mask(mask_data, ws)
     train = plan.train
     assert len(train) == 7 * len(PERSONS)
@@ -91,7 +91,7 @@ def test_mask_rows_follow_the_label_arithmetic(mask_data: Path) -> None:
 
 @pytest.mark.parametrize("bands, moved", [((30, 60), {}), ((30, 58), {58: 2, 59: 2}), ((20, 40, 60), {})])
 def test_mask_age_bands_move_the_boundary(mask_data: Path, bands, moved) -> None:
-    train = init_mask(mask_data, Workspace.at(mask_data.parent), age_bands=bands).train
+    train = init_mask(mask_data, Layout.at(mask_data.parent), age_bands=bands).train
     n = len(bands) + 1
     for row in train.itertuples():
         expected = moved.get(row.age, int(np.sum(np.array(bands) <= row.age)))
@@ -110,7 +110,7 @@ def test_parse_age_bands() -> None:
 def test_mask_corrections_applied_and_reported(mask_data: Path, tmp_path: Path) -> None:
     fix = tmp_path / "labels_fix.csv"
     fix.write_text("person,column,value\n000001,gender,female\n000003_female_Asian_45,age,61\n")
-    plan = init_mask(mask_data, Workspace.at(mask_data.parent), fix=fix)
+    plan = init_mask(mask_data, Layout.at(mask_data.parent), fix=fix)
     got = {(c.person, c.column, c.old, c.new) for c in plan.corrections}
     assert got == {("000001_male_Asian_25", "gender", "male", "female"), ("000003_female_Asian_45", "age", 45, 61)}
     p1 = plan.train[plan.train["person"] == "000001_male_Asian_25"]
@@ -128,7 +128,7 @@ def test_mask_bad_corrections_name_the_line(mask_data: Path, tmp_path: Path, lin
     fix = tmp_path / "labels_fix.csv"
     fix.write_text(f"person,column,value\n{line}\n")
     with pytest.raises(CompError, match=f"line 2: {message}"):
-        init_mask(mask_data, Workspace.at(mask_data.parent), fix=fix)
+        init_mask(mask_data, Layout.at(mask_data.parent), fix=fix)
 
 
 def test_mask_odd_files_are_skipped_with_counts(mask_data: Path) -> None:
@@ -142,7 +142,7 @@ def test_mask_odd_files_are_skipped_with_counts(mask_data: Path) -> None:
     save_image(images / "000099_male_Asian_40" / "mask1.jpg", 2)  # not in train.csv
     (mask_data / "eval" / "images" / ".DS_Store").write_bytes(b"\0")
     save_image(mask_data / "eval" / "images" / "extra.jpg", 3)
-    plan = init_mask(mask_data, Workspace.at(mask_data.parent))
+    plan = init_mask(mask_data, Layout.at(mask_data.parent))
     skipped = {s.reason.split(" (")[0]: s for s in plan.skipped}
     assert skipped["hidden files"].count == 3
     assert skipped["files that are not images"].examples == (f"{folder(*PERSONS[1])}/notes.txt",)
@@ -160,14 +160,14 @@ def test_mask_missing_parts_are_errors_naming_the_path(mask_data: Path, remove: 
     target = mask_data / remove
     shutil.rmtree(target) if target.is_dir() else target.unlink()
     with pytest.raises(CompError, match=message):
-        init_mask(mask_data, Workspace.at(mask_data.parent))
+        init_mask(mask_data, Layout.at(mask_data.parent))
 
 
 def test_mask_two_files_for_one_state_is_an_error(mask_data: Path) -> None:
     person = mask_data / "train" / "images" / folder(*PERSONS[1])
     save_image(person / "mask3.png", 9)
     with pytest.raises(CompError, match="two files for mask3: mask3.jpg and mask3.png"):
-        init_mask(mask_data, Workspace.at(mask_data.parent))
+        init_mask(mask_data, Layout.at(mask_data.parent))
 
 
 def test_mask_cli_writes_a_workspace_that_folds(mask_data: Path) -> None:
@@ -176,7 +176,7 @@ def test_mask_cli_writes_a_workspace_that_folds(mask_data: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "wrote" in result.output and "56 training images" in result.output
     cfg = load_config(ws)
-    tables = load_tables(cfg, Workspace.at(ws))
+    tables = load_tables(cfg, Layout.at(ws))
     assert tables.n_classes == 12 and cfg.submission.id_col == "ImageID" and cfg.data.image_root == "data"
     exp = yaml.safe_load((ws / "experiments" / "baseline.yaml").read_text())
     assert exp["image"]["size"] == 32  # 16x12 images: the smallest sensible input
@@ -190,7 +190,7 @@ def test_mask_cli_writes_a_workspace_that_folds(mask_data: Path) -> None:
 
 
 def test_existing_table_is_not_overwritten_without_force(mask_data: Path) -> None:
-    ws = Workspace.at(mask_data.parent)
+    ws = Layout.at(mask_data.parent)
     (ws.root / "data" / "train.csv").write_text("mine\n")
     with pytest.raises(CompError, match=r"train.csv exists; comp init never overwrites it without --force"):
         write_plan(ws, init_mask(mask_data, ws))
@@ -200,7 +200,7 @@ def test_existing_table_is_not_overwritten_without_force(mask_data: Path) -> Non
 
 
 def test_same_data_gives_the_same_bytes(mask_data: Path) -> None:
-    ws = Workspace.at(mask_data.parent)
+    ws = Layout.at(mask_data.parent)
     write_plan(ws, init_mask(mask_data, ws))
     first = [(ws.root / f).read_bytes() for f in ("comp.yaml", "data/train.csv", "data/test.csv")]
     write_plan(ws, init_mask(mask_data, ws), force=True)
@@ -228,7 +228,7 @@ def build_folders(root: Path) -> Path:
 
 def test_folders_rows_and_sample_order(tmp_path: Path) -> None:
     data = build_folders(tmp_path / "ws" / "data")
-    ws = Workspace.at(tmp_path / "ws")
+    ws = Layout.at(tmp_path / "ws")
     plan = init_folders(data / "train", ws, test_dir=data / "test", sample_csv=data / "sample_submission.csv")
     assert plan.train["label"].tolist() == ["cat"] * 4 + ["dog"] * 4 + ["owl"] * 4
     assert plan.train["id"].tolist()[:2] == ["cat/000", "cat/001"]
@@ -247,14 +247,14 @@ def test_folders_cli_then_folds(tmp_path: Path) -> None:
     assert detect_form(data / "train") == "folders"
     result = invoke("init", "--from", "folders", data / "train", "--test", data / "test", "--workspace", ws)
     assert result.exit_code == 0, result.output
-    tables = load_tables(load_config(ws), Workspace.at(ws))
+    tables = load_tables(load_config(ws), Layout.at(ws))
     assert tables.classes == ("cat", "dog", "owl") and len(tables.test) == 5
     assert invoke("folds", "--k", "2", "--workspace", ws).exit_code == 0
 
 
 def test_folders_missing_train_folder(tmp_path: Path) -> None:
     with pytest.raises(CompError, match="train folder .*nowhere is not a folder; it does not exist"):
-        init_folders(tmp_path / "nowhere", Workspace.at(tmp_path))
+        init_folders(tmp_path / "nowhere", Layout.at(tmp_path))
 
 
 # ---------------------------------------------------------------- csv
@@ -262,7 +262,7 @@ def test_folders_missing_train_folder(tmp_path: Path) -> None:
 
 def test_csv_guesses_columns_of_a_ready_table(tiny_ws: Path) -> None:
     (tiny_ws / "comp.yaml").unlink()
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     plan = init_csv(tiny_ws / "data" / "train.csv", ws, test_csv=tiny_ws / "data" / "test.csv",
                     sample_csv=tiny_ws / "data" / "sample_submission.csv", metric="macro_f1")
     got = {g.role: g.column for g in plan.guesses}
@@ -291,7 +291,7 @@ def build_kaggle(root: Path) -> Path:
 
 def test_csv_images_named_by_id_get_generated_tables(tmp_path: Path) -> None:
     data = build_kaggle(tmp_path / "ws" / "data")
-    ws = Workspace.at(tmp_path / "ws")
+    ws = Layout.at(tmp_path / "ws")
     plan = init_csv(data / "train.csv", ws, sample_csv=data / "sample_submission.csv")
     got = {g.role: g.column for g in plan.guesses}
     assert got == {"image": "image_id", "id": "image_id", "label": "diagnosis", "group": "patient_id"}
@@ -305,7 +305,7 @@ def test_csv_images_named_by_id_get_generated_tables(tmp_path: Path) -> None:
 
 def test_csv_will_not_overwrite_its_input(tmp_path: Path) -> None:
     data = build_kaggle(tmp_path / "ws" / "data")
-    ws = Workspace.at(tmp_path / "ws")
+    ws = Layout.at(tmp_path / "ws")
     plan = init_csv(data / "train.csv", ws)  # data/train.csv is the input: the generated table goes beside it
     assert plan.comp["data"]["train_csv"] == "data/train_comp.csv"
     plan = init_csv(data / "train.csv", ws, out_train="data/train.csv")
@@ -315,7 +315,7 @@ def test_csv_will_not_overwrite_its_input(tmp_path: Path) -> None:
 
 def test_csv_flags_override_and_bad_flags_name_the_columns(tiny_ws: Path) -> None:
     (tiny_ws / "comp.yaml").unlink()
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     plan = init_csv(tiny_ws / "data" / "train.csv", ws, label_col="gender", group_col="none")
     assert {g.role: g.column for g in plan.guesses}["label"] == "gender"
     assert plan.comp["data"]["group_col"] is None

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from comp.config import Config
-from comp.errors import CompError
-from comp.losses import CrossEntropy, FocalLoss, SoftF1Loss, build_loss, class_weights, soft_targets
+from comp.core.config import Config
+from comp.core.errors import CompError
+from comp.model.losses import CrossEntropy, FocalLoss, SoftF1Loss, build_loss, class_weights, soft_targets
 
 LOSSES = ("ce", "weighted_ce", "focal", "f1")
 

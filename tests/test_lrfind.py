@@ -12,11 +12,11 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-import comp.lrfind as lrfind
+import comp.train.lrfind as lrfind
 from comp.cli import app
-from comp.config import load_config
-from comp.errors import CompError
-from comp.workspace import Workspace, read_json
+from comp.core.config import load_config
+from comp.core.errors import CompError
+from comp.core.layout import Layout, read_json
 
 runner = CliRunner()
 
@@ -48,7 +48,7 @@ def _data(tiny_ws: Path, *overrides: str):
     from comp.data.checked import load_checked_tables
     from comp.folds import ensure_folds
 
-    ws, cfg = Workspace.at(tiny_ws), load_config(tiny_ws, "baseline", ["folds.k=2", *overrides])
+    ws, cfg = Layout.at(tiny_ws), load_config(tiny_ws, "baseline", ["folds.k=2", *overrides])
     tables = load_checked_tables(cfg, ws)
     return ws, cfg, tables, ensure_folds(ws, tables, cfg).fold_of(tables.train)
 
@@ -81,7 +81,7 @@ def test_cli_lr_find_writes_csv_json_report_and_apply_keeps_the_other_keys(tiny_
     before = yaml.safe_load(exp_yaml.read_text())
     result = runner.invoke(app, ["lr-find", "-w", str(tiny_ws), "--steps", "40", "--set", "folds.k=2", "--apply"])
     assert result.exit_code == 0, result.output
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     record = read_json(ws.lr_find_json("baseline"))
     assert f"suggested lr: {record['suggestion']:.1e}" in result.output
     assert record["rule"] == "steepest" and record["fold"] == 0 and record["steps"] <= 40
@@ -98,7 +98,7 @@ def test_cli_lr_find_writes_csv_json_report_and_apply_keeps_the_other_keys(tiny_
 
 
 def test_apply_creates_a_missing_experiment_file(tiny_ws):
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     lrfind.apply_lr(ws, "fresh", 0.00321)
     assert yaml.safe_load(ws.experiment_yaml("fresh").read_text()) == {"train": {"lr": 0.00321}}
 
@@ -111,7 +111,7 @@ def test_apply_creates_a_missing_experiment_file(tiny_ws):
     "model:\n  name: test_resnet  # no train section\n",
 ])
 def test_apply_edits_only_train_lr_and_keeps_comments(tiny_ws, text):
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     ws.experiment_yaml("edited").write_text(text)
     lrfind.apply_lr(ws, "edited", 0.0123)
     after = ws.experiment_yaml("edited").read_text()
@@ -149,7 +149,7 @@ def test_lr_auto_fold_train_finds_once_trains_every_fold_with_it_and_resume_reus
     first = runner.invoke(app, ["fold-train", "--k", "2", "-w", str(tiny_ws)])
     assert first.exit_code == 0, first.output
     assert calls == [0]  # one range test, on fold 0
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     chosen = read_json(ws.lr_find_json("baseline"))["suggestion"]
     config = yaml.safe_load(ws.config_yaml("baseline").read_text())
     assert config["lr_chosen"] == chosen and config["train"]["lr"] == chosen
@@ -193,13 +193,13 @@ def test_tune_with_lr_auto_runs_the_finder_once_when_the_space_does_not_set_lr(t
     monkeypatch.setattr(lrfind, "lr_range_test", fake_test)
     cfg = load_config(tiny_ws, "baseline", ["folds.k=2", "train.lr=auto",
                                             "tune.space={train.weight_decay: {float: [1.0e-4, 1.0e-2], log: true}}"])
-    tune_experiment(Workspace.at(tiny_ws), cfg, exp="baseline", trials=3, fit=fake_fit)
+    tune_experiment(Layout.at(tiny_ws), cfg, exp="baseline", trials=3, fit=fake_fit)
     assert seen == [0.000316] * 3
-    assert read_json(Workspace.at(tiny_ws).lr_find_json("baseline"))["suggestion"] == 0.000316
+    assert read_json(Layout.at(tiny_ws).lr_find_json("baseline"))["suggestion"] == 0.000316
 
 
 def test_lr_find_says_which_rule_apply_takes_and_why():
-    from comp.lrfind import rules_note
+    from comp.train.lrfind import rules_note
 
     note = rules_note({"steepest": 3.2e-3, "min10": 3.1e-4}, "steepest")
     assert note.startswith("the rules disagree 10x; --apply writes the steepest lr (the default:")

@@ -1,4 +1,4 @@
-"""comp.metrics against sklearn on small literal arrays; a lower-is-better metric through early stopping and tuning."""
+"""comp.core.metrics against sklearn on small literal arrays; a lower-is-better metric through early stopping and tuning."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ import pytest
 import yaml
 from sklearn import metrics as skm
 
-import comp.engine as engine
-from comp.config import load_config
+import comp.train.engine as engine
+from comp.core.config import load_config
 from comp.data.tables import load_tables
-from comp.engine import fit_fold
-from comp.errors import CompError
+from comp.train.engine import fit_fold
+from comp.core.errors import CompError
 from comp.folds import ensure_folds
-from comp.metrics import METRICS, Metric, confusion_counts, get_metric, per_class_scores
+from comp.core.metrics import METRICS, Metric, confusion_counts, get_metric, per_class_scores
 from comp.tune import tune_experiment
 from comp.tune.study import open_storage
-from comp.workspace import Workspace
+from comp.core.layout import Layout
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -146,7 +146,7 @@ def test_unknown_metric_names_the_closest_and_the_known_ones() -> None:
 
 def setup(root: Path, *overrides: str):
     cfg = load_config(root, "baseline", ["folds.k=2", "metric=log_loss", *overrides])
-    ws = Workspace.at(root)
+    ws = Layout.at(root)
     tables = load_tables(cfg, ws)
     fold_of = ensure_folds(ws, tables, cfg).fold_of(tables.train)
     return cfg, ws, tables, fold_of
@@ -190,7 +190,7 @@ def test_tuning_a_lower_is_better_metric_minimizes(tiny_ws: Path) -> None:
             on_epoch(epoch, {"score": loss, "val_loss": loss})
         return SimpleNamespace(score=loss)
 
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     cfg = load_config(tiny_ws, "baseline", ["metric=log_loss", "folds.k=2", "tune.pruner=none", "tune.epochs=1",
                                             "tune.space={train.lr: {float: [1.0e-5, 1.0e-1], log: true}}"])
     result = tune_experiment(ws, cfg, exp="baseline", trials=5, fit=fit)

@@ -1,4 +1,4 @@
-"""comp.models: timm names, local pretrained weights (file or timm folder, same / other head), the load report,
+"""comp.model.factory: timm names, local pretrained weights (file or timm folder, same / other head), the load report,
 reachability of the configured weights, dropout, normalisation."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from comp.config import ModelConfig
-from comp.errors import CompError
-from comp.models import (IMAGENET_MEAN, build_model, build_model_with_report, check_pretrained, load_weights,
+from comp.core.config import ModelConfig
+from comp.core.errors import CompError
+from comp.model.factory import (IMAGENET_MEAN, build_model, build_model_with_report, check_pretrained, load_weights,
                          pretrained_status, resolve_norm)
 
 
@@ -82,7 +82,7 @@ def test_pretrained_path_same_head_loads_every_weight(tmp_path, suffix, wrap, pr
 def test_pretrained_path_other_head_keeps_backbone_and_reinitialises_head(tmp_path, suffix, caplog):
     path, source = saved_model(tmp_path, 5, suffix)
     torch.manual_seed(999)
-    with caplog.at_level(logging.INFO, logger="comp.models"):
+    with caplog.at_level(logging.INFO, logger="comp.model.factory"):
         model = build_model(tiny(pretrained_path=str(path)), 3)
     assert backbone_equal(model, source)
     assert model.fc.weight.shape == (3, source.fc.weight.shape[1])
@@ -146,7 +146,7 @@ def test_hub_failure_says_how_to_work_offline(monkeypatch):
 
 
 def test_hub_and_local_dir_names_pass_the_name_check():
-    from comp.models import check_name
+    from comp.model.factory import check_name
 
     check_name("hf-hub:timm/resnet18.a1_in1k")
     check_name("resnet18.a1_in1k")  # a pretrained tag
@@ -178,14 +178,14 @@ def timm_folder(tmp_path, *, arch: str = "test_resnet", weights: str = "model.sa
 def test_timm_folder_loads_backbone_norm_and_input_size(tmp_path, weights, caplog):
     folder, source = timm_folder(tmp_path, weights=weights)
     torch.manual_seed(999)
-    with caplog.at_level(logging.INFO, logger="comp.models"):
+    with caplog.at_level(logging.INFO, logger="comp.model.factory"):
         model, report = build_model_with_report(tiny(pretrained_path=str(folder)), 3)
     assert backbone_equal(model, source)
     assert report.file == str(folder / weights) and report.architecture == "test_resnet"
     assert report.n_loaded == report.n_model - 2 and report.reinitialised == ("fc.weight", "fc.bias")
     assert report.skipped == () and report.input_hw == (160, 128)
     assert resolve_norm(tiny(pretrained_path=str(folder))) == (FOLDER_MEAN, FOLDER_STD)
-    (line,) = [r.getMessage() for r in caplog.records if r.name == "comp.models"]  # one line, not one per key
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "comp.model.factory"]  # one line, not one per key
     assert line == f"pretrained weights: {report.summary()}"
     assert f"loaded {report.n_loaded} of {report.n_model} tensors from {folder / weights}" in line
     assert "(test_resnet, trained at 160x128)" in line and "re-initialised the head" in line
@@ -386,7 +386,7 @@ def test_hub_status_of_hf_hub_names_needs_config_and_weights(hub_cache):
 
 
 def test_torch_hub_cache_found_for_url_weights(hub_cache, tmp_path):
-    from comp.hub_cache import cached_url_file
+    from comp.model._hub_cache import cached_url_file
 
     url = "https://example.invalid/weights/resnet_x-123abc.pth"
     assert cached_url_file(url) is None

@@ -84,6 +84,6 @@ def test_readme_python_snippet_runs_as_written(tmp_path, monkeypatch) -> None:
     real = comp.demo
     monkeypatch.setattr(comp, "demo", lambda directory, **kw: real(tmp_path / directory, max_per_class=6, **kw))
     monkeypatch.setattr(comp.Workspace, "_progress", lambda self: __import__("contextlib").nullcontext(
-        __import__("comp.progress", fromlist=["SILENT"]).SILENT))
+        __import__("comp.core.progress", fromlist=["SILENT"]).SILENT))
     exec(compile(snippet, "README.md", "exec"), {"__name__": "readme"})  # noqa: S102 - the README's own code
     assert (tmp_path / "demo-api" / "submissions" / "blend1.csv").is_file()

@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 
-from comp.output import LineProgress, auto_progress, clock
+from comp.core.output import LineProgress, auto_progress, clock
 
 
 def terminal(width: int) -> "object":
@@ -38,7 +38,7 @@ def test_one_time_format() -> None:
 
 @pytest.mark.parametrize("width", [80, 60])
 def test_bars_drop_columns_instead_of_wrapping(width: int) -> None:
-    from comp.output import BarProgress
+    from comp.core.output import BarProgress
 
     progress = BarProgress(terminal(width))
     with progress:
@@ -55,7 +55,7 @@ def test_bars_drop_columns_instead_of_wrapping(width: int) -> None:
 
 
 def test_wide_terminal_keeps_every_column() -> None:
-    from comp.output import BarProgress
+    from comp.core.output import BarProgress
 
     progress = BarProgress(terminal(200))
     with progress:
@@ -69,7 +69,7 @@ def test_wide_terminal_keeps_every_column() -> None:
 
 
 def test_outer_bar_has_an_eta_before_its_first_item_ends() -> None:
-    from comp.output import BarProgress
+    from comp.core.output import BarProgress
 
     progress = BarProgress(terminal(120))
     with progress:
@@ -85,7 +85,7 @@ def test_outer_bar_has_an_eta_before_its_first_item_ends() -> None:
 
 
 def test_log_lines_go_to_the_log_console_and_stdout_is_not_captured() -> None:
-    from comp.output import BarProgress
+    from comp.core.output import BarProgress
 
     screen, results = terminal(100), io.StringIO()
     from rich.console import Console
@@ -152,7 +152,7 @@ def test_first_line_is_printed_before_torch_is_imported(tiny_ws, tmp_path) -> No
 def test_epoch_line_shows_the_last_steps_lr_speed_and_best() -> None:
     import torch
 
-    from comp.engine import epoch_line, step_lr
+    from comp.train.engine import epoch_line, step_lr
 
     model = torch.nn.Linear(2, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
@@ -202,7 +202,7 @@ def displays(monkeypatch) -> list[FakeHandle]:
 
 
 def test_widgets_end_as_text_with_full_labels(displays) -> None:
-    from comp.widgets import WidgetProgress
+    from comp.core._widgets import WidgetProgress
 
     progress = WidgetProgress()
     label = "fold 0 epoch 10/10 (a description longer than twenty characters)"
@@ -222,7 +222,7 @@ def test_widgets_end_as_text_with_full_labels(displays) -> None:
 def test_notebook_without_widgets_or_front_end_prints_lines(monkeypatch) -> None:
     import importlib.util
 
-    import comp.output as output
+    import comp.core.output as output
 
     monkeypatch.setattr(output, "in_notebook", lambda: True)
     real = importlib.util.find_spec
@@ -262,11 +262,11 @@ class Logged:
 def test_epoch_line_best_is_the_best_so_far_under_checkpoint_last(tiny_ws, monkeypatch) -> None:
     """Under train.checkpoint=last the kept epoch is the latest; "best X @ epoch N" is still the best so far, also
     after resuming from last.pt."""
-    import comp.engine as engine
-    from comp.config import load_config
+    import comp.train.engine as engine
+    from comp.core.config import load_config
     from comp.data.checked import load_checked_tables
     from comp.folds import ensure_folds
-    from comp.workspace import Workspace
+    from comp.core.layout import Layout
 
     scores = [0.5, 0.9, 0.6, 0.7]  # up, then down: the best is epoch 2
     real = engine.validate
@@ -277,7 +277,7 @@ def test_epoch_line_best_is_the_best_so_far_under_checkpoint_last(tiny_ws, monke
 
     monkeypatch.setattr(engine, "validate", validate)
     cfg = load_config(tiny_ws, "baseline", ["folds.k=2", "train.epochs=4", "train.checkpoint=last"])
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     tables = load_checked_tables(cfg, ws)
     fold_of = ensure_folds(ws, tables, cfg).fold_of(tables.train)
 

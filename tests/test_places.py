@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 import comp
 from comp.cli import app
-from comp.errors import CompError
-from comp.output import LineProgress, clock
+from comp.core.errors import CompError
+from comp.core.output import LineProgress, clock
 
 FAST = ["--set", "train.epochs=1", "--k", "2"]
 
@@ -133,7 +133,7 @@ def test_cli_polish(tiny_ws) -> None:
 
 def test_leaderboard_sort_and_display() -> None:
     from comp.cli.leaderboard import shown
-    from comp.leaderboard import sort_rows
+    from comp.blend.leaderboard import sort_rows
 
     rows = pd.DataFrame({"experiment": ["b", "a", "c"], "cv_mean": [0.5, float("nan"), 0.7], "oof": [0.4, 0.9, 0.1],
                          "minutes": [1.5, float("nan"), 61.25]})

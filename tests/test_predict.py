@@ -8,8 +8,8 @@ import timm
 import torch
 from torch import nn
 
-from comp.errors import CompError
-from comp.predict import TTA_NAMES, build_tta, predict_tta
+from comp.core.errors import CompError
+from comp.infer.predict import TTA_NAMES, build_tta, predict_tta
 
 VIEWS = {"none": 1, "hflip": 2, "vflip": 2, "flip": 4, "d4": 8, "multiscale": 3, "five_crop": 5, "ten_crop": 10}
 
@@ -124,7 +124,7 @@ class CountingLoader:
 
 @pytest.mark.parametrize("tta_name,merge", [("hflip", "mean"), ("d4", "gmean"), ("five_crop", "mean")])
 def test_all_fold_models_in_one_pass_match_the_per_model_loop_bytewise(loader, tta_name, merge):
-    from comp.predict import predict_tta_models
+    from comp.infer.predict import predict_tta_models
 
     models = {}
     for fold in (0, 2, 3):
@@ -142,7 +142,7 @@ def test_all_fold_models_in_one_pass_match_the_per_model_loop_bytewise(loader, t
 
 def test_views_out_holds_each_single_view(model, loader):
     """The per-view probabilities a TTA collects: the identity view is the plain forward, the merge is their mean."""
-    from comp.predict import predict_tta_models, view_names
+    from comp.infer.predict import predict_tta_models, view_names
 
     views: dict = {}
     merged = predict_tta_models({"m": model}, loader, tta="hflip", device="cpu", views_out=views)["m"]
@@ -160,13 +160,13 @@ def test_predict_oof_scores_each_view_and_the_report_shows_them(tiny_ws, one_tor
     from typer.testing import CliRunner
 
     from comp.cli import app
-    from comp.workspace import Workspace, read_json
+    from comp.core.layout import Layout, read_json
 
     runner = CliRunner()
     assert runner.invoke(app, ["fold-train", "--k", "2", "-w", str(tiny_ws)]).exit_code == 0
     result = runner.invoke(app, ["predict", "--oof", "--tta", "hflip", "-w", str(tiny_ws)])
     assert result.exit_code == 0, result.output
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     scores = read_json(ws.predict_json("baseline"))["oof_view_scores"]
     assert list(scores) == ["HorizontalFlip=False", "HorizontalFlip=True"]
     oof = pd.read_csv(ws.oof_csv("baseline"), dtype={"id": str, "label": str})

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.config import load_yaml
-from comp.errors import CompError
+from comp.core.config import load_yaml
+from comp.core.errors import CompError
 from conftest import TINY_EXPERIMENT, build_workspace
 
 runner = CliRunner()
@@ -92,7 +92,7 @@ def test_force_deletes_the_old_outputs_once_the_new_run_trained(copy_of: Path) -
 
 
 def test_a_killed_force_run_is_settled_by_the_next_run(copy_of: Path) -> None:
-    from comp.replace import set_aside
+    from comp.core.replace import set_aside
 
     folder = copy_of / "experiments" / "baseline"
     before = outputs_of(copy_of)
@@ -124,12 +124,12 @@ def test_refusal_names_the_changed_keys_and_says_more_epochs_start_over(copy_of:
 def test_lr_auto_ignores_a_record_no_epoch_was_trained_under(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    import comp.lrfind as lrfind
-    from comp.config import load_config
-    from comp.workspace import Workspace
+    import comp.train.lrfind as lrfind
+    from comp.core.config import load_config
+    from comp.core.layout import Layout
 
     root = build_workspace(tmp_path / "ws", experiment=EPOCH_1)
-    ws = Workspace.at(root)
+    ws = Layout.at(root)
     ws.exp_dir("baseline").mkdir(parents=True)
     ws.config_yaml("baseline").write_text("train_hash: of-a-run-that-failed-its-checks\ntrain: {lr: 0.1}\n")
     monkeypatch.setattr(lrfind, "find_lr", lambda *a, **k: SimpleNamespace(suggestion=0.01, rule="stub"))
@@ -148,7 +148,7 @@ class NeedsCode:
 def test_weights_file_errors_are_one_line(tmp_path: Path, content: str) -> None:
     import torch
 
-    from comp.models import read_state_dict
+    from comp.model.factory import read_state_dict
 
     path = tmp_path / "weights.pth"
     if content == "pickled":
@@ -206,10 +206,10 @@ def test_export_judges_copied_checkpoints_by_content(copy_of: Path) -> None:
 ])
 def test_labels_with_spaces_ask_which_task(tmp_path: Path, labels: list[str], kind: str, flag: str) -> None:
     from comp.init import init_csv
-    from comp.workspace import Workspace
+    from comp.core.layout import Layout
 
     root = build_workspace(tmp_path / "ws", labels=labels)
-    plan = init_csv(root / "data" / "train.csv", Workspace.at(root), label_col="label")
+    plan = init_csv(root / "data" / "train.csv", Layout.at(root), label_col="label")
     assert plan.comp.get("task", "multiclass") == kind
     question = [n for n in plan.notes if n.startswith("warning:")]
     assert len(question) == 1 and "hold spaces" in question[0] and "?" in question[0] and flag in question[0], plan.notes
@@ -222,7 +222,7 @@ def test_semicolon_separated_csvs_are_read(tmp_path: Path) -> None:
     import pandas as pd
 
     from comp.init import init_csv
-    from comp.workspace import Workspace
+    from comp.core.layout import Layout
 
     root = build_workspace(tmp_path / "ws", experiment=EPOCH_1)
     for name in ("train.csv", "test.csv", "sample_submission.csv"):
@@ -230,7 +230,7 @@ def test_semicolon_separated_csvs_are_read(tmp_path: Path) -> None:
         pd.read_csv(path, dtype=str).to_csv(path, sep=";", index=False)
     folds = runner.invoke(app, ["folds", "--k", "2", "-w", str(root)])
     assert folds.exit_code == 0, folds.output
-    plan = init_csv(root / "data" / "train.csv", Workspace.at(root), test_csv=root / "data" / "test.csv",
+    plan = init_csv(root / "data" / "train.csv", Layout.at(root), test_csv=root / "data" / "test.csv",
                     sample_csv=root / "data" / "sample_submission.csv")
     assert plan.comp["data"]["id_col"] == "id" and plan.comp["data"]["image_col"] == "path"
     assert plan.comp["submission"]["id_col"] == "ImageID" and plan.comp["submission"]["target_col"] == "ans"
@@ -243,11 +243,11 @@ def test_image_paths_outside_the_root_are_warned_in_init_and_eda(tmp_path: Path)
     import pandas as pd
     import yaml
 
-    from comp.config import load_config
+    from comp.core.config import load_config
     from comp.eda.report import outside_root_flags
     from comp.data.tables import load_tables
     from comp.init import init_csv
-    from comp.workspace import Workspace
+    from comp.core.layout import Layout
 
     root = build_workspace(tmp_path / "ws")
     shutil.copy(root / "data/images/p000_0.png", tmp_path / "outside.png")
@@ -255,7 +255,7 @@ def test_image_paths_outside_the_root_are_warned_in_init_and_eda(tmp_path: Path)
     train.loc[0, "path"] = "../../../outside.png"
     train.loc[1, "path"] = str(tmp_path / "outside.png")  # absolute, elsewhere
     train.to_csv(root / "data/train.csv", index=False)
-    ws = Workspace.at(root)
+    ws = Layout.at(root)
     plan = init_csv(root / "data" / "train.csv", ws, image_root=root / "data" / "images")
     warned = [n for n in plan.notes if "leave the image root" in n]
     assert len(warned) == 1 and "2 image paths of the train table" in warned[0] and "../../../outside.png" in warned[0]

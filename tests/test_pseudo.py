@@ -12,16 +12,16 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-import comp.train as train
+import comp.train.fold_train as train
 from comp.cli import app
-from comp.config import load_config
-from comp.engine import TRAIN_ONLY, UNUSED
-from comp.errors import CompError
+from comp.core.config import load_config
+from comp.train.engine import TRAIN_ONLY, UNUSED
+from comp.core.errors import CompError
 from comp.pipeline import ensemble
-from comp.predictions import sha256
+from comp.infer.predictions import sha256
 from comp.recipes.pseudo import make_pseudo
-from comp.train import fold_train
-from comp.workspace import Workspace
+from comp.train.fold_train import fold_train
+from comp.core.layout import Layout
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -32,7 +32,7 @@ COLS = ["p_c0", "p_c1", "p_c2"]
 @pytest.fixture
 def submitted(tiny_ws: Path) -> Path:
     """baseline trained on 2 folds, predicted without TTA, and submitted as `sub`."""
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     fold_train(load_config(tiny_ws, "baseline", FAST), ws, "baseline")
     (tiny_ws / "experiments" / "baseline.yaml").write_text(yaml.safe_dump(
         {**yaml.safe_load((tiny_ws / "experiments" / "baseline.yaml").read_text()), "folds": {"k": 2},
@@ -43,7 +43,7 @@ def submitted(tiny_ws: Path) -> Path:
 
 def test_pseudo_rows_come_from_each_folds_own_models_and_never_validate(submitted: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    root, ws = submitted, Workspace.at(submitted)
+    root, ws = submitted, Layout.at(submitted)
     result = CliRunner().invoke(app, ["pseudo", "-w", str(root), "--from", "sub", "--threshold", "0.4", "-e", "pl"])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(root / "experiments" / "pl" / "pseudo.csv", dtype={"id": str, "label": str})
@@ -93,9 +93,9 @@ def test_pseudo_rows_come_from_each_folds_own_models_and_never_validate(submitte
 
 def test_soft_labels_are_the_blended_probabilities(submitted: Path) -> None:
     from comp.data.tables import load_tables
-    from comp.recipes.plan import fold_inputs
+    from comp.recipes.inputs import fold_inputs
 
-    ws = Workspace.at(submitted)
+    ws = Layout.at(submitted)
     make_pseudo(ws, "sub", "soft", threshold=0.0, soft=True)
     cfg = load_config(submitted, "soft")
     tables = load_tables(cfg, ws, check_images=False)
@@ -110,7 +110,7 @@ def test_soft_labels_are_the_blended_probabilities(submitted: Path) -> None:
 
 
 def test_refusals(submitted: Path) -> None:
-    ws = Workspace.at(submitted)
+    ws = Layout.at(submitted)
     labels = submitted / "labels.csv"
     pd.read_csv(submitted / "submissions" / "sub.csv").to_csv(labels, index=False)  # kind: label, no probabilities
     with pytest.raises(CompError, match="labels without probabilities"):

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.workspace import Workspace, write_json
+from comp.core.layout import Layout, write_json
 
 runner = CliRunner()
 
@@ -80,7 +80,7 @@ def section(html_text: str, key: str) -> str:
 
 def report_sources(ws: Path, exp: str) -> dict[str, str]:
     """{key: source} of the config table in experiments/<exp>/report.html."""
-    [table] = tables_of(section(Workspace.at(ws).report_html(exp).read_text(), "config"))
+    [table] = tables_of(section(Layout.at(ws).report_html(exp).read_text(), "config"))
     header, *rows = table
     assert header == ["key", "value", "source"]
     return {key: source for key, _, source in rows}
@@ -105,14 +105,14 @@ def fake_scores(k: int = 2, **extra) -> dict:
 @pytest.fixture
 def no_training(monkeypatch):
     """fold_train returns fake_scores (and writes them, as the real one does) instead of training."""
-    import comp.train
+    import comp.train.fold_train
 
     def fake(cfg, ws, exp, **kwargs):
         scores = fake_scores(cfg.folds.k)
         write_json(ws.scores_json(exp), scores)
         return scores
 
-    monkeypatch.setattr(comp.train, "fold_train", fake)
+    monkeypatch.setattr(comp.train.fold_train, "fold_train", fake)
 
 
 # ---------------------------------------------------------------- provenance (issue 28, item 9)
@@ -139,7 +139,7 @@ def test_report_config_sources_match_comp_config_on_the_demo_path(tiny_ws, no_tr
     from contextlib import nullcontext
 
     from comp.pipeline import run_demo_stages
-    from comp.progress import SILENT
+    from comp.core.progress import SILENT
 
     class Stop(Exception):
         pass
@@ -150,7 +150,7 @@ def test_report_config_sources_match_comp_config_on_the_demo_path(tiny_ws, no_tr
 
     monkeypatch.setattr("comp.eda.run_eda", lambda *a, **k: None)
     with pytest.raises(Stop):
-        run_demo_stages(Workspace.at(tiny_ws), tiny_ws / "solution.csv", force=False, epochs=1, show=show,
+        run_demo_stages(Layout.at(tiny_ws), tiny_ws / "solution.csv", force=False, epochs=1, show=show,
                         progress=lambda: nullcontext(SILENT))
     shown = report_sources(tiny_ws, "baseline")
     assert shown == cli_sources(tiny_ws, "baseline", "train.epochs=1")
@@ -160,14 +160,14 @@ def test_report_config_sources_match_comp_config_on_the_demo_path(tiny_ws, no_tr
 # ---------------------------------------------------------------- the summary card (item 8)
 
 
-def trained_report(ws_root: Path, scores: dict, exp: str = "baseline") -> Workspace:
+def trained_report(ws_root: Path, scores: dict, exp: str = "baseline") -> Layout:
     """An experiment folder with config.yaml, scores.json and the config and fold-train sections (no training)."""
-    from comp.config import resolve_config
-    from comp.report import add_section
-    from comp.report_sections import config_section
-    from comp.train import scores_html
+    from comp.core.config import resolve_config
+    from comp.report.page import add_section
+    from comp.report.sections import config_section
+    from comp.train.fold_train import scores_html
 
-    ws = Workspace.at(ws_root)
+    ws = Layout.at(ws_root)
     cfg, origins = resolve_config(ws.root, exp)
     ws.write_config(exp, cfg)
     write_json(ws.scores_json(exp), scores)
@@ -189,7 +189,7 @@ def test_report_opens_with_the_summary_card_and_ends_with_the_config_collapsed(t
     write_json(ws.submission_json("solo"), {"members": ["other"], "weights": [1.0], "method": "mean", "oof": 0.4,
                                             "nested": 0.4})
     write_json(ws.leaderboard_json, {"blend1": {"lb": 0.57}})
-    from comp.report import render_report
+    from comp.report.page import render_report
 
     text = render_report(ws, "baseline").read_text()
     card = section(text, "summary")
@@ -220,14 +220,14 @@ def test_card_of_older_scores_falls_back_to_the_cv_mean_and_flags_missing_folds(
 
 
 def test_card_reads_config_yaml_through_comps_one_yaml_reader(tiny_ws, monkeypatch):
-    """The card's config.yaml goes through comp.config.read_yaml (size and alias caps): nested anchors are refused
+    """The card's config.yaml goes through comp.core.config.read_yaml (size and alias caps): nested anchors are refused
     there, not expanded, and the card still renders."""
-    import comp.config
-    from comp.report_card import summary_card
+    import comp.core.config
+    from comp.report.card import summary_card
 
     ws = trained_report(tiny_ws, fake_scores())
-    real, read = comp.config.read_yaml, []
-    monkeypatch.setattr(comp.config, "read_yaml", lambda path: (read.append(path), real(path))[1])
+    real, read = comp.core.config.read_yaml, []
+    monkeypatch.setattr(comp.core.config, "read_yaml", lambda path: (read.append(path), real(path))[1])
     assert "of 2 planned" in summary_card(ws, "baseline") and read == [ws.config_yaml("baseline")]
     bomb = "\n".join([f"l0: &l0 [{', '.join(['1'] * 9)}]"] +
                      [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)])
@@ -239,7 +239,7 @@ def test_card_reads_config_yaml_through_comps_one_yaml_reader(tiny_ws, monkeypat
 def test_a_section_moved_to_another_place_is_not_shown_twice(tiny_ws):
     """Reports written before the config moved to the end hold 05-config.html: re-adding it replaces that file."""
     ws = trained_report(tiny_ws, fake_scores())
-    from comp.report import add_section
+    from comp.report.page import add_section
 
     add_section(ws, "baseline", "config", "Resolved config", "<p>old place</p>", order=5)
     ws = trained_report(tiny_ws, fake_scores())
@@ -255,10 +255,10 @@ def test_what_tune_writes_names_workspace_paths_relative_to_it(tiny_ws):
     """The journal (a failed trial's reason), the tuned YAML and the report's tune section: no absolute path."""
     from types import SimpleNamespace
 
-    from comp.config import load_config
+    from comp.core.config import load_config
     from comp.tune import tune_experiment
 
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     image = ws.root / "data" / "images" / "p000_0.png"
 
     def fit(cfg, tables, fold_of, fold, out_dir, *, ws, progress, on_epoch):
@@ -283,11 +283,11 @@ def test_what_tune_writes_names_workspace_paths_relative_to_it(tiny_ws):
 # ---------------------------------------------------------------- leaderboard, submissions page, evaluate (12, 16)
 
 
-def board_workspace(ws_root: Path) -> Workspace:
+def board_workspace(ws_root: Path) -> Layout:
     """Experiment a (5 folds... here 2, complete; an honest figure below its CV), b (1 of 2 folds), submission s1."""
-    from comp.workspace import write_yaml
+    from comp.core.layout import write_yaml
 
-    ws = Workspace.at(ws_root)
+    ws = Layout.at(ws_root)
     for exp in ("a", "b"):
         write_yaml(ws.config_yaml(exp), {"model": {"name": "m"}, "image": {"size": 32}, "train": {"epochs": 3},
                                          "folds": {"k": 2}})
@@ -301,7 +301,7 @@ def board_workspace(ws_root: Path) -> Workspace:
 
 
 def test_leaderboard_rows_show_honest_partial_and_gaps(tiny_ws):
-    from comp.leaderboard import experiment_rows, submission_rows
+    from comp.blend.leaderboard import experiment_rows, submission_rows
 
     ws = board_workspace(tiny_ws)
     exps = experiment_rows(ws).set_index("experiment")
@@ -333,7 +333,7 @@ def test_evaluate_shows_the_recorded_scores_and_records_on_request(tiny_ws):
     import hashlib
     import shutil
 
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     ws.submissions_dir.mkdir(exist_ok=True)
     csv = shutil.copy(tiny_ws / "solution.csv", ws.submission_csv("s1"))
     write_json(ws.submission_json("s1"), {"members": ["a"], "oof": 0.8, "nested": 0.75,
@@ -356,9 +356,9 @@ def test_evaluate_shows_the_recorded_scores_and_records_on_request(tiny_ws):
 def test_zero_weights_are_named(caplog):
     import logging
 
-    from comp.ensemble import warn_zero_weights
+    from comp.blend.ensemble import warn_zero_weights
 
-    with caplog.at_level(logging.WARNING, logger="comp.ensemble"):
+    with caplog.at_level(logging.WARNING, logger="comp.blend.ensemble"):
         assert warn_zero_weights(["a", "b", "c"], [0.6, 0.0, 0.4], name="blend1") == ["b"]
     assert "ensemble blend1: member 'b' got weight 0" in caplog.text and "'a'" not in caplog.text
 
@@ -368,13 +368,13 @@ def test_ensemble_warns_when_a_member_gets_weight_zero(two_members, caplog):
     """`noise` predicts nothing of the labels: the fitted blend gives it weight 0, and says so."""
     import logging
 
-    with caplog.at_level(logging.WARNING, logger="comp.ensemble"):
+    with caplog.at_level(logging.WARNING, logger="comp.blend.ensemble"):
         result = invoke(two_members, "ensemble", "-e", "good", "-e", "noise", "--name", "blend")
     assert result.exit_code == 0, result.output
-    weights = json.loads(Workspace.at(two_members).submission_json("blend").read_text())["weights"]
+    weights = json.loads(Layout.at(two_members).submission_json("blend").read_text())["weights"]
     assert weights[1] == 0
     assert "member 'noise' got weight 0" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="comp.ensemble"):
+    with caplog.at_level(logging.WARNING, logger="comp.blend.ensemble"):
         assert invoke(two_members, "ensemble", "-e", "good", "-e", "noise", "--weights", "1,0").exit_code == 0
     assert "weight 0" not in caplog.text  # weights the user gave are not warned about

@@ -13,13 +13,13 @@ import yaml
 from sklearn.metrics import f1_score
 from typer.testing import CliRunner
 
-import comp.engine as engine
-import comp.train as train
+import comp.train.engine as engine
+import comp.train.fold_train as train
 from comp.cli import app
-from comp.config import load_config
-from comp.progress import SILENT
-from comp.train import fold_train
-from comp.workspace import Workspace
+from comp.core.config import load_config
+from comp.core.progress import SILENT
+from comp.train.fold_train import fold_train
+from comp.core.layout import Layout
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -36,7 +36,7 @@ def best(root: Path, fold: int, seed: int) -> dict:
 
 
 def test_each_fold_and_seed_is_a_run_and_oof_is_the_seed_mean(tiny_ws: Path) -> None:
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     scores = fold_train(seeded(tiny_ws), ws, "baseline")
     exp = tiny_ws / "experiments" / "baseline"
     for fold in (0, 1):
@@ -75,7 +75,7 @@ class Killed(Exception):
 
 def test_a_killed_multi_seed_run_resumes_without_retraining_finished_seeds(tiny_ws: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    ws, cfg = Workspace.at(tiny_ws), seeded(tiny_ws)
+    ws, cfg = Layout.at(tiny_ws), seeded(tiny_ws)
     real_fit = train.fit_fold
     calls = {"n": 0}
 
@@ -113,11 +113,11 @@ def test_seeds_option_predict_averages_every_seed(tiny_ws: Path) -> None:
     exp = tiny_ws / "experiments" / "baseline"
     config = yaml.safe_load((exp / "config.yaml").read_text())
     assert config["train"]["seeds"] == [7, 8]  # train.seed (7 in the fixture), +1
-    from comp.predict import predict_experiment
+    from comp.infer.predict import predict_experiment
 
     cfg = load_config(tiny_ws, "baseline", ["folds.k=2", "train.epochs=1", "train.seeds=[7,8]"])
     record = predict_experiment(cfg.model_copy(update={"tta": cfg.tta.model_copy(update={"transforms": "none"})}),
-                                Workspace.at(tiny_ws), "baseline")
+                                Layout.at(tiny_ws), "baseline")
     assert record["folds"] == ["0-seed7", "0-seed8", "1-seed7", "1-seed8"]
     fold0 = pd.read_csv(exp / "fold0" / "test.csv", dtype={"id": str})
     mean = pd.read_csv(exp / "test.csv", dtype={"id": str})
@@ -125,14 +125,14 @@ def test_seeds_option_predict_averages_every_seed(tiny_ws: Path) -> None:
     cols = ["p_c0", "p_c1", "p_c2"]
     assert np.allclose(mean[cols], (fold0[cols].to_numpy() + fold1[cols].to_numpy()) / 2, atol=2e-6)
     # fold 0's table is the mean of its two seed models (each predicted here without comp's predict loop)
-    from comp.predict import load_fold_model, training_config
-    from comp.recipes.seeds import checkpoint_hashes
+    from comp.infer.predict import load_fold_model, training_config
+    from comp.train.seeds import checkpoint_hashes
 
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     trained, recorded = training_config(ws, "baseline", cfg)
     hashes = checkpoint_hashes(ws, "baseline", ["0-seed7", "0-seed8"], recorded)
     from comp.data.tables import load_tables
-    from comp.predict import _loader
+    from comp.infer.predict import _loader
 
     tables = load_tables(trained, ws, check_images=False)
     loader = _loader(tables.test, np.arange(len(tables.test)), trained, ws, SILENT)

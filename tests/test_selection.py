@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from comp.metrics import get_metric
-from comp.selection import nested_epochs, selection_scores
+from comp.core.metrics import get_metric
+from comp.train.selection import nested_epochs, selection_scores
 
 ACCURACY = get_metric("accuracy")
 
@@ -92,12 +92,12 @@ def test_no_selection_figures_without_per_epoch_probabilities() -> None:
 
 
 def train_mode(root, mode: str, *extra: str) -> dict:
-    from comp.config import load_config
-    from comp.train import fold_train
-    from comp.workspace import Workspace
+    from comp.core.config import load_config
+    from comp.train.fold_train import fold_train
+    from comp.core.layout import Layout
 
     cfg = load_config(root, "baseline", ["folds.k=3", "train.epochs=4", f"train.checkpoint={mode}", *extra])
-    return fold_train(cfg, Workspace.at(root), "baseline", force=True)
+    return fold_train(cfg, Layout.at(root), "baseline", force=True)
 
 
 @pytest.mark.usefixtures("one_torch_thread")

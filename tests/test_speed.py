@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from comp.config import load_config
-from comp.workspace import Workspace
+from comp.core.config import load_config
+from comp.core.layout import Layout
 
 
 def test_auto_workers_follow_device_and_cores():
@@ -65,7 +65,7 @@ def test_first_run_decodes_each_image_once_and_caches_the_same_pixels(tiny_ws: P
     from comp.data.checked import load_checked_tables
     from comp.data.images import check_images
 
-    cfg, ws = load_config(tiny_ws), Workspace.at(tiny_ws)
+    cfg, ws = load_config(tiny_ws), Layout.at(tiny_ws)
     calls = _decodes(monkeypatch)
     tables = load_checked_tables(cfg, ws)
     n = len(tables.train) + len(tables.test)
@@ -84,22 +84,22 @@ def test_first_run_decodes_each_image_once_and_caches_the_same_pixels(tiny_ws: P
 
 def test_a_corrupt_image_is_named_and_no_cache_is_left(tiny_ws: Path):
     from comp.data.checked import load_checked_tables
-    from comp.errors import CompError
+    from comp.core.errors import CompError
 
     (tiny_ws / "data" / "images" / "p000_1.png").write_bytes(b"not a png")
     (tiny_ws / "data" / "images" / "p101_2.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(CompError, match=r"2 images in train.csv could not be decoded.*p000_1.png"):
-        load_checked_tables(load_config(tiny_ws), Workspace.at(tiny_ws))
+        load_checked_tables(load_config(tiny_ws), Layout.at(tiny_ws))
     assert not list((tiny_ws / ".cache" / "images").glob("*.npy"))
 
 
 @pytest.mark.parametrize("resumable,writes", [(True, 2), (False, 1)])
 def test_trials_write_last_pt_only_when_the_fold_ends(tiny_ws: Path, monkeypatch, resumable: bool, writes: int):
-    import comp.engine as engine
+    import comp.train.engine as engine
     from comp.data.tables import load_tables
     from comp.folds import ensure_folds
 
-    cfg, ws = load_config(tiny_ws, overrides=["folds.k=3"]), Workspace.at(tiny_ws)
+    cfg, ws = load_config(tiny_ws, overrides=["folds.k=3"]), Layout.at(tiny_ws)
     tables = load_tables(cfg, ws)
     fold_of = ensure_folds(ws, tables, cfg).fold_of(tables.train)
     saved = []
@@ -117,7 +117,7 @@ def _ckpt_setup(root: Path, *overrides: str):
     from comp.data.tables import load_tables
     from comp.folds import ensure_folds
 
-    cfg, ws = load_config(root, overrides=["folds.k=3", *overrides]), Workspace.at(root)
+    cfg, ws = load_config(root, overrides=["folds.k=3", *overrides]), Layout.at(root)
     tables = load_tables(cfg, ws)
     return cfg, ws, tables, ensure_folds(ws, tables, cfg).fold_of(tables.train)
 
@@ -125,7 +125,7 @@ def _ckpt_setup(root: Path, *overrides: str):
 def test_a_queued_checkpoint_is_a_snapshot_written_completely(tmp_path: Path):
     import torch
 
-    from comp.checkpoint import CheckpointWriter, snapshot
+    from comp.model.checkpoint import CheckpointWriter, snapshot
 
     live = {"w": torch.arange(6.0), "history": [{"epoch": 1}], "step": (torch.ones(2), 3)}
     writer = CheckpointWriter()
@@ -143,8 +143,8 @@ def test_a_queued_checkpoint_is_a_snapshot_written_completely(tmp_path: Path):
 def test_a_failed_background_write_keeps_the_previous_file_and_is_raised(tmp_path: Path, monkeypatch):
     import torch
 
-    import comp.checkpoint as checkpoint
-    from comp.checkpoint import CheckpointWriter
+    import comp.model.checkpoint as checkpoint
+    from comp.model.checkpoint import CheckpointWriter
 
     path = tmp_path / "last.pt"
     writer = CheckpointWriter()
@@ -165,7 +165,7 @@ def test_a_failed_background_write_keeps_the_previous_file_and_is_raised(tmp_pat
 
 KILLED_WRITER = r"""
 import os, sys, time, torch
-import comp.checkpoint as checkpoint
+import comp.model.checkpoint as checkpoint
 path = sys.argv[1]
 writer = checkpoint.CheckpointWriter()
 writer.submit(path, {"epoch": torch.tensor(1), "w": torch.zeros(1000)})
@@ -190,7 +190,7 @@ def test_a_kill_during_the_background_write_leaves_the_previous_last_pt_loadable
 
     import torch
 
-    from comp.checkpoint import load_checkpoint
+    from comp.model.checkpoint import load_checkpoint
 
     path = tmp_path / "last.pt"
     child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)], stdout=subprocess.PIPE, text=True,
@@ -208,8 +208,8 @@ def test_a_kill_during_the_background_write_leaves_the_previous_last_pt_loadable
 def test_background_checkpoints_and_the_in_memory_result_match_what_is_read_back(tiny_ws: Path):
     import torch
 
-    from comp.engine import finished_result, fit_fold
-    from comp.workspace import FoldFiles
+    from comp.train.engine import finished_result, fit_fold
+    from comp.core.layout import FoldFiles
 
     cfg, ws, tables, fold_of = _ckpt_setup(tiny_ws, "train.epochs=3")
     out = tiny_ws / "out"
@@ -225,7 +225,7 @@ def test_background_checkpoints_and_the_in_memory_result_match_what_is_read_back
 
 
 def test_a_trial_writes_no_checkpoints_and_reused_loaders_give_the_fresh_result(tiny_ws: Path):
-    from comp.engine import fit_fold
+    from comp.train.engine import fit_fold
     from comp.tune.objective import LoaderCache
 
     cfg, ws, tables, fold_of = _ckpt_setup(tiny_ws)
@@ -248,7 +248,7 @@ def test_the_error_gallery_is_one_png_with_each_image_in_its_cell(tmp_path: Path
 
     from PIL import Image
 
-    from comp.report_sections import gallery_png
+    from comp.report.sections import gallery_png
 
     paths = {}
     for name, colour in (("r", (255, 0, 0)), ("b", (0, 0, 255)), ("g", (0, 255, 0))):
@@ -273,7 +273,7 @@ def _count_writes(monkeypatch) -> list[tuple[str, int]]:
     """(file name, epoch) of every checkpoint the writer thread writes, in order."""
     import torch
 
-    import comp.checkpoint as checkpoint
+    import comp.model.checkpoint as checkpoint
 
     writes: list[tuple[str, int]] = []
     real = checkpoint.save_checkpoint
@@ -297,7 +297,7 @@ def test_checkpoints_reach_the_disk_every_checkpoint_seconds_and_at_the_end(tiny
                                                                              epoch_seconds: float, expected: list):
     """Each epoch is snapshotted; the files are written once train.checkpoint_seconds passed since the last write
     (the clock advanced epoch_seconds per epoch here), and always when the fold ends; best.pt before last.pt."""
-    import comp.engine as engine
+    import comp.train.engine as engine
 
     writes = _count_writes(monkeypatch)
     clock = {"now": 1000.0}
@@ -319,7 +319,7 @@ def test_a_stopped_fold_writes_its_last_finished_epoch_and_resumes_from_it(tiny_
     """Nothing was written yet (epochs shorter than train.checkpoint_seconds) when the fold is stopped after epoch 2
     (Ctrl-C, SIGTERM, an error): the held epoch-2 checkpoints are written on the way out, and the rerun trains
     only epoch 3 and ends where an uninterrupted fit does."""
-    import comp.engine as engine
+    import comp.train.engine as engine
 
     cfg, ws, tables, fold_of = _ckpt_setup(tiny_ws, "train.epochs=3")
     whole = engine.fit_fold(cfg, tables, fold_of, 0, tiny_ws / "whole", ws=ws)
@@ -349,9 +349,9 @@ def _slow_writes_and_lock_releases(monkeypatch, *, fail: str | None = None) -> l
     import threading
     import time
 
-    import comp.checkpoint as checkpoint
-    import comp.locks as locks
-    import comp.train as train
+    import comp.model.checkpoint as checkpoint
+    import comp.core.locks as locks
+    import comp.train.fold_train as train
 
     events: list[tuple] = []
     guard = threading.Lock()
@@ -400,10 +400,10 @@ def test_each_fold_s_checkpoints_are_on_disk_before_its_lock_goes_and_the_next_f
     """A fold's final best.pt and last.pt are whole on disk while it still holds its lock, before the next fold
     starts and before scores.json claims it; no lock is left, and the results aggregated from memory are the ones
     the files hold."""
-    from comp.train import aggregate_folds, fold_train, prepare_experiment
+    from comp.train.fold_train import aggregate_folds, fold_train, prepare_experiment
 
     events = _slow_writes_and_lock_releases(monkeypatch)
-    cfg, ws = load_config(tiny_ws, overrides=["folds.k=3", "train.epochs=1"]), Workspace.at(tiny_ws)
+    cfg, ws = load_config(tiny_ws, overrides=["folds.k=3", "train.epochs=1"]), Layout.at(tiny_ws)
     scores = fold_train(cfg, ws, "baseline")
     assert sorted(scores["folds"]) == [0, 1, 2]
     for fold in range(3):
@@ -425,7 +425,7 @@ def test_ctrl_c_right_after_a_fold_lands_its_checkpoints_before_its_lock_goes(ti
     no lock is left."""
     from contextlib import contextmanager
 
-    import comp.train as train
+    import comp.train.fold_train as train
 
     events = _slow_writes_and_lock_releases(monkeypatch)
     real_log = train.fold_log
@@ -439,7 +439,7 @@ def test_ctrl_c_right_after_a_fold_lands_its_checkpoints_before_its_lock_goes(ti
     monkeypatch.setattr(train, "fold_log", interrupted)
     cfg = load_config(tiny_ws, overrides=["folds.k=3", "train.epochs=1"])
     with pytest.raises(KeyboardInterrupt):
-        train.fold_train(cfg, Workspace.at(tiny_ws), "baseline")
+        train.fold_train(cfg, Layout.at(tiny_ws), "baseline")
     written = [i for i, e in enumerate(events) if e[0] == "written" and e[1] == 0]
     assert [events[i][2] for i in written] == ["best.pt", "last.pt"] and all(events[i][3] for i in written), events
     assert events.index(("released", 0)) > written[-1], events
@@ -450,12 +450,12 @@ def test_ctrl_c_right_after_a_fold_lands_its_checkpoints_before_its_lock_goes(ti
 def test_a_failed_final_write_stops_fold_train_and_releases_every_lock(tiny_ws: Path, monkeypatch, fold: int):
     """A fold's last.pt cannot be written (disk full): fold_train raises that error, the fold is not taken as finished, no scores.json claims it, and no lock
     is left behind."""
-    from comp.engine import finished_result
-    from comp.train import fold_train
+    from comp.train.engine import finished_result
+    from comp.train.fold_train import fold_train
 
     _slow_writes_and_lock_releases(monkeypatch, fail=f"fold{fold}/last.pt")
     cfg = load_config(tiny_ws, overrides=["folds.k=3", "train.epochs=2"])
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     with pytest.raises(OSError, match="No space left"):
         fold_train(cfg, ws, "baseline")
     assert not list(tiny_ws.glob("experiments/baseline/fold*/.lock"))

@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.metrics import get_metric
-from comp.stack import fit_predict, fit_stack
-from comp.workspace import Workspace, read_json
+from comp.core.metrics import get_metric
+from comp.blend.stack import fit_predict, fit_stack
+from comp.core.layout import Layout, read_json
 from test_ensemble_cli import fake_experiment
 
 runner = CliRunner()
@@ -82,7 +82,7 @@ def test_ensemble_method_stack_writes_a_valid_submission_and_a_nested_score(two_
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import f1_score
 
-    ws = Workspace.at(two_members)
+    ws = Layout.at(two_members)
     result = runner.invoke(app, ["ensemble", "-e", "good", "-e", "noise", "--method", "stack", "--stacker", "hgb",
                                  "--name", "stk", "-w", str(two_members)])
     assert result.exit_code == 0, result.output

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from comp.config import SubmissionConfig, load_config
-from comp.errors import CompError
-from comp.metrics import get_metric
-from comp.submission import build_submission, expected_ids, score_submission, validate_submission, write_submission
-from comp.workspace import Workspace, read_json
+from comp.core.config import SubmissionConfig, load_config
+from comp.core.errors import CompError
+from comp.core.metrics import get_metric
+from comp.blend.submission import build_submission, expected_ids, score_submission, validate_submission, write_submission
+from comp.core.layout import Layout, read_json
 
 LABEL = SubmissionConfig(id_col="ImageID", target_col="ans", kind="label")
 PROBS = SubmissionConfig(id_col="ImageID", target_col="ans", kind="probabilities")
@@ -25,7 +25,7 @@ def probs_for(n: int, seed: int = 0) -> np.ndarray:
 
 
 def test_label_submission_follows_sample_order(tiny_ws):
-    ws, cfg = Workspace.at(tiny_ws), load_config(tiny_ws)
+    ws, cfg = Layout.at(tiny_ws), load_config(tiny_ws)
     order, columns = expected_ids(cfg, ws)
     assert order[0] == "t000" and columns == ["ImageID", "ans"]
     p = probs_for(len(order))
@@ -70,7 +70,7 @@ def test_probability_validation_errors():
 
 
 def test_invalid_submission_is_never_written(tmp_path):
-    ws = Workspace.at(tmp_path)
+    ws = Layout.at(tmp_path)
     with pytest.raises(CompError, match="labels not among"):
         write_submission(ws, "bad", good().assign(ans=["c0", "c1", "dog"]), LABEL,
                          expected=["a", "b", "c"], classes=CLASSES, manifest={})
@@ -79,7 +79,7 @@ def test_invalid_submission_is_never_written(tmp_path):
 
 
 def test_manifest_records_the_file_hash(tmp_path):
-    ws = Workspace.at(tmp_path)
+    ws = Layout.at(tmp_path)
     csv_path, json_path = write_submission(ws, "ok", good(), LABEL, expected=["a", "b", "c"], classes=CLASSES,
                                            manifest={"members": ["x"], "weights": [1.0]})
     doc = read_json(json_path)
@@ -102,7 +102,7 @@ def test_score_submission_against_solution(tiny_ws):
 
 
 def test_probabilities_and_integer_labels_round_trip(tmp_path):
-    ws = Workspace.at(tmp_path)
+    ws = Layout.at(tmp_path)
     p = probs_for(4, seed=2)
     frame = build_submission(list("abcd"), p, CLASSES, PROBS, order=list("dcba"))
     csv_path, _ = write_submission(ws, "probs", frame, PROBS, expected=list("abcd"), classes=CLASSES, manifest={})

@@ -12,9 +12,9 @@ import yaml
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.errors import CompError
-from comp.kaggle import parse_submissions
-from comp.workspace import Workspace, read_json, write_json
+from comp.core.errors import CompError
+from comp.export.kaggle import parse_submissions
+from comp.core.layout import Layout, read_json, write_json
 
 runner = CliRunner()
 
@@ -74,7 +74,7 @@ def submitted_ws(tiny_ws) -> Path:
     """A workspace with competition: set and a submission (csv + manifest) to upload."""
     comp = yaml.safe_load((tiny_ws / "comp.yaml").read_text())
     (tiny_ws / "comp.yaml").write_text(yaml.safe_dump({**comp, "competition": "face-mask"}))
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     ws.submissions_dir.mkdir()
     ws.submission_csv("blend").write_text("ImageID,ans\nt000,c0\n")
     write_json(ws.submission_json("blend"), {"members": ["baseline"], "method": "mean", "oof": 0.8, "nested": 0.78})
@@ -82,12 +82,12 @@ def submitted_ws(tiny_ws) -> Path:
 
 
 def test_submit_uploads_records_and_waits_for_the_score(submitted_ws, fake_kaggle, monkeypatch):
-    monkeypatch.setattr("comp.kaggle.time.sleep", lambda s: None)
+    monkeypatch.setattr("comp.export.kaggle.time.sleep", lambda s: None)
     result = invoke(submitted_ws, "submit", "blend", "-m", "geometric blend, bias", "--wait", "--poll", "0")
     assert result.exit_code == 0, result.output
     assert "Successfully submitted to Face Mask Classification" in result.output and "0.7632" in result.output
     made = calls(fake_kaggle)
-    ws = Workspace.at(submitted_ws)
+    ws = Layout.at(submitted_ws)
     assert made[0] == ["competitions", "submit", "-c", "face-mask", "-f", str(ws.submission_csv("blend")),
                        "-m", "geometric blend, bias"]
     assert made[1:] == [["competitions", "submissions", "-c", "face-mask", "-v"]] * 2  # pending, then scored
@@ -105,7 +105,7 @@ def test_submit_without_wait_records_the_upload_and_keeps_a_manual_score(submitt
     assert invoke(submitted_ws, "leaderboard", "--record", "blend", "--lb", "0.5").exit_code == 0
     result = invoke(submitted_ws, "submit", "blend", "-m", "first")
     assert result.exit_code == 0, result.output
-    entry = read_json(Workspace.at(submitted_ws).leaderboard_json)["blend"]
+    entry = read_json(Layout.at(submitted_ws).leaderboard_json)["blend"]
     assert entry["message"] == "first" and entry["lb"] == 0.5  # --record's score is kept, not overwritten
     assert len(calls(fake_kaggle)) == 1
 
@@ -130,7 +130,7 @@ def test_submit_errors(submitted_ws, tmp_path, monkeypatch, fake_kaggle):
     (submitted_ws / "comp.yaml").write_text(yaml.safe_dump({k: v for k, v in comp.items() if k != "competition"}))
     no_slug = invoke(submitted_ws, "submit", "blend", "-m", "x")
     assert no_slug.exit_code == 2 and "competition:" in no_slug.output
-    assert not Workspace.at(submitted_ws).leaderboard_json.exists()  # nothing recorded for failed submits
+    assert not Layout.at(submitted_ws).leaderboard_json.exists()  # nothing recorded for failed submits
 
 
 def test_parse_submissions_handles_both_header_styles():

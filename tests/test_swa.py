@@ -9,22 +9,22 @@ import pandas as pd
 import pytest
 import torch
 
-import comp.engine as engine
-from comp.config import load_config
+import comp.train.engine as engine
+from comp.core.config import load_config
 from comp.data.checked import load_checked_tables
 from comp.data.dataset import set_epoch
-from comp.engine import Candidate, fit_fold
+from comp.train.engine import Candidate, fit_fold
 from comp.folds import ensure_folds
-from comp.models import build_model
-from comp.progress import SILENT
-from comp.workspace import Workspace
+from comp.model.factory import build_model
+from comp.core.progress import SILENT
+from comp.core.layout import Layout
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def setup(root: Path, *overrides: str):
     cfg = load_config(root, "baseline", ["folds.k=2", *overrides])
-    ws = Workspace.at(root)
+    ws = Layout.at(root)
     tables = load_checked_tables(cfg, ws)
     fold_of = ensure_folds(ws, tables, cfg).fold_of(tables.train)
     return cfg, ws, tables, fold_of
@@ -134,7 +134,7 @@ def test_progressive_resizing_trains_each_epoch_at_its_size(tiny_ws: Path, monke
 
 
 def test_schedule_and_swa_are_checked(tiny_ws: Path) -> None:
-    from comp.errors import CompError
+    from comp.core.errors import CompError
 
     with pytest.raises(CompError, match="image.schedule must start at epoch 0"):
         load_config(tiny_ws, "baseline", ["image.schedule=[[1, 16]]"])

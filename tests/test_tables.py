@@ -3,15 +3,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from comp.config import load_config
+from comp.core.config import load_config
 from comp.data.images import check_images, read_rgb
 from comp.data.tables import load_tables
-from comp.errors import CompError
-from comp.workspace import Workspace
+from comp.core.errors import CompError
+from comp.core.layout import Layout
 
 
 def tables_of(ws, *overrides, **kwargs):
-    return load_tables(load_config(ws, overrides=list(overrides)), Workspace.at(ws), **kwargs)
+    return load_tables(load_config(ws, overrides=list(overrides)), Layout.at(ws), **kwargs)
 
 
 def edit_csv(path, fn):

@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 from sklearn import metrics as skm
 
-from comp.config import Config
-from comp.ensemble import apply_thresholds, blend, fit_blend, fit_thresholds
-from comp.errors import CompError
-from comp.losses import AsymmetricLoss, BCELoss, MultiHeadLoss, RegressionLoss, positive_weights
-from comp.metrics import get_metric
-from comp.submission import build_submission, validate_submission
-from comp.tasks import Combiner, Head, Task, combos_of, quantile_bins
+from comp.core.config import Config
+from comp.blend.ensemble import apply_thresholds, blend, fit_blend, fit_thresholds
+from comp.core.errors import CompError
+from comp.model.losses import AsymmetricLoss, BCELoss, MultiHeadLoss, RegressionLoss, positive_weights
+from comp.core.metrics import get_metric
+from comp.blend.submission import build_submission, validate_submission
+from comp.core.tasks import Combiner, Head, Task, combos_of, quantile_bins
 
 RNG = np.random.default_rng(0)
 
@@ -199,7 +199,7 @@ def test_fitted_thresholds_beat_one_half_when_the_model_is_shy():
 
 
 def test_nested_thresholds_never_see_the_scored_fold(monkeypatch):
-    import comp.ensemble as ens
+    import comp.blend.ensemble as ens
 
     y = (RNG.random((120, 2)) < 0.4).astype(float)
     p = np.clip(0.4 * y + 0.5 * RNG.random((120, 2)), 0, 1)  # every row's values are unique
@@ -243,7 +243,7 @@ def test_blends_of_tags_are_weighted_means_and_classes_only_methods_are_refused(
 
 
 def test_submission_formats_per_kind():
-    from comp.config import SubmissionConfig
+    from comp.core.config import SubmissionConfig
 
     ids = ["x", "y"]
     tags = Task("multilabel", ("cloud", "water"), labels=("cloud", "water"))
@@ -272,7 +272,7 @@ def test_submission_formats_per_kind():
 
 
 def test_submissions_of_other_kinds_are_validated():
-    from comp.config import SubmissionConfig
+    from comp.core.config import SubmissionConfig
 
     tags = Task("multilabel", ("cloud", "water"), labels=("cloud", "water"))
     sub = SubmissionConfig(target_col="tags")

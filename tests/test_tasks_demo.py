@@ -9,10 +9,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.config import load_config
+from comp.core.config import load_config
 from comp.data.tables import load_tables
-from comp.demo_data import build_task_demo
-from comp.workspace import Workspace
+from comp.init.demo import build_task_demo
+from comp.core.layout import Layout
 
 runner = CliRunner()
 KINDS = ("multilabel", "regression", "multitask", "binary")
@@ -35,7 +35,7 @@ def test_each_kind_loads_as_its_task_with_targets_from_the_digits(demo):
 
     kind, root = demo
     cfg = load_config(root)
-    t = load_tables(cfg, Workspace.at(root))
+    t = load_tables(cfg, Layout.at(root))
     assert cfg.task == kind and t.task.kind == kind
     train = pd.read_csv(root / "data" / "train.csv", dtype=str, keep_default_na=False)
     digits = load_digits()

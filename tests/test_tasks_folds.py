@@ -12,12 +12,12 @@ import yaml
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.config import load_config
+from comp.core.config import load_config
 from comp.data.tables import Tables, load_tables
-from comp.errors import CompError
+from comp.core.errors import CompError
 from comp.folds import fold_summary, load_or_make_folds, make_folds
-from comp.tasks import Combiner, Head, Task, combos_of, quantile_bins
-from comp.workspace import Workspace
+from comp.core.tasks import Combiner, Head, Task, combos_of, quantile_bins
+from comp.core.layout import Layout
 
 from task_data import build_task_workspace
 
@@ -206,7 +206,7 @@ def test_cli_folds_per_kind(tmp_path, kind):
 
 def test_multilabel_record_covers_the_tag_set_and_the_task(tmp_path):
     root = build_task_workspace(tmp_path / "ml", "multilabel", subjects=24)
-    ws = Workspace.at(root)
+    ws = Layout.at(root)
     cfg = load_config(root)
     tables = load_tables(cfg, ws)
     made = load_or_make_folds(ws, tables, k=3, seed=42, group_col="subject")
@@ -220,7 +220,7 @@ def test_multilabel_record_covers_the_tag_set_and_the_task(tmp_path):
 
 def test_record_covers_the_task_kind(tmp_path):
     root = build_task_workspace(tmp_path / "bin", "binary", subjects=24)
-    ws = Workspace.at(root)
+    ws = Layout.at(root)
     load_or_make_folds(ws, load_tables(load_config(root), ws), k=3, seed=42, group_col="subject")
     comp = yaml.safe_load((root / "comp.yaml").read_text())
     comp["task"] = "multiclass"  # the same column read as one of two classes: same labels, another task

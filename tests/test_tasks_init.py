@@ -11,11 +11,11 @@ import yaml
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.config import load_config
+from comp.core.config import load_config
 from comp.data.tables import load_tables
-from comp.errors import CompError
+from comp.core.errors import CompError
 from comp.init import init_csv, init_mask, write_plan
-from comp.workspace import Workspace
+from comp.core.layout import Layout
 
 from task_data import TAGS, build_task_workspace
 from test_init import build_mask
@@ -35,7 +35,7 @@ def fresh(tmp_path: Path, kind: str, **kwargs) -> Path:
 
 
 def init(root: Path, **kwargs):
-    ws = Workspace.at(root)
+    ws = Layout.at(root)
     plan = init_csv(root / "data" / "train.csv", ws, test_csv=root / "data" / "test.csv", **kwargs)
     return plan, write_plan(ws, plan, force=True)
 
@@ -153,7 +153,7 @@ def test_binary_sample_holding_labels_means_label(tmp_path):
 
 def test_mask_heads_rebuild_the_single_head_label(tmp_path):
     data = build_mask(tmp_path / "ws" / "data")
-    ws = Workspace.at(tmp_path / "ws")
+    ws = Layout.at(tmp_path / "ws")
     plan = init_mask(data, ws, heads=True)
     done = write_plan(ws, plan)
     comp = yaml.safe_load(ws.comp_yaml.read_text())
@@ -171,7 +171,7 @@ def test_mask_heads_rebuild_the_single_head_label(tmp_path):
 
 def test_mask_heads_with_four_age_bands(tmp_path):
     data = build_mask(tmp_path / "ws" / "data")
-    ws = Workspace.at(tmp_path / "ws")
+    ws = Layout.at(tmp_path / "ws")
     done = write_plan(ws, init_mask(data, ws, heads=True, age_bands=(30, 45, 60)))
     assert done.config.data.combine == "mask*8 + gender*4 + age"
     train = pd.read_csv(ws.path(done.config.data.train_csv))
@@ -192,7 +192,7 @@ def test_mask_heads_cli_then_folds(tmp_path):
 
 def test_mask_without_heads_is_unchanged(tmp_path):
     data = build_mask(tmp_path / "ws" / "data")
-    ws = Workspace.at(tmp_path / "ws")
+    ws = Layout.at(tmp_path / "ws")
     plan = init_mask(data, ws)
     assert "task" not in plan.comp and "targets" not in plan.comp["data"]
     with pytest.raises(CompError, match="--task multitask needs heads"):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import comp
-from comp.errors import CompError
+from comp.core.errors import CompError
 
 
 def wandb_records(path: str) -> list:
@@ -121,11 +121,11 @@ def test_missing_tracker_names_the_extra(tiny_ws, monkeypatch) -> None:
 
 
 def test_tensorboard_prints_the_logdir_command(tiny_ws, caplog) -> None:
-    from comp.track import TensorBoardTracker
-    from comp.workspace import Workspace
+    from comp.train.track import TensorBoardTracker
+    from comp.core.layout import Layout
 
     with caplog.at_level("INFO", logger="comp"):
-        tracker = TensorBoardTracker(Workspace.at(tiny_ws), "baseline")
+        tracker = TensorBoardTracker(Layout.at(tiny_ws), "baseline")
         tracker.close()
     assert f"tensorboard --logdir {tiny_ws / 'experiments' / 'baseline' / 'tb'}" in caplog.text
 
@@ -133,7 +133,7 @@ def test_tensorboard_prints_the_logdir_command(tiny_ws, caplog) -> None:
 def test_mlflow_logs_no_info_lines(tmp_path, capfd) -> None:
     import logging
 
-    from comp.track import MlflowTracker
+    from comp.train.track import MlflowTracker
 
     class Paths:
         mlruns_dir = tmp_path / "mlruns"
@@ -148,8 +148,8 @@ def test_mlflow_logs_no_info_lines(tmp_path, capfd) -> None:
 
 
 def test_step_watch_numbers_steps_across_epochs_and_resumes() -> None:
-    from comp.progress import Progress
-    from comp.track import StepWatch
+    from comp.core.progress import Progress
+    from comp.train.track import StepWatch
 
     seen = []
 

@@ -15,8 +15,8 @@ import yaml
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.locks import FoldLocked, acquire_fold, fold_lock, release_fold
-from comp.workspace import FoldFiles
+from comp.core.locks import FoldLocked, acquire_fold, fold_lock, release_fold
+from comp.core.layout import FoldFiles
 
 runner = CliRunner()
 
@@ -73,27 +73,27 @@ def test_a_folds_file_without_its_record_is_not_trusted(tiny_ws: Path) -> None:
 
 
 def test_eda_reports_stale_folds_instead_of_using_them(tiny_ws: Path) -> None:
-    from comp.config import load_config
+    from comp.core.config import load_config
     from comp.eda import run_eda
-    from comp.workspace import Workspace
+    from comp.core.layout import Layout
 
     assert cli("folds", "-w", str(tiny_ws), "--k", "2", "--set", "data.group_col=null").exit_code == 0
     cfg = load_config(tiny_ws, "baseline", ["folds.k=2"])
-    result = run_eda(cfg, Workspace.at(tiny_ws), samples=1)
+    result = run_eda(cfg, Layout.at(tiny_ws), samples=1)
     assert "data.group_col was none, now person" in result.summary["folds"]["error"]
 
 
 def test_the_experiment_records_its_folds_and_refuses_other_data(tiny_ws: Path) -> None:
     from comp.folds import check_trained_on
-    from comp.workspace import Workspace
+    from comp.core.layout import Layout
 
     trained = cli("fold-train", "--k", "2", "-w", str(tiny_ws), "--set", "train.epochs=1")
     assert trained.exit_code == 0, trained.output
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     recorded = yaml.safe_load(ws.config_yaml("baseline").read_text())["folds_file"]
     record = json.loads((tiny_ws / "folds" / "k2-s42.json").read_text())
     assert recorded["path"] == "folds/k2-s42.csv" and recorded["fingerprint"] == record["fingerprint"]
-    from comp.config import load_config
+    from comp.core.config import load_config
     from comp.data.tables import load_tables
 
     tables = load_tables(load_config(tiny_ws, "baseline", ["folds.k=2"]), ws)
@@ -183,7 +183,7 @@ def test_lock_holder_on_another_host_and_reused_pid(tmp_path: Path) -> None:
 
 
 def test_one_job_shares_its_locks(tmp_path: Path, monkeypatch) -> None:
-    from comp import locks
+    from comp.core import locks
 
     fold = tmp_path / "fold0"
     with fold_lock(fold):

@@ -12,10 +12,10 @@ from torch import nn
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.metrics import get_metric
-from comp.predict import predict_tta, view_names
-from comp.tta_auto import candidates_for, merge, nested_choice, union_views
-from comp.workspace import Workspace, read_json
+from comp.core.metrics import get_metric
+from comp.infer.predict import predict_tta, view_names
+from comp.infer.tta_auto import candidates_for, merge, nested_choice, union_views
+from comp.core.layout import Layout, read_json
 from test_ensemble_cli import fake_experiment
 
 runner = CliRunner()
@@ -52,7 +52,7 @@ class Linear(nn.Module):
 
 @pytest.mark.parametrize("merge_name", ["mean", "gmean"])
 def test_candidates_merged_from_the_union_equal_predicting_with_each_tta(merge_name):
-    from comp.predict import _merge_views_models
+    from comp.infer.predict import _merge_views_models
 
     images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     model = Linear().eval()
@@ -96,7 +96,7 @@ def member(tiny_ws: Path) -> Path:
 def test_predict_tta_auto_chooses_the_best_candidate_and_predicts_as_that_tta(member, one_torch_thread):
     from sklearn.metrics import f1_score
 
-    ws = Workspace.at(member)
+    ws = Layout.at(member)
     result = runner.invoke(app, ["predict", "-e", "m", "--tta", "auto", "-w", str(member)])
     assert result.exit_code == 0, result.output
     record = read_json(ws.predict_json("m"))

@@ -17,14 +17,14 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.config import Config, load_config
-from comp.errors import CompError
+from comp.core.config import Config, load_config
+from comp.core.errors import CompError
 from comp.tune import default_space, parse_space, tune_experiment
 from comp.folds import parse_fold_selection
 from comp.tune.objective import FoldReporter, trial_config
 from comp.tune.space import apply_params
 from comp.tune.study import INTERRUPTED, SURPLUS, TrialSeededSampler, counted, open_storage, run_trials
-from comp.workspace import Workspace
+from comp.core.layout import Layout
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 runner = CliRunner()
@@ -224,7 +224,7 @@ def fake_fit(cfg, tables, fold_of, fold, out_dir, *, ws, progress, on_epoch):
 
 
 def test_tune_experiment_with_stand_in_fit(tiny_ws: Path) -> None:
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     cfg = load_config(tiny_ws, "baseline", ["tune.space={train.lr: {float: [1.0e-5, 1.0e-1], log: true}}",
                                             "tune.epochs=3"])
     result = tune_experiment(ws, cfg, exp="baseline", trials=4, folds="0,1", fit=fake_fit)
@@ -251,8 +251,8 @@ def test_tune_experiment_draws_the_same_trials_for_the_same_seed(make_ws) -> Non
         root = make_ws(name)
         cfg = load_config(root, "baseline", ["folds.k=2", space, f"tune.seed={seed}", "tune.n_startup_trials=2",
                                              "tune.pruner=none", "tune.epochs=1"])
-        result = tune_experiment(Workspace.at(root), cfg, exp="baseline", trials=4, fit=fake_fit)
-        study = optuna.load_study(study_name="baseline", storage=open_storage(None, Workspace.at(root).tune_journal("baseline")))
+        result = tune_experiment(Layout.at(root), cfg, exp="baseline", trials=4, fit=fake_fit)
+        study = optuna.load_study(study_name="baseline", storage=open_storage(None, Layout.at(root).tune_journal("baseline")))
         return [t.params for t in study.trials], result
 
     (a, ra), (b, rb), (c, _) = run("a", 5), run("b", 5), run("c", 6)
@@ -273,8 +273,8 @@ def test_pruners_stop_a_terrible_trial_or_not(tiny_ws: Path, pruner: str) -> Non
 
     cfg = load_config(tiny_ws, "baseline", ["tune.space={train.lr: {categorical: [0.001, 0.002, 0.003, 0.1]}}",
                                             f"tune.pruner={pruner}", "tune.epochs=4", "tune.seed=0"])
-    result = tune_experiment(Workspace.at(tiny_ws), cfg, exp="baseline", trials=6, fit=fit)
-    study = optuna.load_study(study_name="baseline", storage=open_storage(None, Workspace.at(tiny_ws).tune_journal("baseline")))
+    result = tune_experiment(Layout.at(tiny_ws), cfg, exp="baseline", trials=6, fit=fit)
+    study = optuna.load_study(study_name="baseline", storage=open_storage(None, Layout.at(tiny_ws).tune_journal("baseline")))
     expected = TrialState.COMPLETE if pruner == "none" else TrialState.PRUNED
     states = {t.number: t.state for t in study.trials}
     assert {n for n, s in states.items() if s == expected} >= terrible, states
@@ -283,7 +283,7 @@ def test_pruners_stop_a_terrible_trial_or_not(tiny_ws: Path, pruner: str) -> Non
 
 
 def test_interrupted_tune_resumes_where_it_stopped(tiny_ws: Path) -> None:
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     cfg = load_config(tiny_ws, "baseline", ["tune.space={train.lr: {float: [1.0e-4, 1.0e-2], log: true}}",
                                             "tune.pruner=none"])  # whether a drawn lr would be pruned is not the point
 
@@ -308,7 +308,7 @@ def test_three_trial_study_through_the_cli_and_the_tuned_yaml_trains(tiny_ws: Pa
     assert result.exit_code == 0, result.output
     print(result.output)
     assert "top trials" in result.output and "comp fold-train -e baseline-tuned" in result.output
-    ws = Workspace.at(tiny_ws)
+    ws = Layout.at(tiny_ws)
     study = optuna.load_study(study_name="baseline", storage=open_storage(None, ws.tune_journal("baseline")))
     assert [t.number for t in study.trials] == [0, 1, 2]
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
@@ -318,7 +318,7 @@ def test_three_trial_study_through_the_cli_and_the_tuned_yaml_trains(tiny_ws: Pa
     tuned = load_config(tiny_ws, "baseline-tuned")
     assert tuned.train.lr == study.best_params["train.lr"] and tuned.train.epochs == 2
     from comp.data.tables import load_tables
-    from comp.engine import fit_fold
+    from comp.train.engine import fit_fold
     from comp.folds import ensure_folds
 
     tuned = load_config(tiny_ws, "baseline-tuned", ["train.epochs=1"])
@@ -330,7 +330,7 @@ def test_three_trial_study_through_the_cli_and_the_tuned_yaml_trains(tiny_ws: Pa
 
 def test_nan_trial_fails_with_its_reason_and_the_study_goes_on(tiny_ws: Path) -> None:
     space = "tune.space={train.lr: {categorical: [1.0e+30, 0.003]}}"
-    storage = open_storage(None, Workspace.at(tiny_ws).tune_journal("baseline"))
+    storage = open_storage(None, Layout.at(tiny_ws).tune_journal("baseline"))
     queued = optuna.create_study(storage=storage, study_name="baseline", direction="maximize")
     for lr in (1e30, 0.003):  # the first two trials, whatever the sampler would draw
         queued.enqueue_trial({"train.lr": lr})
@@ -392,7 +392,7 @@ def test_two_processes_share_one_journal(tiny_ws: Path) -> None:
     outputs = [w.communicate(timeout=300)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     study = optuna.load_study(study_name="baseline",
-                              storage=open_storage(None, Workspace.at(tiny_ws).tune_journal("baseline")))
+                              storage=open_storage(None, Layout.at(tiny_ws).tune_journal("baseline")))
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     assert len({t.params["train.lr"] for t in study.trials}) == 4
@@ -417,7 +417,7 @@ def test_cli_tune_on_postgres_storage(tiny_ws: Path, postgres_url: str) -> None:
     assert result.exit_code == 0, result.output
     study = optuna.load_study(study_name="pg", storage=open_storage(postgres_url, Path("unused")))
     assert [t.state for t in study.trials] == [TrialState.COMPLETE]
-    assert not Workspace.at(tiny_ws).tune_journal("baseline").exists()
+    assert not Layout.at(tiny_ws).tune_journal("baseline").exists()
     assert load_config(tiny_ws, "baseline-tuned").train.lr == study.best_params["train.lr"]
 
 
@@ -467,7 +467,7 @@ def test_out_of_memory_fails_one_trial_and_the_study_goes_on(tiny_ws: Path) -> N
         return SimpleNamespace(score=0.5)
 
     cfg = load_config(tiny_ws, "baseline", ["tune.space={train.batch_size: {categorical: [8, 4096]}}"])
-    result = tune_experiment(Workspace.at(tiny_ws), cfg, exp="baseline", trials=4, fit=fit)
+    result = tune_experiment(Layout.at(tiny_ws), cfg, exp="baseline", trials=4, fit=fit)
     assert [o.state for o in result.ran] == ["complete", "failed", "complete", "complete"]
     assert result.ran[1].reason.startswith("OutOfMemoryError: CUDA out of memory")
     assert result.counts == {"complete": 3, "pruned": 0, "failed": 1, "running": 0}
@@ -489,7 +489,7 @@ def test_a_trial_failed_by_optuna_without_reason_does_not_count(tmp_path: Path) 
 def test_folders_of_killed_trials_are_removed_on_the_next_run(tmp_path: Path) -> None:
     from comp.tune import clean_trial_dirs
 
-    ws = Workspace.at(tmp_path)
+    ws = Layout.at(tmp_path)
     study = journal_study(ws.tune_journal("baseline"))
     killed, running = study.ask(), study.ask()
     study.tell(killed.number, state=TrialState.FAIL)

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from comp.workspace import atomic_path, write_csv, write_text
+from comp.core.layout import atomic_path, write_csv, write_text
 
 
 def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):

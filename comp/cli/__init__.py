@@ -62,7 +62,7 @@ def _root(
     Every command takes --workspace DIR (default: here), and where it acts on an experiment
     -e/--experiment NAME and repeatable --set dotted.key=value overrides.
     """
-    from comp.output import set_log_every
+    from comp.core.output import set_log_every
 
     set_log_every(log_every)
 

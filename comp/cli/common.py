@@ -17,13 +17,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from comp.errors import CompError
-from comp.output import LineProgress, is_terminal, make_console
-from comp.progress import Progress
+from comp.core.errors import CompError
+from comp.core.output import LineProgress, is_terminal, make_console
+from comp.core.progress import Progress
 
 if TYPE_CHECKING:
-    from comp.config import Config
-    from comp.workspace import Workspace
+    from comp.core.config import Config
+    from comp.core.layout import Layout
 
 T = TypeVar("T")
 console = make_console()
@@ -41,11 +41,11 @@ SetOpt = Annotated[
 ]
 
 
-def load(workspace: Path, experiment: str = "baseline", overrides: list[str] | None = None) -> tuple[Workspace, Config]:
-    from comp.config import load_config  # imported when a command runs: `comp --help` stays fast
-    from comp.workspace import Workspace
+def load(workspace: Path, experiment: str = "baseline", overrides: list[str] | None = None) -> tuple[Layout, Config]:
+    from comp.core.config import load_config  # imported when a command runs: `comp --help` stays fast
+    from comp.core.layout import Layout
 
-    ws = Workspace.at(workspace)
+    ws = Layout.at(workspace)
     return ws, load_config(ws.root, experiment, tuple(overrides or ()))
 
 
@@ -69,7 +69,7 @@ def handle_errors(fn: Callable[..., T]) -> Callable[..., T]:
 
 def os_error_message(exc: OSError) -> str | None:
     """One line for the OS errors a user can cause and fix (no permission, read-only, disk full); None for others."""
-    from comp.workspace import WriteError
+    from comp.core.layout import WriteError
 
     verb = "writing" if isinstance(exc, WriteError) else "on"
     path = exc.filename or "a file in the workspace"
@@ -104,7 +104,7 @@ def RichProgress() -> Progress:
     (one stream, in order: a log file, a notebook `!` cell), else to stderr.
     """
     if is_terminal(sys.stderr):
-        from comp.bars import BarProgress  # Rich's progress module loads only where bars are drawn
+        from comp.core._bars import BarProgress  # Rich's progress module loads only where bars are drawn
 
         return BarProgress(err_console, log_console=None if is_terminal(sys.stdout) else console)
     return LineProgress(stream=None if is_terminal(sys.stdout) else sys.stdout)

@@ -21,10 +21,10 @@ def config_command(
     set_: SetOpt = None,
 ) -> None:
     """Print the resolved config (defaults < comp.yaml < experiments/<exp>.yaml < --set) and the source of each value."""
-    from comp.config import resolve_config, value_sources
-    from comp.workspace import Workspace
+    from comp.core.config import resolve_config, value_sources
+    from comp.core.layout import Layout
 
-    ws = Workspace.at(workspace)
+    ws = Layout.at(workspace)
     cfg, origins = resolve_config(ws.root, experiment, tuple(set_ or ()))
     rows = value_sources(cfg, origins)
     if as_json:

@@ -12,7 +12,7 @@ from comp.cli import app
 from comp.cli.common import RichProgress, console, handle_errors, load, print_table, rule
 
 if TYPE_CHECKING:
-    from comp.workspace import Workspace
+    from comp.core.layout import Layout
 
 MEMBERS = ("baseline", "effnet")
 
@@ -39,8 +39,8 @@ def demo_command(
     --task builds the same digits as another kind of competition (multilabel, regression, multitask, binary).
     """
     from comp.data.tables import load_tables
-    from comp.demo_data import TASK_KINDS, build_demo, build_task_demo
-    from comp.errors import CompError
+    from comp.init.demo import TASK_KINDS, build_demo, build_task_demo
+    from comp.core.errors import CompError
     from comp.folds import fold_balance, fold_summary, fold_summary_title, load_or_make_folds
 
     if task not in TASK_KINDS:
@@ -71,7 +71,7 @@ def demo_command(
                   f"{ws.report_html('baseline')} and {ws.eda_dir / 'report.html'}", highlight=False)
 
 
-def run_stages(ws: Workspace, solution: Path, *, force: bool, epochs: int | None) -> None:
+def run_stages(ws: Layout, solution: Path, *, force: bool, epochs: int | None) -> None:
     """Every stage after folds, on the demo's two experiments (comp.pipeline runs them; this prints)."""
     from comp.pipeline import run_demo_stages
 

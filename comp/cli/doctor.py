@@ -19,7 +19,7 @@ def doctor_command() -> None:
     """
     from rich.table import Table
 
-    from comp.doctor import diagnose
+    from comp.run.doctor import diagnose
 
     report = diagnose()
     console.print(f"python {report.python} on {report.platform}")
@@ -53,7 +53,7 @@ def show_pretrained(workspace: Path, experiment: str = "baseline") -> None:
     """One line inside a workspace: can the experiment's pretrained weights be had here (hub cache or local)?"""
     from rich.markup import escape
 
-    from comp.doctor import pretrained_check
+    from comp.run.doctor import pretrained_check
 
     checked = pretrained_check(workspace, experiment)
     if checked is not None:
@@ -64,7 +64,7 @@ def show_pretrained(workspace: Path, experiment: str = "baseline") -> None:
 
 def show_extras() -> None:
     """One line per optional extra: installed, or the pip command that installs it."""
-    from comp.doctor import EXTRAS, extras_installed
+    from comp.run.doctor import EXTRAS, extras_installed
 
     console.print("optional extras:")
     for name, missing in extras_installed().items():

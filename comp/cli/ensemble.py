@@ -38,9 +38,9 @@ def ensemble_command(
 ) -> None:
     """Predict members whose predictions are missing or stale, fit the blend on matching OOF, write a validated submission."""
     from comp.pipeline import ensemble
-    from comp.workspace import Workspace
+    from comp.core.layout import Layout
 
-    ws = Workspace.at(workspace)
+    ws = Layout.at(workspace)
     with RichProgress() as progress:
         used, result = ensemble(ws, experiments, name=name, method=method, weights=weights, bias=bias,
                                 oof_source=oof_source, tta=tta, seed=seed, overrides=set_ or (), progress=progress,

@@ -24,10 +24,10 @@ def evaluate_command(
     """Print the competition metric of SUBMISSION against --solution, beside the OOF and nested scores its manifest
     recorded."""
     from comp.data.tables import load_tables
-    from comp.errors import CompError
-    from comp.leaderboard import direction_text, record_evaluation, submission_of
-    from comp.metrics import get_metric
-    from comp.submission import score_submission
+    from comp.core.errors import CompError
+    from comp.blend.leaderboard import direction_text, record_evaluation, submission_of
+    from comp.core.metrics import get_metric
+    from comp.blend.submission import score_submission
 
     ws, cfg = load(workspace, "baseline", set_)
     tables = load_tables(cfg, ws, check_images=False)

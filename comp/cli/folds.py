@@ -9,7 +9,7 @@ import typer
 
 from comp.cli import app
 from comp.cli.common import ExperimentOpt, RichProgress, SetOpt, WorkspaceOpt, console, handle_errors, load, print_table
-from comp.errors import CompError
+from comp.core.errors import CompError
 
 
 @app.command("folds")

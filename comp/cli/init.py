@@ -10,7 +10,7 @@ import typer
 
 from comp.cli import app
 from comp.cli.common import WorkspaceOpt, console, handle_errors, print_table
-from comp.errors import CompError
+from comp.core.errors import CompError
 
 if TYPE_CHECKING:
     from comp.init import Plan, Written
@@ -93,9 +93,9 @@ def init_command(
     data/train.csv and data/test.csv; never overwrites without --force.
     """
     from comp.init import FORMS, detect_form, init_csv, init_folders, init_mask, parse_age_bands, write_plan
-    from comp.workspace import Workspace
+    from comp.core.layout import Layout
 
-    ws = Workspace.at(workspace)
+    ws = Layout.at(workspace)
     src = pick_source(source, train)
     form = form or detect_form(src)
     if form not in FORMS:

@@ -9,7 +9,7 @@ import typer
 
 from comp.cli import app
 from comp.cli.common import WorkspaceOpt, console, handle_errors, print_table
-from comp.errors import CompError
+from comp.core.errors import CompError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,13 +29,13 @@ def leaderboard_command(
 ) -> None:
     """Experiments (model, image, epochs, folds, CV mean/std, honest estimate, OOF, minutes) and submissions
     (members, weights, OOF, nested, LB, gaps)."""
-    from comp.config import load_config
-    from comp.leaderboard import (direction_text, experiment_rows, leaderboard_json_text, record_lb, report_cv_vs_lb,
+    from comp.core.config import load_config
+    from comp.blend.leaderboard import (direction_text, experiment_rows, leaderboard_json_text, record_lb, report_cv_vs_lb,
                                   sort_rows, submission_rows, submissions_page)
-    from comp.metrics import greater_is_better
-    from comp.workspace import Workspace
+    from comp.core.metrics import greater_is_better
+    from comp.core.layout import Layout
 
-    ws = Workspace.at(workspace)
+    ws = Layout.at(workspace)
     metric = load_config(ws.root).metric  # also: no comp.yaml here -> run comp init
     better = greater_is_better(metric)
     if (record is None) != (lb is None):
@@ -67,7 +67,7 @@ def leaderboard_command(
 
 
 def shown(frame: "pd.DataFrame") -> "pd.DataFrame":
-    """The table as printed (comp.leaderboard.display_frame)."""
-    from comp.leaderboard import display_frame
+    """The table as printed (comp.blend.leaderboard.display_frame)."""
+    from comp.blend.leaderboard import display_frame
 
     return display_frame(frame)

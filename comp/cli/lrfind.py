@@ -26,7 +26,7 @@ def lr_find_command(
     set_: SetOpt = None,
 ) -> None:
     """Train a fresh model while the lr grows exponentially; write experiments/<exp>/lr_find.{csv,json} and a report plot."""
-    from comp.lrfind import apply_lr, find_lr, rules_note
+    from comp.train.lrfind import apply_lr, find_lr, rules_note
 
     ws, cfg = load(workspace, experiment, set_)
     with RichProgress() as progress:

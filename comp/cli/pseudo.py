@@ -26,9 +26,9 @@ def pseudo_command(
     """Write experiments/NAME.yaml (the base experiment plus `pseudo:`) and experiments/NAME/pseudo.csv; then run
     `comp fold-train -e NAME`. Student fold f's pseudo labels come from the members' fold-f models only."""
     from comp.recipes.pseudo import make_pseudo
-    from comp.workspace import Workspace
+    from comp.core.layout import Layout
 
-    ws = Workspace.at(workspace)
+    ws = Layout.at(workspace)
     done = make_pseudo(ws, source, experiment, threshold=threshold, soft=soft, base=base, force=force)
     per_fold = ", ".join(f"fold {f}: {n}" for f, n in done["rows_per_fold"].items())
     console.print(f"{experiment}: pseudo rows from {source} (threshold {threshold}, "

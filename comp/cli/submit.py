@@ -22,8 +22,8 @@ def submit_command(
     workspace: WorkspaceOpt = Path("."),
 ) -> None:
     """kaggle competitions submit -c <comp.yaml competition> -f submissions/NAME.csv -m MESSAGE, recorded in leaderboard.json."""
-    from comp.kaggle import submit_submission
-    from comp.leaderboard import report_cv_vs_lb
+    from comp.export.kaggle import submit_submission
+    from comp.blend.leaderboard import report_cv_vs_lb
 
     ws, cfg = load(workspace)
     result = submit_submission(cfg, ws, name, message, wait=wait, poll_s=poll, timeout_s=timeout)

@@ -12,11 +12,11 @@ import typer
 from comp.cli import app
 from comp.cli.common import (ExperimentOpt, RichProgress, SetOpt, WorkspaceOpt, console, err_console, handle_errors,
                              load, print_table, rule, sigterm_as_interrupt)
-from comp.progress import SILENT
+from comp.core.progress import SILENT
 
 if TYPE_CHECKING:
-    from comp.config import Config
-    from comp.workspace import Workspace
+    from comp.core.config import Config
+    from comp.core.layout import Layout
 
 
 @app.command("fold-train")
@@ -45,18 +45,18 @@ def fold_train_command(
 
     Under `torchrun --nproc-per-node N -m comp fold-train --fold i`, the fold trains data-parallel.
     """
-    from comp.config import resolve_config
-    from comp.output import set_log_every
+    from comp.core.config import resolve_config
+    from comp.core.output import set_log_every
     from comp.pipeline import resume_command, with_seed
-    from comp.track import parse_track
-    from comp.workspace import Workspace
+    from comp.train.track import parse_track
+    from comp.core.layout import Layout
 
     set_log_every(log_every)
     overrides = with_seed(list(set_ or []) + ([f"folds.k={k}"] if k is not None else []), seed)
-    ws = Workspace.at(workspace)
+    ws = Layout.at(workspace)
     cfg, origins = resolve_config(ws.root, experiment, tuple(overrides))
     if seeds is not None:
-        from comp.recipes.seeds import expand_seeds
+        from comp.train.seeds import expand_seeds
 
         overrides.append(f"train.seeds=[{','.join(map(str, expand_seeds(cfg.train.seed, seeds)))}]")
         cfg, origins = resolve_config(ws.root, experiment, tuple(overrides))
@@ -77,10 +77,10 @@ def fold_train_command(
     console.print(f"outputs in {ws.exp_dir(experiment)} (report: {ws.report_html(experiment)})", highlight=False)
 
 
-def train_here(ws: Workspace, cfg: Config, experiment: str, origins: dict, *, fold: str | None, force: bool,
+def train_here(ws: Layout, cfg: Config, experiment: str, origins: dict, *, fold: str | None, force: bool,
                track: tuple[str, ...] | None) -> dict | None:
     """Train in this process (or as one torchrun rank); the scores on rank 0, None on the other ranks."""
-    from comp import distributed  # torch loads only for the commands that train
+    from comp.run import distributed  # torch loads only for the commands that train
     from comp.pipeline import train_experiment
 
     with distributed.process_group(cfg.train.device):
@@ -93,10 +93,10 @@ def train_here(ws: Workspace, cfg: Config, experiment: str, origins: dict, *, fo
     return scores if main else None
 
 
-def run_on_devices(ws: Workspace, cfg: Config, experiment: str, *, devices: str, overrides: list[str], fold: str | None,
+def run_on_devices(ws: Layout, cfg: Config, experiment: str, *, devices: str, overrides: list[str], fold: str | None,
                    force: bool, origins: dict | None = None, track: tuple[str, ...] | None = None) -> None:
     """--devices: folds in child processes, then the scores table; failed folds with their log tails, exit 1."""
-    from comp.dispatch import fold_train_parallel, parse_devices
+    from comp.train.devices import fold_train_parallel, parse_devices
     from comp.pipeline import train_experiment
 
     runs = []
@@ -125,7 +125,7 @@ def show_scores(scores: dict) -> None:
     """The per-fold table, then CV mean +- std (one fold: "CV (1 of 5 folds)") and the OOF score."""
     import pandas as pd
 
-    from comp.output import clock
+    from comp.core.output import clock
 
     metric = scores["metric"]
     rows = [{"fold": f, "kept epoch": scores["best_epochs"][f], metric: float(s),
@@ -151,7 +151,7 @@ def cv_text(scores: dict) -> str:
 
 def selection_text(scores: dict) -> str:
     """Which epoch each fold kept, the honest CV and, when it differs, the optimistic best-on-fold figure."""
-    from comp.report_card import HONEST_SOURCE, honest_figures
+    from comp.report.card import HONEST_SOURCE, honest_figures
 
     fig, metric = honest_figures(scores), scores["metric"]
     how = {"last": "the last epoch", "nested": "the epoch chosen on the other folds",

@@ -34,7 +34,7 @@ def tune_command(
     """Search tune.space with Optuna (TPE + pruning); rerun to resume, run it on several workers to share one study."""
     from comp.tune import tune_experiment  # optuna and torch load only for this command
 
-    from comp.output import set_log_every
+    from comp.core.output import set_log_every
     from comp.pipeline import with_seed
 
     set_log_every(log_every)

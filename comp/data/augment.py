@@ -16,9 +16,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
-from comp.config import Config  # noqa: E402
+from comp.core.config import Config  # noqa: E402
 from comp.data.cache import cache_hw  # noqa: E402
-from comp.errors import CompError, closest  # noqa: E402
+from comp.core.errors import CompError, closest  # noqa: E402
 
 log = logging.getLogger("comp.data.augment")
 

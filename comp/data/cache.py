@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock  # a dependency of torch
 
-from comp.config import Config
+from comp.core.config import Config
 from comp.data.images import key_path, read_rgb  # key_path: the image caches' one path key
-from comp.errors import CompError
-from comp.progress import SILENT, Progress
-from comp.workspace import Workspace, atomic_path
+from comp.core.errors import CompError
+from comp.core.progress import SILENT, Progress
+from comp.core.layout import Layout, atomic_path
 
 log = logging.getLogger("comp.data.cache")
 
@@ -192,7 +192,7 @@ def cache_key(paths: list[str], boxes: np.ndarray | None, *, hw: tuple[int, int]
     return digest.hexdigest()[:20]
 
 
-def prepare_images(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, progress: Progress = SILENT,
+def prepare_images(frame: pd.DataFrame, cfg: Config, ws: Layout, *, progress: Progress = SILENT,
                    reader: Callable[[str], np.ndarray] | None = None) -> ImageStore:
     """An ImageStore for the rows of `frame` (columns path, optional bx0..by1), built once and cached on disk.
 
@@ -223,7 +223,7 @@ def prepare_images(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, progress:
     return ImageStore(array_path=target)
 
 
-def is_cached(frame: pd.DataFrame, cfg: Config, ws: Workspace) -> bool:
+def is_cached(frame: pd.DataFrame, cfg: Config, ws: Layout) -> bool:
     """Whether prepare_images would find a complete cache for `frame` (and decode nothing)."""
     if not cfg.image.cache or not len(frame):
         return True

@@ -14,18 +14,18 @@ import logging
 import numpy as np
 import pandas as pd
 
-from comp.config import Config
+from comp.core.config import Config
 from comp.data.cache import prepare_images
 from comp.data.images import inspect_rgb, record_checks
 from comp.data.tables import Tables, check_exist, check_files, load_tables
-from comp.errors import CompError
-from comp.progress import SILENT, Progress
-from comp.workspace import Workspace
+from comp.core.errors import CompError
+from comp.core.progress import SILENT, Progress
+from comp.core.layout import Layout
 
 log = logging.getLogger("comp.data.checked")
 
 
-def load_checked_tables(cfg: Config, ws: Workspace, *, progress: Progress = SILENT) -> Tables:
+def load_checked_tables(cfg: Config, ws: Layout, *, progress: Progress = SILENT) -> Tables:
     """load_tables with every image checked; with image.cache on, the check is the cache build's own decode."""
     if not cfg.image.cache:
         return load_tables(cfg, ws, progress=progress)
@@ -40,7 +40,7 @@ def image_frames(tables: Tables) -> list[tuple[pd.DataFrame, str]]:
     return [(tables.train, "train.csv")] + ([(tables.test, "test.csv")] if tables.test is not None else [])
 
 
-def check_and_cache(frame: pd.DataFrame, cfg: Config, ws: Workspace, name: str, *, progress: Progress = SILENT) -> None:
+def check_and_cache(frame: pd.DataFrame, cfg: Config, ws: Layout, name: str, *, progress: Progress = SILENT) -> None:
     """Build (or reuse) the image cache of `frame`, checking each image in the decode; bad files: check_files' error."""
     check_exist(frame, name)
     facts: dict[str, dict] = {}

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
-from comp.config import TrainConfig
+from comp.core.config import TrainConfig
 from comp.data.cache import ImageStore
-from comp.errors import CompError
+from comp.core.errors import CompError
 
 
 PCG_MULT = 0x2360ED051FC65DA44385DF649FCCF645  # spreads small seeds over PCG64's 128-bit state

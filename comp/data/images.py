@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from comp.progress import SILENT, Progress
-from comp.workspace import write_json
+from comp.core.progress import SILENT, Progress
+from comp.core.layout import write_json
 
 CHECK_CACHE_VERSION = 2  # 2: keyed on paths relative to the workspace (1: absolute paths)
 

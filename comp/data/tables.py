@@ -4,7 +4,7 @@ Canonical columns: id (str), path (absolute str), label (str, exactly as written
 the tags, for multitask the combined label or the head values), y (int code the folds stratify on),
 group (when data.group_col is set), bx0 by0 bx1 by1 (when data.bbox_cols is set). Every other
 column of the CSV is kept under its own name (e.g. gender, for --stratify). The training targets
-of the task (comp.yaml `task`, see comp/tasks.py) are `Tables.targets`, row-aligned with train.
+of the task (comp.yaml `task`, see comp/core/tasks.py) are `Tables.targets`, row-aligned with train.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from comp.config import Config
+from comp.core.config import Config
 from comp.data.images import check_images
-from comp.errors import CompError, did_you_mean
-from comp.progress import SILENT, Progress
-from comp.tasks import Combiner, Head, Task, check_kind, combos_of, finite_scale, quantile_bins
-from comp.workspace import Workspace
+from comp.core.errors import CompError, did_you_mean
+from comp.core.progress import SILENT, Progress
+from comp.core.tasks import Combiner, Head, Task, check_kind, combos_of, finite_scale, quantile_bins
+from comp.core.layout import Layout
 
 BBOX = ("bx0", "by0", "bx1", "by1")
 
@@ -37,7 +37,7 @@ class Tables:
     test: pd.DataFrame | None
     classes: tuple[str, ...]  # the model outputs (prediction-table columns p_<name>); for multiclass the classes
     task: Task | None = None  # None: multiclass over `classes`
-    targets: np.ndarray | None = None  # the training target per train row (see comp/tasks.py); None: train["y"]
+    targets: np.ndarray | None = None  # the training target per train row (see comp/core/tasks.py); None: train["y"]
 
     def __post_init__(self) -> None:
         if self.task is None:
@@ -190,7 +190,7 @@ def resolve_classes(labels: pd.Series, explicit: tuple[Any, ...] | None) -> tupl
     return listed
 
 
-def canonical(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, labelled: bool) -> pd.DataFrame:
+def canonical(frame: pd.DataFrame, cfg: Config, ws: Layout, *, labelled: bool) -> pd.DataFrame:
     d = cfg.data
     root = ws.path(d.image_root)
     out = pd.DataFrame({"id": frame[d.id_col].astype(str).to_numpy()})
@@ -224,7 +224,7 @@ def check_exist(frame: pd.DataFrame, name: str) -> None:
         )
 
 
-def check_files(frame: pd.DataFrame, ws: Workspace, name: str, progress: Progress) -> pd.DataFrame:
+def check_files(frame: pd.DataFrame, ws: Layout, name: str, progress: Progress) -> pd.DataFrame:
     """Missing files and corrupt images are errors naming how many and which."""
     check_exist(frame, name)
     info = check_images(frame["path"].tolist(), ws.image_check_json, progress=progress)
@@ -238,7 +238,7 @@ def check_files(frame: pd.DataFrame, ws: Workspace, name: str, progress: Progres
     return info
 
 
-def load_tables(cfg: Config, ws: Workspace, *, check_images: bool = True, progress: Progress = SILENT) -> Tables:
+def load_tables(cfg: Config, ws: Layout, *, check_images: bool = True, progress: Progress = SILENT) -> Tables:
     """Read and validate data.train_csv (and data.test_csv when set) into canonical frames."""
     d = cfg.data
     check_kind(cfg.task)

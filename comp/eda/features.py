@@ -10,8 +10,8 @@ import pandas as pd
 from PIL import Image
 
 from comp.data.images import cached_map, check_images, read_rgb
-from comp.progress import SILENT, Progress
-from comp.workspace import Workspace
+from comp.core.progress import SILENT, Progress
+from comp.core.layout import Layout
 
 FEATURE_CACHE_VERSION = 2  # 2: keyed on paths relative to the workspace (comp.data.images.cached_map)
 THUMB = 64  # longest side of the thumbnail that colour statistics are computed on
@@ -66,7 +66,7 @@ def compute_features(
     return frame
 
 
-def file_facts(frame: pd.DataFrame, ws: Workspace, *, progress: Progress = SILENT) -> pd.DataFrame:
+def file_facts(frame: pd.DataFrame, ws: Layout, *, progress: Progress = SILENT) -> pd.DataFrame:
     """Rows of `frame` (id, path, ...) joined with exists, check_images facts and thumbnail features."""
     paths = frame["path"].tolist()
     exists = np.array([Path(p).is_file() for p in paths], dtype=bool)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from comp.report import img_html, table_html
-from comp.workspace import Workspace
+from comp.report.page import img_html, table_html
+from comp.core.layout import Layout
 
 MAX_SHOWN = 60  # rows of a long list shown in the page (the CSVs beside it hold all)
 
@@ -41,7 +41,7 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _relative(path: Any, ws: Workspace) -> Any:
+def _relative(path: Any, ws: Layout) -> Any:
     try:
         return os.path.relpath(path, ws.root) if isinstance(path, str) else path
     except ValueError:  # another drive on Windows
@@ -134,7 +134,7 @@ def samples_section(figures: dict[str, str]) -> str:
     return _section("samples", "Samples per class", body or _note("no readable training image"))
 
 
-def duplicates_section(s: dict, figures: dict[str, str], *, pairs: pd.DataFrame, ws: Workspace) -> str:
+def duplicates_section(s: dict, figures: dict[str, str], *, pairs: pd.DataFrame, ws: Layout) -> str:
     d = s["duplicates"]
     counts = {k: v for k, v in d.items() if k.startswith("n_")}
     text = (f"candidates: 64-bit dHash, Hamming distance <= {d['threshold']}; each confirmed by the pixel correlation "
@@ -153,7 +153,7 @@ def duplicates_section(s: dict, figures: dict[str, str], *, pairs: pd.DataFrame,
     return _section("duplicates", "Duplicates and near-duplicates", body)
 
 
-def problems_section(s: dict, problems: pd.DataFrame, *, ws: Workspace) -> str:
+def problems_section(s: dict, problems: pd.DataFrame, *, ws: Layout) -> str:
     if not len(problems):
         return _section("problems", "Missing, corrupt or unusual files", "<p>none found</p>")
     shown = problems.head(MAX_SHOWN).assign(path=lambda f: [_relative(p, ws) for p in f["path"]])
@@ -177,7 +177,7 @@ def folds_section(s: dict, figures: dict[str, str]) -> str:
     return _section("folds", "Folds", body)
 
 
-def render_body(s: dict, figures: dict[str, str], *, pairs: pd.DataFrame, problems: pd.DataFrame, ws: Workspace) -> str:
+def render_body(s: dict, figures: dict[str, str], *, pairs: pd.DataFrame, problems: pd.DataFrame, ws: Layout) -> str:
     """All sections of eda/report.html, in reading order."""
     return "\n".join([
         overview(s), task_section(s, figures), classes_section(s, figures), images_section(s, figures),

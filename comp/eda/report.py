@@ -10,18 +10,18 @@ from typing import Any
 
 import pandas as pd
 
-from comp.config import Config
+from comp.core.config import Config
 from comp.data.images import key_path
 from comp.data.tables import Tables, as_written, load_tables, outside_root_warning
-from comp.errors import CompError
+from comp.core.errors import CompError
 from comp.eda import plots, stats
 from comp.eda.duplicates import find_duplicates
 from comp.eda.features import file_facts
 from comp.eda.page import render_body
 from comp.folds import check_record, folds_record
-from comp.progress import SILENT, Progress
-from comp.report import embed_images, page, save_figure
-from comp.workspace import Workspace, write_csv, write_json, write_text
+from comp.core.progress import SILENT, Progress
+from comp.report.page import embed_images, page, save_figure
+from comp.core.layout import Layout, write_csv, write_json, write_text
 
 log = logging.getLogger("comp.eda")
 
@@ -57,13 +57,13 @@ def duplicate_summary(pairs: pd.DataFrame, threshold: int, *, folds: pd.DataFram
     return out
 
 
-def _facts(tables: Tables, ws: Workspace, progress: Progress) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def _facts(tables: Tables, ws: Layout, progress: Progress) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     train = file_facts(tables.train, ws, progress=progress)
     test = file_facts(tables.test, ws, progress=progress) if tables.test is not None else None
     return train, test
 
 
-def _folds(ws: Workspace, cfg: Config, tables: Tables,
+def _folds(ws: Layout, cfg: Config, tables: Tables,
            view: tuple[pd.DataFrame, tuple[str, ...]] | None = None) -> tuple[dict | None, pd.DataFrame, pd.DataFrame | None]:
     """(fold summary, fold x class counts, the folds frame) of the folds file in use, if any."""
     path = ws.folds_csv(cfg.folds.k, cfg.folds.seed)
@@ -102,7 +102,7 @@ def summarise(tables: Tables, train: pd.DataFrame, *, test: pd.DataFrame | None)
     }
 
 
-def outside_root_flags(cfg: Config, ws: Workspace, tables: Tables) -> list[str]:
+def outside_root_flags(cfg: Config, ws: Layout, tables: Tables) -> list[str]:
     """A warning (logged, and a flag of the report) per table whose image paths leave data.image_root."""
     if cfg.data.allow_outside_root:
         return []
@@ -117,7 +117,7 @@ def outside_root_flags(cfg: Config, ws: Workspace, tables: Tables) -> list[str]:
 
 def run_eda(
     cfg: Config,
-    ws: Workspace,
+    ws: Layout,
     *,
     samples: int = 8,
     threshold: int = 6,

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ks_2samp
 
-from comp.config import Config
+from comp.core.config import Config
 from comp.data.tables import BBOX
-from comp.workspace import Workspace
+from comp.core.layout import Layout
 
 USUAL_MODES = ("RGB", "L")
 EXTENSIONS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".gif": "GIF",
@@ -220,7 +220,7 @@ def display_view(task: Any, train: pd.DataFrame, targets: np.ndarray) -> tuple[p
         names = tuple(task.labels) if task.combine is not None else tuple(class_order(train["label"].astype(str)))
         return train, names
     if kind == "regression":
-        from comp.tasks import quantile_bins
+        from comp.core.tasks import quantile_bins
 
         values = np.asarray(targets, dtype=np.float64).reshape(-1)
         codes = quantile_bins(values, min(5, max(1, len(values) // 10)))

@@ -29,9 +29,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from comp.config import Config
-from comp.errors import CompError, did_you_mean
-from comp.workspace import Workspace, read_json, write_bytes, write_json, write_text
+from comp.core.config import Config
+from comp.core.errors import CompError, did_you_mean
+from comp.core.layout import Layout, read_json, write_bytes, write_json, write_text
 
 log = logging.getLogger("comp.export")
 
@@ -53,7 +53,7 @@ class ExportOptions:
     notebook_csv: str | None = None
 
 
-def export_submission(cfg: Config, ws: Workspace, name: str, out: Path, options: ExportOptions = ExportOptions()) -> dict[str, Any]:
+def export_submission(cfg: Config, ws: Layout, name: str, out: Path, options: ExportOptions = ExportOptions()) -> dict[str, Any]:
     """Bundle submissions/<name>: its members' folds, TTA and blend exactly as the manifest records them."""
     manifest = read_manifest(ws, name)
     if manifest["method"] == "stack":
@@ -73,7 +73,7 @@ def export_submission(cfg: Config, ws: Workspace, name: str, out: Path, options:
     return build_bundle(cfg, ws, name, members, blend, source, out, options, expected=ws.submission_csv(name))
 
 
-def export_experiment(cfg: Config, ws: Workspace, exp: str, out: Path, options: ExportOptions = ExportOptions()) -> dict[str, Any]:
+def export_experiment(cfg: Config, ws: Layout, exp: str, out: Path, options: ExportOptions = ExportOptions()) -> dict[str, Any]:
     """Bundle one experiment: its fold mean with its TTA, as `comp ensemble -e EXP --weights equal` would submit it."""
     if not ws.config_yaml(exp).is_file():
         known = sorted(p.parent.name for p in ws.experiments_dir.glob("*/config.yaml"))
@@ -86,14 +86,14 @@ def export_experiment(cfg: Config, ws: Workspace, exp: str, out: Path, options: 
     return build_bundle(cfg, ws, exp, [exp], blend, source, out, options, expected=None)
 
 
-def export(cfg: Config, ws: Workspace, name: str, out: Path, options: ExportOptions = ExportOptions()) -> dict[str, Any]:
+def export(cfg: Config, ws: Layout, name: str, out: Path, options: ExportOptions = ExportOptions()) -> dict[str, Any]:
     """A submission's bundle when submissions/<name>.json exists, else an experiment's."""
     if ws.submission_json(name).is_file():
         return export_submission(cfg, ws, name, out, options)
     return export_experiment(cfg, ws, name, out, options)
 
 
-def read_manifest(ws: Workspace, name: str) -> dict[str, Any]:
+def read_manifest(ws: Layout, name: str) -> dict[str, Any]:
     path = ws.submission_json(name)
     try:
         doc = read_json(path)
@@ -106,8 +106,8 @@ def read_manifest(ws: Workspace, name: str) -> dict[str, Any]:
     return doc
 
 
-def read_train_hash(ws: Workspace, exp: str) -> str | None:
-    from comp.config import read_yaml
+def read_train_hash(ws: Layout, exp: str) -> str | None:
+    from comp.core.config import read_yaml
 
     path = ws.config_yaml(exp)
     return read_yaml(path).get("train_hash") if path.is_file() else None
@@ -117,7 +117,7 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def build_bundle(cfg: Config, ws: Workspace, name: str, members: list[str], blend: dict[str, Any], source: dict[str, Any],
+def build_bundle(cfg: Config, ws: Layout, name: str, members: list[str], blend: dict[str, Any], source: dict[str, Any],
                  out: Path, options: ExportOptions, *, expected: Path | None) -> dict[str, Any]:
     """Write every member and the bundle's files into a staging folder, prove them, then move it to `out`."""
     from comp.data.tables import load_tables
@@ -142,11 +142,11 @@ def build_bundle(cfg: Config, ws: Workspace, name: str, members: list[str], blen
     return summary
 
 
-def bundle_doc(cfg: Config, ws: Workspace, tables: Any, specs: list[dict[str, Any]], blend: dict[str, Any],
+def bundle_doc(cfg: Config, ws: Layout, tables: Any, specs: list[dict[str, Any]], blend: dict[str, Any],
                source: dict[str, Any]) -> dict[str, Any]:
     """bundle.json: everything predict.py needs, and where it came from."""
-    from comp.report_sections import recorded_environment
-    from comp.submission import class_columns, expected_ids
+    from comp.report.sections import recorded_environment
+    from comp.blend.submission import class_columns, expected_ids
 
     _, sample_columns = expected_ids(cfg, ws)
     sub = cfg.submission
@@ -171,7 +171,7 @@ def bundle_doc(cfg: Config, ws: Workspace, tables: Any, specs: list[dict[str, An
 
 
 def task_doc(task: Any, thresholds: list[float] | None) -> dict[str, Any]:
-    """bundle.json's task: what predict.py needs to turn logits into the submission (as comp.tasks.Task does)."""
+    """bundle.json's task: what predict.py needs to turn logits into the submission (as comp.core.tasks.Task does)."""
     return {"kind": task.kind, "outputs": [str(o) for o in task.outputs], "labels": [str(v) for v in task.labels],
             "heads": [{"name": h.name, "column": h.column, "classes": list(h.classes)} for h in task.heads],
             "combine": task.combine is not None, "combos": list(task.combos),
@@ -231,13 +231,13 @@ def staging(out: Path, *, force: bool) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def verify_blend(cfg: Config, ws: Workspace, bundle: dict[str, Any], members: list[str], expected: Path | None) -> dict[str, Any]:
+def verify_blend(cfg: Config, ws: Layout, bundle: dict[str, Any], members: list[str], expected: Path | None) -> dict[str, Any]:
     """predict.py's blend over the members' test.csv must give submissions/<name>.csv (labels equal, probabilities 1e-6)."""
     import pandas as pd
 
-    from comp.ensemble import align_members
+    from comp.blend.ensemble import align_members
     from comp.export import bundle_predict as bp
-    from comp.submission import expected_ids, read_member_table
+    from comp.blend.submission import expected_ids, read_member_table
 
     frames = [read_member_table(ws.test_probs_csv(m), m, "test predictions", f"run `comp predict -e {m}`") for m in members]
     ids, probs = align_members(frames, bundle["classes"], names=members)
@@ -273,14 +273,14 @@ def compare_submissions(written: Any, again: Any, sub: dict[str, Any], path: Pat
     return {"rows": len(written), "max_abs_diff": diff}
 
 
-def verify_images(cfg: Config, ws: Workspace, bundle: dict[str, Any], folder: Path, tables: Any, n: int) -> dict[str, Any] | None:
+def verify_images(cfg: Config, ws: Layout, bundle: dict[str, Any], folder: Path, tables: Any, n: int) -> dict[str, Any] | None:
     """predict.py's pipeline on the first `n` test images must give each member's test.csv probabilities."""
     if n <= 0 or tables.test is None or not len(tables.test):
         return None
     from comp.data.cache import fraction_boxes, frame_boxes
     from comp.export import bundle_predict as bp
-    from comp.device import resolve_amp, resolve_device
-    from comp.submission import read_member_table
+    from comp.run.device import resolve_amp, resolve_device
+    from comp.blend.submission import read_member_table
 
     device = resolve_device(cfg.train.device)
     boxes = frame_boxes(tables.test)

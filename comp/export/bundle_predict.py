@@ -173,7 +173,7 @@ def tta_views(spec, hw):
     return _product(*stages[name])
 
 
-# ---------------------------------------------------------------- task kinds (comp.tasks)
+# ---------------------------------------------------------------- task kinds (comp.core.tasks)
 
 
 def task_of(bundle):
@@ -232,7 +232,7 @@ def class_probs(task, values):
 
 
 def task_submission(task, table, sub, order, columns):
-    """The submission of a task other than multiclass (as comp.submission writes it)."""
+    """The submission of a task other than multiclass (as comp.blend.submission writes it)."""
     values, kind = table.to_numpy(), sub["kind"]
     head = pd.DataFrame({sub["id_col"]: list(order)})
     combined = task["kind"] == "multitask" and task.get("combine")
@@ -375,7 +375,7 @@ def as_stored(ids, probs, classes):
     return back[[f"p_{c}" for c in classes]].to_numpy(dtype=np.float64)
 
 
-# ---------------------------------------------------------------- blend (comp.ensemble) and submission (comp.submission)
+# ---------------------------------------------------------------- blend (comp.blend.ensemble) and submission (comp.blend.submission)
 
 
 def rankdata_columns(probs):

@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from comp.errors import CompError
+from comp.core.errors import CompError
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{3,48}[a-z0-9]$")
 OWNER_PLACEHOLDER = "INSERT_KAGGLE_USERNAME"

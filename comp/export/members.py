@@ -6,18 +6,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from comp.config import Config
-from comp.errors import CompError
-from comp.workspace import Workspace, write_bytes
+from comp.core.config import Config
+from comp.core.errors import CompError
+from comp.core.layout import Layout, write_bytes
 
 log = logging.getLogger("comp.export")
 
 EXTERNAL_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
 
 
-def predictions_made(ws: Workspace, exp: str, train_hash: str, ckpts: dict[int, Path]) -> dict[str, Any]:
+def predictions_made(ws: Layout, exp: str, train_hash: str, ckpts: dict[int, Path]) -> dict[str, Any]:
     """The predict record of a member whose test.csv is complete and made from these checkpoints; else a CompError."""
-    from comp.predictions import checkpoints_changed, prediction_record
+    from comp.infer.predictions import checkpoints_changed, prediction_record
 
     rerun = f"rerun `comp predict -e {exp}` (and `comp ensemble`) first"
     made = prediction_record(ws, exp)
@@ -39,15 +39,15 @@ def predictions_made(ws: Workspace, exp: str, train_hash: str, ckpts: dict[int, 
     return made
 
 
-def member_spec(cfg: Config, ws: Workspace, exp: str, classes: tuple, folder: Path, *, onnx: bool = False) -> dict[str, Any]:
+def member_spec(cfg: Config, ws: Layout, exp: str, classes: tuple, folder: Path, *, onnx: bool = False) -> dict[str, Any]:
     """Write <exp>.fold<k>.safetensors (+ .onnx) and <exp>.config.yaml into `folder`; return the member's bundle entry."""
     from comp.data.cache import cache_hw
-    from comp.models import resolve_norm
-    from comp.predict import CROP, MULTISCALE, training_config
+    from comp.model.factory import resolve_norm
+    from comp.infer.predict import CROP, MULTISCALE, training_config
 
     trained, train_hash = training_config(ws, exp, cfg)
     check_model_name(trained.model.name, exp)
-    from comp.recipes.seeds import checkpoint_hashes
+    from comp.train.seeds import checkpoint_hashes
 
     ckpts = ws.model_checkpoints(exp)  # every seed of every fold (train.seeds): the bundle averages them all
     made = predictions_made(ws, exp, train_hash, ckpts)
@@ -74,8 +74,8 @@ def save_fold(spec: dict[str, Any], fold: int, path: Path, trained: Config, clas
     """One fold's weights as safetensors (and ONNX, checked against torch) beside the bundle."""
     from safetensors.torch import save_file
 
-    from comp.predict import load_fold_model
-    from comp.workspace import write_with
+    from comp.infer.predict import load_fold_model
+    from comp.core.layout import write_with
 
     model = load_fold_model(path, trained, classes, train_hash=train_hash)  # refuses a checkpoint of another config
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}

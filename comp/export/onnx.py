@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from comp.errors import CompError
+from comp.core.errors import CompError
 
 log = logging.getLogger("comp.export")
 
@@ -32,7 +32,7 @@ def require_onnx() -> None:
 def export_onnx(model: nn.Module, spec: dict[str, Any], path: Path) -> float:
     """Write `model` to `path` as ONNX and return the max abs probability difference on every TTA view's size."""
     require_onnx()
-    from comp.workspace import write_with
+    from comp.core.layout import write_with
 
     h, w = spec["preprocess"]["input_hw"]
     example = torch.randn(2, 3, h, w)

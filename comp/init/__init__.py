@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from comp.errors import CompError
+from comp.core.errors import CompError
 from comp.init.csv import init_csv
 from comp.init.folders import init_folders
 from comp.init.mask import init_mask, parse_age_bands

@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from comp.data.tables import duplicate_examples, outside_root_warning, read_any_delimiter
-from comp.errors import CompError, did_you_mean
+from comp.core.errors import CompError, did_you_mean
 from comp.init.plan import IMAGE_EXTS, Guess, Plan, output, rel_to, submission_from_sample
-from comp.workspace import Workspace
+from comp.core.layout import Layout
 
 ID_NAMES = ("id", "image_id", "imageid", "img_id", "image_name", "filename", "file_name", "name", "uid", "image")
 IMAGE_NAMES = ("path", "image_path", "filepath", "file_path", "filename", "file_name", "file", "image", "img",
@@ -307,7 +307,7 @@ class Target:
 
 def check_task(task: str) -> None:
     """--task names a kind a CSV can say (multitask needs heads comp.yaml names)."""
-    from comp.tasks import check_kind
+    from comp.core.tasks import check_kind
 
     check_kind(task)
     if task == "multitask":
@@ -441,7 +441,7 @@ def guess_columns(train: pd.DataFrame, test: pd.DataFrame | None, roots: list[Pa
     return image, guesses, target
 
 
-def place_tables(ws: Workspace, train: pd.DataFrame, test: pd.DataFrame | None, sources: list[ImageSource], *,
+def place_tables(ws: Layout, train: pd.DataFrame, test: pd.DataFrame | None, sources: list[ImageSource], *,
                  inputs: tuple[Path | None, Path | None, Path | None], outs: tuple[str | None, str | None]):
     """(data paths for comp.yaml, train, test, generated): the user's CSVs as they are when they resolve under one root."""
     train_csv, test_csv, _ = inputs
@@ -460,7 +460,7 @@ def place_tables(ws: Workspace, train: pd.DataFrame, test: pd.DataFrame | None, 
 
 def init_csv(
     train_csv: Path,
-    ws: Workspace,
+    ws: Layout,
     *,
     test_csv: Path | None = None,
     image_root: Path | None = None,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from comp.errors import CompError
+from comp.core.errors import CompError
 from comp.init.plan import (N_EXAMPLES, Plan, SkipLog, is_hidden, output, rel_to, require_dir, scan_images,
                              submission_from_sample)
-from comp.workspace import Workspace
+from comp.core.layout import Layout
 
 
 def class_images(train_dir: Path, skips: SkipLog) -> list[tuple[str, Path]]:
@@ -66,7 +66,7 @@ def test_table(test_dir: Path, root: Path, sample: pd.DataFrame | None, id_col: 
 
 def init_folders(
     train_dir: Path,
-    ws: Workspace,
+    ws: Layout,
     *,
     test_dir: Path | None = None,
     sample_csv: Path | None = None,

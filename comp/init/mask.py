@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from comp.errors import CompError
+from comp.core.errors import CompError
 from comp.init.plan import IMAGE_EXTS, N_EXAMPLES, Correction, Plan, SkipLog, is_hidden, output, rel_to, require_dir
-from comp.workspace import Workspace
+from comp.core.layout import Layout
 
 MASK_STATE = {**{f"mask{i}": 0 for i in range(1, 6)}, "incorrect_mask": 1, "normal": 2}  # 0 wear, 1 incorrect, 2 not wear
 GENDER = {"male": 0, "female": 1}
@@ -190,7 +190,7 @@ def eval_table(eval_dir: Path, skips: SkipLog) -> pd.DataFrame:
 
 def init_mask(
     root: Path,
-    ws: Workspace,
+    ws: Layout,
     *,
     age_bands: tuple[int, ...] = (30, 60),
     fix: Path | None = None,

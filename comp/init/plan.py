@@ -19,11 +19,11 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from comp.config import Config, build_config, load_config
+from comp.core.config import Config, build_config, load_config
 from comp.data.tables import (Tables, canonical, check_ids, label_column_keys, load_tables, read_any_delimiter,
                                require_columns, task_targets)
-from comp.errors import CompError
-from comp.workspace import Workspace, write_csv, write_text
+from comp.core.errors import CompError
+from comp.core.layout import Layout, write_csv, write_text
 
 log = logging.getLogger("comp.init")
 
@@ -130,7 +130,7 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def rel_to(ws: Workspace, path: Path) -> str:
+def rel_to(ws: Layout, path: Path) -> str:
     """A path as comp.yaml should hold it: relative to the workspace when inside it, else absolute."""
     path = Path(os.path.abspath(path))
     try:
@@ -139,7 +139,7 @@ def rel_to(ws: Workspace, path: Path) -> str:
         return str(path)
 
 
-def output(ws: Workspace, given: str | None, which: str, inputs: tuple[Path | None, ...] = ()) -> str:
+def output(ws: Layout, given: str | None, which: str, inputs: tuple[Path | None, ...] = ()) -> str:
     """Where a generated table goes: as given, else data/<which>.csv (data/<which>_comp.csv if that is an input)."""
     if given:
         return given
@@ -184,14 +184,14 @@ def baseline_experiment(size: int | list[int]) -> dict[str, Any]:
 
 BASELINE_HEADER = (
     "# The first experiment, written by `comp init`: edit freely, or copy to experiments/<name>.yaml.\n"
-    "# Keys you may set: model, image, augment, train, tta, tune (see comp.config).\n"
+    "# Keys you may set: model, image, augment, train, tta, tune (see comp.core.config).\n"
 )
 
 
 # ---------------------------------------------------------------- checks and writes
 
 
-def check_frame(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, labelled: bool) -> pd.DataFrame:
+def check_frame(frame: pd.DataFrame, cfg: Config, ws: Layout, *, labelled: bool) -> pd.DataFrame:
     """The checks load_tables runs, on an in-memory table: columns, unique ids, labels (targets of the task), files."""
     d = cfg.data
     name = "train table" if labelled else "test table"
@@ -210,7 +210,7 @@ def check_frame(frame: pd.DataFrame, cfg: Config, ws: Workspace, *, labelled: bo
     return out
 
 
-def targets(plan: Plan, ws: Workspace) -> dict[str, Path]:
+def targets(plan: Plan, ws: Layout) -> dict[str, Path]:
     """Files the plan writes, by what they are."""
     data = plan.comp.get("data", {})
     out = {"comp.yaml": ws.comp_yaml}
@@ -219,7 +219,7 @@ def targets(plan: Plan, ws: Workspace) -> dict[str, Path]:
     return out
 
 
-def guard(plan: Plan, ws: Workspace, *, force: bool) -> None:
+def guard(plan: Plan, ws: Layout, *, force: bool) -> None:
     """Refuse to overwrite without force, and to overwrite the user's own inputs at all."""
     sources = {Path(os.path.abspath(s)) for s in plan.sources}
     for what, path in targets(plan, ws).items():
@@ -231,7 +231,7 @@ def guard(plan: Plan, ws: Workspace, *, force: bool) -> None:
                             "(rerun with --force to replace it, or choose another --workspace)")
 
 
-def write_plan(ws: Workspace, plan: Plan, *, force: bool = False) -> Written:
+def write_plan(ws: Layout, plan: Plan, *, force: bool = False) -> Written:
     """Validate the plan, then write its tables, experiments/baseline.yaml (when absent) and comp.yaml."""
     cfg = build_config(plan.comp, source="comp.yaml: ")
     train = check_frame(plan.train, cfg, ws, labelled=True)
@@ -260,7 +260,7 @@ def write_plan(ws: Workspace, plan: Plan, *, force: bool = False) -> Written:
 # ---------------------------------------------------------------- submission format
 
 
-def submission_from_sample(path: Path, ws: Workspace, classes: list[str], *,
+def submission_from_sample(path: Path, ws: Layout, classes: list[str], *,
                            task: str = "multiclass") -> tuple[dict[str, Any], pd.DataFrame]:
     """comp.yaml's submission section from a sample submission (id first; one target, or one column per class).
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from comp.config import Config, build_config, read_yaml
-from comp.errors import CompError
-from comp.progress import SILENT, Progress
-from comp.workspace import Workspace
+from comp.core.config import Config, build_config, read_yaml
+from comp.core.errors import CompError
+from comp.core.progress import SILENT, Progress
+from comp.core.layout import Layout
 
 if TYPE_CHECKING:
     from comp.data.tables import Tables
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("comp.distill")
 
 
-def teacher_config(cfg: Config, ws: Workspace) -> tuple[Config, dict]:
+def teacher_config(cfg: Config, ws: Layout) -> tuple[Config, dict]:
     """(the teacher's training config, its config.yaml record), refusing teachers that cannot serve."""
     name = cfg.train.distill.teacher
     path = ws.config_yaml(name)
@@ -44,7 +44,7 @@ def teacher_config(cfg: Config, ws: Workspace) -> tuple[Config, dict]:
     return teacher, doc
 
 
-def check_folds(cfg: Config, ws: Workspace, exp: str, doc: dict) -> None:
+def check_folds(cfg: Config, ws: Layout, exp: str, doc: dict) -> None:
     """The teacher's folds file must be the student's (same path and fingerprint)."""
     mine = (read_yaml(ws.config_yaml(exp)) or {}).get("folds_file") or {}
     theirs = doc.get("folds_file") or {}
@@ -55,12 +55,12 @@ def check_folds(cfg: Config, ws: Workspace, exp: str, doc: dict) -> None:
                         "student's validation rows; train the teacher on the same folds (folds.k, folds.seed)")
 
 
-def pair_probs(name: str, teacher: Config, ws: Workspace, tables: "Tables", fold_of: np.ndarray, a: int, b: int, *,
+def pair_probs(name: str, teacher: Config, ws: Layout, tables: "Tables", fold_of: np.ndarray, a: int, b: int, *,
                progress: Progress = SILENT) -> tuple[list[str], np.ndarray]:
     """(ids of folds a and b, the pair model's probabilities for them): a model of the teacher's config trained on
     every fold except a and b; trained now unless finished (resumes from its last.pt)."""
-    from comp.engine import fit_fold
-    from comp.locks import fold_lock
+    from comp.train.engine import fit_fold
+    from comp.core.locks import fold_lock
 
     held = int(teacher.folds.k)  # the pair's validation "fold": a number no real fold has
     pair_of = np.where(np.isin(fold_of, [a, b]), held, fold_of)
@@ -74,10 +74,10 @@ def pair_probs(name: str, teacher: Config, ws: Workspace, tables: "Tables", fold
     return list(result.val_ids), result.val_probs.astype(np.float64)
 
 
-def teacher_targets(cfg: Config, ws: Workspace, exp: str, tables: "Tables", ext: "Tables", ext_fold_of: np.ndarray,
+def teacher_targets(cfg: Config, ws: Layout, exp: str, tables: "Tables", ext: "Tables", ext_fold_of: np.ndarray,
                     fold: int, *, progress: Progress = SILENT) -> np.ndarray:
     """(N_ext, C) teacher probabilities of every row student fold `fold` trains on (NaN for the rest)."""
-    from comp.engine import TRAIN_ONLY
+    from comp.train.engine import TRAIN_ONLY
 
     name = cfg.train.distill.teacher
     if name == exp:
@@ -108,11 +108,11 @@ def teacher_targets(cfg: Config, ws: Workspace, exp: str, tables: "Tables", ext:
     return out.astype(np.float32)
 
 
-def teacher_test_probs(ws: Workspace, name: str, fold: int, ext: "Tables", rows: np.ndarray) -> np.ndarray:
+def teacher_test_probs(ws: Layout, name: str, fold: int, ext: "Tables", rows: np.ndarray) -> np.ndarray:
     """The teacher's fold-`fold` model's test probabilities for the pseudo rows `rows` of the extended table."""
-    from comp.predictions import prediction_record
+    from comp.infer.predictions import prediction_record
     from comp.recipes.pseudo import PREFIX
-    from comp.submission import read_member_table
+    from comp.blend.submission import read_member_table
 
     if prediction_record(ws, name) is None:
         raise CompError(f"teacher {name!r} has no complete test predictions for the pseudo rows; run "
@@ -128,7 +128,7 @@ def teacher_test_probs(ws: Workspace, name: str, fold: int, ext: "Tables", rows:
     return table.loc[ids, [f"p_{c}" for c in ext.classes]].to_numpy(dtype=np.float64)
 
 
-def teacher_record(cfg: Config, ws: Workspace) -> dict[str, Any]:
+def teacher_record(cfg: Config, ws: Layout) -> dict[str, Any]:
     """What scores.json records of the teacher: name, train_hash, alpha, temperature, where targets came from."""
     d = cfg.train.distill
     doc = read_yaml(ws.config_yaml(d.teacher)) if ws.config_yaml(d.teacher).is_file() else {}

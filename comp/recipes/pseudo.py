@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from comp.config import Config, load_config, read_yaml
-from comp.errors import CompError
-from comp.predictions import prob_columns, sha256
-from comp.workspace import Workspace, read_json, write_csv, write_json, write_yaml
+from comp.core.config import Config, load_config, read_yaml
+from comp.core.errors import CompError
+from comp.infer.predictions import prob_columns, sha256
+from comp.core.layout import Layout, read_json, write_csv, write_json, write_yaml
 
 if TYPE_CHECKING:
     from comp.data.tables import Tables
@@ -30,10 +30,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("comp.pseudo")
 
 
-def fold_probabilities(ws: Workspace, manifest: dict, classes: tuple, k: int) -> tuple[list[str], dict[int, np.ndarray]]:
+def fold_probabilities(ws: Layout, manifest: dict, classes: tuple, k: int) -> tuple[list[str], dict[int, np.ndarray]]:
     """(test ids, {fold: the blend of the members' fold models' test probabilities}) with the manifest's blend."""
-    from comp.ensemble import align_members, apply_bias, blend
-    from comp.submission import read_member_table
+    from comp.blend.ensemble import align_members, apply_bias, blend
+    from comp.blend.submission import read_member_table
 
     members = list(manifest["members"])
     weights = manifest.get("weights_full") or manifest["weights"]
@@ -50,9 +50,9 @@ def fold_probabilities(ws: Workspace, manifest: dict, classes: tuple, k: int) ->
     return [str(i) for i in ids], out
 
 
-def check_members(ws: Workspace, manifest: dict, folds_record: dict, name: str) -> None:
+def check_members(ws: Layout, manifest: dict, folds_record: dict, name: str) -> None:
     """Every member's predictions current (predict.json), made by the models the submission used, on our folds."""
-    from comp.predictions import prediction_record
+    from comp.infer.predictions import prediction_record
 
     for m in manifest["members"]:
         record = prediction_record(ws, m)
@@ -74,12 +74,12 @@ def check_members(ws: Workspace, manifest: dict, folds_record: dict, name: str) 
                             f"pseudo-label from members trained on the new experiment's folds (folds.k, folds.seed)")
 
 
-def make_pseudo(ws: Workspace, source: str, new: str, *, threshold: float, soft: bool, base: str | None = None,
+def make_pseudo(ws: Layout, source: str, new: str, *, threshold: float, soft: bool, base: str | None = None,
                 force: bool = False) -> dict[str, Any]:
     """Write experiments/<new>.yaml (the base experiment plus `pseudo:`) and experiments/<new>/pseudo.{csv,json}."""
     from comp.data.tables import load_tables
     from comp.folds import ensure_folds
-    from comp.train import folds_file_record
+    from comp.train.fold_train import folds_file_record
 
     if not 0.0 <= threshold < 1.0:
         raise CompError(f"--threshold is a probability in [0, 1), got {threshold}")
@@ -96,7 +96,7 @@ def make_pseudo(ws: Workspace, source: str, new: str, *, threshold: float, soft:
     manifest = read_json(manifest_path)
     if "members" not in manifest:
         raise CompError(f"{manifest_path} is not a comp ensemble manifest; rerun `comp ensemble --name {source}`")
-    from comp.ensemble import METHODS
+    from comp.blend.ensemble import METHODS
 
     if manifest.get("method") not in METHODS or "weights" not in manifest:
         raise CompError(f"submission {source!r} was made with --method {manifest.get('method')}: pseudo labels are "
@@ -120,7 +120,7 @@ def make_pseudo(ws: Workspace, source: str, new: str, *, threshold: float, soft:
 
 
 def require_kind(tables: "Tables") -> None:
-    from comp.recipes.plan import require_multiclass
+    from comp.recipes.inputs import require_multiclass
 
     require_multiclass(tables, "comp pseudo")
 
@@ -149,7 +149,7 @@ def pseudo_table(tables: "Tables", ids: list[str], per_fold: dict[int, np.ndarra
     return table
 
 
-def write_experiment(ws: Workspace, cfg: Config, base: str, new: str, table: pd.DataFrame, tables: "Tables",
+def write_experiment(ws: Layout, cfg: Config, base: str, new: str, table: pd.DataFrame, tables: "Tables",
                      info: dict, *, threshold: float, soft: bool) -> dict[str, Any]:
     """pseudo.csv, pseudo.json, then experiments/<new>.yaml (the base experiment's file plus `pseudo:`)."""
     write_csv(ws.pseudo_csv(new), table)
@@ -169,7 +169,7 @@ def write_experiment(ws: Workspace, cfg: Config, base: str, new: str, table: pd.
     return {**summary, "experiment": new, "base": base, "yaml": str(ws.experiment_yaml(new))}
 
 
-def external_csv(ws: Workspace, path: Path, new: str, *, threshold: float, soft: bool, base: str | None) -> dict:
+def external_csv(ws: Layout, path: Path, new: str, *, threshold: float, soft: bool, base: str | None) -> dict:
     """--from a CSV that is not a comp submission: its probabilities (kind probabilities) or, when only hard labels
     are asked (no --soft, --threshold 0), its labels, for every fold alike (fold -1)."""
     from comp.data.tables import load_tables, read_csv
@@ -211,7 +211,7 @@ def external_csv(ws: Workspace, path: Path, new: str, *, threshold: float, soft:
 PREFIX = "pseudo:"  # pseudo rows' ids in the training table (a test id may equal a train id)
 
 
-def read_table(cfg: Config, ws: Workspace, exp: str) -> pd.DataFrame:
+def read_table(cfg: Config, ws: Layout, exp: str) -> pd.DataFrame:
     """pseudo.csv, checked to be the table the experiment's config names."""
     from comp.data.tables import read_csv
 
@@ -224,12 +224,12 @@ def read_table(cfg: Config, ws: Workspace, exp: str) -> pd.DataFrame:
     return read_csv(path, "pseudo table", text=("id", "label"), fix=fix)
 
 
-def extend(cfg: Config, ws: Workspace, exp: str, tables: "Tables", fold_of: np.ndarray,
+def extend(cfg: Config, ws: Layout, exp: str, tables: "Tables", fold_of: np.ndarray,
            fold: int) -> tuple["Tables", np.ndarray, np.ndarray | None]:
     """(tables with every pseudo id appended once, fold_of with -1 for the rows fold `fold` keeps and -2 for the
     rest, soft targets (N, C) or None). The appended rows are the same for every fold (one image cache)."""
-    from comp.engine import TRAIN_ONLY, UNUSED
-    from comp.recipes.plan import with_train
+    from comp.train.engine import TRAIN_ONLY, UNUSED
+    from comp.recipes.inputs import with_train
 
     table = read_table(cfg, ws, exp)
     if tables.test is None:

@@ -21,11 +21,11 @@ import optuna
 from optuna.trial import TrialState
 import pandas as pd
 
-from comp.config import Config
+from comp.core.config import Config
 from comp.data.checked import load_checked_tables
 from comp.folds import ensure_folds, parse_fold_selection
-from comp.metrics import greater_is_better
-from comp.progress import SILENT, Progress
+from comp.core.metrics import greater_is_better
+from comp.core.progress import SILENT, Progress
 from comp.tune.objective import Objective, failure_types
 from comp.tune.output import best_trial, trials_table, write_report, write_tuned_yaml
 from comp.tune.space import Param, default_space, parse_space, resolve_space
@@ -41,7 +41,7 @@ from comp.tune.study import (
     run_trials,
     tally,
 )
-from comp.workspace import Workspace
+from comp.core.layout import Layout
 
 __all__ = ["TuneResult", "tune_experiment", "parse_space", "default_space", "resolve_space", "Param"]
 
@@ -88,7 +88,7 @@ def _plan(cfg: Config, exp: str, *, trials: int | None, timeout: float | None,
 
 
 def tune_experiment(
-    ws: Workspace,
+    ws: Layout,
     cfg: Config,
     *,
     exp: str,
@@ -104,7 +104,7 @@ def tune_experiment(
 ) -> TuneResult:
     """Run (or resume, or join) the study until it holds `trials` trials; write the tuned YAML and report."""
     if cfg.train.lr == "auto" and "train.lr" not in {p.key for p in resolve_space(cfg)}:
-        from comp.lrfind import resolve_auto_lr  # the finder on fold 0 once (lr_find.json), every trial uses it
+        from comp.train.lrfind import resolve_auto_lr  # the finder on fold 0 once (lr_find.json), every trial uses it
 
         cfg = resolve_auto_lr(cfg, ws, exp, trained=False, progress=progress)
     plan = _plan(cfg, exp, trials=trials, timeout=timeout, folds=folds, study_name=study_name)
@@ -152,7 +152,7 @@ def frozen_heap() -> Iterator[None]:
         gc.unfreeze()
 
 
-def clean_trial_dirs(ws: Workspace, exp: str, study: Any) -> list[int]:
+def clean_trial_dirs(ws: Layout, exp: str, study: Any) -> list[int]:
     """Delete the folders of trials that are no longer running (left behind by a killed trial); their numbers."""
     running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     removed = []
@@ -193,7 +193,7 @@ def _best_value(study: Any) -> float | None:
     return None if best is None else float(best.value)
 
 
-def _finish(ws: Workspace, exp: str, study: Any, ran: tuple[Outcome, ...], *, overrides: tuple[str, ...],
+def _finish(ws: Layout, exp: str, study: Any, ran: tuple[Outcome, ...], *, overrides: tuple[str, ...],
             metric: str, where: str) -> TuneResult:
     best = best_trial(study)
     tuned = None

@@ -1,4 +1,4 @@
-"""The tuning objective: a trial's config trained on the chosen folds through `comp.engine.fit_fold`.
+"""The tuning objective: a trial's config trained on the chosen folds through `comp.train.engine.fit_fold`.
 
 Each epoch's validation score goes to the pruner as a running mean over folds, at step
 fold_pos * epochs + epoch, so pruning compares trials across folds. A trial's outputs live
@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import optuna
 
-from comp.config import Config
+from comp.core.config import Config
 from comp.data.tables import Tables
-from comp.errors import CompError
-from comp.progress import SILENT, Progress
+from comp.core.errors import CompError
+from comp.core.progress import SILENT, Progress
 from comp.tune.space import Param, apply_params
-from comp.workspace import Workspace
+from comp.core.layout import Layout
 
 log = logging.getLogger("comp.tune")
 
@@ -101,9 +101,9 @@ class LoaderCache:
         return json.dumps(raw, sort_keys=True, default=str), rows.hexdigest()
 
     def __call__(self, cfg: Config, tables: Tables, train_idx: np.ndarray, val_idx: np.ndarray, **kwargs: Any) -> Any:
-        """comp.engine.build_loaders, or the pair an earlier trial built with the same key."""
+        """comp.train.engine.build_loaders, or the pair an earlier trial built with the same key."""
         from comp.data.dataset import loader_settings
-        from comp.engine import build_loaders
+        from comp.train.engine import build_loaders
 
         key = self.key(cfg, train_idx, val_idx, kwargs.get("targets"))
         if key is not None and key in self._pairs:
@@ -128,10 +128,10 @@ class Objective:
     tables: Tables
     fold_of: np.ndarray
     folds: tuple[int, ...]
-    ws: Workspace
+    ws: Layout
     exp: str
     progress: Progress = SILENT
-    fit: Callable[..., Any] | None = None  # default comp.engine.fit_fold; tests may pass a stand-in
+    fit: Callable[..., Any] | None = None  # default comp.train.engine.fit_fold; tests may pass a stand-in
     loaders: LoaderCache = field(default_factory=LoaderCache)  # shared by the trials of this objective
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -164,7 +164,7 @@ class Objective:
 
 
 def _fit_fold(loaders: LoaderCache) -> Callable[..., Any]:
-    from comp.engine import fit_fold  # torch is imported only when training
+    from comp.train.engine import fit_fold  # torch is imported only when training
 
     # a trial is never resumed and its folder is deleted when it ends: no best.pt or last.pt, the result from memory
     return functools.partial(fit_fold, resumable=False, checkpoints=False, make_loaders=loaders)

@@ -14,9 +14,9 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from comp.config import build_config, deep_merge, nest, parse_override, read_yaml
-from comp.report import add_section, img_html, report_image, save_figure, table_html
-from comp.workspace import Workspace, write_text
+from comp.core.config import build_config, deep_merge, nest, parse_override, read_yaml
+from comp.report.page import add_section, img_html, report_image, save_figure, table_html
+from comp.core.layout import Layout, write_text
 
 log = logging.getLogger("comp.tune")
 
@@ -50,7 +50,7 @@ def trials_table(study: optuna.Study, *, top: int | None = 10) -> pd.DataFrame:
     return frame if top is None else frame.head(top)
 
 
-def tuned_document(ws: Workspace, exp: str, overrides: tuple[str, ...], params: dict[str, Any]) -> dict[str, Any]:
+def tuned_document(ws: Layout, exp: str, overrides: tuple[str, ...], params: dict[str, Any]) -> dict[str, Any]:
     """experiments/<exp>.yaml with the --set overrides and the best params merged (tune section as it was)."""
     path = ws.experiment_yaml(exp)
     doc = read_yaml(path) if path.is_file() else {}
@@ -62,7 +62,7 @@ def tuned_document(ws: Workspace, exp: str, overrides: tuple[str, ...], params: 
 
 
 def write_tuned_yaml(
-    ws: Workspace, exp: str, best: FrozenTrial, *, overrides: tuple[str, ...] = (), study_name: str, metric: str
+    ws: Layout, exp: str, best: FrozenTrial, *, overrides: tuple[str, ...] = (), study_name: str, metric: str
 ) -> Path:
     """Write experiments/<exp>-tuned.yaml (checked to load) for `comp fold-train -e <exp>-tuned`."""
     doc = tuned_document(ws, exp, overrides, best.params)
@@ -76,7 +76,7 @@ def write_tuned_yaml(
     return write_text(ws.tuned_yaml(exp), header + yaml.safe_dump(doc, sort_keys=False))
 
 
-def _plot(ws: Workspace, exp: str, name: str, draw: Callable[[], Any]) -> str:
+def _plot(ws: Layout, exp: str, name: str, draw: Callable[[], Any]) -> str:
     """One optuna matplotlib plot into report/<name>; '' (and a log line) when it cannot be drawn."""
     try:
         with warnings.catch_warnings():
@@ -106,7 +106,7 @@ def label_history(ax: Any, trials: list[FrozenTrial]) -> Any:
     return ax
 
 
-def tune_plots(ws: Workspace, exp: str, study: optuna.Study) -> list[str]:
+def tune_plots(ws: Layout, exp: str, study: optuna.Study) -> list[str]:
     """Optimisation history, parameter importances (>= 2 complete trials, > 1 param), parallel coordinates."""
     from optuna.visualization import matplotlib as vis
 
@@ -122,7 +122,7 @@ def tune_plots(ws: Workspace, exp: str, study: optuna.Study) -> list[str]:
     return [i for i in images if i]
 
 
-def write_report(ws: Workspace, exp: str, study: optuna.Study, *, summary: str, tuned: Path | None) -> Path:
+def write_report(ws: Layout, exp: str, study: optuna.Study, *, summary: str, tuned: Path | None) -> Path:
     """Add (or replace) the 'tune' section of experiments/<exp>/report.html (paths in it relative to the workspace)."""
     from comp.tune.study import in_workspace
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import optuna
 
-from comp.config import Config, all_keys, build_config, check_keys, deep_merge, nest
-from comp.errors import CompError, did_you_mean
+from comp.core.config import Config, all_keys, build_config, check_keys, deep_merge, nest
+from comp.core.errors import CompError, did_you_mean
 
 KINDS = ("float", "int", "categorical")
 OPTIONS = {"float": ("log", "step"), "int": ("log", "step"), "categorical": ()}

@@ -26,8 +26,8 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from comp.errors import CompError
-from comp.locks import pid_alive
+from comp.core.errors import CompError
+from comp.core.locks import pid_alive
 
 try:  # a process-wide file lock around "count, then ask"; not on Windows
     import fcntl

@@ -1,0 +1,267 @@
+"""Folds in parallel across devices: one child `comp fold-train --fold i` process per device at a time.
+
+`comp fold-train --devices 0,1,2,3` (GPUs) or `--devices cpu,cpu` (CPU processes): the parent
+makes the folds file, config.yaml and the image cache first, so children never race to build
+them; one thread per device pulls folds from a queue and runs a child with CUDA_VISIBLE_DEVICES
+set to its GPU (or hidden GPUs and a fair share of CPU threads for `cpu`); each child writes only
+experiments/<exp>/fold{i}/ and streams its output to fold{i}/train.log; when all have ended the
+parent writes oof.csv, scores.json and the report as a sequential run does. A failed fold is
+reported with the tail of its log while the others finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from comp.core.config import Config
+from comp.data.cache import prepare_images
+from comp.train.engine import finished_result
+from comp.core.errors import CompError
+from comp.core.progress import SILENT, Progress
+from comp.folds import parse_fold_selection
+from comp.core.locks import JOB_ENV, FoldLocked, acquire_fold, job_id, release_fold
+from comp.train.fold_train import aggregate_folds, prepare_experiment, resolve_lr
+from comp.core.replace import settles_replaced
+from comp.core.layout import Layout
+
+log = logging.getLogger("comp.train.devices")
+
+TAIL_LINES = 30
+
+
+@dataclass(frozen=True)
+class FoldRun:
+    """How one child process ended."""
+
+    fold: int
+    device: str
+    returncode: int
+    log_path: Path
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def tail(self, lines: int = TAIL_LINES) -> str:
+        """The last lines of the child's log."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError as exc:
+            return f"(no log: {exc})"
+        return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    scores: dict
+    runs: list[FoldRun]  # the folds that ran in a child, in the order they ended
+
+    @property
+    def failed(self) -> list[FoldRun]:
+        return [r for r in self.runs if not r.ok]
+
+
+def parse_devices(text: str) -> list[str]:
+    """'0,1' -> ['0', '1']; 'cpu,cpu' -> ['cpu', 'cpu']; anything else is a CompError."""
+    devices = [part.strip().lower() for part in text.split(",") if part.strip()]
+    bad = [d for d in devices if d != "cpu" and not d.isdigit()]
+    if not devices or bad:
+        raise CompError(f"--devices expects GPU numbers or 'cpu' separated by commas (e.g. 0,1,2,3 or cpu,cpu); "
+                        f"got {text!r}")
+    return devices
+
+
+def check_devices(devices: list[str], device_spec: str) -> None:
+    """Refuse device lists that train.device contradicts, or GPUs that do not exist."""
+    gpus = [d for d in devices if d != "cpu"]
+    if device_spec == "cpu" and gpus:
+        raise CompError(f"--devices {','.join(devices)} names GPUs but train.device=cpu; use --devices cpu,... "
+                        "or set train.device=auto")
+    if device_spec.startswith("cuda") and len(gpus) < len(devices):
+        raise CompError(f"--devices has cpu entries but train.device={device_spec}; set train.device=auto")
+    if device_spec.startswith("cuda:"):
+        raise CompError(f"train.device={device_spec} pins one GPU; with --devices set train.device=auto or cuda")
+    if gpus:
+        import torch
+
+        count = torch.cuda.device_count()
+        missing = sorted({int(g) for g in gpus if int(g) >= count}, key=int)
+        if missing:
+            raise CompError(f"--devices names GPU {missing} but {count} CUDA devices are visible here")
+
+
+def child_env(device: str, *, n_cpu_slots: int) -> dict[str, str]:
+    """The environment of a child: its GPU alone, or no GPU and a fair share of the CPU threads."""
+    env = dict(os.environ)
+    if device == "cpu":
+        threads = str(max(1, (os.cpu_count() or 1) // max(1, n_cpu_slots)))
+        env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = device
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):  # a child is never a DDP rank of the parent's group
+        env.pop(key, None)
+    env[JOB_ENV] = job_id()  # the parent's fold locks are the child's: one job
+    return env
+
+
+def child_command(fold: int, *, workspace: Path, exp: str, overrides: list[str]) -> list[str]:
+    """`python -m comp.train.devices -w W -e EXP --fold i [--set ...]`: one fold, no experiment-level aggregation."""
+    cmd = [sys.executable, "-m", "comp.train.devices", "--fold", str(fold), "-w", str(workspace), "-e", exp]
+    for item in overrides:
+        cmd += ["--set", item]
+    return cmd
+
+
+class LineProgress(Progress):
+    """Progress for a child whose output goes to a log file: epoch summaries as plain lines, no bars."""
+
+    def log(self, message: str) -> None:
+        log.info("%s", message)
+
+
+def child_main(argv: list[str] | None = None) -> int:
+    """Entry point of a --devices child: train the given fold(s) of an experiment and write only their folders."""
+    import argparse
+
+    from comp.core.config import load_config
+    from comp.train.fold_train import fold_train
+
+    parser = argparse.ArgumentParser(prog="python -m comp.train.devices", description=child_main.__doc__)
+    parser.add_argument("--fold", required=True, help="fold numbers, e.g. 0 or 0,2")
+    parser.add_argument("-w", "--workspace", required=True)
+    parser.add_argument("-e", "--experiment", required=True)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args(argv)
+    # the child's stdout is its fold's train.log: every line carries its time
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
+    try:
+        ws = Layout.at(args.workspace)
+        cfg = load_config(ws.root, args.experiment, tuple(args.overrides))
+        fold_train(cfg, ws, args.experiment, folds=args.fold, progress=LineProgress(), aggregate=False)
+    except CompError as exc:
+        log.error("error: %s", exc)
+        return 2
+    return 0
+
+
+def run_child(fold: int, device: str, *, cmd: list[str], env: dict[str, str], log_path: Path) -> FoldRun:
+    """Run one child to its end, its stdout and stderr streamed to log_path."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as out:
+        out.write(f"# device {device}: {' '.join(cmd)}\n")
+        out.flush()
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
+    return FoldRun(fold, device, proc.returncode, log_path)
+
+
+def device_worker(device: str, todo: queue.Queue, done: queue.Queue, *, make_cmd: Callable[[int], list[str]],
+                  env: dict[str, str], log_of: Callable[[int], Path]) -> None:
+    """Take folds from `todo` until it is empty; one child at a time on this device."""
+    while True:
+        try:
+            fold = todo.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            done.put(run_child(fold, device, cmd=make_cmd(fold), env=env, log_path=log_of(fold)))
+        except Exception as exc:  # the child could not even start: report it like a failed fold
+            log_path = log_of(fold)
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_path.write_text(f"could not start the fold-train child on device {device}: {exc}\n")
+            done.put(FoldRun(fold, device, -1, log_path))
+
+
+def run_folds(folds: list[int], devices: list[str], *, make_cmd: Callable[[int], list[str]],
+              log_of: Callable[[int], Path]) -> Iterator[FoldRun]:
+    """Run the folds on the devices (a thread each, at most one fold per device at a time); yield as they end."""
+    todo: queue.Queue = queue.Queue()
+    for fold in folds:
+        todo.put(fold)
+    done: queue.Queue = queue.Queue()
+    n_cpu = sum(d == "cpu" for d in devices)
+    threads = [threading.Thread(target=device_worker, args=(d, todo, done), daemon=True,
+                                kwargs={"make_cmd": make_cmd, "env": child_env(d, n_cpu_slots=n_cpu), "log_of": log_of},
+                                name=f"comp-device-{i}-{d}")
+               for i, d in enumerate(devices[:max(1, len(folds))])]
+    for t in threads:
+        t.start()
+    for _ in folds:
+        yield done.get()
+    for t in threads:
+        t.join()
+
+
+@settles_replaced  # --force's old outputs: deleted once a child trained an epoch, else put back
+def fold_train_parallel(cfg: Config, ws: Layout, exp: str, *, devices: list[str], overrides: list[str],
+                        folds: str | list[int] | None = None, force: bool = False,
+                        progress: Progress = SILENT) -> DispatchResult:
+    """Train the selected folds in child processes across `devices`, then aggregate as fold_train does.
+
+    overrides: the --set items (folds.k included) the children load the config with, so their
+    train_hash equals cfg's. Folds that already finished with this config are not rerun.
+    """
+    check_devices(devices, cfg.train.device)
+    selected = parse_fold_selection(folds, cfg.folds.k)
+    cfg, force = resolve_lr(cfg, ws, exp, force=force, progress=progress)  # train.lr: auto, chosen once here
+    tables, fold_of = prepare_experiment(cfg, ws, exp, force=force, progress=progress)
+    prepare_images(tables.train, cfg, ws, progress=progress)  # built once here, read by every child
+    todo = [f for f in selected if finished_result(ws.fold_dir(exp, f), cfg, f) is None]
+    if len(todo) < len(selected):
+        log.info("folds %s already finished; skipping them", sorted(set(selected) - set(todo)))
+    locked = lock_folds(ws, exp, todo, skip_held=folds is not None)
+    try:
+        runs = run_locked(ws, exp, locked, devices, overrides=overrides, progress=progress)
+    finally:
+        for fold in locked:
+            release_fold(ws.fold_dir(exp, fold))
+    return DispatchResult(aggregate_folds(cfg, ws, exp, tables, fold_of), runs)
+
+
+def lock_folds(ws: Layout, exp: str, folds: list[int], *, skip_held: bool) -> list[int]:
+    """Lock the folds for this job (its children inherit them); held folds are skipped or, by default, an error."""
+    locked: list[int] = []
+    try:
+        for fold in folds:
+            try:
+                acquire_fold(ws.fold_dir(exp, fold))
+                locked.append(fold)
+            except FoldLocked as exc:
+                if not skip_held:
+                    raise
+                log.warning("fold %d skipped: %s", fold, exc)
+    except BaseException:
+        for fold in locked:
+            release_fold(ws.fold_dir(exp, fold))
+        raise
+    return locked
+
+
+def run_locked(ws: Layout, exp: str, todo: list[int], devices: list[str], *, overrides: list[str],
+               progress: Progress) -> list[FoldRun]:
+    """Children for the locked folds, one device each at a time; how each ended."""
+    runs = []
+
+    def make_cmd(fold: int) -> list[str]:
+        return child_command(fold, workspace=ws.root, exp=exp, overrides=overrides)
+
+    def log_of(fold: int) -> Path:
+        return ws.fold_files(exp, fold).log
+
+    for run in progress.track(run_folds(todo, devices, make_cmd=make_cmd, log_of=log_of), total=len(todo),
+                              description="folds"):
+        runs.append(run)
+        progress.log(f"fold {run.fold} on {run.device}: " + ("done" if run.ok else f"FAILED (exit {run.returncode})")
+                     + f"; log {run.log_path}")
+    return runs
+
+
+if __name__ == "__main__":
+    sys.exit(child_main())
