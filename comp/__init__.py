@@ -4,7 +4,7 @@ The Python API mirrors the CLI and returns data: `ws = comp.Workspace("path")`, 
 `ws.fold_train("baseline", overrides={...})`, `ws.predict(...)`, `ws.ensemble([...], name=...)`,
 `ws.leaderboard()`, `ws.config("baseline")` (see comp.api). Importing comp loads nothing heavy.
 """
-__version__ = "0.1.0"
+from comp.core import __version__
 
 __all__ = ["Workspace", "demo", "CompError", "__version__"]
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-import comp
+from comp.core import __version__
 from comp.core.config import Config, SubmissionConfig
 from comp.data.tables import check_ids, read_csv
 from comp.core.errors import CompError, did_you_mean
@@ -238,7 +238,7 @@ def write_submission(
     validate_submission(reread, sub, expected=expected, classes=classes, task=task)
     csv_path = write_bytes(ws.submission_csv(name), data)
     doc = {"name": name, **manifest, "file": csv_path.name, "sha256": hashlib.sha256(data).hexdigest(),
-           "rows": len(frame), "comp_version": comp.__version__,
+           "rows": len(frame), "comp_version": __version__,
            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     json_path = write_json(ws.submission_json(name), doc)
     return csv_path, json_path

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from comp.cli import app
+from comp.cli.app import app
 from comp.cli.common import RichProgress, console, handle_errors, load, print_table, rule
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from comp.cli import app
+from comp.cli.app import app
 from comp.cli.common import console, err_console, handle_errors
 
 

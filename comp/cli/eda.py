@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from comp.cli import app
+from comp.cli.app import app
 from comp.cli.common import RichProgress, SetOpt, WorkspaceOpt, console, handle_errors, load, print_table
 
 

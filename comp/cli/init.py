@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from comp.cli import app
+from comp.cli.app import app
 from comp.cli.common import WorkspaceOpt, console, handle_errors, print_table
 from comp.core.errors import CompError
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from comp.cli import app
+from comp.cli.app import app
 from comp.cli.common import (ExperimentOpt, RichProgress, SetOpt, WorkspaceOpt, console, err_console, handle_errors,
                              load, print_table, rule, sigterm_as_interrupt)
 from comp.core.progress import SILENT

@@ -178,13 +178,14 @@ class FoldFiles:
 
 
 @dataclass(frozen=True)
-class Workspace:
-    """Paths of one workspace folder (the layout is listed in the README, 'Workspace')."""
+class Layout:
+    """Where each artifact of one workspace folder lives (the layout is listed in the README, "Workspace"); the
+    public, user-facing class is comp.Workspace (comp/api.py)."""
 
     root: Path
 
     @classmethod
-    def at(cls, root: Path | str) -> "Workspace":
+    def at(cls, root: Path | str) -> "Layout":
         return cls(Path(root).resolve())
 
     def path(self, relative: str | Path) -> Path:

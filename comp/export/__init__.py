@@ -185,9 +185,9 @@ def versions() -> dict[str, str]:
     import platform
     from importlib import metadata
 
-    import comp
+    from comp.core import __version__
 
-    found = {"python": platform.python_version(), "comp": comp.__version__}
+    found = {"python": platform.python_version(), "comp": __version__}
     for name in PACKAGES:
         try:
             found[name] = metadata.version(name)

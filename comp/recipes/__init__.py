@@ -1,7 +1,7 @@
-"""More from the same data: several seeds per fold, pseudo-labelled test rows, distillation from a teacher.
-
-SWA and progressive resizing live in the engine (comp/train/engine.py, comp/train/parts.py); what needs its own
-artifacts or rules is here: seeds.py (train.seeds), pseudo.py (`comp pseudo`, pseudo rows per fold),
-distill.py (train.distill: teacher targets that no model trained on the student's validation rows made),
-targets.py (the per-row training targets both feed to the engine).
+"""More from the same data, as inputs to fold-train: pseudo-labelled test rows (pseudo, `comp pseudo`) and
+distillation from a teacher (distill, train.distill); inputs turns an experiment's recipes into each fold's
+training table and targets. Seeds per fold live in comp.train.seeds; SWA and progressive resizing in the
+engine (comp/train/engine.py, comp/train/parts.py).
 """
+
+__all__ = ["distill", "inputs", "pseudo"]
