@@ -67,6 +67,7 @@ def main() -> None:
     from comp.pipeline import ensemble, predict
     from comp.recipes.pseudo import make_pseudo
     from comp.blend.submission import score_submission
+    from comp.recipes.inputs import experiment_recipes
     from comp.train.fold_train import fold_train
     from comp.core.layout import Layout
 
@@ -102,7 +103,8 @@ def main() -> None:
         (root / "experiments" / f"{name}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
     def train(name: str) -> None:
-        fold_train(load_config(root, name), ws, name)
+        cfg = load_config(root, name)
+        fold_train(cfg, ws, name, recipes=experiment_recipes(cfg, ws, name))
 
     cfg = load_config(root)
     classes = load_tables(cfg, ws, check_images=False).classes

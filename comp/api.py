@@ -63,7 +63,7 @@ class Workspace:
         return f"comp.Workspace({str(self.root)!r})"
 
     def _progress(self) -> Any:
-        from comp.core.output import auto_progress
+        from comp.core.display import auto_progress
 
         return auto_progress() if self.show_progress else nullcontext(SILENT)
 

@@ -35,6 +35,7 @@ def train_experiment(ws: Layout, exp: str, cfg: Config, origins: dict[str, str],
     from comp.run import distributed
     from comp.report.sections import config_section, environment_section
     from comp.train.track import open_trackers, parse_track
+    from comp.recipes.inputs import experiment_recipes
     from comp.train.fold_train import fold_train
 
     names = cfg.track if track is None else parse_track(track)
@@ -44,7 +45,7 @@ def train_experiment(ws: Layout, exp: str, cfg: Config, origins: dict[str, str],
         progress = trackers.watch(progress) if trackers else progress  # TensorBoard also gets each step
         if runner is None:
             scores = fold_train(cfg, ws, exp, folds=folds, force=force, progress=progress, aggregate=aggregate,
-                                on_epoch=on_epoch, fold_logs=fold_logs)
+                                on_epoch=on_epoch, fold_logs=fold_logs, recipes=experiment_recipes(cfg, ws, exp))
         else:
             scores = runner(progress=progress)
         if writes and scores:
@@ -230,3 +231,37 @@ def run_demo_stages(ws: Layout, solution: Path, *, force: bool, epochs: int | No
              {"what": "blend nested estimate", cfg.metric: blend["nested"]},
              {"what": "blend on the hidden test set", cfg.metric: hidden}]
     return DemoResult(cv=cv, tuned=tuned, blend=blend, hidden=hidden, estimates=pd.DataFrame(rows))
+
+
+def child_main(argv: list[str] | None = None) -> int:
+    """Entry point of a `comp fold-train --devices` child (comp.train.devices starts it as `python -m comp.pipeline`):
+    train the given fold(s) of an experiment, with its recipes, and write only their folders."""
+    import argparse
+    import sys
+
+    from comp.core.errors import CompError
+    from comp.core.output import LineProgress
+    from comp.recipes.inputs import experiment_recipes
+    from comp.train.fold_train import fold_train
+
+    parser = argparse.ArgumentParser(prog="python -m comp.pipeline", description=child_main.__doc__)
+    parser.add_argument("--fold", required=True, help="fold numbers, e.g. 0 or 0,2")
+    parser.add_argument("-w", "--workspace", required=True)
+    parser.add_argument("-e", "--experiment", required=True)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args(argv)
+    # the child's stdout is its fold's train.log: every line carries its time
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
+    try:
+        ws = Layout.at(args.workspace)
+        cfg = load_config(ws.root, args.experiment, tuple(args.overrides))
+        fold_train(cfg, ws, args.experiment, folds=args.fold, progress=LineProgress(stream=sys.stdout, stamp=True),
+                   aggregate=False, recipes=experiment_recipes(cfg, ws, args.experiment))
+    except CompError as exc:
+        log.error("error: %s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(child_main())

@@ -49,7 +49,7 @@ def test_two_cpu_processes_match_the_sequential_run(make_ws) -> None:
     np.testing.assert_allclose(par_oof[probs].to_numpy(), seq_oof[probs].to_numpy(), atol=1e-4)
     for fold in (0, 1):  # each child wrote its own fold folder and log
         log = (par_root / "experiments" / "baseline" / f"fold{fold}" / "train.log").read_text()
-        assert f"-m comp.train.devices --fold {fold}" in log  # the library's child entry point, not a hidden CLI flag
+        assert f"-m comp.pipeline --fold {fold}" in log  # the library's child entry point, not a hidden CLI flag
         assert "CV macro_f1" not in log  # the child left the aggregation to the parent
         assert re.search(rf"^\d\d:\d\d:\d\d fold {fold} epoch 1/", log, re.M)  # its lines carry their time
 
@@ -102,5 +102,5 @@ def test_child_environment_and_command(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert cpu["CUDA_VISIBLE_DEVICES"] == "" and cpu["OMP_NUM_THREADS"] == "4" and "WORLD_SIZE" not in cpu
     assert child_env("3", n_cpu_slots=0)["CUDA_VISIBLE_DEVICES"] == "3"
     cmd = child_command(2, workspace=tmp_path, exp="e1", overrides=["train.lr=0.1", "folds.k=5"])
-    assert cmd[1:] == ["-m", "comp.train.devices", "--fold", "2", "-w", str(tmp_path), "-e", "e1",
+    assert cmd[1:] == ["-m", "comp.pipeline", "--fold", "2", "-w", str(tmp_path), "-e", "e1",
                        "--set", "train.lr=0.1", "--set", "folds.k=5"]

@@ -17,12 +17,18 @@ from comp.core.errors import CompError
 from comp.infer.predict import predict_experiment
 from comp.recipes.pseudo import make_pseudo
 from comp.train.targets import RowTargets
-from comp.train.fold_train import fold_train
+from comp.recipes.inputs import experiment_recipes
+from comp.train.fold_train import fold_train as fold_train_only
 from comp.core.layout import Layout
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 K = 3
+
+
+def fold_train(cfg, ws, exp, **kwargs):
+    """fold_train with the experiment's recipes handed in, as comp.pipeline does."""
+    return fold_train_only(cfg, ws, exp, recipes=experiment_recipes(cfg, ws, exp), **kwargs)
 
 
 def write_student(root: Path, **distill) -> None:

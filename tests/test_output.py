@@ -10,7 +10,8 @@ import warnings
 
 import pytest
 
-from comp.core.output import LineProgress, auto_progress, clock
+from comp.core.display import auto_progress
+from comp.core.output import LineProgress, clock
 
 
 def terminal(width: int) -> "object":
@@ -38,7 +39,7 @@ def test_one_time_format() -> None:
 
 @pytest.mark.parametrize("width", [80, 60])
 def test_bars_drop_columns_instead_of_wrapping(width: int) -> None:
-    from comp.core.output import BarProgress
+    from comp.core.display import BarProgress
 
     progress = BarProgress(terminal(width))
     with progress:
@@ -55,7 +56,7 @@ def test_bars_drop_columns_instead_of_wrapping(width: int) -> None:
 
 
 def test_wide_terminal_keeps_every_column() -> None:
-    from comp.core.output import BarProgress
+    from comp.core.display import BarProgress
 
     progress = BarProgress(terminal(200))
     with progress:
@@ -69,7 +70,7 @@ def test_wide_terminal_keeps_every_column() -> None:
 
 
 def test_outer_bar_has_an_eta_before_its_first_item_ends() -> None:
-    from comp.core.output import BarProgress
+    from comp.core.display import BarProgress
 
     progress = BarProgress(terminal(120))
     with progress:
@@ -85,7 +86,7 @@ def test_outer_bar_has_an_eta_before_its_first_item_ends() -> None:
 
 
 def test_log_lines_go_to_the_log_console_and_stdout_is_not_captured() -> None:
-    from comp.core.output import BarProgress
+    from comp.core.display import BarProgress
 
     screen, results = terminal(100), io.StringIO()
     from rich.console import Console
@@ -222,7 +223,7 @@ def test_widgets_end_as_text_with_full_labels(displays) -> None:
 def test_notebook_without_widgets_or_front_end_prints_lines(monkeypatch) -> None:
     import importlib.util
 
-    import comp.core.output as output
+    import comp.core.display as output
 
     monkeypatch.setattr(output, "in_notebook", lambda: True)
     real = importlib.util.find_spec

@@ -20,13 +20,19 @@ from comp.core.errors import CompError
 from comp.pipeline import ensemble
 from comp.infer.predictions import sha256
 from comp.recipes.pseudo import make_pseudo
-from comp.train.fold_train import fold_train
+from comp.recipes.inputs import experiment_recipes
+from comp.train.fold_train import fold_train as fold_train_only
 from comp.core.layout import Layout
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FAST = ["folds.k=2", "train.epochs=1"]
 COLS = ["p_c0", "p_c1", "p_c2"]
+
+
+def fold_train(cfg, ws, exp, **kwargs):
+    """fold_train with the experiment's recipes handed in, as comp.pipeline does."""
+    return fold_train_only(cfg, ws, exp, recipes=experiment_recipes(cfg, ws, exp), **kwargs)
 
 
 @pytest.fixture
@@ -127,3 +133,13 @@ def test_refusals(submitted: Path) -> None:
     (submitted / "experiments" / "z" / "pseudo.csv").write_text("id,path,fold,label,confidence\n")
     with pytest.raises(CompError, match="differs from the table"):
         fold_train(load_config(submitted, "z", ["train.epochs=1"]), ws, "z")
+
+
+def test_fold_train_refuses_a_pseudo_experiment_without_its_recipes(tiny_ws: Path) -> None:
+    """fold-train never imports the recipes: called without them on an experiment that sets pseudo, it says so
+    instead of silently training without the pseudo rows."""
+    (tiny_ws / "experiments" / "pl.yaml").write_text("pseudo: {source: sub, sha256: abc}\n")
+    cfg = load_config(tiny_ws, "pl", ["train.epochs=1"])
+    with pytest.raises(CompError, match="sets pseudo or train.distill.*experiment_recipes"):
+        fold_train_only(cfg, Layout.at(tiny_ws), "pl")
+    assert not (tiny_ws / "experiments" / "pl").exists()  # refused before anything was written

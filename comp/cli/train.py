@@ -96,6 +96,7 @@ def train_here(ws: Layout, cfg: Config, experiment: str, origins: dict, *, fold:
 def run_on_devices(ws: Layout, cfg: Config, experiment: str, *, devices: str, overrides: list[str], fold: str | None,
                    force: bool, origins: dict | None = None, track: tuple[str, ...] | None = None) -> None:
     """--devices: folds in child processes, then the scores table; failed folds with their log tails, exit 1."""
+    from comp.recipes.inputs import experiment_recipes
     from comp.train.devices import fold_train_parallel, parse_devices
     from comp.pipeline import train_experiment
 
@@ -103,7 +104,8 @@ def run_on_devices(ws: Layout, cfg: Config, experiment: str, *, devices: str, ov
 
     def runner(progress: object) -> dict:
         result = fold_train_parallel(cfg, ws, experiment, devices=parse_devices(devices), overrides=overrides,
-                                     folds=fold, force=force, progress=progress)
+                                     folds=fold, force=force, progress=progress,
+                                     recipes=experiment_recipes(cfg, ws, experiment))
         runs.append(result)
         return result.scores
 

@@ -120,7 +120,7 @@ def make_pseudo(ws: Layout, source: str, new: str, *, threshold: float, soft: bo
 
 
 def require_kind(tables: "Tables") -> None:
-    from comp.recipes.inputs import require_multiclass
+    from comp.recipes._tables import require_multiclass
 
     require_multiclass(tables, "comp pseudo")
 
@@ -229,7 +229,7 @@ def extend(cfg: Config, ws: Layout, exp: str, tables: "Tables", fold_of: np.ndar
     """(tables with every pseudo id appended once, fold_of with -1 for the rows fold `fold` keeps and -2 for the
     rest, soft targets (N, C) or None). The appended rows are the same for every fold (one image cache)."""
     from comp.train.engine import TRAIN_ONLY, UNUSED
-    from comp.recipes.inputs import with_train
+    from comp.recipes._tables import with_train
 
     table = read_table(cfg, ws, exp)
     if tables.test is None:

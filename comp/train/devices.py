@@ -28,7 +28,7 @@ from comp.core.errors import CompError
 from comp.core.progress import SILENT, Progress
 from comp.folds import parse_fold_selection
 from comp.core.locks import JOB_ENV, FoldLocked, acquire_fold, job_id, release_fold
-from comp.train.fold_train import aggregate_folds, prepare_experiment, resolve_lr
+from comp.train.fold_train import Recipes, aggregate_folds, prepare_experiment, require_recipes, resolve_lr
 from comp.core.replace import settles_replaced
 from comp.core.layout import Layout
 
@@ -113,43 +113,12 @@ def child_env(device: str, *, n_cpu_slots: int) -> dict[str, str]:
 
 
 def child_command(fold: int, *, workspace: Path, exp: str, overrides: list[str]) -> list[str]:
-    """`python -m comp.train.devices -w W -e EXP --fold i [--set ...]`: one fold, no experiment-level aggregation."""
-    cmd = [sys.executable, "-m", "comp.train.devices", "--fold", str(fold), "-w", str(workspace), "-e", exp]
+    """`python -m comp.pipeline -w W -e EXP --fold i [--set ...]`: one fold, no experiment-level aggregation
+    (comp.pipeline.child_main)."""
+    cmd = [sys.executable, "-m", "comp.pipeline", "--fold", str(fold), "-w", str(workspace), "-e", exp]
     for item in overrides:
         cmd += ["--set", item]
     return cmd
-
-
-class LineProgress(Progress):
-    """Progress for a child whose output goes to a log file: epoch summaries as plain lines, no bars."""
-
-    def log(self, message: str) -> None:
-        log.info("%s", message)
-
-
-def child_main(argv: list[str] | None = None) -> int:
-    """Entry point of a --devices child: train the given fold(s) of an experiment and write only their folders."""
-    import argparse
-
-    from comp.core.config import load_config
-    from comp.train.fold_train import fold_train
-
-    parser = argparse.ArgumentParser(prog="python -m comp.train.devices", description=child_main.__doc__)
-    parser.add_argument("--fold", required=True, help="fold numbers, e.g. 0 or 0,2")
-    parser.add_argument("-w", "--workspace", required=True)
-    parser.add_argument("-e", "--experiment", required=True)
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    args = parser.parse_args(argv)
-    # the child's stdout is its fold's train.log: every line carries its time
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
-    try:
-        ws = Layout.at(args.workspace)
-        cfg = load_config(ws.root, args.experiment, tuple(args.overrides))
-        fold_train(cfg, ws, args.experiment, folds=args.fold, progress=LineProgress(), aggregate=False)
-    except CompError as exc:
-        log.error("error: %s", exc)
-        return 2
-    return 0
 
 
 def run_child(fold: int, device: str, *, cmd: list[str], env: dict[str, str], log_path: Path) -> FoldRun:
@@ -202,12 +171,14 @@ def run_folds(folds: list[int], devices: list[str], *, make_cmd: Callable[[int],
 @settles_replaced  # --force's old outputs: deleted once a child trained an epoch, else put back
 def fold_train_parallel(cfg: Config, ws: Layout, exp: str, *, devices: list[str], overrides: list[str],
                         folds: str | list[int] | None = None, force: bool = False,
-                        progress: Progress = SILENT) -> DispatchResult:
+                        progress: Progress = SILENT, recipes: Recipes | None = None) -> DispatchResult:
     """Train the selected folds in child processes across `devices`, then aggregate as fold_train does.
 
     overrides: the --set items (folds.k included) the children load the config with, so their
-    train_hash equals cfg's. Folds that already finished with this config are not rerun.
+    train_hash equals cfg's. Folds that already finished with this config are not rerun. recipes: as fold_train's
+    (the children build their own from the same config).
     """
+    require_recipes(cfg, recipes)
     check_devices(devices, cfg.train.device)
     selected = parse_fold_selection(folds, cfg.folds.k)
     cfg, force = resolve_lr(cfg, ws, exp, force=force, progress=progress)  # train.lr: auto, chosen once here
@@ -222,7 +193,7 @@ def fold_train_parallel(cfg: Config, ws: Layout, exp: str, *, devices: list[str]
     finally:
         for fold in locked:
             release_fold(ws.fold_dir(exp, fold))
-    return DispatchResult(aggregate_folds(cfg, ws, exp, tables, fold_of), runs)
+    return DispatchResult(aggregate_folds(cfg, ws, exp, tables, fold_of, recipes=recipes), runs)
 
 
 def lock_folds(ws: Layout, exp: str, folds: list[int], *, skip_held: bool) -> list[int]:
@@ -262,6 +233,3 @@ def run_locked(ws: Layout, exp: str, todo: list[int], devices: list[str], *, ove
                      + f"; log {run.log_path}")
     return runs
 
-
-if __name__ == "__main__":
-    sys.exit(child_main())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 from contextlib import AbstractContextManager as ContextManager, nullcontext
 from pathlib import Path
 
@@ -28,8 +29,7 @@ from comp.train._foldlog import fold_log
 from comp.folds import FoldsFile, ensure_folds, parse_fold_selection
 from comp.core.metrics import confusion_rates, get_metric, per_class_scores
 from comp.core.progress import SILENT, Progress
-from comp.recipes.inputs import fold_inputs, recipe_scores
-from comp.train.seeds import fold_runs, mean_result
+from comp.train.seeds import fold_runs, mean_result, seed_scores
 from comp.core.replace import KEEP_ON_FORCE, set_aside, settles_replaced, trained_any
 from comp.report.sections import environment, error_analysis_html
 from comp.train.selection import keep_nested_epochs, selection_scores
@@ -37,6 +37,28 @@ from comp.report.page import add_section, img_html, plt, report_image, save_figu
 from comp.core.layout import Layout, write_csv, write_json
 
 log = logging.getLogger("comp.train.fold_train")
+
+if TYPE_CHECKING:
+    from comp.train.targets import RowTargets
+
+
+class Recipes(Protocol):
+    """What an experiment's recipes (pseudo labels, distillation: comp.recipes.inputs.experiment_recipes) hand
+    fold-train: each fold's training table, fold of each row and per-row targets, and what scores.json records of
+    them. fold-train never imports the recipes; whoever calls it (comp.pipeline, the CLI) passes them in."""
+
+    def fold_inputs(self, tables: Tables, fold_of: np.ndarray, fold: int, *,
+                    progress: Progress) -> tuple[Tables, np.ndarray, "RowTargets | None"]: ...
+
+    def record(self) -> dict: ...
+
+
+def require_recipes(cfg: Config, recipes: Recipes | None) -> None:
+    """An experiment with pseudo labels or a teacher trains only with its recipes handed in."""
+    if recipes is None and (cfg.pseudo is not None or cfg.train.distill is not None):
+        raise CompError("this experiment sets pseudo or train.distill, and fold_train was called without its recipes; "
+                        "train it with `comp fold-train`, comp.Workspace.fold_train, or pass "
+                        "recipes=comp.recipes.inputs.experiment_recipes(cfg, ws, exp)")
 
 def check_experiment(cfg: Config, ws: Layout, exp: str, folds_file: dict) -> None:
     """Refuse to mix configs or folds in one experiment folder (its config.yaml records both).
@@ -108,7 +130,8 @@ def replace_outputs(ws: Layout, exp: str) -> None:
 @settles_replaced  # --force's old outputs: deleted once an epoch is trained, else put back
 def fold_train(cfg: Config, ws: Layout, exp: str, *, folds: str | Sequence[int] | None = None,
                force: bool = False, progress: Progress = SILENT, aggregate: bool = True,
-               on_epoch: Callable[[int, int, dict], None] | None = None, fold_logs: bool = True) -> dict:
+               on_epoch: Callable[[int, int, dict], None] | None = None, fold_logs: bool = True,
+               recipes: Recipes | None = None) -> dict:
     """Train the selected folds (all by default) and write oof.csv, scores.json and the report; returns scores.
 
     Args:
@@ -125,9 +148,11 @@ def fold_train(cfg: Config, ws: Layout, exp: str, *, folds: str | Sequence[int] 
         on_epoch: on_epoch(fold, epoch, row) after each epoch (experiment trackers); row as fit_fold's on_epoch gets.
         fold_logs: also write each fold's fold{i}/train.log (never when aggregate is False: a `--devices` child's
             output already goes to that file).
+        recipes: the experiment's pseudo labels / teacher (see Recipes); required when its config sets them.
 
     Under torchrun every rank trains; rank 0 alone locks, writes and aggregates.
     """
+    require_recipes(cfg, recipes)
     selected = parse_fold_selection(folds, cfg.folds.k)
     cfg, force = resolve_lr(cfg, ws, exp, force=force, progress=progress)
     tables, fold_of = prepare_experiment(cfg, ws, exp, force=force, progress=progress)
@@ -138,7 +163,8 @@ def fold_train(cfg: Config, ws: Layout, exp: str, *, folds: str | Sequence[int] 
             with fold_lock_if_main(ws.fold_dir(exp, fold)), \
                     fold_log(ws.fold_files(exp, fold).log, progress,
                              enabled=fold_logs and aggregate and distributed.is_main()) as shown:
-                fold_tables, fold_rows, targets = fold_inputs(cfg, ws, exp, tables, fold_of, fold, progress=shown)
+                fold_tables, fold_rows, targets = (tables, fold_of, None) if recipes is None else \
+                    recipes.fold_inputs(tables, fold_of, fold, progress=shown)
                 for run_cfg, out_dir, _ in fold_runs(cfg, ws, exp, fold):  # one run, or one per train.seeds entry
                     fresh[out_dir] = fit_fold(
                         run_cfg, fold_tables, fold_rows, fold, out_dir, ws=ws, progress=shown, targets=targets,
@@ -153,7 +179,7 @@ def fold_train(cfg: Config, ws: Layout, exp: str, *, folds: str | Sequence[int] 
                         "process; nothing to do here")
     if not aggregate or not distributed.is_main():
         return {}
-    return aggregate_folds(cfg, ws, exp, tables, fold_of, fresh=fresh)
+    return aggregate_folds(cfg, ws, exp, tables, fold_of, fresh=fresh, recipes=recipes)
 
 
 def resolve_lr(cfg: Config, ws: Layout, exp: str, *, force: bool, progress: Progress) -> tuple[Config, bool]:
@@ -237,17 +263,18 @@ def seed_results(cfg: Config, ws: Layout, exp: str, tables: Tables | None = None
 
 
 def aggregate_folds(cfg: Config, ws: Layout, exp: str, tables: Tables, fold_of: np.ndarray, *,
-                    fresh: dict[Path, FoldResult] | None = None) -> dict:
+                    fresh: dict[Path, FoldResult] | None = None, recipes: Recipes | None = None) -> dict:
     """oof.csv, scores.json and the report from the finished folds' best.pt, under the experiment's lock.
 
-    fresh: results of the runs this process just trained (see seed_results).
+    fresh: results of the runs this process just trained (see seed_results). recipes: as fold_train's.
     """
+    require_recipes(cfg, recipes)
     with short_lock(ws.exp_lock(exp), f"aggregating {exp}"):
-        return _aggregate(cfg, ws, exp, tables, fold_of, fresh=fresh)
+        return _aggregate(cfg, ws, exp, tables, fold_of, fresh=fresh, recipes=recipes)
 
 
 def _aggregate(cfg: Config, ws: Layout, exp: str, tables: Tables, fold_of: np.ndarray, *,
-               fresh: dict[Path, FoldResult] | None) -> dict:
+               fresh: dict[Path, FoldResult] | None, recipes: Recipes | None) -> dict:
     results, per_seed = seed_results(cfg, ws, exp, tables, fresh)
     if cfg.train.checkpoint == "nested" and results:
         metric = get_metric(cfg.metric, tables.task)
@@ -256,7 +283,9 @@ def _aggregate(cfg: Config, ws: Layout, exp: str, tables: Tables, fold_of: np.nd
         results, per_seed = seed_results(cfg, ws, exp, tables)  # read back: the checkpoints that predict
     oof = oof_frame(tables, fold_of, results)
     scores = {**summarise(cfg, tables, oof, results), **lr_chosen(ws, exp, cfg)}
-    scores.update(recipe_scores(cfg, ws, exp, tables, fold_of, per_seed, scores))
+    scores.update(seed_scores(cfg, tables, per_seed, scores))
+    if recipes is not None:
+        scores.update(recipes.record())
     section = report_section(ws, exp, tables, oof, results, scores)
     write_csv(ws.oof_csv(exp), oof)
     write_json(ws.scores_json(exp), scores)

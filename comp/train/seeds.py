@@ -84,3 +84,29 @@ def mean_epoch_probs(runs: list["FoldResult"]) -> np.ndarray | None:
     if any(p is None for p in stacks) or len({p.shape for p in stacks}) != 1:
         return None
     return np.mean([p.astype(np.float64) for p in stacks], axis=0).astype(np.float32)
+
+
+def seed_scores(cfg: Config, tables: Any, per_seed: dict[int, dict[int, Any]], scores: dict) -> dict:
+    """scores.json's train.seeds fields: per-seed fold and OOF scores, and the runs still missing ({} without seeds)."""
+    if not cfg.train.seeds:
+        return {}
+    from comp.core.metrics import get_metric
+
+    metric = get_metric(cfg.metric, tables.task)
+    row_of = {i: r for r, i in enumerate(tables.train["id"].astype(str))}
+    targets = np.asarray(tables.targets)
+    seed_oof = {}
+    for seed, results in sorted(per_seed.items()):
+        rows = [row_of[i] for r in results.values() for i in r.val_ids]
+        probs = np.concatenate([r.val_probs for r in results.values()]) if results else None
+        seed_oof[str(seed)] = metric(targets[rows], probs) if rows else None
+    missing = [[f, int(s)] for f in range(cfg.folds.k) for s in cfg.train.seeds if f not in per_seed.get(s, {})]
+    return {
+        "seeds": list(cfg.train.seeds),
+        "seed_folds": {str(s): {int(f): float(r.score) for f, r in sorted(per_seed.get(s, {}).items())}
+                       for s in cfg.train.seeds},
+        "seed_oof": seed_oof,
+        "oof_is": "the OOF score of the seeds' mean probabilities",
+        "missing_runs": missing,
+        "complete": bool(scores.get("complete")) and not missing,
+    }
