@@ -51,7 +51,14 @@ def scores_frame(scores: dict) -> pd.DataFrame:
 
 
 class Workspace:
-    """A comp workspace (the folder holding comp.yaml), with one method per CLI verb."""
+    """A comp workspace (the folder holding comp.yaml), with one method per CLI verb.
+
+    Examples:
+        >>> import comp
+        >>> ws = comp.Workspace("demo")              # a folder with comp.yaml (comp init or comp.demo writes one)
+        >>> ws.config("baseline").metric
+        'macro_f1'
+    """
 
     def __init__(self, path: str | Path = ".", *, progress: bool = True) -> None:
         self.paths = Paths.at(path)
@@ -79,7 +86,12 @@ class Workspace:
         return pd.DataFrame(value_sources(cfg, origins), columns=["key", "value", "source"])
 
     def folds(self, k: int | None = None, seed: int | None = None, *, force: bool = False) -> pd.DataFrame:
-        """Make (or reuse) folds/k{K}-s{seed}.csv; the fold table."""
+        """Make (or reuse) folds/k{K}-s{seed}.csv; the fold table.
+
+        Examples:
+            >>> folds = ws.folds(k=5)                    # id, label, [group], fold
+            >>> folds.groupby("fold").size()             # rows per fold; a group never spans two folds
+        """
         from comp.data.tables import load_tables
         from comp.folds import load_or_make_folds
 
@@ -92,7 +104,13 @@ class Workspace:
 
     def fold_train(self, experiment: str = "baseline", overrides: Overrides = None, *, folds: Any = None,
                    force: bool = False, seed: int | None = None, track: Sequence[str] | None = None) -> pd.DataFrame:
-        """Train the folds (as `comp fold-train`); per-fold scores, CV/OOF in .attrs."""
+        """Train the folds (as `comp fold-train`); per-fold scores, CV/OOF in .attrs.
+
+        Examples:
+            >>> scores = ws.fold_train("baseline", overrides={"train.epochs": 2})
+            >>> scores.attrs["mean"], scores.attrs["oof"]          # CV and the out-of-fold score
+            >>> ws.fold_train("baseline", folds="0", force=True)   # fold 0 again, from scratch
+        """
         from comp.pipeline import train_experiment, with_seed
 
         items = with_seed(as_overrides(overrides), seed)
@@ -110,7 +128,12 @@ class Workspace:
 
     def tune(self, experiment: str = "baseline", overrides: Overrides = None, *, trials: int | None = None,
              folds: Any = None, seed: int | None = None) -> Any:
-        """An Optuna search (as `comp tune`); the result (best_params, best_value, table, tuned_yaml)."""
+        """An Optuna search (as `comp tune`); the result (best_params, best_value, table, tuned_yaml).
+
+        Examples:
+            >>> result = ws.tune("baseline", trials=20)
+            >>> result.best_params                        # also written as experiments/baseline-tuned.yaml
+        """
         from comp.pipeline import with_seed
         from comp.tune import tune_experiment
 
@@ -121,7 +144,11 @@ class Workspace:
 
     def predict(self, experiment: str = "baseline", *, tta: str | None = None, oof: bool = False,
                 overrides: Overrides = None) -> pd.DataFrame:
-        """Test probabilities with TTA, fold mean (as `comp predict`); the test.csv table."""
+        """Test probabilities with TTA, fold mean (as `comp predict`); the test.csv table.
+
+        Examples:
+            >>> ws.predict("baseline", tta="auto", oof=True)   # the TTA chosen on out-of-fold evidence
+        """
         from comp.pipeline import predict
 
         with self._progress() as progress:
@@ -133,7 +160,12 @@ class Workspace:
                  seed: int = 0, stacker: str = "logreg") -> dict:
         """A blend written to submissions/<name>.csv (as `comp ensemble`); its manifest (weights, oof, nested, csv).
 
-        method "stack" fits a second-level model (`stacker` logreg | hgb) on the members' OOF, nested score."""
+        method "stack" fits a second-level model (`stacker` logreg | hgb) on the members' OOF, nested score.
+
+        Examples:
+            >>> manifest = ws.ensemble(["baseline", "effnet"], name="blend1", method="auto")
+            >>> manifest["nested"]                        # the honest estimate of the submitted blend
+        """
         from comp.pipeline import ensemble
 
         with self._progress() as progress:
@@ -142,7 +174,12 @@ class Workspace:
         return result
 
     def leaderboard(self, sort: str = "cv", *, submissions: bool = False) -> pd.DataFrame:
-        """Experiments (or submissions), best score first (as `comp leaderboard`)."""
+        """Experiments (or submissions), best score first (as `comp leaderboard`).
+
+        Examples:
+            >>> ws.leaderboard()                          # experiments: CV, honest CV, OOF, folds
+            >>> ws.leaderboard(submissions=True)          # members, nested estimate, LB score when recorded
+        """
         from comp.blend.leaderboard import experiment_rows, sort_rows, submission_rows
         from comp.core.metrics import greater_is_better
 
@@ -160,7 +197,12 @@ class Workspace:
 
     def eda(self, *, samples: int = 8, threshold: int = 6, seed: int = 0) -> Any:
         """The data report (as `comp eda`): eda/report.html; a notebook cell shows its figures inline.
-        ["summary"]: the numbers (eda/summary.json), ["report"]: the page's path."""
+        ["summary"]: the numbers (eda/summary.json), ["report"]: the page's path.
+
+        Examples:
+            >>> eda = ws.eda()                            # a notebook cell shows the figures
+            >>> eda["report"]                             # eda/report.html
+        """
         from comp.eda import run_eda
         from comp.core._inline import Figures, embedded_figures
 
@@ -174,7 +216,11 @@ class Workspace:
                 apply: bool = False, **options: Any) -> Any:
         """The learning-rate range test (as `comp lr-find`; options steps, start, end, rule); apply=True writes the
         suggestion as train.lr into experiments/<exp>.yaml. A notebook cell shows the plot; ["suggestion"], ["rule"],
-        ["suggestions"] (every rule's lr) hold the numbers."""
+        ["suggestions"] (every rule's lr) hold the numbers.
+
+        Examples:
+            >>> ws.lr_find("baseline", apply=True)["suggestion"]   # also written as train.lr in baseline.yaml
+        """
         from comp.core._inline import Figures, figure_files
         from comp.train.lrfind import apply_lr, find_lr, rules_note
         from comp.report.page import report_image
@@ -194,6 +240,10 @@ def demo(directory: str | Path = "demo", *, force: bool = False, task: str = "mu
     """Write the demo workspace (digits photographed per subject; options as comp.init.demo.build_demo) and return it.
 
     task: multilabel, regression, multitask or binary builds the digits as that kind (comp.init.demo.build_task_demo).
+
+    Examples:
+        >>> ws = comp.demo("demo-api", force=True)
+        >>> ws.fold_train("baseline", overrides={"train.epochs": 2})
     """
     from comp.init.demo import build_demo, build_task_demo
 
