@@ -146,9 +146,22 @@ def test_lr_auto_fold_train_finds_once_trains_every_fold_with_it_and_resume_reus
         return real(*args, **{**kwargs, "steps": 40})
 
     monkeypatch.setattr(lrfind, "lr_range_test", counted)
+    import comp.data.checked as checked
+    import comp.train.fold_train as fold_train
+
+    reads = []
+    real_read = checked.load_checked_tables
+
+    def read(*args, **kwargs):
+        reads.append(1)
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(checked, "load_checked_tables", read)
+    monkeypatch.setattr(fold_train, "load_checked_tables", read)
     first = runner.invoke(app, ["fold-train", "--k", "2", "-w", str(tiny_ws)])
     assert first.exit_code == 0, first.output
     assert calls == [0]  # one range test, on fold 0
+    assert len(reads) == 1  # the data is read and checked once, for the finder and the training alike
     ws = Layout.at(tiny_ws)
     chosen = read_json(ws.lr_find_json("baseline"))["suggestion"]
     config = yaml.safe_load(ws.config_yaml("baseline").read_text())

@@ -28,7 +28,8 @@ from comp.core.errors import CompError
 from comp.core.progress import SILENT, Progress
 from comp.folds import parse_fold_selection
 from comp.core.locks import JOB_ENV, FoldLocked, acquire_fold, job_id, release_fold
-from comp.train.fold_train import Recipes, aggregate_folds, prepare_experiment, require_recipes, resolve_lr
+from comp.train.fold_train import (Recipes, aggregate_folds, prepare_data, prepare_experiment, require_recipes,
+                                   resolve_lr)
 from comp.core.replace import settles_replaced
 from comp.core.layout import Layout
 
@@ -181,8 +182,9 @@ def fold_train_parallel(cfg: Config, ws: Layout, exp: str, *, devices: list[str]
     require_recipes(cfg, recipes)
     check_devices(devices, cfg.train.device)
     selected = parse_fold_selection(folds, cfg.folds.k)
-    cfg, force = resolve_lr(cfg, ws, exp, force=force, progress=progress)  # train.lr: auto, chosen once here
-    tables, fold_of = prepare_experiment(cfg, ws, exp, force=force, progress=progress)
+    data = prepare_data(cfg, ws, progress=progress)
+    cfg, force = resolve_lr(cfg, ws, exp, force=force, progress=progress, data=data)  # train.lr: auto, chosen here
+    tables, fold_of = prepare_experiment(cfg, ws, exp, force=force, progress=progress, data=data)
     prepare_images(tables.train, cfg, ws, progress=progress)  # built once here, read by every child
     todo = [f for f in selected if finished_result(ws.fold_dir(exp, f), cfg, f) is None]
     if len(todo) < len(selected):

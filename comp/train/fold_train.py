@@ -154,8 +154,9 @@ def fold_train(cfg: Config, ws: Layout, exp: str, *, folds: str | Sequence[int] 
     """
     require_recipes(cfg, recipes)
     selected = parse_fold_selection(folds, cfg.folds.k)
-    cfg, force = resolve_lr(cfg, ws, exp, force=force, progress=progress)
-    tables, fold_of = prepare_experiment(cfg, ws, exp, force=force, progress=progress)
+    data = prepare_data(cfg, ws, progress=progress)  # once, for the lr finder and the folds alike
+    cfg, force = resolve_lr(cfg, ws, exp, force=force, progress=progress, data=data)
+    tables, fold_of = prepare_experiment(cfg, ws, exp, force=force, progress=progress, data=data)
     skipped = []
     fresh: dict[Path, FoldResult] = {}  # what this process trained, by run folder: aggregated without reading back
     for fold in progress.track(selected, description="folds"):
@@ -182,17 +183,27 @@ def fold_train(cfg: Config, ws: Layout, exp: str, *, folds: str | Sequence[int] 
     return aggregate_folds(cfg, ws, exp, tables, fold_of, fresh=fresh, recipes=recipes)
 
 
-def resolve_lr(cfg: Config, ws: Layout, exp: str, *, force: bool, progress: Progress) -> tuple[Config, bool]:
-    """`train.lr: auto` -> the chosen number (comp.train.lrfind.resolve_auto_lr), after --force's replace; (cfg, force left to do)."""
+def prepare_data(cfg: Config, ws: Layout, *, progress: Progress = SILENT) -> tuple[Tables, FoldsFile]:
+    """Check the model, device and data, and make the folds file: (tables, folds), read once and shared by the
+    learning-rate finder and the training. Under DDP rank 0 does this first (it writes the caches and the folds)."""
+    with distributed.main_first():
+        preflight(cfg)
+        tables = load_checked_tables(cfg, ws, progress=progress)  # each image decoded once: check + cache
+        return tables, ensure_folds(ws, tables, cfg)
+
+
+def resolve_lr(cfg: Config, ws: Layout, exp: str, *, force: bool, progress: Progress,
+               data: tuple[Tables, FoldsFile]) -> tuple[Config, bool]:
+    """`train.lr: auto` -> the chosen number (comp.train.lrfind.resolve_auto_lr) on the prepared data, after
+    --force's replace; (cfg, force left to do)."""
     if cfg.train.lr != "auto":
         return cfg, force
     from comp.train.lrfind import resolve_auto_lr
 
     if force and distributed.is_main():
-        preflight(cfg)
-        load_checked_tables(cfg, ws, progress=progress)  # the data's checks too, before anything is moved
-        replace_outputs(ws, exp)  # before the finder: its record must not be an old run's
-    return resolve_auto_lr(cfg, ws, exp, progress=progress), False
+        replace_outputs(ws, exp)  # every check passed (prepare_data); before the finder: its record must be new
+    tables, folds = data
+    return resolve_auto_lr(cfg, ws, exp, progress=progress, data=(tables, folds.fold_of(tables.train))), False
 
 
 def fold_lock_if_main(fold_dir: Path) -> ContextManager[None]:
@@ -200,17 +211,15 @@ def fold_lock_if_main(fold_dir: Path) -> ContextManager[None]:
     return fold_lock(fold_dir) if distributed.is_main() else nullcontext()
 
 
-def prepare_experiment(cfg: Config, ws: Layout, exp: str, *, force: bool = False,
-                       progress: Progress = SILENT) -> tuple[Tables, np.ndarray]:
-    """Check the model, device and data, make the folds file, move old outputs aside (--force) or check the
-    experiment's config, and write config.yaml; (tables, fold_of).
+def prepare_experiment(cfg: Config, ws: Layout, exp: str, *, force: bool = False, progress: Progress = SILENT,
+                       data: tuple[Tables, FoldsFile] | None = None) -> tuple[Tables, np.ndarray]:
+    """The prepared data (prepare_data's, made here when not given), then: move old outputs aside (--force) or
+    check the experiment's config, and write config.yaml; (tables, fold_of).
 
     Under DDP rank 0 does this first (it writes), then the other ranks (they read what it wrote).
     """
+    tables, folds = data if data is not None else prepare_data(cfg, ws, progress=progress)
     with distributed.main_first():
-        preflight(cfg)
-        tables = load_checked_tables(cfg, ws, progress=progress)  # each image decoded once: check + cache
-        folds = ensure_folds(ws, tables, cfg)
         record = folds_file_record(ws, folds)
         if force and distributed.is_main():
             replace_outputs(ws, exp)  # only now that every check passed; comp.core.replace settles them

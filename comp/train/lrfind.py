@@ -334,25 +334,29 @@ def _edit_lr_text(text: str, value: str, want: dict) -> str | None:
 
 
 def find_lr(cfg: Config, ws: Layout, exp: str, *, fold: int = 0, progress: Progress = SILENT,
-            **options: Any) -> LRFindResult:
-    """Load the checked tables and folds, run the range test on `fold`, write its artifacts."""
-    from comp.data.checked import load_checked_tables
-    from comp.folds import ensure_folds
-
+            data: tuple[Any, np.ndarray] | None = None, **options: Any) -> LRFindResult:
+    """Run the range test on `fold` of `data` (tables, fold_of; the checked tables and folds are loaded when not
+    given), write its artifacts."""
     check_options(**options)
-    tables = load_checked_tables(cfg, ws, progress=progress)
-    fold_of = ensure_folds(ws, tables, cfg).fold_of(tables.train)
+    if data is None:
+        from comp.data.checked import load_checked_tables
+        from comp.folds import ensure_folds
+
+        tables = load_checked_tables(cfg, ws, progress=progress)
+        data = tables, ensure_folds(ws, tables, cfg).fold_of(tables.train)
+    tables, fold_of = data
     result = lr_range_test(cfg, tables, fold_of, fold, ws=ws, progress=progress, **options)
     write_result(ws, exp, result)
     return result
 
 
-def resolve_auto_lr(cfg: Config, ws: Layout, exp: str, *, trained: bool = True,
-                    progress: Progress = SILENT) -> Config:
+def resolve_auto_lr(cfg: Config, ws: Layout, exp: str, *, trained: bool = True, progress: Progress = SILENT,
+                    data: tuple[Any, np.ndarray] | None = None) -> Config:
     """cfg with `train.lr: auto` replaced by the chosen number (cfg itself when lr is a number).
 
     trained: the experiment's config.yaml (what its folds were trained with) is the first source, and a
-    config.yaml of another config is refused before the finder runs; tune passes False.
+    config.yaml of another config is refused before the finder runs; tune passes False. data: (tables, fold_of)
+    already prepared by the caller (fold-train), else find_lr loads them.
     """
     if cfg.train.lr != "auto":
         return cfg
@@ -380,7 +384,7 @@ def resolve_auto_lr(cfg: Config, ws: Layout, exp: str, *, trained: bool = True,
         if not distributed.is_main():
             raise CompError(f"rank {distributed.rank()}: {ws.lr_find_json(exp)} was not written by rank 0")
         progress.log(f"train.lr auto: running the learning-rate range test on fold 0 of {exp}")
-        result = find_lr(cfg, ws, exp, fold=0, progress=progress)
+        result = find_lr(cfg, ws, exp, fold=0, progress=progress, data=data)
         progress.log(f"train.lr auto: suggested lr {result.suggestion:.2e} (rule {result.rule}); "
                      f"every fold trains with it")
         return with_lr(cfg, result.suggestion)
