@@ -27,13 +27,13 @@ def train_experiment(ws: Layout, exp: str, cfg: Config, origins: dict[str, str],
                      folds: Any = None, force: bool = False, progress: Progress = SILENT,
                      track: Sequence[str] | None = None, aggregate: bool = True, fold_logs: bool = True,
                      runner: Callable[..., dict] | None = None) -> dict:
-    """fold_train (or `runner`, e.g. the --devices dispatcher) with trackers, config and environment sections.
+    """fold_train (or `runner`, e.g. the --devices dispatcher, which is handed `origins` too) with trackers.
 
     origins: where each config value came from (comp.core.config.resolve_config's second value); required, because the
-    report's config table is drawn from it and without it every row would read `default`.
+    report's config table (written with the rest of the report by fold-train) is drawn from it and without it every
+    row would read `default`.
     """
     from comp.run import distributed
-    from comp.report.sections import config_section, environment_section
     from comp.train.track import open_trackers, parse_track
     from comp.recipes.inputs import experiment_recipes
     from comp.train.fold_train import fold_train
@@ -45,12 +45,11 @@ def train_experiment(ws: Layout, exp: str, cfg: Config, origins: dict[str, str],
         progress = trackers.watch(progress) if trackers else progress  # TensorBoard also gets each step
         if runner is None:
             scores = fold_train(cfg, ws, exp, folds=folds, force=force, progress=progress, aggregate=aggregate,
-                                on_epoch=on_epoch, fold_logs=fold_logs, recipes=experiment_recipes(cfg, ws, exp))
+                                on_epoch=on_epoch, fold_logs=fold_logs, recipes=experiment_recipes(cfg, ws, exp),
+                                origins=origins)
         else:
             scores = runner(progress=progress)
         if writes and scores:
-            config_section(ws, exp, cfg, origins)
-            environment_section(ws, exp, scores.get("environment") or {})
             trackers.finish(ws, exp, scores)
     return scores
 

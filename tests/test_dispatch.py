@@ -47,6 +47,9 @@ def test_two_cpu_processes_match_the_sequential_run(make_ws) -> None:
     assert par_scores["complete"] and par_scores["folds"].keys() == {"0", "1"}
     probs = [c for c in par_oof.columns if c.startswith("p_")]
     np.testing.assert_allclose(par_oof[probs].to_numpy(), seq_oof[probs].to_numpy(), atol=1e-4)
+    for root in (seq_root, par_root):  # one writer made the whole report on both paths: scores, config, environment
+        page = (root / "experiments" / "baseline" / "report.html").read_text()
+        assert all(title in page for title in ("Fold training", "Resolved config", "Environment")), root
     for fold in (0, 1):  # each child wrote its own fold folder and log
         log = (par_root / "experiments" / "baseline" / f"fold{fold}" / "train.log").read_text()
         assert f"-m comp.pipeline --fold {fold}" in log  # the library's child entry point, not a hidden CLI flag

@@ -104,12 +104,16 @@ def fake_scores(k: int = 2, **extra) -> dict:
 
 @pytest.fixture
 def no_training(monkeypatch):
-    """fold_train returns fake_scores (and writes them, as the real one does) instead of training."""
+    """fold_train returns fake_scores instead of training, and writes them and (given the config's origins, as every
+    caller must hand them down) the report's config section, as the real one's aggregation does."""
     import comp.train.fold_train
+    from comp.report.sections import config_section
 
     def fake(cfg, ws, exp, **kwargs):
         scores = fake_scores(cfg.folds.k)
         write_json(ws.scores_json(exp), scores)
+        if kwargs.get("origins") is not None:
+            config_section(ws, exp, cfg, kwargs["origins"])
         return scores
 
     monkeypatch.setattr(comp.train.fold_train, "fold_train", fake)

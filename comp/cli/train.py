@@ -105,7 +105,7 @@ def run_on_devices(ws: Layout, cfg: Config, experiment: str, *, devices: str, ov
     def runner(progress: object) -> dict:
         result = fold_train_parallel(cfg, ws, experiment, devices=parse_devices(devices), overrides=overrides,
                                      folds=fold, force=force, progress=progress,
-                                     recipes=experiment_recipes(cfg, ws, experiment))
+                                     recipes=experiment_recipes(cfg, ws, experiment), origins=origins)
         runs.append(result)
         return result.scores
 

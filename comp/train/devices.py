@@ -172,7 +172,8 @@ def run_folds(folds: list[int], devices: list[str], *, make_cmd: Callable[[int],
 @settles_replaced  # --force's old outputs: deleted once a child trained an epoch, else put back
 def fold_train_parallel(cfg: Config, ws: Layout, exp: str, *, devices: list[str], overrides: list[str],
                         folds: str | list[int] | None = None, force: bool = False,
-                        progress: Progress = SILENT, recipes: Recipes | None = None) -> DispatchResult:
+                        progress: Progress = SILENT, recipes: Recipes | None = None,
+                        origins: dict[str, str] | None = None) -> DispatchResult:
     """Train the selected folds in child processes across `devices`, then aggregate as fold_train does.
 
     overrides: the --set items (folds.k included) the children load the config with, so their
@@ -180,6 +181,7 @@ def fold_train_parallel(cfg: Config, ws: Layout, exp: str, *, devices: list[str]
     (the children build their own from the same config).
     """
     require_recipes(cfg, recipes)
+    asked = None if origins is None else (cfg, origins)
     check_devices(devices, cfg.train.device)
     selected = parse_fold_selection(folds, cfg.folds.k)
     data = prepare_data(cfg, ws, progress=progress)
@@ -195,7 +197,7 @@ def fold_train_parallel(cfg: Config, ws: Layout, exp: str, *, devices: list[str]
     finally:
         for fold in locked:
             release_fold(ws.fold_dir(exp, fold))
-    return DispatchResult(aggregate_folds(cfg, ws, exp, tables, fold_of, recipes=recipes), runs)
+    return DispatchResult(aggregate_folds(cfg, ws, exp, tables, fold_of, recipes=recipes, asked=asked), runs)
 
 
 def lock_folds(ws: Layout, exp: str, folds: list[int], *, skip_held: bool) -> list[int]:

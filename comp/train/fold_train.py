@@ -31,7 +31,7 @@ from comp.core.metrics import confusion_rates, get_metric, per_class_scores
 from comp.core.progress import SILENT, Progress
 from comp.train.seeds import fold_runs, mean_result, seed_scores
 from comp.core.replace import KEEP_ON_FORCE, set_aside, settles_replaced, trained_any
-from comp.report.sections import environment, error_analysis_html
+from comp.report.sections import config_section, environment, environment_section, error_analysis_html
 from comp.train.selection import keep_nested_epochs, selection_scores
 from comp.report.page import add_section, img_html, plt, report_image, save_figure, table_html
 from comp.core.layout import Layout, write_csv, write_json
@@ -131,7 +131,7 @@ def replace_outputs(ws: Layout, exp: str) -> None:
 def fold_train(cfg: Config, ws: Layout, exp: str, *, folds: str | Sequence[int] | None = None,
                force: bool = False, progress: Progress = SILENT, aggregate: bool = True,
                on_epoch: Callable[[int, int, dict], None] | None = None, fold_logs: bool = True,
-               recipes: Recipes | None = None) -> dict:
+               recipes: Recipes | None = None, origins: dict[str, str] | None = None) -> dict:
     """Train the selected folds (all by default) and write oof.csv, scores.json and the report; returns scores.
 
     Args:
@@ -149,10 +149,13 @@ def fold_train(cfg: Config, ws: Layout, exp: str, *, folds: str | Sequence[int] 
         fold_logs: also write each fold's fold{i}/train.log (never when aggregate is False: a `--devices` child's
             output already goes to that file).
         recipes: the experiment's pseudo labels / teacher (see Recipes); required when its config sets them.
+        origins: where each config value came from (comp.core.config.resolve_config); with it the report also gets
+            its config and environment sections (this is the report's one writer for fold-train).
 
     Under torchrun every rank trains; rank 0 alone locks, writes and aggregates.
     """
     require_recipes(cfg, recipes)
+    asked = None if origins is None else (cfg, origins)  # the config as resolved (train.lr: auto stays auto there)
     selected = parse_fold_selection(folds, cfg.folds.k)
     data = prepare_data(cfg, ws, progress=progress)  # once, for the lr finder and the folds alike
     cfg, force = resolve_lr(cfg, ws, exp, force=force, progress=progress, data=data)
@@ -180,7 +183,7 @@ def fold_train(cfg: Config, ws: Layout, exp: str, *, folds: str | Sequence[int] 
                         "process; nothing to do here")
     if not aggregate or not distributed.is_main():
         return {}
-    return aggregate_folds(cfg, ws, exp, tables, fold_of, fresh=fresh, recipes=recipes)
+    return aggregate_folds(cfg, ws, exp, tables, fold_of, fresh=fresh, recipes=recipes, asked=asked)
 
 
 def prepare_data(cfg: Config, ws: Layout, *, progress: Progress = SILENT) -> tuple[Tables, FoldsFile]:
@@ -272,18 +275,21 @@ def seed_results(cfg: Config, ws: Layout, exp: str, tables: Tables | None = None
 
 
 def aggregate_folds(cfg: Config, ws: Layout, exp: str, tables: Tables, fold_of: np.ndarray, *,
-                    fresh: dict[Path, FoldResult] | None = None, recipes: Recipes | None = None) -> dict:
+                    fresh: dict[Path, FoldResult] | None = None, recipes: Recipes | None = None,
+                    asked: tuple[Config, dict[str, str]] | None = None) -> dict:
     """oof.csv, scores.json and the report from the finished folds' best.pt, under the experiment's lock.
 
-    fresh: results of the runs this process just trained (see seed_results). recipes: as fold_train's.
+    fresh: results of the runs this process just trained (see seed_results). recipes: as fold_train's. asked: the
+    config as the user resolved it and where each value came from: the report's config and environment sections.
     """
     require_recipes(cfg, recipes)
     with short_lock(ws.exp_lock(exp), f"aggregating {exp}"):
-        return _aggregate(cfg, ws, exp, tables, fold_of, fresh=fresh, recipes=recipes)
+        return _aggregate(cfg, ws, exp, tables, fold_of, fresh=fresh, recipes=recipes, asked=asked)
 
 
 def _aggregate(cfg: Config, ws: Layout, exp: str, tables: Tables, fold_of: np.ndarray, *,
-               fresh: dict[Path, FoldResult] | None, recipes: Recipes | None) -> dict:
+               fresh: dict[Path, FoldResult] | None, recipes: Recipes | None,
+               asked: tuple[Config, dict[str, str]] | None) -> dict:
     results, per_seed = seed_results(cfg, ws, exp, tables, fresh)
     if cfg.train.checkpoint == "nested" and results:
         metric = get_metric(cfg.metric, tables.task)
@@ -299,6 +305,9 @@ def _aggregate(cfg: Config, ws: Layout, exp: str, tables: Tables, fold_of: np.nd
     write_csv(ws.oof_csv(exp), oof)
     write_json(ws.scores_json(exp), scores)
     add_section(ws, exp, "fold-train", "Fold training", section, order=20)
+    if asked is not None:
+        config_section(ws, exp, *asked)
+        environment_section(ws, exp, scores.get("environment") or {})
     return scores
 
 
