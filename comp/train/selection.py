@@ -97,7 +97,7 @@ def keep_nested_epochs(results: Mapping[int, object], runs: Mapping[int, list], 
     import torch
 
     from comp.model.checkpoint import BestCheckpoint, load_best, load_checkpoint, save_checkpoint
-    from comp.train.engine import epoch_weights_path, run_epoch_probs
+    from comp.train.fold_state import epoch_weights_path, run_epoch_probs
     from comp.core.errors import CompError
 
     curves = epoch_curves(results, score)
