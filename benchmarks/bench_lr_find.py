@@ -43,7 +43,7 @@ def main() -> None:
     from comp.core.config import load_config
     from comp.data.checked import load_checked_tables
     from comp.init.demo import build_demo
-    from comp.train.engine import fit_fold
+    from comp.train.engine import FoldJob, fit_fold
     from comp.folds import ensure_folds
     from comp.train.lrfind import RULES, lr_range_test
     from comp.core.layout import Layout
@@ -65,7 +65,7 @@ def main() -> None:
             start = time.perf_counter()
             for lr in grid:
                 run = load_config(ws.root, "baseline", [*base, f"train.lr={lr}"])
-                res = fit_fold(run, tables, fold_of, 0, Path(tmp) / f"{name}-{lr}", ws=ws, resumable=False)
+                res = fit_fold(FoldJob(run, tables, fold_of, 0, Path(tmp) / f"{name}-{lr}", ws=ws, resumable=False))
                 rows.append((lr, res.score, res.val_loss))
                 print(f"  {name} lr {lr:.0e}: {cfg.metric} {res.score:.4f}, val loss {res.val_loss:.4f}")
             grid_s = time.perf_counter() - start

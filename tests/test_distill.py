@@ -55,9 +55,9 @@ def test_teacher_targets_never_come_from_a_model_trained_on_the_students_fold(ti
     seen = {}
     real = train.fit_fold
 
-    def fit_fold(cfg, tables, fold_of, fold, out_dir, *, targets=None, **kwargs):
-        seen[fold] = (tables.train["id"].astype(str).to_numpy(), np.asarray(fold_of).copy(), targets)
-        return real(cfg, tables, fold_of, fold, out_dir, targets=targets, **kwargs)
+    def fit_fold(job, **kwargs):
+        seen[job.fold] = (job.tables.train["id"].astype(str).to_numpy(), np.asarray(job.fold_of).copy(), job.targets)
+        return real(job, **kwargs)
 
     monkeypatch.setattr(train, "fit_fold", fit_fold)
     scores = fold_train(load_config(tiny_ws, "student", fast), ws, "student")

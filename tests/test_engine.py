@@ -15,7 +15,7 @@ import comp.train.engine as engine
 from comp.core.config import TrainConfig, load_config
 from comp.data.dataset import ImageDataset
 from comp.data.tables import load_tables
-from comp.train.engine import FoldResult, NonFiniteLoss, fit_fold, split_indices
+from comp.train.engine import FoldJob, FoldResult, NonFiniteLoss, fit_fold, split_indices
 from comp.core.errors import CompError
 from comp.folds import ensure_folds
 from comp.model.factory import build_model
@@ -36,7 +36,7 @@ def setup(root: Path, *overrides: str):
 
 def fit(root: Path, *overrides: str, fold: int = 0, out: str = "out", **kwargs) -> FoldResult:
     cfg, ws, tables, fold_of = setup(root, *overrides)
-    return fit_fold(cfg, tables, fold_of, fold, root / out, ws=ws, **kwargs)
+    return fit_fold(FoldJob(cfg, tables, fold_of, fold, root / out, ws=ws), **kwargs)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -51,7 +51,7 @@ class Stop(Exception):
 
 def test_fit_fold_writes_checkpoints_history_and_returns_val_probs(tiny_ws: Path) -> None:
     cfg, ws, tables, fold_of = setup(tiny_ws)
-    res = fit_fold(cfg, tables, fold_of, 1, tiny_ws / "f1", ws=ws)
+    res = fit_fold(FoldJob(cfg, tables, fold_of, 1, tiny_ws / "f1", ws=ws))
     val = tables.train[fold_of == 1]
     assert res.fold == 1 and res.val_ids == val["id"].tolist()
     assert res.val_probs.shape == (len(val), 3)

@@ -190,9 +190,9 @@ def test_tune_with_lr_auto_runs_the_finder_once_when_the_space_does_not_set_lr(t
 
     seen = []
 
-    def fake_fit(cfg, tables, fold_of, fold, out_dir, *, ws, progress, on_epoch):
-        seen.append(cfg.train.lr)
-        out_dir.mkdir(parents=True)
+    def fake_fit(job, *, progress, on_epoch):
+        seen.append(job.cfg.train.lr)
+        job.out_dir.mkdir(parents=True)
         on_epoch(0, {"score": 0.5, "val_loss": 1.0})
         return SimpleNamespace(score=0.5)
 

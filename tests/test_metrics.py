@@ -14,7 +14,7 @@ from sklearn import metrics as skm
 import comp.train.engine as engine
 from comp.core.config import load_config
 from comp.data.tables import load_tables
-from comp.train.engine import fit_fold
+from comp.train.engine import FoldJob, fit_fold
 from comp.core.errors import CompError
 from comp.folds import ensure_folds
 from comp.core.metrics import METRICS, Metric, confusion_counts, get_metric, per_class_scores
@@ -155,7 +155,7 @@ def setup(root: Path, *overrides: str):
 @pytest.mark.usefixtures("one_torch_thread")
 def test_log_loss_fit_keeps_the_epoch_with_the_lowest_loss(tiny_ws: Path) -> None:
     cfg, ws, tables, fold_of = setup(tiny_ws, "train.epochs=3", "train.lr=0.02", "train.checkpoint=best")
-    res = fit_fold(cfg, tables, fold_of, 0, tiny_ws / "out", ws=ws)
+    res = fit_fold(FoldJob(cfg, tables, fold_of, 0, tiny_ws / "out", ws=ws))
     scores = res.history["metric"].to_numpy()
     assert len(set(scores.round(8))) == 3  # the epochs differ, so the choice matters
     assert res.best_epoch == int(np.argmin(scores)) and res.score == pytest.approx(scores.min())
@@ -175,7 +175,7 @@ def test_log_loss_early_stopping_counts_epochs_that_do_not_lower_it(tiny_ws: Pat
     monkeypatch.setattr(engine, "pick", pick)
     cfg, ws, tables, fold_of = setup(tiny_ws, "train.epochs=6", "train.early_stopping=2", "train.checkpoint=best")
     seen = []
-    res = fit_fold(cfg, tables, fold_of, 0, tiny_ws / "out", ws=ws, on_epoch=lambda e, info: seen.append(info["score"]))
+    res = fit_fold(FoldJob(cfg, tables, fold_of, 0, tiny_ws / "out", ws=ws), on_epoch=lambda e, info: seen.append(info["score"]))
     assert seen == [0.9, 0.5, 0.6, 0.7]  # a greater-is-better comparison would stop after 0.9, 0.5, 0.6
     assert len(res.history) == 4 and res.best_epoch == 1 and res.score == 0.5
 
@@ -184,7 +184,8 @@ def test_log_loss_early_stopping_counts_epochs_that_do_not_lower_it(tiny_ws: Pat
 
 
 def test_tuning_a_lower_is_better_metric_minimizes(tiny_ws: Path) -> None:
-    def fit(cfg, tables, fold_of, fold, out_dir, *, ws, progress, on_epoch):
+    def fit(job, *, progress, on_epoch):
+        cfg, out_dir = job.cfg, job.out_dir
         loss = abs(np.log10(cfg.train.lr) + 3)  # lowest at lr = 1e-3
         for epoch in range(cfg.train.epochs):
             on_epoch(epoch, {"score": loss, "val_loss": loss})

@@ -291,11 +291,11 @@ def test_epoch_line_best_is_the_best_so_far_under_checkpoint_last(tiny_ws, monke
 
     first = Logged()
     with pytest.raises(Stop):
-        engine.fit_fold(cfg, tables, fold_of, 0, tiny_ws / "run", ws=ws, progress=first, on_epoch=stop_after_third)
+        engine.fit_fold(engine.FoldJob(cfg, tables, fold_of, 0, tiny_ws / "run", ws=ws), progress=first, on_epoch=stop_after_third)
     epoch_lines = [line for line in first.lines if "train loss" in line]
     assert "best 0.5000 @ epoch 1" in epoch_lines[0] and "best 0.9000 @ epoch 2" in epoch_lines[1]
     assert "best 0.9000 @ epoch 2" in epoch_lines[2]  # epoch 3 (0.6) is kept, but not the best
     resumed = Logged()
-    engine.fit_fold(cfg, tables, fold_of, 0, tiny_ws / "run", ws=ws, progress=resumed)  # epoch 4 from last.pt
+    engine.fit_fold(engine.FoldJob(cfg, tables, fold_of, 0, tiny_ws / "run", ws=ws), progress=resumed)  # epoch 4 from last.pt
     last_line = [line for line in resumed.lines if "train loss" in line][-1]
     assert last_line.startswith("fold 0 epoch 4/4") and "best 0.9000 @ epoch 2" in last_line

@@ -69,9 +69,9 @@ def test_pseudo_rows_come_from_each_folds_own_models_and_never_validate(submitte
     seen = []
     real = train.fit_fold
 
-    def fit_fold(cfg, tables, fold_of, fold, out_dir, **kwargs):
-        seen.append((fold, tables.train.copy(), np.asarray(fold_of).copy()))
-        return real(cfg, tables, fold_of, fold, out_dir, **kwargs)
+    def fit_fold(job, **kwargs):
+        seen.append((job.fold, job.tables.train.copy(), np.asarray(job.fold_of).copy()))
+        return real(job, **kwargs)
 
     monkeypatch.setattr(train, "fit_fold", fit_fold)
     scores = fold_train(load_config(root, "pl", ["train.epochs=1"]), ws, "pl")

@@ -265,7 +265,8 @@ def test_what_tune_writes_names_workspace_paths_relative_to_it(tiny_ws):
     ws = Layout.at(tiny_ws)
     image = ws.root / "data" / "images" / "p000_0.png"
 
-    def fit(cfg, tables, fold_of, fold, out_dir, *, ws, progress, on_epoch):
+    def fit(job, *, progress, on_epoch):
+        cfg, out_dir = job.cfg, job.out_dir
         if not any(p.name == "failed-once" for p in ws.root.iterdir()):
             (ws.root / "failed-once").write_text("")
             raise ValueError(f"could not decode {image}")

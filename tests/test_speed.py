@@ -105,7 +105,7 @@ def test_trials_write_last_pt_only_when_the_fold_ends(tiny_ws: Path, monkeypatch
     saved = []
     real = engine.save_last
     monkeypatch.setattr(engine, "save_last", lambda *a, **k: (saved.append(a[-1].epoch), real(*a, **k)))
-    result = engine.fit_fold(cfg, tables, fold_of, 0, tiny_ws / "out", ws=ws, resumable=resumable)
+    result = engine.fit_fold(engine.FoldJob(cfg, tables, fold_of, 0, tiny_ws / "out", ws=ws, resumable=resumable))
     assert len(saved) == writes and saved[-1] == cfg.train.epochs
     assert np.isfinite(result.score)
 
@@ -208,12 +208,12 @@ def test_a_kill_during_the_background_write_leaves_the_previous_last_pt_loadable
 def test_background_checkpoints_and_the_in_memory_result_match_what_is_read_back(tiny_ws: Path):
     import torch
 
-    from comp.train.engine import finished_result, fit_fold
+    from comp.train.engine import FoldJob, finished_result, fit_fold
     from comp.core.layout import FoldFiles
 
     cfg, ws, tables, fold_of = _ckpt_setup(tiny_ws, "train.epochs=3")
     out = tiny_ws / "out"
-    result = fit_fold(cfg, tables, fold_of, 1, out, ws=ws)
+    result = fit_fold(FoldJob(cfg, tables, fold_of, 1, out, ws=ws))
     read = finished_result(out, cfg, 1)  # what every later reader (aggregation, predict) sees
     assert read is not None and read.val_ids == result.val_ids and read.best_epoch == result.best_epoch
     assert read.score == result.score and read.val_loss == result.val_loss and read.minutes == result.minutes
@@ -225,21 +225,21 @@ def test_background_checkpoints_and_the_in_memory_result_match_what_is_read_back
 
 
 def test_a_trial_writes_no_checkpoints_and_reused_loaders_give_the_fresh_result(tiny_ws: Path):
-    from comp.train.engine import fit_fold
+    from comp.train.engine import FoldJob, fit_fold
     from comp.tune.objective import LoaderCache
 
     cfg, ws, tables, fold_of = _ckpt_setup(tiny_ws)
-    fresh = fit_fold(cfg, tables, fold_of, 0, tiny_ws / "fresh", ws=ws)
+    fresh = fit_fold(FoldJob(cfg, tables, fold_of, 0, tiny_ws / "fresh", ws=ws))
     cache = LoaderCache()
     other = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": cfg.train.lr / 2})})
-    fit_fold(other, tables, fold_of, 0, tiny_ws / "t0", ws=ws, checkpoints=False, make_loaders=cache)
-    trial = fit_fold(cfg, tables, fold_of, 0, tiny_ws / "t1", ws=ws, checkpoints=False, make_loaders=cache)
+    fit_fold(FoldJob(other, tables, fold_of, 0, tiny_ws / "t0", ws=ws, checkpoints=False), make_loaders=cache)
+    trial = fit_fold(FoldJob(cfg, tables, fold_of, 0, tiny_ws / "t1", ws=ws, checkpoints=False), make_loaders=cache)
     assert cache.hits == 1  # another lr: the same loaders
     assert not list((tiny_ws / "t1").glob("*.pt")) and not list((tiny_ws / "t0").glob("*.pt"))
     assert np.array_equal(trial.val_probs, fresh.val_probs) and trial.score == fresh.score
     assert trial.history.drop(columns="seconds").equals(fresh.history.drop(columns="seconds"))
     smaller = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": 4})})
-    fit_fold(smaller, tables, fold_of, 0, tiny_ws / "t2", ws=ws, checkpoints=False, make_loaders=cache)
+    fit_fold(FoldJob(smaller, tables, fold_of, 0, tiny_ws / "t2", ws=ws, checkpoints=False), make_loaders=cache)
     assert cache.hits == 1  # another batch size: new loaders
 
 
@@ -311,7 +311,7 @@ def test_checkpoints_reach_the_disk_every_checkpoint_seconds_and_at_the_end(tiny
     monkeypatch.setattr(engine.FoldCheckpoints, "epoch_end", epoch_end)
     monkeypatch.setattr(engine, "is_better", lambda *a: True)  # every epoch improves: a best.pt each epoch
     cfg, ws, tables, fold_of = _ckpt_setup(tiny_ws, "train.epochs=3", f"train.checkpoint_seconds={seconds}")
-    engine.fit_fold(cfg, tables, fold_of, 0, tiny_ws / "out", ws=ws)
+    engine.fit_fold(engine.FoldJob(cfg, tables, fold_of, 0, tiny_ws / "out", ws=ws))
     assert writes == expected
 
 
@@ -322,7 +322,7 @@ def test_a_stopped_fold_writes_its_last_finished_epoch_and_resumes_from_it(tiny_
     import comp.train.engine as engine
 
     cfg, ws, tables, fold_of = _ckpt_setup(tiny_ws, "train.epochs=3")
-    whole = engine.fit_fold(cfg, tables, fold_of, 0, tiny_ws / "whole", ws=ws)
+    whole = engine.fit_fold(engine.FoldJob(cfg, tables, fold_of, 0, tiny_ws / "whole", ws=ws))
     writes = _count_writes(monkeypatch)
 
     class Stop(KeyboardInterrupt):
@@ -334,10 +334,10 @@ def test_a_stopped_fold_writes_its_last_finished_epoch_and_resumes_from_it(tiny_
             raise Stop
 
     with pytest.raises(Stop):
-        engine.fit_fold(cfg, tables, fold_of, 0, tiny_ws / "cut", ws=ws, on_epoch=stop_after_second)
+        engine.fit_fold(engine.FoldJob(cfg, tables, fold_of, 0, tiny_ws / "cut", ws=ws), on_epoch=stop_after_second)
     assert [name for name, _ in writes][-1] == "last.pt" and writes[-1][1] == 1
     seen = []
-    resumed = engine.fit_fold(cfg, tables, fold_of, 0, tiny_ws / "cut", ws=ws, on_epoch=lambda e, i: seen.append(e))
+    resumed = engine.fit_fold(engine.FoldJob(cfg, tables, fold_of, 0, tiny_ws / "cut", ws=ws), on_epoch=lambda e, i: seen.append(e))
     assert seen == [2]
     np.testing.assert_array_equal(resumed.val_probs, whole.val_probs)
 
@@ -375,9 +375,9 @@ def _slow_writes_and_lock_releases(monkeypatch, *, fail: str | None = None) -> l
         note("released", int(Path(fold_dir).name.removeprefix("fold")))
         return real_release(fold_dir)
 
-    def fit(*args, **kwargs):
-        note("fit", args[3])
-        return real_fit(*args, **kwargs)
+    def fit(job, **kwargs):
+        note("fit", job.fold)
+        return real_fit(job, **kwargs)
 
     def figure(*args, **kwargs):
         note("figure")

@@ -13,7 +13,7 @@ import comp.train.engine as engine
 from comp.core.config import load_config
 from comp.data.checked import load_checked_tables
 from comp.data.dataset import set_epoch
-from comp.train.engine import Candidate, fit_fold
+from comp.train.engine import Candidate, FoldJob, fit_fold
 from comp.folds import ensure_folds
 from comp.model.factory import build_model
 from comp.core.progress import SILENT
@@ -45,7 +45,7 @@ def test_swa_is_chosen_when_better_with_its_batchnorm_recomputed(tiny_ws: Path, 
     cfg, ws, tables, fold_of = setup(tiny_ws, "train.epochs=2", "train.swa={start: 0.5}")
     favour_swa(monkeypatch)
     out = tiny_ws / "run"
-    result = fit_fold(cfg, tables, fold_of, 0, out, ws=ws)
+    result = fit_fold(FoldJob(cfg, tables, fold_of, 0, out, ws=ws))
     best = torch.load(out / "best.pt", weights_only=True)
     last = torch.load(out / "last.pt", weights_only=True)
     assert best["weights"] == "swa" and result.best_epoch == 1 and result.score == 2.0
@@ -82,14 +82,14 @@ def test_raw_weights_stay_best_when_swa_is_worse(tiny_ws: Path, monkeypatch: pyt
     real = engine.validate
     monkeypatch.setattr(engine, "validate", lambda *a, **k: [
         Candidate(c.weights, c.module, c.probs, c.val_loss, -1.0) if c.weights == "swa" else c for c in real(*a, **k)])
-    fit_fold(cfg, tables, fold_of, 0, tiny_ws / "run", ws=ws)
+    fit_fold(FoldJob(cfg, tables, fold_of, 0, tiny_ws / "run", ws=ws))
     assert torch.load(tiny_ws / "run" / "best.pt", weights_only=True)["weights"] == "raw"
 
 
 def test_swa_lr_and_resume_from_last(tiny_ws: Path) -> None:
     cfg, ws, tables, fold_of = setup(tiny_ws, "train.epochs=3", "train.swa={start: 0.34, lr: 0.0123}")
     whole = tiny_ws / "whole"
-    fit_fold(cfg, tables, fold_of, 1, whole, ws=ws)
+    fit_fold(FoldJob(cfg, tables, fold_of, 1, whole, ws=ws))
     history = pd.read_csv(whole / "history.csv")
     assert history["lr"][0] != pytest.approx(0.0123)
     assert history["lr"][1:].tolist() == pytest.approx([0.0123, 0.0123])  # constant from SWA's start (epoch 2)
@@ -103,8 +103,8 @@ def test_swa_lr_and_resume_from_last(tiny_ws: Path) -> None:
 
     killed = tiny_ws / "killed"
     with pytest.raises(Stop):
-        fit_fold(cfg, tables, fold_of, 1, killed, ws=ws, on_epoch=stop_after_second)
-    fit_fold(cfg, tables, fold_of, 1, killed, ws=ws)  # resumes from last.pt (epoch 3 only)
+        fit_fold(FoldJob(cfg, tables, fold_of, 1, killed, ws=ws), on_epoch=stop_after_second)
+    fit_fold(FoldJob(cfg, tables, fold_of, 1, killed, ws=ws))  # resumes from last.pt (epoch 3 only)
     a = torch.load(whole / "last.pt", weights_only=True)
     b = torch.load(killed / "last.pt", weights_only=True)
     assert int(a["swa"]["n_averaged"]) == 2
@@ -125,7 +125,7 @@ def test_progressive_resizing_trains_each_epoch_at_its_size(tiny_ws: Path, monke
         return parts
 
     monkeypatch.setattr(engine, "build_parts", build_parts)
-    fit_fold(cfg, tables, fold_of, 0, tiny_ws / "run", ws=ws)
+    fit_fold(FoldJob(cfg, tables, fold_of, 0, tiny_ws / "run", ws=ws))
     train_sizes = [size for training, size in seen if training]
     eval_sizes = {size for training, size in seen if not training}
     batches = len(train_sizes) // 3

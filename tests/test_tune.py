@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -213,7 +214,8 @@ def test_same_seed_and_storage_state_give_the_same_suggestions(tmp_path: Path) -
 # ---------------------------------------------------------------- through tune_experiment and the CLI
 
 
-def fake_fit(cfg, tables, fold_of, fold, out_dir, *, ws, progress, on_epoch):
+def fake_fit(job, *, progress, on_epoch):
+    cfg, out_dir = job.cfg, job.out_dir
     """A stand-in for fit_fold: score falls with distance from lr=1e-3; writes a file like a checkpoint."""
     out_dir.mkdir(parents=True)
     (out_dir / "best.pt").write_bytes(b"x")
@@ -265,7 +267,8 @@ def test_tune_experiment_draws_the_same_trials_for_the_same_seed(make_ws) -> Non
 def test_pruners_stop_a_terrible_trial_or_not(tiny_ws: Path, pruner: str) -> None:
     terrible = {3, 5}  # after the pruner's start-up trials; chosen by number, not by what the sampler draws
 
-    def fit(cfg, tables, fold_of, fold, out_dir, *, ws, progress, on_epoch):
+    def fit(job, *, progress, on_epoch):
+        cfg, out_dir = job.cfg, job.out_dir
         score = 0.0 if int(out_dir.parent.name.removeprefix("trial")) in terrible else 0.9
         for epoch in range(cfg.train.epochs):
             on_epoch(epoch, {"score": score, "val_loss": 1.0})
@@ -287,11 +290,12 @@ def test_interrupted_tune_resumes_where_it_stopped(tiny_ws: Path) -> None:
     cfg = load_config(tiny_ws, "baseline", ["tune.space={train.lr: {float: [1.0e-4, 1.0e-2], log: true}}",
                                             "tune.pruner=none"])  # whether a drawn lr would be pruned is not the point
 
-    def interrupted(cfg, tables, fold_of, fold, out_dir, *, ws, progress, on_epoch):
+    def interrupted(job, *, progress, on_epoch):
+        out_dir = job.out_dir
         out_dir.mkdir(parents=True)
         if len(list(out_dir.parents[1].glob("trial*"))) and "trial1" in str(out_dir):
             raise KeyboardInterrupt
-        return fake_fit(cfg, tables, fold_of, fold, out_dir / "x", ws=ws, progress=progress, on_epoch=on_epoch)
+        return fake_fit(dataclasses.replace(job, out_dir=out_dir / "x"), progress=progress, on_epoch=on_epoch)
 
     with pytest.raises(KeyboardInterrupt):
         tune_experiment(ws, cfg, exp="baseline", trials=3, fit=interrupted)
@@ -318,13 +322,13 @@ def test_three_trial_study_through_the_cli_and_the_tuned_yaml_trains(tiny_ws: Pa
     tuned = load_config(tiny_ws, "baseline-tuned")
     assert tuned.train.lr == study.best_params["train.lr"] and tuned.train.epochs == 2
     from comp.data.tables import load_tables
-    from comp.train.engine import fit_fold
+    from comp.train.engine import FoldJob, fit_fold
     from comp.folds import ensure_folds
 
     tuned = load_config(tiny_ws, "baseline-tuned", ["train.epochs=1"])
     tables = load_tables(tuned, ws)
     fold_of = ensure_folds(ws, tables, tuned).fold_of(tables.train)
-    fit = fit_fold(tuned, tables, fold_of, 0, ws.fold_dir("baseline-tuned", 0), ws=ws)
+    fit = fit_fold(FoldJob(tuned, tables, fold_of, 0, ws.fold_dir("baseline-tuned", 0), ws=ws))
     assert np.isfinite(fit.score) and (ws.fold_dir("baseline-tuned", 0) / "best.pt").is_file()
 
 
@@ -461,7 +465,8 @@ def test_an_error_while_stopping_counts_as_the_interruption(tmp_path: Path) -> N
 def test_out_of_memory_fails_one_trial_and_the_study_goes_on(tiny_ws: Path) -> None:
     import torch
 
-    def fit(cfg, tables, fold_of, fold, out_dir, *, ws, progress, on_epoch):
+    def fit(job, *, progress, on_epoch):
+        cfg, out_dir = job.cfg, job.out_dir
         if out_dir.parent.name == "trial1":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return SimpleNamespace(score=0.5)

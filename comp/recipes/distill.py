@@ -59,14 +59,14 @@ def pair_probs(name: str, teacher: Config, ws: Layout, tables: "Tables", fold_of
                progress: Progress = SILENT) -> tuple[list[str], np.ndarray]:
     """(ids of folds a and b, the pair model's probabilities for them): a model of the teacher's config trained on
     every fold except a and b; trained now unless finished (resumes from its last.pt)."""
-    from comp.train.engine import fit_fold
+    from comp.train.engine import FoldJob, fit_fold
     from comp.core.locks import fold_lock
 
     held = int(teacher.folds.k)  # the pair's validation "fold": a number no real fold has
     pair_of = np.where(np.isin(fold_of, [a, b]), held, fold_of)
     out_dir = ws.pair_dir(name, a, b)
     with fold_lock(out_dir):
-        result = fit_fold(teacher, tables, pair_of, held, out_dir, ws=ws, progress=progress)
+        result = fit_fold(FoldJob(teacher, tables, pair_of, held, out_dir, ws=ws), progress=progress)
     expected = set(tables.train["id"].astype(str).to_numpy()[np.isin(fold_of, [a, b])])
     if set(result.val_ids) != expected:
         raise CompError(f"{out_dir} validated other rows than folds {a} and {b} now hold (the folds file changed); "

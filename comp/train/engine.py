@@ -43,6 +43,8 @@ from comp.train.fold_state import (  # noqa: F401 - finished_result, FoldResult:
     Candidate, FitState, FoldCheckpoints, FoldResult, checkpoint_base, finished_result, history_frame, matching_last, resume,
     save_best, save_epoch_weights, save_last, start_swa_lr)
 
+from comp.train.job import FoldJob  # noqa: F401 - fit_fold's argument, re-exported
+
 log = logging.getLogger("comp.train.engine")
 
 UNUSED = -2  # fold_of of a row no fold trains or validates on (a pseudo row another fold keeps)
@@ -241,33 +243,27 @@ def pick(candidates: list[Candidate], metric: Metric) -> Candidate:
 # ---------------------------------------------------------------- the fit
 
 
-def fit_fold(cfg: Config, tables: Tables, fold_of: np.ndarray, fold: int, out_dir: Path, *,
-             ws: Layout, progress: Progress = SILENT,
-             on_epoch: Callable[[int, dict], None] | None = None, resumable: bool = True,
-             targets: RowTargets | None = None, checkpoints: bool = True,
+def fit_fold(job: FoldJob, *, progress: Progress = SILENT, on_epoch: Callable[[int, dict], None] | None = None,
              make_loaders: Callable[..., tuple[DataLoader, DataLoader]] | None = None) -> FoldResult:
-    """Train on fold_of != fold, validate on fold_of == fold; write out_dir/{best.pt,last.pt,history.csv}.
+    """Train job.fold's training rows, validate on its own; write out_dir/{best.pt,last.pt,history.csv}.
 
     Resumes from last.pt when it matches cfg.train_hash(); returns at once when the fold finished.
 
     Args:
-        cfg: the experiment's resolved config (model, image, augment, train, metric).
-        tables: the loaded training table (images are read through the decoded-image cache in `ws`).
-        fold_of: the fold of every training row (train.csv order); `fold` is validated, the rest trained.
-        out_dir: the fold's folder (an experiment's fold{i}/ or a tuning trial's); see comp.core.layout.FoldFiles.
+        job: the fold (FoldJob).
         on_epoch: on_epoch(epoch, {"score", "val_loss", "improved", and the history row: epoch from 1,
             train_loss, lr, ...}) after each epoch's checkpoints are snapshotted (see FoldCheckpoints: they are on
             disk before fit_fold returns or raises); what it raises (e.g. optuna.TrialPruned) propagates.
-        resumable: False writes last.pt only when the fold finishes (per-epoch checkpoints of a run that is
-            never resumed would be time spent outside training).
-        checkpoints: False writes neither best.pt nor last.pt (a tuning trial, whose folder is deleted when it
-            ends); the result comes from memory.
         make_loaders: builds the (train, validation) loaders with build_loaders' arguments (default build_loaders);
             tuning passes one that reuses a previous trial's loaders when their data settings are the same.
-        targets: per-row targets of tables.train (soft pseudo labels, a teacher's probabilities); see
-            comp.train.targets. Rows with fold_of -1 train in every fold and are never validated on.
+
+    Examples:
+        >>> result = fit_fold(FoldJob(cfg, tables, fold_of, 0, ws.fold_dir("baseline", 0), ws))
+        >>> result.score, result.best_epoch
     """
-    out_dir = Path(out_dir)
+    cfg, tables, fold_of, fold, ws, targets = job.cfg, job.tables, job.fold_of, job.fold, job.ws, job.targets
+    resumable, checkpoints = job.resumable, job.checkpoints
+    out_dir = Path(job.out_dir)
     done = finished_result(out_dir, cfg, fold)
     if done is not None:
         log.info("fold %d already finished (best epoch %d, score %.4f); skipping", fold, done.best_epoch + 1, done.score)

@@ -21,7 +21,7 @@ from comp.run import distributed
 from comp.core.config import Config, read_yaml
 from comp.data.checked import load_checked_tables
 from comp.data.tables import Tables, targets_by_id
-from comp.train.engine import FoldResult, finished_result, fit_fold
+from comp.train.engine import FoldJob, FoldResult, finished_result, fit_fold
 from comp.core.errors import CompError
 from comp.train.lrfind import lr_chosen
 from comp.core.locks import FoldLocked, fold_lock, live_holder, short_lock
@@ -170,9 +170,9 @@ def fold_train(cfg: Config, ws: Layout, exp: str, *, folds: str | Sequence[int] 
                 fold_tables, fold_rows, targets = (tables, fold_of, None) if recipes is None else \
                     recipes.fold_inputs(tables, fold_of, fold, progress=shown)
                 for run_cfg, out_dir, _ in fold_runs(cfg, ws, exp, fold):  # one run, or one per train.seeds entry
-                    fresh[out_dir] = fit_fold(
-                        run_cfg, fold_tables, fold_rows, fold, out_dir, ws=ws, progress=shown, targets=targets,
-                        on_epoch=None if on_epoch is None else functools.partial(on_epoch, fold))
+                    job = FoldJob(run_cfg, fold_tables, fold_rows, fold, out_dir, ws=ws, targets=targets)
+                    fresh[out_dir] = fit_fold(job, progress=shown, on_epoch=None if on_epoch is None
+                                              else functools.partial(on_epoch, fold))
         except FoldLocked as exc:
             if folds is None or distributed.active():
                 raise

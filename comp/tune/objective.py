@@ -26,6 +26,7 @@ from comp.core.config import Config
 from comp.data.tables import Tables
 from comp.core.errors import CompError
 from comp.core.progress import SILENT, Progress
+from comp.train.job import FoldJob
 from comp.tune.space import Param, apply_params
 from comp.core.layout import Layout
 
@@ -154,8 +155,10 @@ class Objective:
         scores: list[float] = []
         for pos, fold in enumerate(self.folds):
             reporter = FoldReporter(trial, tuple(scores), fold, pos, cfg.train.epochs)
-            result = fit(cfg, self.tables, self.fold_of, fold, self.ws.trial_fold_dir(self.exp, trial.number, fold),
-                         ws=self.ws, progress=self.progress, on_epoch=reporter)
+            # a trial is never resumed and its folder is deleted when it ends: no best.pt or last.pt, result from memory
+            job = FoldJob(cfg, self.tables, self.fold_of, fold, self.ws.trial_fold_dir(self.exp, trial.number, fold),
+                          self.ws, resumable=False, checkpoints=False)
+            result = fit(job, progress=self.progress, on_epoch=reporter)
             score = float(result.score)
             if not np.isfinite(score):
                 raise CompError(f"fold {fold} ended with a non-finite score {score}")
@@ -166,8 +169,7 @@ class Objective:
 def _fit_fold(loaders: LoaderCache) -> Callable[..., Any]:
     from comp.train.engine import fit_fold  # torch is imported only when training
 
-    # a trial is never resumed and its folder is deleted when it ends: no best.pt or last.pt, the result from memory
-    return functools.partial(fit_fold, resumable=False, checkpoints=False, make_loaders=loaders)
+    return functools.partial(fit_fold, make_loaders=loaders)
 
 
 def _free_memory() -> None:
