@@ -81,12 +81,12 @@ def test_rerun_skips_finished_folds_and_resumes_an_interrupted_one(tiny_ws: Path
     ws = Layout.at(tiny_ws)
     real_fit = engine.fit_fold
 
-    def killed_in_fold_1(cfg, tables, fold_of, fold, out_dir, **kw):
+    def killed_in_fold_1(job, **kw):
         def on_epoch(epoch: int, info: dict) -> None:
-            if fold == 1:
+            if job.fold == 1:
                 raise KeyboardInterrupt
 
-        return real_fit(cfg, tables, fold_of, fold, out_dir, **{**kw, "on_epoch": on_epoch})
+        return real_fit(job, **{**kw, "on_epoch": on_epoch})
 
     monkeypatch.setattr(train, "fit_fold", killed_in_fold_1)
     with pytest.raises(KeyboardInterrupt):
