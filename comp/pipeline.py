@@ -26,12 +26,14 @@ def with_seed(overrides: Sequence[str], seed: int | None, key: str = "train.seed
 def train_experiment(ws: Layout, exp: str, cfg: Config, origins: dict[str, str], *,
                      folds: Any = None, force: bool = False, progress: Progress = SILENT,
                      track: Sequence[str] | None = None, aggregate: bool = True, fold_logs: bool = True,
-                     runner: Callable[..., dict] | None = None) -> dict:
-    """fold_train (or `runner`, e.g. the --devices dispatcher, which is handed `origins` too) with trackers.
+                     devices: Sequence[str] | None = None, overrides: Sequence[str] = ()) -> dict:
+    """fold_train, or with `devices` its folds in child processes (comp.train.devices), with trackers; the scores.
 
     origins: where each config value came from (comp.core.config.resolve_config's second value); required, because the
     report's config table (written with the rest of the report by fold-train) is drawn from it and without it every
-    row would read `default`.
+    row would read `default`. devices: e.g. ["0", "1"] or ["cpu", "cpu"]; overrides: the --set items the children
+    load the config with. Folds whose child failed raise comp.train.devices.FoldsFailed once the others are
+    aggregated (it carries their scores and the failed runs).
     """
     from comp.run import distributed
     from comp.train.track import open_trackers, parse_track
@@ -43,14 +45,23 @@ def train_experiment(ws: Layout, exp: str, cfg: Config, origins: dict[str, str],
     with open_trackers(names if writes else (), ws, exp, cfg) as trackers:
         on_epoch = trackers.on_epoch if trackers else None
         progress = trackers.watch(progress) if trackers else progress  # TensorBoard also gets each step
-        if runner is None:
+        recipes = experiment_recipes(cfg, ws, exp)
+        failed = []
+        if devices is None:
             scores = fold_train(cfg, ws, exp, folds=folds, force=force, progress=progress, aggregate=aggregate,
-                                on_epoch=on_epoch, fold_logs=fold_logs, recipes=experiment_recipes(cfg, ws, exp),
-                                origins=origins)
+                                on_epoch=on_epoch, fold_logs=fold_logs, recipes=recipes, origins=origins)
         else:
-            scores = runner(progress=progress)
+            from comp.train.devices import fold_train_parallel
+
+            result = fold_train_parallel(cfg, ws, exp, devices=list(devices), overrides=list(overrides), folds=folds,
+                                         force=force, progress=progress, recipes=recipes, origins=origins)
+            scores, failed = result.scores, result.failed
         if writes and scores:
             trackers.finish(ws, exp, scores)
+    if failed:
+        from comp.train.devices import FoldsFailed
+
+        raise FoldsFailed(scores, failed)
     return scores
 
 

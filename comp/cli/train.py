@@ -96,30 +96,23 @@ def train_here(ws: Layout, cfg: Config, experiment: str, origins: dict, *, fold:
 def run_on_devices(ws: Layout, cfg: Config, experiment: str, *, devices: str, overrides: list[str], fold: str | None,
                    force: bool, origins: dict | None = None, track: tuple[str, ...] | None = None) -> None:
     """--devices: folds in child processes, then the scores table; failed folds with their log tails, exit 1."""
-    from comp.recipes.inputs import experiment_recipes
-    from comp.train.devices import fold_train_parallel, parse_devices
     from comp.pipeline import train_experiment
+    from comp.train.devices import FoldsFailed, parse_devices
 
-    runs = []
-
-    def runner(progress: object) -> dict:
-        result = fold_train_parallel(cfg, ws, experiment, devices=parse_devices(devices), overrides=overrides,
-                                     folds=fold, force=force, progress=progress,
-                                     recipes=experiment_recipes(cfg, ws, experiment), origins=origins)
-        runs.append(result)
-        return result.scores
-
+    failed = None
     with RichProgress() as progress:
-        train_experiment(ws, experiment, cfg, origins, progress=progress, track=track, runner=runner)
-    result = runs[0]
-    show_scores(result.scores)
+        try:
+            scores = train_experiment(ws, experiment, cfg, origins, folds=fold, force=force, progress=progress,
+                                      track=track, devices=parse_devices(devices), overrides=overrides)
+        except FoldsFailed as exc:
+            scores, failed = exc.scores, exc
+    show_scores(scores)
     console.print(f"outputs in {ws.exp_dir(experiment)} (report: {ws.report_html(experiment)})", highlight=False)
-    for run in result.failed:
-        rule(f"fold {run.fold} failed on device {run.device} (exit {run.returncode}): {run.log_path}", err=True)
-        err_console.print(run.tail(), highlight=False, markup=False)
-    if result.failed:
-        err_console.print(f"[bold red]error:[/] folds {[r.fold for r in result.failed]} failed; fix the cause and "
-                          "rerun the same command (finished folds are not trained again)", highlight=False)
+    if failed is not None:
+        for run in failed.runs:
+            rule(f"fold {run.fold} failed on device {run.device} (exit {run.returncode}): {run.log_path}", err=True)
+            err_console.print(run.tail(), highlight=False, markup=False)
+        err_console.print(f"[bold red]error:[/] {failed}", highlight=False)
         raise typer.Exit(1)
 
 

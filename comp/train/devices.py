@@ -60,6 +60,15 @@ class FoldRun:
         return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+class FoldsFailed(CompError):
+    """Some folds' child processes failed; the others finished and were aggregated (scores: the partial scores)."""
+
+    def __init__(self, scores: dict, runs: list[FoldRun]) -> None:
+        self.scores, self.runs = scores, runs
+        super().__init__(f"folds {[r.fold for r in runs]} failed; fix the cause and rerun the same command "
+                         "(finished folds are not trained again)")
+
+
 @dataclass(frozen=True)
 class DispatchResult:
     scores: dict
