@@ -51,7 +51,7 @@ def train_experiment(ws: Layout, exp: str, cfg: Config, origins: dict[str, str],
             scores = fold_train(cfg, ws, exp, folds=folds, force=force, progress=progress, aggregate=aggregate,
                                 on_epoch=on_epoch, fold_logs=fold_logs, recipes=recipes, origins=origins)
         else:
-            from comp.train.devices import fold_train_parallel
+            from comp.train.devices import FoldsFailed, fold_train_parallel
 
             result = fold_train_parallel(cfg, ws, exp, devices=list(devices), overrides=list(overrides), folds=folds,
                                          force=force, progress=progress, recipes=recipes, origins=origins)
@@ -59,8 +59,6 @@ def train_experiment(ws: Layout, exp: str, cfg: Config, origins: dict[str, str],
         if writes and scores:
             trackers.finish(ws, exp, scores)
     if failed:
-        from comp.train.devices import FoldsFailed
-
         raise FoldsFailed(scores, failed)
     return scores
 

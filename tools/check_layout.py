@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 STAGES = ("core", "data", "report", "init", "folds", "eda", "model", "run", "train", "tune", "infer", "blend",
@@ -60,7 +59,7 @@ def imports_of(path: Path, module: str, modules: set[str]) -> set[str]:
                 if target and target != module:
                     found.add(target)
     # `from comp.x import y` names module comp.x and, when y is a module, comp.x.y: keep only the deepest of a chain
-    return {t for t in found if not any(o.startswith(t + ".") and o in found for o in found) or t == "comp"}
+    return {t for t in found if t == "comp" or not any(o.startswith(t + ".") for o in found)}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:

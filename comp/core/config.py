@@ -342,6 +342,11 @@ class Config(Strict):
             raise ValueError(f"data.combine builds a label from the heads of task multitask; task is {self.task!r}")
         return self
 
+    @property
+    def uses_recipes(self) -> bool:
+        """Pseudo-labelled rows or a teacher: what fold-train must be handed as its recipes (comp.recipes.inputs)."""
+        return self.pseudo is not None or self.train.distill is not None
+
     def hash(self, sections: tuple[str, ...] | None = None, *, ignore: tuple[str, ...] = ()) -> str:
         """A short stable hash of the whole config, or of some top-level sections, less `ignore` keys."""
         dumped = self.model_dump(mode="json")

@@ -23,7 +23,7 @@ def fold_inputs(cfg: Config, ws: Layout, exp: str, tables: "Tables", fold_of: np
     """(training table, fold of each row, per-row targets) of one fold: the inputs unchanged without pseudo or
     distill; else the table extended by the pseudo rows this fold keeps (fold_of -1: trained, never validated)
     and, for soft pseudo labels or distillation, the rows' targets."""
-    if cfg.pseudo is None and cfg.train.distill is None:
+    if not cfg.uses_recipes:
         return tables, fold_of, None
     from comp.train.targets import RowTargets
 
@@ -77,6 +77,6 @@ class ExperimentRecipes:
 
 def experiment_recipes(cfg: Config, ws: Layout, exp: str) -> ExperimentRecipes | None:
     """The recipes fold-train must be handed for this experiment, or None when it sets none."""
-    if cfg.pseudo is None and cfg.train.distill is None:
+    if not cfg.uses_recipes:
         return None
     return ExperimentRecipes(cfg, ws, exp)

@@ -28,8 +28,7 @@ from comp.core.errors import CompError
 from comp.core.progress import SILENT, Progress
 from comp.folds import parse_fold_selection
 from comp.core.locks import JOB_ENV, FoldLocked, acquire_fold, job_id, release_fold
-from comp.train.fold_train import (Recipes, aggregate_folds, prepare_data, prepare_experiment, require_recipes,
-                                   resolve_lr)
+from comp.train.fold_train import Recipes, aggregate_folds, prepare_run, require_recipes
 from comp.core.replace import settles_replaced
 from comp.core.layout import Layout
 
@@ -193,9 +192,7 @@ def fold_train_parallel(cfg: Config, ws: Layout, exp: str, *, devices: list[str]
     asked = None if origins is None else (cfg, origins)
     check_devices(devices, cfg.train.device)
     selected = parse_fold_selection(folds, cfg.folds.k)
-    data = prepare_data(cfg, ws, progress=progress)
-    cfg, force = resolve_lr(cfg, ws, exp, force=force, progress=progress, data=data)  # train.lr: auto, chosen here
-    tables, fold_of = prepare_experiment(cfg, ws, exp, force=force, progress=progress, data=data)
+    cfg, tables, fold_of = prepare_run(cfg, ws, exp, force=force, progress=progress)  # train.lr: auto chosen here
     prepare_images(tables.train, cfg, ws, progress=progress)  # built once here, read by every child
     todo = [f for f in selected if finished_result(ws.fold_dir(exp, f), cfg, f) is None]
     if len(todo) < len(selected):

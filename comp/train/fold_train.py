@@ -30,7 +30,7 @@ from comp.folds import FoldsFile, ensure_folds, parse_fold_selection
 from comp.core.metrics import confusion_rates, get_metric, per_class_scores
 from comp.core.progress import SILENT, Progress
 from comp.train.seeds import fold_runs, mean_result, seed_scores
-from comp.core.replace import KEEP_ON_FORCE, set_aside, settles_replaced, trained_any
+from comp.core.replace import set_aside, settles_replaced, trained_any
 from comp.report.sections import config_section, environment, environment_section, error_analysis_html
 from comp.train.selection import keep_nested_epochs, selection_scores
 from comp.report.page import add_section, img_html, plt, report_image, save_figure, table_html
@@ -55,7 +55,7 @@ class Recipes(Protocol):
 
 def require_recipes(cfg: Config, recipes: Recipes | None) -> None:
     """An experiment with pseudo labels or a teacher trains only with its recipes handed in."""
-    if recipes is None and (cfg.pseudo is not None or cfg.train.distill is not None):
+    if recipes is None and cfg.uses_recipes:
         raise CompError("this experiment sets pseudo or train.distill, and fold_train was called without its recipes; "
                         "train it with `comp fold-train`, comp.Workspace.fold_train, or pass "
                         "recipes=comp.recipes.inputs.experiment_recipes(cfg, ws, exp)")
@@ -157,9 +157,7 @@ def fold_train(cfg: Config, ws: Layout, exp: str, *, folds: str | Sequence[int] 
     require_recipes(cfg, recipes)
     asked = None if origins is None else (cfg, origins)  # the config as resolved (train.lr: auto stays auto there)
     selected = parse_fold_selection(folds, cfg.folds.k)
-    data = prepare_data(cfg, ws, progress=progress)  # once, for the lr finder and the folds alike
-    cfg, force = resolve_lr(cfg, ws, exp, force=force, progress=progress, data=data)
-    tables, fold_of = prepare_experiment(cfg, ws, exp, force=force, progress=progress, data=data)
+    cfg, tables, fold_of = prepare_run(cfg, ws, exp, force=force, progress=progress)
     skipped = []
     fresh: dict[Path, FoldResult] = {}  # what this process trained, by run folder: aggregated without reading back
     for fold in progress.track(selected, description="folds"):
@@ -193,6 +191,16 @@ def prepare_data(cfg: Config, ws: Layout, *, progress: Progress = SILENT) -> tup
         preflight(cfg)
         tables = load_checked_tables(cfg, ws, progress=progress)  # each image decoded once: check + cache
         return tables, ensure_folds(ws, tables, cfg)
+
+
+def prepare_run(cfg: Config, ws: Layout, exp: str, *, force: bool,
+                progress: Progress = SILENT) -> tuple[Config, Tables, np.ndarray]:
+    """Everything before the first fold: the data read once (prepare_data), `train.lr: auto` chosen on it, old
+    outputs set aside (--force) and config.yaml written; (cfg with its lr, tables, fold_of)."""
+    data = prepare_data(cfg, ws, progress=progress)
+    cfg, force = resolve_lr(cfg, ws, exp, force=force, progress=progress, data=data)
+    tables, fold_of = prepare_experiment(cfg, ws, exp, force=force, progress=progress, data=data)
+    return cfg, tables, fold_of
 
 
 def resolve_lr(cfg: Config, ws: Layout, exp: str, *, force: bool, progress: Progress,
