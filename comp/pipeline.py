@@ -242,29 +242,31 @@ def run_demo_stages(ws: Layout, solution: Path, *, force: bool, epochs: int | No
 
 
 def child_main(argv: list[str] | None = None) -> int:
-    """Entry point of a `comp fold-train --devices` child (comp.train.devices starts it as `python -m comp.pipeline`):
-    train the given fold(s) of an experiment, with its recipes, and write only their folders."""
-    import argparse
+    """Entry point of a `comp fold-train --devices` child: `python -m comp.pipeline JOB_FILE`, the job file written by
+    comp.train.devices (write_job). Trains the job's fold(s) of the experiment, with its recipes, and writes only
+    their folders; exit 2 with one `error:` line when the job or the run is wrong."""
+    import json
     import sys
 
     from comp.core.errors import CompError
     from comp.core.output import LineProgress
     from comp.recipes.inputs import experiment_recipes
+    from comp.train.devices import read_job
     from comp.train.fold_train import fold_train
 
-    parser = argparse.ArgumentParser(prog="python -m comp.pipeline", description=child_main.__doc__)
-    parser.add_argument("--fold", required=True, help="fold numbers, e.g. 0 or 0,2")
-    parser.add_argument("-w", "--workspace", required=True)
-    parser.add_argument("-e", "--experiment", required=True)
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    args = parser.parse_args(argv)
+    args = sys.argv[1:] if argv is None else argv
     # the child's stdout is its fold's train.log: every line carries its time
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
     try:
-        ws = Layout.at(args.workspace)
-        cfg = load_config(ws.root, args.experiment, tuple(args.overrides))
-        fold_train(cfg, ws, args.experiment, folds=args.fold, progress=LineProgress(stream=sys.stdout, stamp=True),
-                   aggregate=False, recipes=experiment_recipes(cfg, ws, args.experiment))
+        if len(args) != 1:
+            raise CompError(f"a fold-train child takes one job file (python -m {__spec__.name if __spec__ else __name__}"
+                            f" JOB_FILE); got {len(args)} arguments")
+        job = read_job(args[0])
+        log.info("job %s: %s", args[0], json.dumps(job.record()))
+        ws = Layout.at(job.workspace)
+        cfg = load_config(ws.root, job.experiment, job.overrides)
+        fold_train(cfg, ws, job.experiment, folds=list(job.folds), progress=LineProgress(stream=sys.stdout, stamp=True),
+                   aggregate=False, recipes=experiment_recipes(cfg, ws, job.experiment))
     except CompError as exc:
         log.error("error: %s", exc)
         return 2

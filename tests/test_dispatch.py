@@ -13,7 +13,8 @@ import torch
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.train.devices import child_command, child_env, check_devices, parse_devices
+from comp.train.devices import (CHILD_MODULE, ChildJob, check_devices, child_command, child_env, parse_devices,
+                                read_job, write_job)
 from comp.core.errors import CompError
 
 runner = CliRunner()
@@ -52,7 +53,11 @@ def test_two_cpu_processes_match_the_sequential_run(make_ws) -> None:
         assert all(title in page for title in ("Fold training", "Resolved config", "Environment")), root
     for fold in (0, 1):  # each child wrote its own fold folder and log
         log = (par_root / "experiments" / "baseline" / f"fold{fold}" / "train.log").read_text()
-        assert f"-m comp.pipeline --fold {fold}" in log  # the library's child entry point, not a hidden CLI flag
+        assert f"-m {CHILD_MODULE} " in log  # the library's child entry point with a job file, not a second CLI
+        path, job = re.search(r"job (\S+): (\{.*\})$", log, re.M).groups()  # the child logs the job it read
+        assert json.loads(job) == {"workspace": str(par_root), "experiment": "baseline", "folds": [fold],
+                                   "overrides": ["folds.k=2"], "device": "cpu"}
+        assert not Path(path).exists()  # the parent removed the job files once its children ended
         assert "CV macro_f1" not in log  # the child left the aggregation to the parent
         assert re.search(rf"^\d\d:\d\d:\d\d fold {fold} epoch 1/", log, re.M)  # its lines carry their time
 
@@ -104,6 +109,39 @@ def test_child_environment_and_command(monkeypatch: pytest.MonkeyPatch, tmp_path
     cpu = child_env("cpu", n_cpu_slots=2)
     assert cpu["CUDA_VISIBLE_DEVICES"] == "" and cpu["OMP_NUM_THREADS"] == "4" and "WORLD_SIZE" not in cpu
     assert child_env("3", n_cpu_slots=0)["CUDA_VISIBLE_DEVICES"] == "3"
-    cmd = child_command(2, workspace=tmp_path, exp="e1", overrides=["train.lr=0.1", "folds.k=5"])
-    assert cmd[1:] == ["-m", "comp.pipeline", "--fold", "2", "-w", str(tmp_path), "-e", "e1",
-                       "--set", "train.lr=0.1", "--set", "folds.k=5"]
+    job = ChildJob(str(tmp_path), "e1", (2,), ("train.lr=0.1", "folds.k=5"), "cpu")
+    path = write_job(tmp_path / "jobs" / "fold2.json", job)
+    assert json.loads(path.read_text()) == {"workspace": str(tmp_path), "experiment": "e1", "folds": [2],
+                                            "overrides": ["train.lr=0.1", "folds.k=5"], "device": "cpu"}
+    assert read_job(path) == job
+    assert child_command(path)[1:] == ["-m", CHILD_MODULE, str(path)]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("{", r"is not JSON"),
+    ("[]", r"expected a JSON object, got list"),
+    ('{"workspace": "w", "folds": [0]}', r"missing \['experiment'\]"),
+    ('{"workspace": "w", "experiment": "e", "folds": [0], "fold": 1}', r"unknown keys \['fold'\]"),
+    ('{"workspace": "w", "experiment": "e", "folds": "0"}', r"folds must be a non-empty list"),
+    ('{"workspace": "w", "experiment": "e", "folds": [0], "overrides": "a=1"}', r"overrides must be a list"),
+    ('{"workspace": "", "experiment": "e", "folds": [0]}', r"workspace must be a non-empty string"),
+])
+def test_a_bad_job_file_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "job.json"
+    path.write_text(text)
+    with pytest.raises(CompError, match=rf"fold-train job file {re.escape(str(path))}.*{message}"):
+        read_job(path)
+    with pytest.raises(CompError, match=r"cannot read the fold-train job file"):
+        read_job(tmp_path / "missing.json")
+
+
+def test_the_child_refuses_a_bad_job_in_one_error_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "job.json"
+    path.write_text('{"workspace": "w"}')
+    done = subprocess.run([sys.executable, "-m", CHILD_MODULE, str(path)], capture_output=True, text=True)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert len(lines) == 1 and "error: fold-train job file" in lines[0] and "missing" in lines[0], lines

@@ -1,8 +1,9 @@
-"""Folds in parallel across devices: one child `comp fold-train --fold i` process per device at a time.
+"""Folds in parallel across devices: one child process per fold, at most one per device at a time.
 
 `comp fold-train --devices 0,1,2,3` (GPUs) or `--devices cpu,cpu` (CPU processes): the parent
 makes the folds file, config.yaml and the image cache first, so children never race to build
-them; one thread per device pulls folds from a queue and runs a child with CUDA_VISIBLE_DEVICES
+them; one thread per device pulls folds from a queue, writes the fold's job file (ChildJob: workspace,
+experiment, fold, --set overrides, device) and runs `python -m CHILD_MODULE JOB_FILE` with CUDA_VISIBLE_DEVICES
 set to its GPU (or hidden GPUs and a fair share of CPU threads for `cpu`); each child writes only
 experiments/<exp>/fold{i}/ and streams its output to fold{i}/train.log; when all have ended the
 parent writes oof.csv, scores.json and the report as a sequential run does. A failed fold is
@@ -11,11 +12,13 @@ reported with the tail of its log while the others finish.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,7 +33,7 @@ from comp.folds import parse_fold_selection
 from comp.core.locks import JOB_ENV, FoldLocked, acquire_fold, job_id, release_fold
 from comp.train.fold_train import Recipes, aggregate_folds, prepare_run, require_recipes
 from comp.core.replace import settles_replaced
-from comp.core.layout import Layout
+from comp.core.layout import Layout, write_json
 
 log = logging.getLogger("comp.train.devices")
 
@@ -121,13 +124,66 @@ def child_env(device: str, *, n_cpu_slots: int) -> dict[str, str]:
     return env
 
 
-def child_command(fold: int, *, workspace: Path, exp: str, overrides: list[str]) -> list[str]:
-    """`python -m comp.pipeline -w W -e EXP --fold i [--set ...]`: one fold, no experiment-level aggregation
-    (comp.pipeline.child_main)."""
-    cmd = [sys.executable, "-m", "comp.pipeline", "--fold", str(fold), "-w", str(workspace), "-e", exp]
-    for item in overrides:
-        cmd += ["--set", item]
-    return cmd
+CHILD_MODULE = "comp.pipeline"  # run as `python -m CHILD_MODULE JOB_FILE`: reads the job (read_job), trains its folds
+
+
+@dataclass(frozen=True)
+class ChildJob:
+    """What one `--devices` child trains: the job file the parent writes (write_job) and the child reads (read_job)."""
+
+    workspace: str
+    experiment: str
+    folds: tuple[int, ...]
+    overrides: tuple[str, ...] = ()  # the --set items the child loads the config with (folds.k included)
+    device: str | None = None  # where it runs ("cpu" or a GPU number; CUDA_VISIBLE_DEVICES already says so)
+
+    def record(self) -> dict:
+        return {"workspace": self.workspace, "experiment": self.experiment, "folds": list(self.folds),
+                "overrides": list(self.overrides), "device": self.device}
+
+
+def write_job(path: Path, job: ChildJob) -> Path:
+    """The job file, written atomically (a child never reads half of one)."""
+    return write_json(path, job.record())
+
+
+def read_job(path: Path | str) -> ChildJob:
+    """A job file as write_job wrote it; anything else is a CompError that names the file and what is wrong."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except OSError as exc:
+        raise CompError(f"cannot read the fold-train job file {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise CompError(f"fold-train job file {path} is not JSON: {exc}") from None
+
+    def bad(what: str) -> CompError:
+        return CompError(f"fold-train job file {path}: {what}")
+
+    if not isinstance(record, dict):
+        raise bad(f"expected a JSON object, got {type(record).__name__}")
+    fields = {"workspace", "experiment", "folds", "overrides", "device"}
+    missing, unknown = sorted({"workspace", "experiment", "folds"} - set(record)), sorted(set(record) - fields)
+    if missing or unknown:
+        raise bad(", ".join(([f"missing {missing}"] if missing else []) + ([f"unknown keys {unknown}"] if unknown else [])))
+    for key in ("workspace", "experiment"):
+        if not isinstance(record[key], str) or not record[key]:
+            raise bad(f"{key} must be a non-empty string, got {record[key]!r}")
+    folds = record["folds"]
+    if not isinstance(folds, list) or not folds or not all(type(f) is int and f >= 0 for f in folds):
+        raise bad(f"folds must be a non-empty list of fold numbers, got {folds!r}")
+    overrides = record.get("overrides", [])
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise bad(f"overrides must be a list of KEY=VALUE strings, got {overrides!r}")
+    device = record.get("device")
+    if device is not None and not isinstance(device, str):
+        raise bad(f"device must be a string or null, got {device!r}")
+    return ChildJob(record["workspace"], record["experiment"], tuple(folds), tuple(overrides), device)
+
+
+def child_command(job_path: Path) -> list[str]:
+    """`python -m comp.pipeline JOB_FILE`: the child trains the job's fold(s), no experiment-level aggregation."""
+    return [sys.executable, "-m", CHILD_MODULE, str(job_path)]
 
 
 def run_child(fold: int, device: str, *, cmd: list[str], env: dict[str, str], log_path: Path) -> FoldRun:
@@ -140,7 +196,7 @@ def run_child(fold: int, device: str, *, cmd: list[str], env: dict[str, str], lo
     return FoldRun(fold, device, proc.returncode, log_path)
 
 
-def device_worker(device: str, todo: queue.Queue, done: queue.Queue, *, make_cmd: Callable[[int], list[str]],
+def device_worker(device: str, todo: queue.Queue, done: queue.Queue, *, make_cmd: Callable[[int, str], list[str]],
                   env: dict[str, str], log_of: Callable[[int], Path]) -> None:
     """Take folds from `todo` until it is empty; one child at a time on this device."""
     while True:
@@ -149,7 +205,7 @@ def device_worker(device: str, todo: queue.Queue, done: queue.Queue, *, make_cmd
         except queue.Empty:
             return
         try:
-            done.put(run_child(fold, device, cmd=make_cmd(fold), env=env, log_path=log_of(fold)))
+            done.put(run_child(fold, device, cmd=make_cmd(fold, device), env=env, log_path=log_of(fold)))
         except Exception as exc:  # the child could not even start: report it like a failed fold
             log_path = log_of(fold)
             log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +213,7 @@ def device_worker(device: str, todo: queue.Queue, done: queue.Queue, *, make_cmd
             done.put(FoldRun(fold, device, -1, log_path))
 
 
-def run_folds(folds: list[int], devices: list[str], *, make_cmd: Callable[[int], list[str]],
+def run_folds(folds: list[int], devices: list[str], *, make_cmd: Callable[[int, str], list[str]],
               log_of: Callable[[int], Path]) -> Iterator[FoldRun]:
     """Run the folds on the devices (a thread each, at most one fold per device at a time); yield as they end."""
     todo: queue.Queue = queue.Queue()
@@ -229,17 +285,19 @@ def run_locked(ws: Layout, exp: str, todo: list[int], devices: list[str], *, ove
                progress: Progress) -> list[FoldRun]:
     """Children for the locked folds, one device each at a time; how each ended."""
     runs = []
+    with tempfile.TemporaryDirectory(prefix=f"comp-{exp}-jobs-") as jobs:  # the job files go when the children have
 
-    def make_cmd(fold: int) -> list[str]:
-        return child_command(fold, workspace=ws.root, exp=exp, overrides=overrides)
+        def make_cmd(fold: int, device: str) -> list[str]:
+            job = ChildJob(str(ws.root), exp, (fold,), tuple(overrides), device)
+            return child_command(write_job(Path(jobs) / f"fold{fold}.json", job))
 
-    def log_of(fold: int) -> Path:
-        return ws.fold_files(exp, fold).log
+        def log_of(fold: int) -> Path:
+            return ws.fold_files(exp, fold).log
 
-    for run in progress.track(run_folds(todo, devices, make_cmd=make_cmd, log_of=log_of), total=len(todo),
-                              description="folds"):
-        runs.append(run)
-        progress.log(f"fold {run.fold} on {run.device}: " + ("done" if run.ok else f"FAILED (exit {run.returncode})")
-                     + f"; log {run.log_path}")
+        for run in progress.track(run_folds(todo, devices, make_cmd=make_cmd, log_of=log_of), total=len(todo),
+                                  description="folds"):
+            runs.append(run)
+            progress.log(f"fold {run.fold} on {run.device}: " + ("done" if run.ok else f"FAILED (exit {run.returncode})")
+                         + f"; log {run.log_path}")
     return runs
 
