@@ -44,7 +44,7 @@ def main() -> None:
     from comp.data.checked import load_checked_tables
     from comp.init.demo import build_demo
     from comp.train.engine import FoldJob, fit_fold
-    from comp.folds import ensure_folds
+    from comp.data.folds import ensure_folds
     from comp.train.lrfind import RULES, lr_range_test
     from comp.core.layout import Layout
 

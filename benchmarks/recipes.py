@@ -64,7 +64,7 @@ def main() -> None:
     from comp.init.demo import build_demo
     from comp.core.errors import CompError
     from comp.core.metrics import get_metric
-    from comp.pipeline import ensemble, predict
+    from comp.api.workflows import ensemble, predict
     from comp.recipes.pseudo import make_pseudo
     from comp.blend.submission import score_submission
     from comp.recipes.inputs import experiment_recipes

@@ -27,7 +27,7 @@ K = 3
 
 
 def fold_train(cfg, ws, exp, **kwargs):
-    """fold_train with the experiment's recipes handed in, as comp.pipeline does."""
+    """fold_train with the experiment's recipes handed in, as comp.api.workflows does."""
     return fold_train_only(cfg, ws, exp, recipes=experiment_recipes(cfg, ws, exp), **kwargs)
 
 

@@ -19,7 +19,7 @@ from comp.core.config import load_config
 from comp.core.errors import CompError
 from comp.data.tables import load_tables
 from comp.eda import dhash, find_duplicates, hamming_pairs, run_eda
-from comp.folds import folds_record
+from comp.data.folds import folds_record
 from comp.core.layout import Layout
 
 from conftest import build_workspace

@@ -17,7 +17,7 @@ from comp.data.dataset import ImageDataset
 from comp.data.tables import load_tables
 from comp.train.engine import FoldJob, FoldResult, NonFiniteLoss, fit_fold, split_indices
 from comp.core.errors import CompError
-from comp.folds import ensure_folds
+from comp.data.folds import ensure_folds
 from comp.model.factory import build_model
 from comp.run.device import resolve_amp, resolve_device
 from comp.train.parts import build_optimizer, build_scheduler, lr_factor

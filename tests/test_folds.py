@@ -7,7 +7,7 @@ from comp.cli import app
 from comp.core.config import load_config
 from comp.data.tables import load_tables
 from comp.core.errors import CompError
-from comp.folds import assign_folds, check_folds, ensure_folds, fold_balance, make_folds
+from comp.data.folds import assign_folds, check_folds, ensure_folds, fold_balance, make_folds
 from comp.core.layout import Layout
 
 runner = CliRunner()

@@ -49,6 +49,12 @@ def test_a_circle_inside_one_stage_and_a_long_module_are_found(check_layout, tmp
     assert any("y.py" in p and "lines (at most" in p for p in found), found
 
 
+def test_a_module_at_the_top_of_the_package_is_found(check_layout, tmp_path: Path) -> None:
+    root = _package(tmp_path, {"__main__.py": "", "core/__init__.py": "", "pipeline.py": "import comp.core\n"})
+    found = check_layout.problems(root)
+    assert found == ["comp.pipeline: a module at the top of comp/; put it in its stage's package"], found
+
+
 def test_the_command_line_reports_and_exits_1_on_a_problem(check_layout, tmp_path: Path, capsys) -> None:
     root = _package(tmp_path, {"core/__init__.py": "", "core/a.py": "import comp.cli\n", "cli/__init__.py": ""})
     assert check_layout.main([str(root)]) == 1

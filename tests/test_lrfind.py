@@ -46,7 +46,7 @@ def test_rules_on_a_known_curve():
 
 def _data(tiny_ws: Path, *overrides: str):
     from comp.data.checked import load_checked_tables
-    from comp.folds import ensure_folds
+    from comp.data.folds import ensure_folds
 
     ws, cfg = Layout.at(tiny_ws), load_config(tiny_ws, "baseline", ["folds.k=2", *overrides])
     tables = load_checked_tables(cfg, ws)

@@ -16,7 +16,7 @@ from comp.core.config import load_config
 from comp.data.tables import load_tables
 from comp.train.engine import FoldJob, fit_fold
 from comp.core.errors import CompError
-from comp.folds import ensure_folds
+from comp.data.folds import ensure_folds
 from comp.core.metrics import METRICS, Metric, confusion_counts, get_metric, per_class_scores
 from comp.tune import tune_experiment
 from comp.tune.study import open_storage

@@ -266,7 +266,7 @@ def test_epoch_line_best_is_the_best_so_far_under_checkpoint_last(tiny_ws, monke
     import comp.train.engine as engine
     from comp.core.config import load_config
     from comp.data.checked import load_checked_tables
-    from comp.folds import ensure_folds
+    from comp.data.folds import ensure_folds
     from comp.core.layout import Layout
 
     scores = [0.5, 0.9, 0.6, 0.7]  # up, then down: the best is epoch 2

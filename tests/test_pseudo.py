@@ -17,7 +17,7 @@ from comp.cli import app
 from comp.core.config import load_config
 from comp.train.engine import TRAIN_ONLY, UNUSED
 from comp.core.errors import CompError
-from comp.pipeline import ensemble
+from comp.api.workflows import ensemble
 from comp.infer.predictions import sha256
 from comp.recipes.pseudo import make_pseudo
 from comp.recipes.inputs import experiment_recipes
@@ -31,7 +31,7 @@ COLS = ["p_c0", "p_c1", "p_c2"]
 
 
 def fold_train(cfg, ws, exp, **kwargs):
-    """fold_train with the experiment's recipes handed in, as comp.pipeline does."""
+    """fold_train with the experiment's recipes handed in, as comp.api.workflows does."""
     return fold_train_only(cfg, ws, exp, recipes=experiment_recipes(cfg, ws, exp), **kwargs)
 
 

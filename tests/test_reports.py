@@ -142,7 +142,7 @@ def test_report_config_sources_match_comp_config_on_the_demo_path(tiny_ws, no_tr
     """The demo's stages trained without the config's origins: every row of its report said `default`."""
     from contextlib import nullcontext
 
-    from comp.pipeline import run_demo_stages
+    from comp.api.workflows import run_demo_stages
     from comp.core.progress import SILENT
 
     class Stop(Exception):

@@ -97,7 +97,7 @@ def test_a_corrupt_image_is_named_and_no_cache_is_left(tiny_ws: Path):
 def test_trials_write_last_pt_only_when_the_fold_ends(tiny_ws: Path, monkeypatch, resumable: bool, writes: int):
     import comp.train.engine as engine
     from comp.data.tables import load_tables
-    from comp.folds import ensure_folds
+    from comp.data.folds import ensure_folds
 
     cfg, ws = load_config(tiny_ws, overrides=["folds.k=3"]), Layout.at(tiny_ws)
     tables = load_tables(cfg, ws)
@@ -115,7 +115,7 @@ def test_trials_write_last_pt_only_when_the_fold_ends(tiny_ws: Path, monkeypatch
 
 def _ckpt_setup(root: Path, *overrides: str):
     from comp.data.tables import load_tables
-    from comp.folds import ensure_folds
+    from comp.data.folds import ensure_folds
 
     cfg, ws = load_config(root, overrides=["folds.k=3", *overrides]), Layout.at(root)
     tables = load_tables(cfg, ws)

@@ -14,7 +14,7 @@ from comp.core.config import load_config
 from comp.data.checked import load_checked_tables
 from comp.data.dataset import set_epoch
 from comp.train.engine import Candidate, FoldJob, fit_fold
-from comp.folds import ensure_folds
+from comp.data.folds import ensure_folds
 from comp.model.factory import build_model
 from comp.core.progress import SILENT
 from comp.core.layout import Layout

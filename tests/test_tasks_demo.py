@@ -55,7 +55,7 @@ def test_each_kind_loads_as_its_task_with_targets_from_the_digits(demo):
     else:
         assert (t.targets == (d % 2 == 0)).all() and t.task.labels == ("odd", "even")
     assert (t.train.groupby("group").size() >= 2).all()  # several photos per subject
-    from comp.pipeline import demo_members
+    from comp.api.workflows import demo_members
 
     for exp in demo_members(kind):  # the demo's two members load with the task's loss
         assert load_config(root, exp).train.loss == "auto"

@@ -15,7 +15,7 @@ from comp.cli import app
 from comp.core.config import load_config
 from comp.data.tables import Tables, load_tables
 from comp.core.errors import CompError
-from comp.folds import fold_summary, load_or_make_folds, make_folds
+from comp.data.folds import fold_summary, load_or_make_folds, make_folds
 from comp.core.tasks import Combiner, Head, Task, combos_of, quantile_bins
 from comp.core.layout import Layout
 

@@ -84,7 +84,7 @@ def test_eda_reports_stale_folds_instead_of_using_them(tiny_ws: Path) -> None:
 
 
 def test_the_experiment_records_its_folds_and_refuses_other_data(tiny_ws: Path) -> None:
-    from comp.folds import check_trained_on
+    from comp.data.folds import check_trained_on
     from comp.core.layout import Layout
 
     trained = cli("fold-train", "--k", "2", "-w", str(tiny_ws), "--set", "train.epochs=1")

@@ -21,7 +21,7 @@ from comp.cli import app
 from comp.core.config import Config, load_config
 from comp.core.errors import CompError
 from comp.tune import default_space, parse_space, tune_experiment
-from comp.folds import parse_fold_selection
+from comp.data.folds import parse_fold_selection
 from comp.tune.objective import FoldReporter, trial_config
 from comp.tune.space import apply_params
 from comp.tune.study import INTERRUPTED, SURPLUS, TrialSeededSampler, counted, open_storage, run_trials
@@ -323,7 +323,7 @@ def test_three_trial_study_through_the_cli_and_the_tuned_yaml_trains(tiny_ws: Pa
     assert tuned.train.lr == study.best_params["train.lr"] and tuned.train.epochs == 2
     from comp.data.tables import load_tables
     from comp.train.engine import FoldJob, fit_fold
-    from comp.folds import ensure_folds
+    from comp.data.folds import ensure_folds
 
     tuned = load_config(tiny_ws, "baseline-tuned", ["train.epochs=1"])
     tables = load_tables(tuned, ws)

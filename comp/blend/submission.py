@@ -479,7 +479,7 @@ def blend_manifest(fit: Any, weights: str, *, method: str, seed: int) -> dict[st
 
 def member_records(ws: Layout, members: Sequence[str], train: pd.DataFrame, *, oof_source: str) -> dict[str, dict]:
     """Each member's prediction record, checked to be complete, on the current data, with OOF made like its test set."""
-    from comp.folds import check_trained_on
+    from comp.data.folds import check_trained_on
 
     out = {}
     for m in members:

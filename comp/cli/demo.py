@@ -41,7 +41,7 @@ def demo_command(
     from comp.data.tables import load_tables
     from comp.init.demo import TASK_KINDS, build_demo, build_task_demo
     from comp.core.errors import CompError
-    from comp.folds import fold_balance, fold_summary, fold_summary_title, load_or_make_folds
+    from comp.data.folds import fold_balance, fold_summary, fold_summary_title, load_or_make_folds
 
     if task not in TASK_KINDS:
         raise CompError(f"--task {task!r} is not a demo task; use one of: {', '.join(TASK_KINDS)}")
@@ -72,8 +72,8 @@ def demo_command(
 
 
 def run_stages(ws: Layout, solution: Path, *, force: bool, epochs: int | None) -> None:
-    """Every stage after folds, on the demo's two experiments (comp.pipeline runs them; this prints)."""
-    from comp.pipeline import run_demo_stages
+    """Every stage after folds, on the demo's two experiments (comp.api.workflows runs them; this prints)."""
+    from comp.api.workflows import run_demo_stages
 
     result = run_demo_stages(ws, solution, force=force, epochs=epochs, progress=RichProgress, step=step, show=_show)
     print_table(result.estimates, title="honest estimates vs the hidden test score")

@@ -37,7 +37,7 @@ def ensemble_command(
     set_: SetOpt = None,
 ) -> None:
     """Predict members whose predictions are missing or stale, fit the blend on matching OOF, write a validated submission."""
-    from comp.pipeline import ensemble
+    from comp.api.workflows import ensemble
     from comp.core.layout import Layout
 
     ws = Layout.at(workspace)

@@ -32,7 +32,7 @@ def folds_command(
     shares (multilabel), target mean/std (regression) or class counts.
     """
     from comp.data.tables import load_tables
-    from comp.folds import fold_summary, fold_summary_title, load_or_make_folds
+    from comp.data.folds import fold_summary, fold_summary_title, load_or_make_folds
 
     ws, cfg = load(workspace, experiment, set_)
     k = k if k is not None else cfg.folds.k

@@ -25,7 +25,7 @@ def predict_command(
     set_: SetOpt = None,
 ) -> None:
     """Write experiments/<exp>/fold{i}/test.csv and their mean experiments/<exp>/test.csv (id, p_<class>...)."""
-    from comp.pipeline import predict  # torch is imported only by commands that need it
+    from comp.api.workflows import predict  # torch is imported only by commands that need it
 
     ws, cfg = load(workspace, experiment, set_)
     with RichProgress() as progress:

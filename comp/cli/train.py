@@ -47,7 +47,7 @@ def fold_train_command(
     """
     from comp.core.config import resolve_config
     from comp.core.output import set_log_every
-    from comp.pipeline import resume_command, with_seed
+    from comp.api.workflows import resume_command, with_seed
     from comp.train.track import parse_track
     from comp.core.layout import Layout
 
@@ -81,7 +81,7 @@ def train_here(ws: Layout, cfg: Config, experiment: str, origins: dict, *, fold:
                track: tuple[str, ...] | None) -> dict | None:
     """Train in this process (or as one torchrun rank); the scores on rank 0, None on the other ranks."""
     from comp.run import distributed  # torch loads only for the commands that train
-    from comp.pipeline import train_experiment
+    from comp.api.workflows import train_experiment
 
     with distributed.process_group(cfg.train.device):
         main = distributed.is_main()
@@ -96,7 +96,7 @@ def train_here(ws: Layout, cfg: Config, experiment: str, origins: dict, *, fold:
 def run_on_devices(ws: Layout, cfg: Config, experiment: str, *, devices: str, overrides: list[str], fold: str | None,
                    force: bool, origins: dict | None = None, track: tuple[str, ...] | None = None) -> None:
     """--devices: folds in child processes, then the scores table; failed folds with their log tails, exit 1."""
-    from comp.pipeline import train_experiment
+    from comp.api.workflows import train_experiment
     from comp.train.devices import FoldsFailed, parse_devices
 
     failed = None

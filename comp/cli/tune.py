@@ -35,7 +35,7 @@ def tune_command(
     from comp.tune import tune_experiment  # optuna and torch load only for this command
 
     from comp.core.output import set_log_every
-    from comp.pipeline import with_seed
+    from comp.api.workflows import with_seed
 
     set_log_every(log_every)
     set_ = with_seed(set_ or [], seed, key="tune.seed")

@@ -18,7 +18,7 @@ from comp.eda import plots, stats
 from comp.eda.duplicates import find_duplicates
 from comp.eda.features import file_facts
 from comp.eda.page import render_body
-from comp.folds import check_record, folds_record
+from comp.data.folds import check_record, folds_record
 from comp.core.progress import SILENT, Progress
 from comp.report.page import embed_images, page, save_figure
 from comp.core.layout import Layout, write_csv, write_json, write_text

@@ -22,7 +22,7 @@ from torch import nn
 from comp.model.checkpoint import read_best
 from comp.core.config import Config, TTAConfig, build_config, read_yaml
 from comp.data.tables import read_csv
-from comp.folds import check_trained_on
+from comp.data.folds import check_trained_on
 from comp.core.locks import short_lock
 from comp.infer.predictions import (checkpoint_stamps, commit_predictions, oof_source_for, prediction_record, prob_columns,
                               probs_frame, stale_reason)

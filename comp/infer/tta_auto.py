@@ -134,7 +134,7 @@ def oof_view_probs(ws: Layout, exp: str, cfg: Config, tables: Any, models: dict[
 
     from comp.data.tables import read_csv
     from comp.run.device import resolve_amp
-    from comp.folds import check_trained_on
+    from comp.data.folds import check_trained_on
     from comp.infer.predict import _loader, _merge_views_models
 
     check_trained_on(ws, exp, tables.train)

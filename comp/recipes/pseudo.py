@@ -78,7 +78,7 @@ def make_pseudo(ws: Layout, source: str, new: str, *, threshold: float, soft: bo
                 force: bool = False) -> dict[str, Any]:
     """Write experiments/<new>.yaml (the base experiment plus `pseudo:`) and experiments/<new>/pseudo.{csv,json}."""
     from comp.data.tables import load_tables
-    from comp.folds import ensure_folds
+    from comp.data.folds import ensure_folds
     from comp.train.fold_train import folds_file_record
 
     if not 0.0 <= threshold < 1.0:

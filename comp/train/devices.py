@@ -29,7 +29,7 @@ from comp.data.cache import prepare_images
 from comp.train.engine import finished_result
 from comp.core.errors import CompError
 from comp.core.progress import SILENT, Progress
-from comp.folds import parse_fold_selection
+from comp.data.folds import parse_fold_selection
 from comp.core.locks import JOB_ENV, FoldLocked, acquire_fold, job_id, release_fold
 from comp.train.fold_train import Recipes, aggregate_folds, prepare_run, require_recipes
 from comp.core.replace import settles_replaced
@@ -124,7 +124,7 @@ def child_env(device: str, *, n_cpu_slots: int) -> dict[str, str]:
     return env
 
 
-CHILD_MODULE = "comp.pipeline"  # run as `python -m CHILD_MODULE JOB_FILE`: reads the job (read_job), trains its folds
+CHILD_MODULE = "comp.api._child"  # run as `python -m CHILD_MODULE JOB_FILE`: reads the job (read_job), trains its folds
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ def read_job(path: Path | str) -> ChildJob:
 
 
 def child_command(job_path: Path) -> list[str]:
-    """`python -m comp.pipeline JOB_FILE`: the child trains the job's fold(s), no experiment-level aggregation."""
+    """`python -m comp.api._child JOB_FILE`: the child trains the job's fold(s), no experiment-level aggregation."""
     return [sys.executable, "-m", CHILD_MODULE, str(job_path)]
 
 

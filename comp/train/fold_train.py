@@ -26,7 +26,7 @@ from comp.core.errors import CompError
 from comp.train.lrfind import lr_chosen
 from comp.core.locks import FoldLocked, fold_lock, live_holder, short_lock
 from comp.train._foldlog import fold_log
-from comp.folds import FoldsFile, ensure_folds, parse_fold_selection
+from comp.data.folds import FoldsFile, ensure_folds, parse_fold_selection
 from comp.core.metrics import confusion_rates, get_metric, per_class_scores
 from comp.core.progress import SILENT, Progress
 from comp.train.seeds import fold_runs, mean_result, seed_scores
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 class Recipes(Protocol):
     """What an experiment's recipes (pseudo labels, distillation: comp.recipes.inputs.experiment_recipes) hand
     fold-train: each fold's training table, fold of each row and per-row targets, and what scores.json records of
-    them. fold-train never imports the recipes; whoever calls it (comp.pipeline, the CLI) passes them in."""
+    them. fold-train never imports the recipes; whoever calls it (comp.api.workflows, the CLI) passes them in."""
 
     def fold_inputs(self, tables: Tables, fold_of: np.ndarray, fold: int, *,
                     progress: Progress) -> tuple[Tables, np.ndarray, "RowTargets | None"]: ...

@@ -340,7 +340,7 @@ def find_lr(cfg: Config, ws: Layout, exp: str, *, fold: int = 0, progress: Progr
     check_options(**options)
     if data is None:
         from comp.data.checked import load_checked_tables
-        from comp.folds import ensure_folds
+        from comp.data.folds import ensure_folds
 
         tables = load_checked_tables(cfg, ws, progress=progress)
         data = tables, ensure_folds(ws, tables, cfg).fold_of(tables.train)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from comp.core.config import Config
 from comp.data.checked import load_checked_tables
-from comp.folds import ensure_folds, parse_fold_selection
+from comp.data.folds import ensure_folds, parse_fold_selection
 from comp.core.metrics import greater_is_better
 from comp.core.progress import SILENT, Progress
 from comp.tune.objective import Objective, failure_types

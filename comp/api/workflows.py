@@ -1,6 +1,6 @@
 """The stages as the CLI and the Python API run them: a stage plus its trackers, report sections and results.
 
-comp.cli prints what these return; comp.api returns it to a notebook.
+comp.cli prints what these return; comp.api (the Workspace facade) returns it to a notebook.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from comp.core.config import Config, load_config, resolve_config
 from comp.core.progress import SILENT, Progress
 from comp.core.layout import Layout
 
-log = logging.getLogger("comp.pipeline")
+log = logging.getLogger("comp.api.workflows")
 
 
 def with_seed(overrides: Sequence[str], seed: int | None, key: str = "train.seed") -> list[str]:
@@ -239,39 +239,3 @@ def run_demo_stages(ws: Layout, solution: Path, *, force: bool, epochs: int | No
              {"what": "blend nested estimate", cfg.metric: blend["nested"]},
              {"what": "blend on the hidden test set", cfg.metric: hidden}]
     return DemoResult(cv=cv, tuned=tuned, blend=blend, hidden=hidden, estimates=pd.DataFrame(rows))
-
-
-def child_main(argv: list[str] | None = None) -> int:
-    """Entry point of a `comp fold-train --devices` child: `python -m comp.pipeline JOB_FILE`, the job file written by
-    comp.train.devices (write_job). Trains the job's fold(s) of the experiment, with its recipes, and writes only
-    their folders; exit 2 with one `error:` line when the job or the run is wrong."""
-    import json
-    import sys
-
-    from comp.core.errors import CompError
-    from comp.core.output import LineProgress
-    from comp.recipes.inputs import experiment_recipes
-    from comp.train.devices import read_job
-    from comp.train.fold_train import fold_train
-
-    args = sys.argv[1:] if argv is None else argv
-    # the child's stdout is its fold's train.log: every line carries its time
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
-    try:
-        if len(args) != 1:
-            raise CompError(f"a fold-train child takes one job file (python -m {__spec__.name if __spec__ else __name__}"
-                            f" JOB_FILE); got {len(args)} arguments")
-        job = read_job(args[0])
-        log.info("job %s: %s", args[0], json.dumps(job.record()))
-        ws = Layout.at(job.workspace)
-        cfg = load_config(ws.root, job.experiment, job.overrides)
-        fold_train(cfg, ws, job.experiment, folds=list(job.folds), progress=LineProgress(stream=sys.stdout, stamp=True),
-                   aggregate=False, recipes=experiment_recipes(cfg, ws, job.experiment))
-    except CompError as exc:
-        log.error("error: %s", exc)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(child_main())

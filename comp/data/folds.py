@@ -23,7 +23,7 @@ from comp.data.tables import Tables, duplicate_examples
 from comp.core.errors import CompError, did_you_mean
 from comp.core.layout import Layout, read_json, write_csv, write_json
 
-log = logging.getLogger("comp.folds")
+log = logging.getLogger("comp.data.folds")
 
 
 def encode_strata(columns: list[np.ndarray]) -> np.ndarray:

@@ -10,6 +10,10 @@
 
 Progress shows as widgets in Jupyter, as bars on a terminal and as timed lines elsewhere; pass
 progress=False for none. Errors a user can fix are comp.core.errors.CompError with a one-line message.
+
+The package: this module is the facade (Workspace, demo); comp.api.workflows runs the stages as the CLI and this
+facade share them (a stage plus its trackers, report sections and results); comp.api._child is the entry point of a
+`comp fold-train --devices` child (python -m comp.api._child JOB_FILE).
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ class Workspace:
             >>> folds.groupby("fold").size()             # rows per fold; a group never spans two folds
         """
         from comp.data.tables import load_tables
-        from comp.folds import load_or_make_folds
+        from comp.data.folds import load_or_make_folds
 
         cfg = self.config()
         with self._progress() as progress:
@@ -111,7 +115,7 @@ class Workspace:
             >>> scores.attrs["mean"], scores.attrs["oof"]          # CV and the out-of-fold score
             >>> ws.fold_train("baseline", folds="0", force=True)   # fold 0 again, from scratch
         """
-        from comp.pipeline import train_experiment, with_seed
+        from comp.api.workflows import train_experiment, with_seed
 
         items = with_seed(as_overrides(overrides), seed)
         cfg, origins = resolve_config(self.root, experiment, items)
@@ -134,7 +138,7 @@ class Workspace:
             >>> result = ws.tune("baseline", trials=20)
             >>> result.best_params                        # also written as experiments/baseline-tuned.yaml
         """
-        from comp.pipeline import with_seed
+        from comp.api.workflows import with_seed
         from comp.tune import tune_experiment
 
         items = with_seed(as_overrides(overrides), seed, key="tune.seed")
@@ -149,7 +153,7 @@ class Workspace:
         Examples:
             >>> ws.predict("baseline", tta="auto", oof=True)   # the TTA chosen on out-of-fold evidence
         """
-        from comp.pipeline import predict
+        from comp.api.workflows import predict
 
         with self._progress() as progress:
             predict(self.paths, experiment, self.config(experiment, overrides), tta=tta, oof=oof, progress=progress)
@@ -166,7 +170,7 @@ class Workspace:
             >>> manifest = ws.ensemble(["baseline", "effnet"], name="blend1", method="auto")
             >>> manifest["nested"]                        # the honest estimate of the submitted blend
         """
-        from comp.pipeline import ensemble
+        from comp.api.workflows import ensemble
 
         with self._progress() as progress:
             _, result = ensemble(self.paths, experiments, name=name, method=method, weights=weights, bias=bias,
