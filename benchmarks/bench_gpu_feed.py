@@ -70,7 +70,7 @@ def loader_rate(ws: Path, seconds: float = 20.0) -> float:
     wsp = Layout.at(ws)
     cfg = load_config(ws, "gpu")
     tables = load_tables(cfg, wsp, check_images=False)
-    store = prepare_images(tables.train, cfg, wsp)
+    store = prepare_images(tables.train, cfg.image, cfg.augment, wsp)
     loader = train_loader(cfg, store, np.arange(len(store)), np.zeros(len(store), dtype=int), seed=0)
     n, start = 0, None
     for k, (x, _) in enumerate(loader):

@@ -132,7 +132,7 @@ def main() -> None:
                                                "device": args.device}})
         ws = Layout.at(root / "ws")
         start = time.perf_counter()
-        store = prepare_images(pd.DataFrame({"path": paths}), cfg, ws)
+        store = prepare_images(pd.DataFrame({"path": paths}), cfg.image, cfg.augment, ws)
         build_s = time.perf_counter() - start
         loader = train_loader(cfg, store, np.arange(args.n), labels, seed=0)
         images_per_second(loader, 1, args.device)  # warm-up: page cache, lazy imports, worker start-up

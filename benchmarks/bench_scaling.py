@@ -227,7 +227,8 @@ def measure(n: int, hw: tuple[int, int], *, px: int, batch: int, root: Path, kee
         from comp.core.config import load_config
         from comp.data.cache import cache_hw
 
-        h, w = cache_hw(load_config(ws, "scale"))
+        scale_cfg = load_config(ws, "scale")
+        h, w = cache_hw(scale_cfg.image, scale_cfg.augment)
         out["cache_bound_bytes"] = (n - CORRUPT_TRAIN + planted["n_test"] - CORRUPT_TEST) * h * w * 3
         out["cache_hw"] = [h, w]
         return out

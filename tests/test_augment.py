@@ -21,7 +21,7 @@ def config(size=(24, 32), **augment) -> Config:
 
 
 def cached_image(cfg: Config, seed: int = 0) -> np.ndarray:
-    h, w = cache_hw(cfg)
+    h, w = cache_hw(cfg.image, cfg.augment)
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
@@ -41,7 +41,7 @@ def test_eval_pipeline_is_deterministic_centre_crop_and_normalised():
     t = build_eval_transform(cfg, MEAN, STD)
     a, b = t(image=img)["image"], t(image=img)["image"]
     assert torch.equal(a, b)
-    h, w = cache_hw(cfg)
+    h, w = cache_hw(cfg.image, cfg.augment)
     top, left = (h - 24) // 2, (w - 32) // 2
     expected = (img[top:top + 24, left:left + 32].astype(np.float32) / 255 - 0.5) / 0.25
     assert np.allclose(a.permute(1, 2, 0).numpy(), expected, atol=1e-5)
@@ -64,7 +64,7 @@ def test_explicit_list_replaces_the_preset():
     names = [type(s).__name__ for s in t.transforms]
     assert names == ["HorizontalFlip", "Affine", "OneOf", "Resize", "NormalizeToTensor"]
     assert isinstance(t.transforms[-1], ToTensorV2)
-    assert cache_hw(cfg) == (24, 32)  # no crop in the list: cached at input size, same scale as eval
+    assert cache_hw(cfg.image, cfg.augment) == (24, 32)  # no crop in the list: cached at input size, same scale as eval
     img = cached_image(cfg)
     assert tuple(t(image=img)["image"].shape) == (3, 24, 32)
 
@@ -79,7 +79,7 @@ def test_explicit_flip_really_flips():
 
 def test_explicit_crop_keeps_room_for_it():
     cfg = config(transforms=[{"RandomCrop": {"height": 24, "width": 32}}])
-    assert cache_hw(cfg) == (27, 36)
+    assert cache_hw(cfg.image, cfg.augment) == (27, 36)
     out = build_train_transform(cfg, MEAN, STD)(image=cached_image(cfg))["image"]
     assert tuple(out.shape) == (3, 24, 32)
 
@@ -155,7 +155,7 @@ def test_normalise_in_an_explicit_list_is_refused():
 
 def square_image(cfg: Config) -> np.ndarray:
     """A white square covering the middle half of a black cached-size image."""
-    h, w = cache_hw(cfg)
+    h, w = cache_hw(cfg.image, cfg.augment)
     img = np.zeros((h, w, 3), np.uint8)
     img[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 255
     return img

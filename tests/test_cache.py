@@ -61,6 +61,11 @@ def frame_of(paths, boxes=None) -> pd.DataFrame:
     return frame
 
 
+def prepare(frame: pd.DataFrame, cfg: Config, ws: Layout, **options) -> ImageStore:
+    """prepare_images with the image and augment sections of a whole config, as the stages call it."""
+    return prepare_images(frame, cfg.image, cfg.augment, ws, **options)
+
+
 @pytest.fixture
 def ws(tmp_path) -> Layout:
     return Layout.at(tmp_path / "ws")
@@ -74,7 +79,7 @@ def cache_files(ws: Layout) -> list[str]:
 @pytest.mark.parametrize("cache_on", [True, False])
 def test_awkward_files_decode_to_rgb_of_the_cached_size(tmp_path, ws, cache_on):
     paths = write_awkward(tmp_path / "img")
-    store = prepare_images(frame_of(paths), config(cache_on=cache_on), ws)
+    store = prepare(frame_of(paths), config(cache_on=cache_on), ws)
     assert len(store) == len(paths)
     for i in range(len(store)):
         img = store[i]
@@ -86,16 +91,16 @@ def test_awkward_files_decode_to_rgb_of_the_cached_size(tmp_path, ws, cache_on):
 def test_cache_and_on_the_fly_give_the_same_pixels(tmp_path, ws):
     paths = write_awkward(tmp_path / "img")
     cfg = config(preset="light")
-    cached = prepare_images(frame_of(paths), cfg, ws)
-    live = prepare_images(frame_of(paths), config(preset="light", cache_on=False), ws)
-    assert cached.hw == live.hw == cache_hw(cfg) == (27, 36)  # 24x32 x 1.14: room for random crops
+    cached = prepare(frame_of(paths), cfg, ws)
+    live = prepare(frame_of(paths), config(preset="light", cache_on=False), ws)
+    assert cached.hw == live.hw == cache_hw(cfg.image, cfg.augment) == (27, 36)  # 24x32 x 1.14: room for random crops
     for i in range(len(paths)):
         assert np.array_equal(cached[i], live[i])
 
 
 def test_exif_rotation_is_applied(tmp_path, ws):
     path = write_exif_rotated(tmp_path / "exif.jpg")
-    img = prepare_images(frame_of([path]), config(size=(40, 20)), ws)[0]  # rotated: 40 tall, 20 wide
+    img = prepare(frame_of([path]), config(size=(40, 20)), ws)[0]  # rotated: 40 tall, 20 wide
     top, bottom = img[:18].reshape(-1, 3).mean(0), img[22:].reshape(-1, 3).mean(0)
     assert top[0] > 200 and top[1] < 60  # the red left half became the top half
     assert bottom[0] < 60
@@ -111,12 +116,12 @@ def square_image(path: Path) -> Path:
 def test_bbox_crop_with_margin(tmp_path, ws):
     path = square_image(tmp_path / "sq.png")
     box = [[10, 20, 20, 30]]
-    tight = prepare_images(frame_of([path], box), config(size=(8, 8), bbox_margin=0.0), ws)[0]
+    tight = prepare(frame_of([path], box), config(size=(8, 8), bbox_margin=0.0), ws)[0]
     assert tight.min() == 255
-    loose = prepare_images(frame_of([path], box), config(size=(20, 20), bbox_margin=0.5), ws)[0]
+    loose = prepare(frame_of([path], box), config(size=(20, 20), bbox_margin=0.5), ws)[0]
     assert loose[10, 10].min() == 255 and loose[0, 0].max() == 0  # box in the middle, margin black
     fractions = np.asarray(box, float) / 40
-    frac = prepare_images(frame_of([path], fractions), config(size=(8, 8), bbox_margin=0.0), ws)[0]
+    frac = prepare(frame_of([path], fractions), config(size=(8, 8), bbox_margin=0.0), ws)[0]
     assert np.array_equal(frac, tight)
 
 
@@ -143,9 +148,9 @@ def count_decodes(monkeypatch) -> list[str]:
 def test_cache_is_reused_without_decoding(tmp_path, ws, monkeypatch):
     paths = write_awkward(tmp_path / "img")
     calls = count_decodes(monkeypatch)
-    first = prepare_images(frame_of(paths), config(), ws)
+    first = prepare(frame_of(paths), config(), ws)
     assert len(calls) == len(paths)
-    second = prepare_images(frame_of(paths), config(), ws)
+    second = prepare(frame_of(paths), config(), ws)
     assert len(calls) == len(paths)  # no decode the second time
     assert second.array_path == first.array_path
     assert all(np.array_equal(first[i], second[i]) for i in range(len(paths)))
@@ -154,24 +159,24 @@ def test_cache_is_reused_without_decoding(tmp_path, ws, monkeypatch):
 def test_cache_invalidated_by_mtime_size_margin_and_row_order(tmp_path, ws, monkeypatch):
     paths = write_awkward(tmp_path / "img")
     frame = frame_of(paths)
-    key0 = prepare_images(frame, config(), ws).array_path
+    key0 = prepare(frame, config(), ws).array_path
     calls = count_decodes(monkeypatch)
     st = os.stat(paths[2])
     os.utime(paths[2], ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
-    key1 = prepare_images(frame, config(), ws).array_path
+    key1 = prepare(frame, config(), ws).array_path
     assert key1 != key0 and len(calls) == len(paths)
-    key2 = prepare_images(frame, config(size=(24, 24)), ws).array_path
-    key3 = prepare_images(frame.iloc[::-1], config(size=(24, 24)), ws).array_path
+    key2 = prepare(frame, config(size=(24, 24)), ws).array_path
+    key3 = prepare(frame.iloc[::-1], config(size=(24, 24)), ws).array_path
     assert len({key0, key1, key2, key3}) == 4
     boxed = frame_of(paths, [[0, 0, 20, 20]] * len(paths))
-    key4 = prepare_images(boxed, config(bbox_margin=0.1), ws).array_path
-    key5 = prepare_images(boxed, config(bbox_margin=0.2), ws).array_path
+    key4 = prepare(boxed, config(bbox_margin=0.1), ws).array_path
+    key5 = prepare(boxed, config(bbox_margin=0.2), ws).array_path
     assert len({key0, key1, key2, key3, key4, key5}) == 6
 
 
 def test_no_temp_files_and_a_failed_build_leaves_no_cache(tmp_path, ws, monkeypatch):
     paths = write_awkward(tmp_path / "img")
-    prepare_images(frame_of(paths), config(), ws)
+    prepare(frame_of(paths), config(), ws)
     assert [n for n in cache_files(ws) if n.endswith(".npy")] and not [n for n in cache_files(ws) if n.endswith(".tmp")]
     calls = count_decodes(monkeypatch)
     real = cache.read_rgb
@@ -184,23 +189,23 @@ def test_no_temp_files_and_a_failed_build_leaves_no_cache(tmp_path, ws, monkeypa
     monkeypatch.setattr(cache, "read_rgb", dying)
     before = cache_files(ws)
     with pytest.raises(CompError, match="could not decode .*disk on fire"):
-        prepare_images(frame_of(paths), config(size=(16, 16)), ws)
+        prepare(frame_of(paths), config(size=(16, 16)), ws)
     after = [n for n in cache_files(ws) if not n.endswith(".lock")]
     assert after == [n for n in before if not n.endswith(".lock")]
 
 
 def test_damaged_cache_file_is_rebuilt(tmp_path, ws):
     paths = write_awkward(tmp_path / "img")
-    store = prepare_images(frame_of(paths), config(), ws)
+    store = prepare(frame_of(paths), config(), ws)
     good = store[3].copy()
     store.array_path.write_bytes(store.array_path.read_bytes()[:200])  # truncated
-    again = prepare_images(frame_of(paths), config(), ws)
+    again = prepare(frame_of(paths), config(), ws)
     assert np.array_equal(again[3], good)
 
 
 def test_store_pickles_without_pixels_and_returns_writable_copies(tmp_path, ws):
     paths = write_awkward(tmp_path / "img")
-    store = prepare_images(frame_of(paths), config(size=(64, 64)), ws)
+    store = prepare(frame_of(paths), config(size=(64, 64)), ws)
     _ = store[0]  # opens the memmap
     blob = pickle.dumps(store)
     assert len(blob) < 2000  # workers reopen the file; pixels are not copied through pickle
@@ -215,18 +220,19 @@ def test_corrupt_or_missing_file_errors_name_it(tmp_path, ws):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(CompError, match=r"could not decode .*bad.png"):
-        prepare_images(frame_of([bad]), config(), ws)
+        prepare(frame_of([bad]), config(), ws)
     with pytest.raises(CompError, match=r"image .*gone.png cannot be read"):
-        prepare_images(frame_of([tmp_path / "gone.png"]), config(), ws)
+        prepare(frame_of([tmp_path / "gone.png"]), config(), ws)
 
 
 def test_bad_cache_scale_rejected():
     with pytest.raises(CompError, match="cache_scale must be 1.0 or more, got 0.5"):
-        cache_hw(config(preset="light", cache_scale=0.5))
+        light = config(preset="light", cache_scale=0.5)
+        cache_hw(light.image, light.augment)
 
 
 def test_empty_frame_and_in_memory_store(ws):
-    empty = prepare_images(frame_of([]), config(), ws)
+    empty = prepare(frame_of([]), config(), ws)
     assert len(empty) == 0 and empty.hw == (24, 32)
     mem = ImageStore(array=np.zeros((2, 5, 6, 3), np.uint8))
     assert len(mem) == 2 and mem.hw == (5, 6)
@@ -236,13 +242,13 @@ def test_cache_that_cannot_fit_is_refused(tmp_path, ws, monkeypatch):
     paths = write_awkward(tmp_path / "img")
     monkeypatch.setattr(cache.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
     with pytest.raises(CompError, match=r"image cache needs .* GiB free; free disk space, .*image.cache=false"):
-        prepare_images(frame_of(paths), config(), ws)
+        prepare(frame_of(paths), config(), ws)
 
 
 def test_same_inputs_give_byte_identical_caches(tmp_path):
     paths = write_awkward(tmp_path / "img")
-    a = prepare_images(frame_of(paths), config(preset="light"), Layout.at(tmp_path / "a"))
-    b = prepare_images(frame_of(paths), config(preset="light"), Layout.at(tmp_path / "b"))
+    a = prepare(frame_of(paths), config(preset="light"), Layout.at(tmp_path / "a"))
+    b = prepare(frame_of(paths), config(preset="light"), Layout.at(tmp_path / "b"))
     assert a.array_path.name == b.array_path.name
     assert a.array_path.read_bytes() == b.array_path.read_bytes()
 
@@ -263,8 +269,8 @@ def test_build_reports_progress_once_per_image(tmp_path, ws):
 
     paths = write_awkward(tmp_path / "img")
     rec = Recorder()
-    prepare_images(frame_of(paths), config(), ws, progress=rec)
-    prepare_images(frame_of(paths), config(), ws, progress=rec)  # reused: no bar
+    prepare(frame_of(paths), config(), ws, progress=rec)
+    prepare(frame_of(paths), config(), ws, progress=rec)  # reused: no bar
     assert rec.seen == [(len(paths), "caching images", len(paths))]
 
 
@@ -275,7 +281,7 @@ def test_concurrent_builders_decode_once(tmp_path, ws, monkeypatch):
     paths = write_awkward(tmp_path / "img")
     calls = count_decodes(monkeypatch)
     with ThreadPoolExecutor(2) as pool:
-        stores = list(pool.map(lambda _: prepare_images(frame_of(paths), config(), ws), range(2)))
+        stores = list(pool.map(lambda _: prepare(frame_of(paths), config(), ws), range(2)))
     assert len(calls) == len(paths)
     assert stores[0].array_path == stores[1].array_path
 
@@ -287,11 +293,11 @@ def test_a_copied_workspace_reuses_its_cache(tmp_path, monkeypatch):
 
     first = Layout.at(tmp_path / "a")
     paths = write_awkward(first.root / "data")
-    built = prepare_images(frame_of(paths), config(), first).array_path
+    built = prepare(frame_of(paths), config(), first).array_path
     shutil.copytree(first.root, tmp_path / "b")  # copy2: times kept
     copy = Layout.at(tmp_path / "b")
     calls = count_decodes(monkeypatch)
-    reused = prepare_images(frame_of([copy.root / "data" / p.name for p in paths]), config(), copy).array_path
+    reused = prepare(frame_of([copy.root / "data" / p.name for p in paths]), config(), copy).array_path
     assert not calls and reused.name == built.name and reused.parent == copy.cache_dir / "images"
     assert cache.key_path(str(copy.root / "data" / "x.png"), copy.root) == "data/x.png"
     assert cache.key_path(str(tmp_path / "x.png"), copy.root) == str(tmp_path / "x.png")
@@ -319,7 +325,7 @@ def test_an_epoch_over_the_cache_keeps_the_decoded_images_on_disk(tmp_path, ws):
     paths = files * 12  # 1200 rows: each file read into the cache 12 times
     cfg = Config.model_validate({"image": {"size": 96}, "augment": {"preset": "none"},
                                  "train": {"batch_size": 16, "num_workers": 0}, "model": {"name": "test_resnet"}})
-    store = prepare_images(frame_of(paths), cfg, ws)
+    store = prepare(frame_of(paths), cfg, ws)
     cache_bytes = store.array_path.stat().st_size  # 1200 x 96 x 96 x 3 = 33 MB
     loader = train_loader(cfg, store, np.arange(len(paths)), np.zeros(len(paths), dtype=int), seed=0)
     batches = iter(loader)

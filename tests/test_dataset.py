@@ -22,7 +22,7 @@ def tiny(tiny_ws):
     cfg = load_config(tiny_ws)
     ws = Layout.at(tiny_ws)
     tables = load_tables(cfg, ws)
-    return prepare_images(tables.train, cfg, ws), tables.train["y"].to_numpy(), cfg
+    return prepare_images(tables.train, cfg.image, cfg.augment, ws), tables.train["y"].to_numpy(), cfg
 
 
 def with_train(cfg: Config, **train) -> Config:

@@ -74,7 +74,7 @@ def single_process_probs(root: Path, ckpt: dict, ids: list[str]) -> np.ndarray:
     model = build_model(cfg.model, len(ckpt["classes"]))
     model.load_state_dict(ckpt["model"])  # strict: no "module." prefix from the DDP wrapper
     model.eval()
-    store = prepare_images(tables.train, cfg, Layout.at(root))
+    store = prepare_images(tables.train, cfg.image, cfg.augment, Layout.at(root))
     loader = eval_loader(cfg, store, np.array([row_of[i] for i in ids]), batch_size=5)
     with torch.no_grad():
         return torch.cat([torch.softmax(model(x), 1) for x, _ in loader]).numpy()

@@ -76,9 +76,8 @@ def test_first_run_decodes_each_image_once_and_caches_the_same_pixels(tiny_ws: P
     load_checked_tables(cfg, ws)
     assert len(calls) == n  # warm: nothing decoded
     monkeypatch.undo()
-    fresh = prepare_images(tables.train, cfg.model_copy(update={"image": cfg.image.model_copy(update={"cache": False})}),
-                           ws)
-    cached = prepare_images(tables.train, cfg, ws)
+    fresh = prepare_images(tables.train, cfg.image.model_copy(update={"cache": False}), cfg.augment, ws)
+    cached = prepare_images(tables.train, cfg.image, cfg.augment, ws)
     assert all(np.array_equal(fresh[i], cached[i]) for i in range(len(tables.train)))
 
 

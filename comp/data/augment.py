@@ -199,7 +199,7 @@ def auto_choice(cfg: Config, images: Any = None, labels: np.ndarray | None = Non
 def eval_crop(cfg: Config) -> list[Any]:
     """Centre crop from the cached size to the input (nothing when they are equal)."""
     h, w = cfg.image.hw
-    ch, cw = cache_hw(cfg)
+    ch, cw = cache_hw(cfg.image, cfg.augment)
     return [] if (ch, cw) == (h, w) else [A.CenterCrop(h, w, pad_if_needed=True)]
 
 

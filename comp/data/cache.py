@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock  # a dependency of torch
 
-from comp.core.config import Config
+from comp.core.config import AugmentConfig, ImageConfig
 from comp.data.images import key_path, read_rgb  # key_path: the image caches' one path key
 from comp.core.errors import CompError
 from comp.core.progress import SILENT, Progress
@@ -35,15 +35,15 @@ BBOX = ("bx0", "by0", "bx1", "by1")
 STALE_TMP_SECONDS = 24 * 3600
 
 
-def needs_margin(cfg: Config) -> bool:
+def needs_margin(augment: AugmentConfig) -> bool:
     """Whether the training augmentation crops, so cached images keep room around the input.
 
     Presets other than `none` crop; an explicit augment.transforms list crops when it names a
     *Crop* transform (else train and eval would see the image at different scales).
     """
-    if cfg.augment.transforms:
-        return _names_crop(cfg.augment.transforms)
-    return cfg.augment.preset != "none"
+    if augment.transforms:
+        return _names_crop(augment.transforms)
+    return augment.preset != "none"
 
 
 def _names_crop(node: object) -> bool:
@@ -54,15 +54,15 @@ def _names_crop(node: object) -> bool:
     return False
 
 
-def cache_hw(cfg: Config) -> tuple[int, int]:
-    """(H', W') of cached images: image.hw, scaled by image.cache_scale when augmentation crops."""
-    scale = cfg.image.cache_scale
+def cache_hw(image: ImageConfig, augment: AugmentConfig) -> tuple[int, int]:
+    """(H', W') of cached images: image.hw, scaled by image.cache_scale when the augmentation crops."""
+    scale = image.cache_scale
     if scale < 1.0:
         raise CompError(f"image.cache_scale must be 1.0 or more, got {scale}; cached images cannot be smaller than the input")
-    h, w = cfg.image.hw
+    h, w = image.hw
     if h < 1 or w < 1:
-        raise CompError(f"image.size must be positive, got {cfg.image.size}")
-    if not needs_margin(cfg):
+        raise CompError(f"image.size must be positive, got {image.size}")
+    if not needs_margin(augment):
         scale = 1.0
     return round(h * scale), round(w * scale)
 
@@ -192,20 +192,22 @@ def cache_key(paths: list[str], boxes: np.ndarray | None, *, hw: tuple[int, int]
     return digest.hexdigest()[:20]
 
 
-def prepare_images(frame: pd.DataFrame, cfg: Config, ws: Layout, *, progress: Progress = SILENT,
-                   reader: Callable[[str], np.ndarray] | None = None) -> ImageStore:
+def prepare_images(frame: pd.DataFrame, image: ImageConfig, augment: AugmentConfig, ws: Layout, *,
+                   progress: Progress = SILENT, reader: Callable[[str], np.ndarray] | None = None) -> ImageStore:
     """An ImageStore for the rows of `frame` (columns path, optional bx0..by1), built once and cached on disk.
 
+    image: size, cache_scale, bbox_margin and whether to cache at all; augment: whether training crops (then the
+    cached images keep a margin, see cache_hw).
     `reader` decodes a file when the cache is built (comp.data.checked checks each image in that same decode).
     """
     paths = frame["path"].astype(str).tolist()
     boxes = frame_boxes(frame)
-    hw = cache_hw(cfg)
-    margin = cfg.image.bbox_margin if boxes is not None else 0.0
+    hw = cache_hw(image, augment)
+    margin = image.bbox_margin if boxes is not None else 0.0
     fractional = fraction_boxes(boxes)
     if fractional:
         log.info("bbox columns all lie within [0, 1]: reading them as fractions of the image size")
-    if not cfg.image.cache:
+    if not image.cache:
         return ImageStore(paths=paths, boxes=boxes, hw=hw, margin=margin, fractional=fractional)
     if not paths:
         return ImageStore(array=np.zeros((0, *hw, 3), np.uint8))
@@ -223,13 +225,13 @@ def prepare_images(frame: pd.DataFrame, cfg: Config, ws: Layout, *, progress: Pr
     return ImageStore(array_path=target)
 
 
-def is_cached(frame: pd.DataFrame, cfg: Config, ws: Layout) -> bool:
+def is_cached(frame: pd.DataFrame, image: ImageConfig, augment: AugmentConfig, ws: Layout) -> bool:
     """Whether prepare_images would find a complete cache for `frame` (and decode nothing)."""
-    if not cfg.image.cache or not len(frame):
+    if not image.cache or not len(frame):
         return True
-    boxes, hw = frame_boxes(frame), cache_hw(cfg)
+    boxes, hw = frame_boxes(frame), cache_hw(image, augment)
     key = cache_key(frame["path"].astype(str).tolist(), boxes, hw=hw,
-                    margin=cfg.image.bbox_margin if boxes is not None else 0.0, root=ws.root)
+                    margin=image.bbox_margin if boxes is not None else 0.0, root=ws.root)
     return _valid(ws.image_cache(key), len(frame), hw)
 
 

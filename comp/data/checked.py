@@ -14,7 +14,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from comp.core.config import Config
+from comp.core.config import AugmentConfig, Config, ImageConfig
 from comp.data.cache import prepare_images
 from comp.data.images import inspect_rgb, record_checks
 from comp.data.tables import Tables, check_exist, check_files, load_tables
@@ -31,7 +31,7 @@ def load_checked_tables(cfg: Config, ws: Layout, *, progress: Progress = SILENT)
         return load_tables(cfg, ws, progress=progress)
     tables = load_tables(cfg, ws, check_images=False, progress=progress)
     for frame, name in image_frames(tables):
-        check_and_cache(frame, cfg, ws, name, progress=progress)
+        check_and_cache(frame, cfg.image, cfg.augment, ws, name, progress=progress)
     return tables
 
 
@@ -40,12 +40,13 @@ def image_frames(tables: Tables) -> list[tuple[pd.DataFrame, str]]:
     return [(tables.train, "train.csv")] + ([(tables.test, "test.csv")] if tables.test is not None else [])
 
 
-def check_and_cache(frame: pd.DataFrame, cfg: Config, ws: Layout, name: str, *, progress: Progress = SILENT) -> None:
+def check_and_cache(frame: pd.DataFrame, image: ImageConfig, augment: AugmentConfig, ws: Layout, name: str, *,
+                    progress: Progress = SILENT) -> None:
     """Build (or reuse) the image cache of `frame`, checking each image in the decode; bad files: check_files' error."""
     check_exist(frame, name)
     facts: dict[str, dict] = {}
     try:
-        prepare_images(frame, cfg, ws, progress=progress, reader=functools.partial(_checked_read, facts))
+        prepare_images(frame, image, augment, ws, progress=progress, reader=functools.partial(_checked_read, facts))
     except CompError:
         check_files(frame, ws, name, progress)  # names every file that does not decode, as the plain check does
         raise

@@ -328,7 +328,7 @@ def _loader(frame: pd.DataFrame, indices: np.ndarray, cfg: Config, ws: Layout, p
     from comp.data.cache import prepare_images
     from comp.train.loaders import eval_loader
 
-    store = prepare_images(frame, cfg, ws, progress=progress)
+    store = prepare_images(frame, cfg.image, cfg.augment, ws, progress=progress)
     return eval_loader(cfg, store, np.asarray(indices))
 
 

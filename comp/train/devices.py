@@ -249,7 +249,7 @@ def fold_train_parallel(cfg: Config, ws: Layout, exp: str, *, devices: list[str]
     check_devices(devices, cfg.train.device)
     selected = parse_fold_selection(folds, cfg.folds.k)
     cfg, tables, fold_of = prepare_run(cfg, ws, exp, force=force, progress=progress)  # train.lr: auto chosen here
-    prepare_images(tables.train, cfg, ws, progress=progress)  # built once here, read by every child
+    prepare_images(tables.train, cfg.image, cfg.augment, ws, progress=progress)  # built once here, read by every child
     todo = [f for f in selected if finished_result(ws.fold_dir(exp, f), cfg, f) is None]
     if len(todo) < len(selected):
         log.info("folds %s already finished; skipping them", sorted(set(selected) - set(todo)))

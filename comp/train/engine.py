@@ -79,7 +79,7 @@ def build_loaders(cfg: Config, tables: Tables, train_idx: np.ndarray, val_idx: n
 
     Under DDP each rank gets its share of every epoch's draws and validates rows val_idx[rank::world].
     """
-    store = prepare_images(tables.train, cfg, ws, progress=progress)
+    store = prepare_images(tables.train, cfg.image, cfg.augment, ws, progress=progress)
     y = np.asarray(tables.targets)
     options = {}
     if targets is not None:  # the loader yields row numbers; RowTargets.loss looks their targets up

@@ -173,7 +173,7 @@ def lr_range_test(cfg: Config, tables: Any, fold_of: np.ndarray, fold: int = 0, 
     stopped = "steps"
     beta = ema_beta(steps)
     with seeded_rng(seed):
-        store = prepare_images(tables.train, run_cfg, ws, progress=progress)
+        store = prepare_images(tables.train, run_cfg.image, run_cfg.augment, ws, progress=progress)
         loader = train_loader(run_cfg, store, train_idx, y[train_idx], seed=seed)
         counts = np.bincount(y[train_idx], minlength=tables.n_classes)
         parts = build_parts(run_cfg, counts, len(loader), seed=seed)
