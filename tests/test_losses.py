@@ -7,15 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from comp.core.config import Config
+from comp.core.config import TrainConfig
 from comp.core.errors import CompError
 from comp.model.losses import CrossEntropy, FocalLoss, SoftF1Loss, build_loss, class_weights, soft_targets
 
 LOSSES = ("ce", "weighted_ce", "focal", "f1")
 
 
-def cfg_with(**train) -> Config:
-    return Config.model_validate({"train": train})
+def train_with(**train) -> TrainConfig:
+    return TrainConfig.model_validate(train)
 
 
 def batch(n: int = 6, c: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,7 +27,7 @@ def batch(n: int = 6, c: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Te
 @pytest.mark.parametrize("name", LOSSES)
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_each_loss_is_finite_and_has_gradients(name: str, smoothing: float) -> None:
-    loss_fn = build_loss(cfg_with(loss=name, label_smoothing=smoothing), np.array([10, 3, 5, 1, 7]))
+    loss_fn = build_loss(train_with(loss=name, label_smoothing=smoothing), np.array([10, 3, 5, 1, 7]))
     logits, y = batch()
     loss = loss_fn(logits, y)
     assert loss.ndim == 0 and torch.isfinite(loss) and loss.item() > 0
@@ -39,7 +39,7 @@ def test_each_loss_is_finite_and_has_gradients(name: str, smoothing: float) -> N
 def test_class_count_comes_from_the_data(name: str) -> None:
     """The reference task's bug: a loss defaulting to 3 classes on an 18-class task."""
     counts = np.arange(1, 19)
-    loss_fn = build_loss(cfg_with(loss=name), counts)
+    loss_fn = build_loss(train_with(loss=name), counts)
     assert loss_fn.n_classes == 18
     logits, y = batch(n=36, c=18)
     assert torch.isfinite(loss_fn(logits, y))
@@ -49,7 +49,7 @@ def test_class_count_comes_from_the_data(name: str) -> None:
 
 @pytest.mark.parametrize("name", LOSSES)
 def test_soft_targets_match_hard_targets_when_one_hot(name: str) -> None:
-    loss_fn = build_loss(cfg_with(loss=name), np.array([4, 4, 4, 4, 4]))
+    loss_fn = build_loss(train_with(loss=name), np.array([4, 4, 4, 4, 4]))
     logits, y = batch()
     hard = loss_fn(logits, y)
     soft = loss_fn(logits, F.one_hot(y, 5).float())
@@ -88,13 +88,13 @@ def test_weighted_ce_weights_inverse_frequency_and_absent_classes() -> None:
     assert w[2] == 0  # a class absent from this fold's training rows
     assert w[1] == pytest.approx(2 * w[0])
     assert float((w * torch.tensor([10, 5, 0, 5])).sum() / 20) == pytest.approx(1.0)  # per-sample mean 1
-    loss_fn = build_loss(cfg_with(loss="weighted_ce"), np.array([10, 5, 0, 5]))
+    loss_fn = build_loss(train_with(loss="weighted_ce"), np.array([10, 5, 0, 5]))
     logits, _ = batch(c=4)
     assert torch.isfinite(loss_fn(logits, torch.tensor([0, 1, 3, 0, 1, 3])))
 
 
 def test_mixup_targets_are_not_smoothed_twice() -> None:
-    cfg = cfg_with(loss="ce", label_smoothing=0.2)
+    cfg = train_with(loss="ce", label_smoothing=0.2)
     assert build_loss(cfg, np.ones(3)).smoothing == 0.2
     assert build_loss(cfg, np.ones(3), mixup=True).smoothing == 0.0
 
@@ -109,4 +109,4 @@ def test_soft_targets_shape_checked_and_smoothed() -> None:
 
 def test_one_class_is_an_error() -> None:
     with pytest.raises(CompError, match=r"2 or more classes, got \[7\]"):
-        build_loss(cfg_with(loss="ce"), np.array([7]))
+        build_loss(train_with(loss="ce"), np.array([7]))

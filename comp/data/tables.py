@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from comp.core.config import Config
+from comp.core.config import Config, DataConfig
 from comp.data.images import check_images
 from comp.core.errors import CompError, did_you_mean
 from comp.core.progress import SILENT, Progress
@@ -190,25 +190,26 @@ def resolve_classes(labels: pd.Series, explicit: tuple[Any, ...] | None) -> tupl
     return listed
 
 
-def canonical(frame: pd.DataFrame, cfg: Config, ws: Layout, *, labelled: bool) -> pd.DataFrame:
-    d = cfg.data
-    root = ws.path(d.image_root)
-    out = pd.DataFrame({"id": frame[d.id_col].astype(str).to_numpy()})
-    rel = frame[d.image_col]
+def canonical(frame: pd.DataFrame, data: DataConfig, kind: str, ws: Layout, *, labelled: bool) -> pd.DataFrame:
+    """The rows as comp reads them (id, path, [label], [group], [bx0..by1], other columns) from the data section's
+    columns; kind: the task kind (config `task`)."""
+    root = ws.path(data.image_root)
+    out = pd.DataFrame({"id": frame[data.id_col].astype(str).to_numpy()})
+    rel = frame[data.image_col]
     if rel.isna().any():
         rows = np.flatnonzero(rel.isna().to_numpy())[:5].tolist()
-        raise CompError(f"{'train.csv' if labelled else 'test.csv'}: column {d.image_col!r} has {int(rel.isna().sum())} "
+        raise CompError(f"{'train.csv' if labelled else 'test.csv'}: column {data.image_col!r} has {int(rel.isna().sum())} "
                         f"empty image paths (first rows: {rows}); fill them or drop those rows")
     out["path"] = [str(root / str(p)) for p in rel]
-    if labelled and label_columns(cfg) == (d.label_col,) and cfg.task != "multilabel":
-        out["label"] = normalise_labels(frame[d.label_col], "train.csv").to_numpy()
-    if d.group_col and labelled:
-        out["group"] = frame[d.group_col].astype(str).to_numpy()
-    if d.bbox_cols:
-        for dst, src in zip(BBOX, d.bbox_cols):
+    if labelled and label_columns(data, kind) == (data.label_col,) and kind != "multilabel":
+        out["label"] = normalise_labels(frame[data.label_col], "train.csv").to_numpy()
+    if data.group_col and labelled:
+        out["group"] = frame[data.group_col].astype(str).to_numpy()
+    if data.bbox_cols:
+        for dst, src in zip(BBOX, data.bbox_cols):
             out[dst] = pd.to_numeric(frame[src], errors="coerce").to_numpy()
     for col in frame.columns:
-        if col not in out.columns and col not in (d.id_col, d.image_col, d.label_col):
+        if col not in out.columns and col not in (data.id_col, data.image_col, data.label_col):
             out[col] = frame[col].to_numpy()
     return out
 
@@ -242,24 +243,24 @@ def load_tables(cfg: Config, ws: Layout, *, check_images: bool = True, progress:
     """Read and validate data.train_csv (and data.test_csv when set) into canonical frames."""
     d = cfg.data
     check_kind(cfg.task)
-    train_raw = read_csv(ws.path(d.train_csv), "train_csv", text=(d.id_col, *label_columns(cfg), d.group_col),
+    train_raw = read_csv(ws.path(d.train_csv), "train_csv", text=(d.id_col, *label_columns(d, cfg.task), d.group_col),
                          fix="fix data.train_csv in comp.yaml or create the file")
     cols = {"data.id_col": d.id_col, "data.image_col": d.image_col, "data.group_col": d.group_col}
-    cols.update(label_column_keys(cfg))
+    cols.update(label_column_keys(d, cfg.task))
     for i, col in enumerate(d.bbox_cols or ()):
         cols[f"data.bbox_cols[{i}]"] = col
     require_columns(train_raw, cols, "train.csv")
     check_ids(train_raw[d.id_col], "train.csv")
-    train = canonical(train_raw, cfg, ws, labelled=True)
-    task, targets = task_targets(train, train_raw, cfg)
+    train = canonical(train_raw, d, cfg.task, ws, labelled=True)
+    task, targets = task_targets(train, train_raw, d, cfg.task)
     test = None
     if d.test_csv:
         test_raw = read_csv(ws.path(d.test_csv), "test_csv", text=(d.id_col,),
                             fix="fix data.test_csv in comp.yaml or create the file")
-        test_cols = {k: v for k, v in cols.items() if k not in (*label_column_keys(cfg), "data.group_col")}
+        test_cols = {k: v for k, v in cols.items() if k not in (*label_column_keys(d, cfg.task), "data.group_col")}
         require_columns(test_raw, test_cols, "test.csv")
         check_ids(test_raw[d.id_col], "test.csv")
-        test = canonical(test_raw, cfg, ws, labelled=False)
+        test = canonical(test_raw, d, cfg.task, ws, labelled=False)
     if check_images:
         check_files(train, ws, "train.csv", progress)
         if test is not None:
@@ -270,68 +271,65 @@ def load_tables(cfg: Config, ws: Layout, *, check_images: bool = True, progress:
 # ---------------------------------------------------------------- targets of each task kind
 
 
-def label_columns(cfg: Config) -> tuple[str, ...]:
-    """The train.csv columns that hold the task's targets."""
-    d = cfg.data
-    if cfg.task == "multilabel" and d.label_cols:
-        return tuple(d.label_cols)
-    if cfg.task == "multitask":
-        if not d.targets:
+def label_columns(data: DataConfig, kind: str) -> tuple[str, ...]:
+    """The train.csv columns that hold the targets of a task of this kind."""
+    if kind == "multilabel" and data.label_cols:
+        return tuple(data.label_cols)
+    if kind == "multitask":
+        if not data.targets:
             raise CompError("task multitask needs data.targets: {head: column, ...} in comp.yaml "
                             "(e.g. {mask: mask, gender: gender, age: age_band})")
-        return tuple(d.targets.values())
-    return (d.label_col,)
+        return tuple(data.targets.values())
+    return (data.label_col,)
 
 
-def label_column_keys(cfg: Config) -> dict[str, str]:
+def label_column_keys(data: DataConfig, kind: str) -> dict[str, str]:
     """{config key: column} of the target columns (for error messages naming the key to fix)."""
-    d = cfg.data
-    if cfg.task == "multilabel" and d.label_cols:
-        return {f"data.label_cols[{i}]": c for i, c in enumerate(d.label_cols)}
-    if cfg.task == "multitask":
-        return {f"data.targets.{h}": c for h, c in (d.targets or {}).items()}
-    return {"data.label_col": d.label_col}
+    if kind == "multilabel" and data.label_cols:
+        return {f"data.label_cols[{i}]": c for i, c in enumerate(data.label_cols)}
+    if kind == "multitask":
+        return {f"data.targets.{h}": c for h, c in (data.targets or {}).items()}
+    return {"data.label_col": data.label_col}
 
 
-def task_targets(train: pd.DataFrame, raw: pd.DataFrame, cfg: Config) -> tuple[Task, np.ndarray]:
-    """The task of cfg.task over train.csv, its target array, and train's `label` text and `y` codes (set here)."""
-    kind, d = cfg.task, cfg.data
+def task_targets(train: pd.DataFrame, raw: pd.DataFrame, data: DataConfig, kind: str) -> tuple[Task, np.ndarray]:
+    """The task of this kind over train.csv (read as the data section says), its target array, and train's `label`
+    text and `y` codes (set here)."""
     if kind == "multiclass":
-        classes = resolve_classes(train["label"], d.classes)
+        classes = resolve_classes(train["label"], data.classes)
         train["y"] = train["label"].map({c: i for i, c in enumerate(classes)}).astype(np.int64)
         return Task(kind, classes, labels=classes), train["y"].to_numpy()
     if kind == "binary":
         values = class_order(train["label"])
         if len(values) != 2:
-            raise CompError(f"task binary needs exactly two label values in {d.label_col!r}, found {len(values)}: "
+            raise CompError(f"task binary needs exactly two label values in {data.label_col!r}, found {len(values)}: "
                             f"{values[:6]}; use task multiclass or fix train.csv")
-        positive = values[1] if d.positive is None else str(d.positive)
+        positive = values[1] if data.positive is None else str(data.positive)
         if positive not in values:
-            raise CompError(f"data.positive {d.positive!r} is not a label of train.csv ({values}); set it to one of them")
+            raise CompError(f"data.positive {data.positive!r} is not a label of train.csv ({values}); set it to one of them")
         negative = values[0] if positive == values[1] else values[1]
         y = (train["label"] == positive).to_numpy().astype(np.int64)
         train["y"] = y
-        return Task(kind, (positive,), labels=(negative, positive), target_name=d.label_col), y.astype(np.float32)
+        return Task(kind, (positive,), labels=(negative, positive), target_name=data.label_col), y.astype(np.float32)
     if kind == "regression":
         values = pd.to_numeric(train["label"], errors="coerce")
         bad = values.isna() | ~np.isfinite(values.to_numpy(dtype=np.float64, na_value=np.nan))
         if bad.any():
             rows = np.flatnonzero(bad.to_numpy())[:5].tolist()
-            raise CompError(f"task regression needs a number in {d.label_col!r} on every row; rows {rows} are not "
+            raise CompError(f"task regression needs a number in {data.label_col!r} on every row; rows {rows} are not "
                             f"(e.g. {train['label'][bad].head(3).tolist()}); fix train.csv or use another task")
         y = values.to_numpy(dtype=np.float64)
         train["y"] = quantile_bins(y, min(10, max(2, len(y) // 20)))
-        return (Task(kind, (d.label_col,), scale=finite_scale(y), target_name=d.label_col), y.astype(np.float32))
+        return (Task(kind, (data.label_col,), scale=finite_scale(y), target_name=data.label_col), y.astype(np.float32))
     if kind == "multilabel":
-        return _multilabel(train, raw, cfg)
-    return _multitask(train, cfg)
+        return _multilabel(train, raw, data)
+    return _multitask(train, data)
 
 
-def _multilabel(train: pd.DataFrame, raw: pd.DataFrame, cfg: Config) -> tuple[Task, np.ndarray]:
-    d = cfg.data
-    if d.label_cols:
-        matrix = np.zeros((len(train), len(d.label_cols)), dtype=np.float32)
-        for j, col in enumerate(d.label_cols):
+def _multilabel(train: pd.DataFrame, raw: pd.DataFrame, data: DataConfig) -> tuple[Task, np.ndarray]:
+    if data.label_cols:
+        matrix = np.zeros((len(train), len(data.label_cols)), dtype=np.float32)
+        for j, col in enumerate(data.label_cols):
             values = pd.to_numeric(train[col], errors="coerce")
             bad = ~values.isin([0, 1])
             if bad.any():
@@ -339,17 +337,17 @@ def _multilabel(train: pd.DataFrame, raw: pd.DataFrame, cfg: Config) -> tuple[Ta
                 raise CompError(f"data.label_cols column {col!r} must hold 0 or 1; rows {rows} hold "
                                 f"{train[col][bad].head(3).tolist()}; fix train.csv")
             matrix[:, j] = values.to_numpy(dtype=np.float32)
-        tags = tuple(str(c) for c in d.label_cols)
+        tags = tuple(str(c) for c in data.label_cols)
         train["label"] = [" ".join(t for t, on in zip(tags, row) if on) for row in matrix > 0]
     else:
-        text = raw[d.label_col].astype(object).where(raw[d.label_col].notna(), "").astype(str).to_numpy()
-        split = [[t for t in (s.split(d.tag_sep) if d.tag_sep else s.split()) if t.strip()] for s in text]
+        text = raw[data.label_col].astype(object).where(raw[data.label_col].notna(), "").astype(str).to_numpy()
+        split = [[t for t in (s.split(data.tag_sep) if data.tag_sep else s.split()) if t.strip()] for s in text]
         split = [[t.strip() for t in row] for row in split]
         found = class_order(t for row in split for t in row)
         if not found:
-            raise CompError(f"column {d.label_col!r} of train.csv holds no tags; task multilabel needs tags "
+            raise CompError(f"column {data.label_col!r} of train.csv holds no tags; task multilabel needs tags "
                             "separated by spaces (or data.tag_sep)")
-        tags = resolve_classes(pd.Series(found), d.classes) if d.classes else tuple(found)
+        tags = resolve_classes(pd.Series(found), data.classes) if data.classes else tuple(found)
         index = {t: j for j, t in enumerate(tags)}
         matrix = np.zeros((len(train), len(tags)), dtype=np.float32)
         for i, row in enumerate(split):
@@ -358,13 +356,12 @@ def _multilabel(train: pd.DataFrame, raw: pd.DataFrame, cfg: Config) -> tuple[Ta
     if len(tags) < 1:
         raise CompError("task multilabel needs at least one tag")
     train["y"] = matrix.argmax(axis=1).astype(np.int64) if matrix.size else 0
-    return Task("multilabel", tags, labels=tags, tag_sep=d.tag_sep), matrix
+    return Task("multilabel", tags, labels=tags, tag_sep=data.tag_sep), matrix
 
 
-def _multitask(train: pd.DataFrame, cfg: Config) -> tuple[Task, np.ndarray]:
-    d = cfg.data
+def _multitask(train: pd.DataFrame, data: DataConfig) -> tuple[Task, np.ndarray]:
     heads, codes = [], []
-    for name, col in (d.targets or {}).items():
+    for name, col in (data.targets or {}).items():
         values = normalise_labels(train[col], f"train.csv column {col!r} (head {name})")
         classes = tuple(class_order(values))
         if len(classes) < 2:
@@ -374,8 +371,8 @@ def _multitask(train: pd.DataFrame, cfg: Config) -> tuple[Task, np.ndarray]:
     targets = np.stack(codes, axis=1)
     outputs = tuple(f"{h.name}={c}" for h in heads for c in h.classes)
     combine, labels, combos = None, (), ()
-    if d.combine is not None:
-        combine = Combiner.parse(d.combine, [h.name for h in heads])
+    if data.combine is not None:
+        combine = Combiner.parse(data.combine, [h.name for h in heads])
         labels, combos = combos_of(heads, combine, class_order, seen=targets)
     task = Task("multitask", outputs, labels=labels, heads=tuple(heads), combine=combine, combos=combos)
     if combine is not None:

@@ -197,16 +197,16 @@ def check_frame(frame: pd.DataFrame, cfg: Config, ws: Layout, *, labelled: bool)
     name = "train table" if labelled else "test table"
     cols = {"data.id_col": d.id_col, "data.image_col": d.image_col}
     if labelled:
-        cols |= {**label_column_keys(cfg), "data.group_col": d.group_col}
+        cols |= {**label_column_keys(d, cfg.task), "data.group_col": d.group_col}
     require_columns(frame, cols, name)
     check_ids(frame[d.id_col].astype(str), name)
-    out = canonical(frame, cfg, ws, labelled=labelled)
+    out = canonical(frame, d, cfg.task, ws, labelled=labelled)
     missing = [p for p in out["path"] if not Path(p).is_file()]
     if missing:
         raise CompError(f"{len(missing)} of {len(out)} images in the {name} do not exist, e.g. {missing[:N_EXAMPLES]}; "
                         "check the image root (--image-root) and the image column (--image-col)")
     if labelled:
-        task_targets(out, frame.reset_index(drop=True), cfg)  # refuses targets the task cannot read
+        task_targets(out, frame.reset_index(drop=True), d, cfg.task)  # refuses targets the task cannot read
     return out
 
 

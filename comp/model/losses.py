@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from comp.core.config import Config
+from comp.core.config import TrainConfig
 from comp.core.errors import CompError
 
 log = logging.getLogger("comp.model.losses")
@@ -180,11 +180,14 @@ def positive_weights(targets: np.ndarray, how: float | str | None) -> torch.Tens
     return torch.full((targets.shape[1],), float(how), dtype=torch.float32)
 
 
-def build_task_loss(cfg: Config, task, targets: np.ndarray) -> nn.Module:  # noqa: ANN001 - task: comp.core.tasks.Task
-    """The loss of a multilabel, binary, regression or multitask experiment (targets: the training rows')."""
+def build_task_loss(train: TrainConfig, task, targets: np.ndarray) -> nn.Module:  # noqa: ANN001 - comp.core.tasks.Task
+    """The loss of a multilabel, binary, regression or multitask experiment (targets: the training rows').
+
+    train: the loss settings (loss, pos_weight, label_smoothing, asl_*, focal_gamma, task_weights).
+    """
     from comp.core.tasks import loss_name
 
-    t, name = cfg.train, loss_name(task.kind, cfg.train.loss)
+    t, name = train, loss_name(task.kind, train.loss)
     if task.kind in ("multilabel", "binary"):
         pos_weight = positive_weights(targets, t.pos_weight)
         if name == "asl":
@@ -203,15 +206,17 @@ def build_task_loss(cfg: Config, task, targets: np.ndarray) -> nn.Module:  # noq
                          smoothing=t.label_smoothing)
 
 
-def build_loss(cfg: Config, class_counts: np.ndarray, *, mixup: bool = False) -> nn.Module:
-    """The training loss of cfg.train.loss for len(class_counts) classes (counts from the training rows).
+def build_loss(train: TrainConfig, class_counts: np.ndarray, *, mixup: bool = False) -> nn.Module:
+    """The training loss of train.loss for len(class_counts) classes (counts from the training rows).
+
+    train: the loss settings (loss, label_smoothing, focal_gamma).
 
     With `mixup`, targets arrive soft and already label-smoothed (timm Mixup), so no smoothing here.
     """
     counts = np.asarray(class_counts)
     if counts.ndim != 1 or len(counts) < 2:
         raise CompError(f"a classification loss needs counts for 2 or more classes, got {counts.tolist()}")
-    t = cfg.train
+    t = train
     n = len(counts)
     smoothing = 0.0 if mixup else t.label_smoothing
     from comp.core.tasks import loss_name

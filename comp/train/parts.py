@@ -152,7 +152,9 @@ def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, *, 
     """Model (random init from the current torch RNG), loss, optimizer, schedule, scaler, EMA, mixup.
 
     A multiclass fit passes the training rows' class counts; another task kind passes its task (the model gets
-    task.n_outputs outputs) and the training rows' targets (for train.pos_weight: auto).
+    task.n_outputs outputs) and the training rows' targets (for train.pos_weight: auto). The parts it builds take
+    their sections (build_model: cfg.model, build_loss / build_optimizer: cfg.train); it keeps the whole cfg
+    for comp.data.augment.build_mixup, which reads augment and train.
     """
     kind = "multiclass" if task is None else task.kind
     if kind != "multiclass" and (cfg.augment.mixup_alpha > 0 or cfg.augment.cutmix_alpha > 0):
@@ -174,8 +176,8 @@ def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, *, 
     return Parts(
         model=model,
         forward_model=distributed.wrap(forward, device),
-        loss=(build_loss(cfg, class_counts, mixup=mixup is not None) if kind == "multiclass"
-              else build_task_loss(cfg, task, targets if targets is not None else np.zeros((0, n_outputs)))).to(device),
+        loss=(build_loss(t, class_counts, mixup=mixup is not None) if kind == "multiclass"
+              else build_task_loss(t, task, targets if targets is not None else np.zeros((0, n_outputs)))).to(device),
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, t, n_steps),
         scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
