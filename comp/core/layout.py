@@ -180,7 +180,7 @@ class FoldFiles:
 @dataclass(frozen=True)
 class Layout:
     """Where each artifact of one workspace folder lives (the layout is listed in the README, "Workspace"); the
-    public, user-facing class is comp.Workspace (comp/api.py)."""
+    public, user-facing class is comp.Workspace (comp/api/__init__.py)."""
 
     root: Path
 
