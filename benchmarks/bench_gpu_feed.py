@@ -92,6 +92,9 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--root", default="/tmp/comp-gpu-feed")
     ap.add_argument("--augment", default="light", help="augment.preset of the fold-train run")
+    ap.add_argument("--backend", default="auto", choices=("auto", "torch", "albumentations"),
+                    help="augment.backend: torch renders each batch's geometry on the GPU from uint8 images; "
+                         "albumentations augments every image on the CPU workers")
     ap.add_argument("--smoke", action="store_true", help="CPU check of the script's own steps: no (a), train.device cpu")
     args = ap.parse_args()
     import torch
@@ -117,7 +120,7 @@ def main() -> int:
     drop_corrupt(ws, planted["corrupt"])
     (ws / "experiments" / "gpu.yaml").write_text(yaml.safe_dump({
         "model": {"name": args.model, "pretrained": False}, "image": {"size": args.size},
-        "augment": {"preset": args.augment},
+        "augment": {"preset": args.augment, "backend": args.backend},
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "amp": "auto", "channels_last": True,
                   "device": "cpu" if args.smoke else "cuda", "early_stopping": args.epochs + 1}}))
     comp_cli(["folds", "--k", "5"], ws)
@@ -135,7 +138,7 @@ def main() -> int:
     n_train = int((folds["fold"] != 0).sum())
     steady = history["seconds"].iloc[1:] if len(history) > 1 else history["seconds"]
     b = n_train / float(steady.mean())
-    print(f"(b) comp fold-train on JPEGs via the cache: {b:.0f} img/s per steady epoch ({n_train} training images, "
+    print(f"(b) comp fold-train on JPEGs via the cache (augment.backend {args.backend}): {b:.0f} img/s per steady epoch ({n_train} training images, "
           f"epochs {', '.join(f'{s:.1f}' for s in history['seconds'])} s, validation included); whole process "
           f"{wall:.0f} s = {n_train * args.epochs / wall:.0f} img/s of training", flush=True)
     print(f"(b)/(a) = {b / a:.3f} (goal >= 0.95)", flush=True)

@@ -174,12 +174,21 @@ def test_small_images_keep_the_whole_object_at_the_eval_scale(preset):
     assert min(areas) > 0.75 * eval_area and max(areas) < 1.3 * eval_area  # RandomResizedCrop(0.5) zooms up to 2x
 
 
-def test_large_images_still_get_random_resized_crops():
-    cfg = config((128, 128), preset="light")
-    names = [type(s).__name__ for s in build_train_transform(cfg, MEAN, STD).transforms]
-    assert names[0] == "RandomResizedCrop" and "HorizontalFlip" in names
-    small = [type(s).__name__ for s in build_train_transform(config((64, 64), preset="light"), MEAN, STD).transforms]
-    assert "RandomResizedCrop" not in small and "HorizontalFlip" in small  # named presets keep their flip
+def geometry_of(t) -> tuple[str, bool]:
+    """(geometry kind, flips) of a train pipeline, albumentations or torch (BatchGeometry)."""
+    if hasattr(t, "kind"):
+        return t.kind, t.flip
+    names = [type(s).__name__ for s in t.transforms]
+    kind = "resized_crop" if names[0] == "RandomResizedCrop" else "jitter" if names[0] == "Affine" else names[0]
+    return kind, "HorizontalFlip" in names
+
+
+@pytest.mark.parametrize("backend", ["albumentations", "torch"])
+def test_large_images_still_get_random_resized_crops(backend):
+    cfg = config((128, 128), preset="light", backend=backend)
+    assert geometry_of(build_train_transform(cfg, MEAN, STD)) == ("resized_crop", True)
+    small = build_train_transform(config((64, 64), preset="light", backend=backend), MEAN, STD)
+    assert geometry_of(small) == ("jitter", True)  # named presets keep their flip
 
 
 def sided(label: int, rng: np.random.Generator, size: int = 24) -> np.ndarray:
@@ -198,8 +207,9 @@ def coloured(label: int, rng: np.random.Generator, size: int = 24) -> np.ndarray
     return (img + rng.normal(0, 20, img.shape)).clip(0, 255).astype(np.uint8)
 
 
+@pytest.mark.parametrize("backend", ["albumentations", "torch"])
 @pytest.mark.parametrize("draw, flips", [(sided, False), (coloured, True)])
-def test_auto_flips_only_mirror_symmetric_data(draw, flips, caplog):
+def test_auto_flips_only_mirror_symmetric_data(draw, flips, backend, caplog):
     from comp.data.augment import flip_symmetry
 
     rng = np.random.default_rng(0)
@@ -207,11 +217,10 @@ def test_auto_flips_only_mirror_symmetric_data(draw, flips, caplog):
     images = np.stack([draw(int(c), rng) for c in labels])
     score = flip_symmetry(images, labels)
     assert (score > 0.9) if flips else (score < 0.3)
-    cfg = config((24, 24), preset="auto")
+    cfg = config((24, 24), preset="auto", backend=backend)
     with caplog.at_level("INFO", logger="comp.data.augment"):
         t = build_train_transform(cfg, MEAN, STD, images=images, labels=labels)
-    names = [type(s).__name__ for s in t.transforms]
-    assert ("HorizontalFlip" in names) is flips
+    assert geometry_of(t) == ("jitter", flips)
     assert t.auto["flip"] is flips and t.auto["flip_symmetry"] == round(score, 3)
     assert f"flip {'on' if flips else 'off'}" in caplog.text  # the decision is in the run's output
 

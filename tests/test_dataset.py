@@ -8,6 +8,7 @@ import torch
 
 from comp.core.config import Config, load_config
 from comp.data.augment import build_eval_transform
+from comp.data.batch_augment import RawImages
 from comp.data.cache import ImageStore, prepare_images
 from comp.data.dataset import ImageDataset, class_weights, set_epoch
 from comp.train.loaders import eval_loader, train_loader
@@ -16,10 +17,11 @@ from comp.core.errors import CompError
 from comp.core.layout import Layout
 
 
-@pytest.fixture
-def tiny(tiny_ws):
-    """(store, labels, cfg) for the tiny workspace: 36 training images cached at 36x36 for a 32 px input."""
-    cfg = load_config(tiny_ws)
+@pytest.fixture(params=["torch", "albumentations"])
+def tiny(tiny_ws, request):
+    """(store, labels, cfg) for the tiny workspace: 36 training images cached at 36x36 for a 32 px input; the
+    training augmentation on whole batches in torch, or per image in albumentations (augment.backend)."""
+    cfg = load_config(tiny_ws, overrides=(f"augment.backend={request.param}",))
     ws = Layout.at(tiny_ws)
     tables = load_tables(cfg, ws)
     return prepare_images(tables.train, cfg.image, cfg.augment, ws), tables.train["y"].to_numpy(), cfg
@@ -29,9 +31,14 @@ def with_train(cfg: Config, **train) -> Config:
     return cfg.model_copy(update={"train": cfg.train.model_copy(update=train)})
 
 
+def rendered(images) -> torch.Tensor:
+    """A loader's images as the model gets them (RawImages: rendered on the CPU, as to_device does on a device)."""
+    return images.render("cpu") if isinstance(images, RawImages) else images
+
+
 def epoch_batches(loader, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     set_epoch(loader, epoch)
-    return list(loader)
+    return [(rendered(x), y) for x, y in loader]
 
 
 def same(a, b) -> bool:
@@ -107,7 +114,7 @@ def test_each_epoch_augments_differently(tiny):
     common = sorted(set(e0) & set(e1))
     assert len(common) > 20
     assert sum(not torch.equal(e0[i], e1[i]) for i in common) > 0.8 * len(common)
-    again = by_sample(list(loader))  # no set_epoch: the next epoch still differs
+    again = by_sample([(rendered(x), i) for x, i in loader])  # no set_epoch: the next epoch still differs
     assert sum(not torch.equal(e1[i], again[i]) for i in set(e1) & set(again)) > 0.8 * len(common)
 
 
@@ -173,6 +180,7 @@ def test_batched_fetch_equals_item_by_item(tiny):
     draws = list(loader.sampler)[:8]
     set_epoch(loader, 3)
     images, labels = next(iter(loader))
+    images = rendered(images)
     dataset = loader.dataset
     one_by_one = torch.stack([dataset[d][0] for d in draws])
     assert torch.equal(images, one_by_one) and images.is_contiguous()

@@ -68,7 +68,7 @@ def test_swa_is_chosen_when_better_with_its_batchnorm_recomputed(tiny_ws: Path, 
     set_epoch(loader, 1)
     with torch.no_grad():
         for images, _ in loader:
-            model(images)
+            model(images.render("cpu"))  # the training batches as the engine renders them (augment.backend torch)
     state = model.state_dict()
     means = [k for k in state if k.endswith("running_mean")]
     assert means

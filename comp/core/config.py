@@ -118,6 +118,10 @@ class AugmentConfig(Strict):
     # auto: sized to the image, HorizontalFlip only when the training images are flip-symmetric (comp.data.augment)
     preset: Literal["auto", "none", "light", "medium", "heavy"] = "auto"
     transforms: tuple[dict[str, Any], ...] = ()  # albumentations list; replaces the preset
+    # where the training augmentation runs: torch draws the geometry per sample and moves whole uint8 batches on the
+    # training device (presets auto, light, none: geometry and flips only); albumentations runs every image through
+    # its pipeline on the CPU (any preset or list); auto: torch where it covers the pipeline (comp.data.batch_augment)
+    backend: Literal["auto", "torch", "albumentations"] = "auto"
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     mix_prob: float = 1.0

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
 from comp.core.config import TrainConfig
+from comp.data.batch_augment import BatchGeometry, RawImages
 from comp.data.cache import ImageStore
 from comp.core.errors import CompError
 
@@ -43,6 +44,9 @@ class ImageDataset(Dataset):
         return len(self.indices)
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        if isinstance(self.transform, BatchGeometry):  # one sample rendered alone, as a batch of one would be
+            raw, labels = self._raw_batch([item])
+            return raw.render("cpu")[0], int(labels[0]) if labels.ndim == 1 else labels[0]
         image, label = self._augment(item)
         if isinstance(image, np.ndarray):  # no transform: raw pixels scaled to [0, 1]
             return torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0), label
@@ -59,7 +63,12 @@ class ImageDataset(Dataset):
 
     def __getitems__(self, items: list) -> Batch | list[tuple[torch.Tensor, int]]:
         """A whole batch, normalised straight into one (B, C, H, W) tensor when the pipeline ends
-        with NormalizeToTensor: no per-image tensors and no stacking copy (DataLoader calls this)."""
+        with NormalizeToTensor: no per-image tensors and no stacking copy (DataLoader calls this).
+
+        With a BatchGeometry (augment.backend torch) the batch stays uint8 at the cached size, with each sample's
+        geometry drawn from its seed: RawImages, rendered on the training device (comp.train.engine.to_device)."""
+        if isinstance(self.transform, BatchGeometry) and items:
+            return Batch(*self._raw_batch(items))
         last = _fused_tail(self.transform)
         if last is None or not items:
             return [self[i] for i in items]
@@ -76,6 +85,14 @@ class ImageDataset(Dataset):
         for b, (img, _) in enumerate(pairs):
             last.write(img, view[b])
         return Batch(images, label_tensor([label for _, label in pairs]))
+
+    def _raw_batch(self, items: list) -> tuple[RawImages, torch.Tensor]:
+        """The cached uint8 images of `items` ((position, seed) pairs, or positions: seed 0) and their geometry."""
+        pairs = [item if isinstance(item, tuple) else (item, 0) for item in items]
+        images = np.stack([self.store[int(self.indices[p])] for p, _ in pairs])  # (B, H', W', 3)
+        theta = self.transform.draws([s for _, s in pairs])
+        labels = label_tensor([-1 if self.labels is None else self.labels[p] for p, _ in pairs])
+        return RawImages(torch.from_numpy(images), torch.from_numpy(theta), self.transform), labels
 
     def reseed(self, seed: int) -> None:
         """Restart the pipeline's RNGs at `seed`, setting generator states in place: 7 us, where
@@ -100,7 +117,7 @@ def label_tensor(labels: list) -> torch.Tensor:
 class Batch(NamedTuple):
     """A batch already collated by ImageDataset.__getitems__."""
 
-    images: torch.Tensor  # (B, C, H, W) float32
+    images: torch.Tensor | RawImages  # (B, C, H, W) float32, or uint8 images still to render on the device
     labels: torch.Tensor  # (B,) int64, -1 when unlabelled
 
 

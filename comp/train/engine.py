@@ -26,6 +26,7 @@ from comp.run import distributed
 from comp.model.checkpoint import CheckpointWriter, seeded_rng
 from comp.core.config import Config
 from comp.data.cache import prepare_images
+from comp.data.batch_augment import RawImages
 from comp.data.dataset import set_epoch
 from comp.data.tables import Tables
 from comp.core.errors import CompError
@@ -108,8 +109,12 @@ def task_sampler_weights(cfg: Config, tables: Tables, train_idx: np.ndarray) -> 
 # ---------------------------------------------------------------- one epoch
 
 
-def to_device(images: torch.Tensor, parts: Parts) -> torch.Tensor:
-    images = images.to(parts.device, non_blocking=True)
+def to_device(images: torch.Tensor | RawImages, parts: Parts) -> torch.Tensor:
+    """A batch on the training device (RawImages: the uint8 images travel and are augmented there)."""
+    if isinstance(images, RawImages):
+        images = images.render(parts.device)
+    else:
+        images = images.to(parts.device, non_blocking=True)
     return images.contiguous(memory_format=torch.channels_last) if parts.channels_last else images
 
 
