@@ -48,7 +48,7 @@ def test_torch_views_match_albumentations_views(size, preset):
     by = {}
     for backend in ("albumentations", "torch"):
         cfg = config(size, preset=preset, backend=backend)
-        hw = cache_hw(cfg)
+        hw = cache_hw(cfg.image, cfg.augment)
         img = blob(hw, (hw[0] // 2 - hw[0] // 6, hw[1] // 2 + hw[1] // 5), r=max(1, hw[0] // 24))
         by[backend] = views(build_train_transform(cfg, MEAN, STD), img, 300)
     a, t = by["albumentations"], by["torch"]
@@ -76,7 +76,7 @@ def test_a_sample_view_depends_on_its_seed_alone():
 def test_centre_views_are_the_image_or_its_mirror_and_equal_the_eval_pipeline():
     """preset none on torch: the eval pipeline's view exactly (no margin, nothing moved), half of them mirrored."""
     cfg = config((24, 32), preset="none", backend="torch")
-    img = np.random.default_rng(1).integers(0, 256, (*cache_hw(cfg), 3), dtype=np.uint8)
+    img = np.random.default_rng(1).integers(0, 256, (*cache_hw(cfg.image, cfg.augment), 3), dtype=np.uint8)
     expected = build_eval_transform(cfg, MEAN, STD)(image=img)["image"]
     plain = build_train_transform(cfg, MEAN, STD)
     assert (plain.kind, plain.flip) == ("centre", False)

@@ -332,7 +332,7 @@ def batch_geometry(cfg: Config, mean: Norm, std: Norm, *, flip: bool) -> Any:
         kind = "centre"
     else:
         kind = "jitter" if min(h, w) < SMALL_SIDE else "resized_crop"
-    return BatchGeometry(kind, in_hw=cache_hw(cfg), out_hw=(h, w), flip=flip, mean=mean, std=std,
+    return BatchGeometry(kind, in_hw=cache_hw(cfg.image, cfg.augment), out_hw=(h, w), flip=flip, mean=mean, std=std,
                          scale=(0.9, 1.1), rotate=10.0, area=(0.5, 1.0), seed=cfg.train.seed)
 
 
