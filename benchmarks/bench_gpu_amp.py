@@ -79,7 +79,7 @@ def main() -> int:
     counts = np.full(n_classes, 10)
     for name, amp, cl in (("plain fp32", None, False), ("plain amp+cl", "auto", True)):
         torch.manual_seed(0)
-        parts = build_parts(cfg, counts, args.steps, seed=0)
+        parts = build_parts(cfg.model, cfg.train, cfg.augment, counts, args.steps, seed=0)
         model = parts.model if cl else parts.model.to(memory_format=torch.contiguous_format)
         dtype = parts.amp_dtype if amp else None
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -87,7 +87,7 @@ def main() -> int:
         del parts, model, optimizer
         torch.cuda.empty_cache()
     torch.manual_seed(0)
-    parts = build_parts(cfg, counts, args.steps + 5, seed=0)
+    parts = build_parts(cfg.model, cfg.train, cfg.augment, counts, args.steps + 5, seed=0)
     state = FitState()
     step = lambda d: train_one_epoch(parts, d, state, grad_accum=cfg.train.grad_accum, clip_grad=cfg.train.clip_grad,
                                      epoch=0, progress=SILENT, label="bench")

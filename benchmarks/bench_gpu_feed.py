@@ -40,7 +40,7 @@ def card_limit(model: str, size: int, batch: int, steps: int = 40) -> float:
                         "train": {"batch_size": batch, "amp": "auto", "channels_last": True, "device": "cuda",
                                   "warmup_epochs": 0, "epochs": 1}})
     data = batches(steps, batch, size, 18, torch.device("cuda"))
-    parts = build_parts(cfg, np.full(18, 10), steps, seed=0)
+    parts = build_parts(cfg.model, cfg.train, cfg.augment, np.full(18, 10), steps, seed=0)
     optimizer = torch.optim.AdamW(parts.model.parameters(), lr=1e-4)
     ips = steps * batch / timed(plain_loop(parts.model, optimizer, parts.amp_dtype, True), data, data[:5])
     del parts, optimizer, data

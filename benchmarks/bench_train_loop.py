@@ -104,7 +104,7 @@ def main() -> None:
         loader, _ = build_loaders(cfg, tables, idx, idx[:8], ws=ws, seed=0, progress=SILENT)  # warms the cache
         counts = np.bincount(tables.train["y"], minlength=tables.n_classes)
         torch.manual_seed(0)
-        parts = build_parts(cfg, counts, len(loader), seed=0)
+        parts = build_parts(cfg.model, cfg.train, cfg.augment, counts, len(loader), seed=0)
         state = FitState()
         device = parts.device
         batches = [(x.to(device), y.to(device)) for x, y in loader]  # the same batches, preloaded

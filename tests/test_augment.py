@@ -15,6 +15,20 @@ from comp.core.errors import CompError
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 
+def train_pipeline(cfg: Config, mean=MEAN, std=STD, **kw):
+    """comp.data.augment.build_train_transform from a whole config's image, augment and train.seed/device."""
+    return build_train_transform(cfg.image, cfg.augment, mean, std, seed=cfg.train.seed, device=cfg.train.device, **kw)
+
+
+def eval_pipeline(cfg: Config, mean=MEAN, std=STD):
+    return build_eval_transform(cfg.image, cfg.augment, mean, std)
+
+
+def mixup_of(cfg: Config, n_classes: int):
+    return build_mixup(cfg.augment, n_classes, batch_size=cfg.train.batch_size,
+                       label_smoothing=cfg.train.label_smoothing, seed=cfg.train.seed)
+
+
 def config(size=(24, 32), **augment) -> Config:
     return Config.model_validate({"image": {"size": list(size)}, "augment": augment,
                                   "train": {"batch_size": 8}})
@@ -29,8 +43,8 @@ def cached_image(cfg: Config, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("size", [(24, 32), (32, 24), (40, 40), (128, 160)])
 def test_each_preset_gives_the_input_shape(preset, size):
     cfg = config(size, preset=preset)
-    for build in (build_train_transform, build_eval_transform):
-        out = build(cfg, MEAN, STD)(image=cached_image(cfg))["image"]
+    for build in (train_pipeline, eval_pipeline):
+        out = build(cfg)(image=cached_image(cfg))["image"]
         assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
         assert tuple(out.shape) == (3, *size)
 
@@ -38,7 +52,7 @@ def test_each_preset_gives_the_input_shape(preset, size):
 def test_eval_pipeline_is_deterministic_centre_crop_and_normalised():
     cfg = config((24, 32), preset="light")
     img = cached_image(cfg)
-    t = build_eval_transform(cfg, MEAN, STD)
+    t = eval_pipeline(cfg)
     a, b = t(image=img)["image"], t(image=img)["image"]
     assert torch.equal(a, b)
     h, w = cache_hw(cfg.image, cfg.augment)
@@ -50,7 +64,7 @@ def test_eval_pipeline_is_deterministic_centre_crop_and_normalised():
 def test_train_augmentation_varies_and_is_seeded():
     cfg = config(preset="medium")
     img = cached_image(cfg)
-    t1, t2 = build_train_transform(cfg, MEAN, STD), build_train_transform(cfg, MEAN, STD)
+    t1, t2 = train_pipeline(cfg), train_pipeline(cfg)
     outs1 = [t1(image=img)["image"] for _ in range(4)]
     outs2 = [t2(image=img)["image"] for _ in range(4)]
     assert all(torch.equal(a, b) for a, b in zip(outs1, outs2))  # same seed, same stream
@@ -60,7 +74,7 @@ def test_train_augmentation_varies_and_is_seeded():
 def test_explicit_list_replaces_the_preset():
     cfg = config(preset="heavy", transforms=[{"HorizontalFlip": {"p": 1.0}}, {"Affine": {"rotate": [-10, 10]}},
                                             {"OneOf": {"transforms": [{"Blur": None}, {"GaussNoise": {}}], "p": 0.5}}])
-    t = build_train_transform(cfg, MEAN, STD)
+    t = train_pipeline(cfg)
     names = [type(s).__name__ for s in t.transforms]
     assert names == ["HorizontalFlip", "Affine", "OneOf", "Resize", "NormalizeToTensor"]
     assert isinstance(t.transforms[-1], ToTensorV2)
@@ -72,15 +86,15 @@ def test_explicit_list_replaces_the_preset():
 def test_explicit_flip_really_flips():
     cfg = config(transforms=[{"HorizontalFlip": {"p": 1.0}}])
     img = cached_image(cfg)
-    flipped = build_train_transform(cfg, MEAN, STD)(image=img)["image"]
-    plain = build_eval_transform(cfg, MEAN, STD)(image=img)["image"]
+    flipped = train_pipeline(cfg)(image=img)["image"]
+    plain = eval_pipeline(cfg)(image=img)["image"]
     assert torch.allclose(flipped, plain.flip(-1))
 
 
 def test_explicit_crop_keeps_room_for_it():
     cfg = config(transforms=[{"RandomCrop": {"height": 24, "width": 32}}])
     assert cache_hw(cfg.image, cfg.augment) == (27, 36)
-    out = build_train_transform(cfg, MEAN, STD)(image=cached_image(cfg))["image"]
+    out = train_pipeline(cfg)(image=cached_image(cfg))["image"]
     assert tuple(out.shape) == (3, 24, 32)
 
 
@@ -88,38 +102,38 @@ def test_unknown_transform_suggests_close_names():
     cfg = config(transforms=[{"HorizontalFlip": {}}, {"HorizontalFlipp": {"p": 0.5}}])
     with pytest.raises(CompError, match=r"augment.transforms\[1\]: 'HorizontalFlipp' is not an albumentations "
                                         r"transform; did you mean HorizontalFlip"):
-        build_train_transform(cfg, MEAN, STD)
+        train_pipeline(cfg)
 
 
 def test_unknown_argument_names_transform_and_valid_arguments():
     cfg = config(transforms=[{"Affine": {"rotat": [-10, 10]}}])
     with pytest.raises(CompError, match=r"augment.transforms\[0\]: Affine has no argument 'rotat'; "
                                         r"valid arguments: scale, .*rotate"):
-        build_train_transform(cfg, MEAN, STD)
+        train_pipeline(cfg)
 
 
 def test_invalid_argument_value_names_the_argument():
     cfg = config(transforms=[{"Affine": {"rotate": "a lot"}}])
     with pytest.raises(CompError, match=r"Affine rejected argument 'rotate'.*valid arguments: .*rotate"):
-        build_train_transform(cfg, MEAN, STD)
+        train_pipeline(cfg)
 
 
 @pytest.mark.parametrize("spec", [[{"HorizontalFlip": {}, "Blur": {}}], [{"Blur": [3, 5]}],
                                   [{"OneOf": {"p": 1.0}}]])
 def test_malformed_entries_rejected(spec):
     with pytest.raises(CompError, match=r"augment.transforms\[0\]"):
-        build_train_transform(config(transforms=spec), MEAN, STD)
+        train_pipeline(config(transforms=spec))
 
 
 def test_mixup_off_by_default_and_soft_targets_when_on():
-    assert build_mixup(config(), 3) is None
+    assert mixup_of(config(), 3) is None
     cfg = Config.model_validate({"augment": {"mixup_alpha": 0.4, "cutmix_alpha": 1.0},
                                  "train": {"batch_size": 4, "label_smoothing": 0.1}})
     x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 1])
     outs = []
     for _ in range(2):
         state = np.random.get_state()
-        mix = build_mixup(cfg, 3)
+        mix = mixup_of(cfg, 3)
         xm, ym = mix(x.clone(), y.clone())
         outs.append((xm, ym))
         assert np.array_equal(np.random.get_state()[1], state[1])  # global numpy RNG untouched
@@ -130,7 +144,7 @@ def test_mixup_off_by_default_and_soft_targets_when_on():
 def test_mixup_needs_even_batch():
     cfg = Config.model_validate({"augment": {"mixup_alpha": 0.2}, "train": {"batch_size": 7}})
     with pytest.raises(CompError, match="even train.batch_size, got 7"):
-        build_mixup(cfg, 3)
+        mixup_of(cfg, 3)
 
 
 def test_fused_normalise_matches_albumentations():
@@ -147,7 +161,7 @@ def test_fused_normalise_matches_albumentations():
 def test_normalise_in_an_explicit_list_is_refused():
     cfg = config(transforms=[{"HorizontalFlip": {}}, {"Normalize": {"mean": [0.5, 0.5, 0.5]}}])
     with pytest.raises(CompError, match=r"transforms\[1\]: Normalize is added at the end of every pipeline already"):
-        build_train_transform(cfg, MEAN, STD)
+        train_pipeline(cfg)
 
 
 # ---------------------------------------------------------------- presets sized to the image, auto's flip
@@ -167,8 +181,8 @@ def test_small_images_keep_the_whole_object_at_the_eval_scale(preset):
     cfg = config((32, 32), preset=preset)
     img = square_image(cfg)
     bright = lambda out: float((out > 0).float().mean())  # noqa: E731 - share of white pixels (normalised > 0)
-    eval_area = bright(build_eval_transform(cfg, MEAN, STD)(image=img)["image"])
-    t = build_train_transform(cfg, MEAN, STD)
+    eval_area = bright(eval_pipeline(cfg)(image=img)["image"])
+    t = train_pipeline(cfg)
     areas = [bright(t(image=img)["image"]) for _ in range(40)]
     assert 0.2 < eval_area < 0.35
     assert min(areas) > 0.75 * eval_area and max(areas) < 1.3 * eval_area  # RandomResizedCrop(0.5) zooms up to 2x
@@ -186,8 +200,8 @@ def geometry_of(t) -> tuple[str, bool]:
 @pytest.mark.parametrize("backend", ["albumentations", "torch"])
 def test_large_images_still_get_random_resized_crops(backend):
     cfg = config((128, 128), preset="light", backend=backend)
-    assert geometry_of(build_train_transform(cfg, MEAN, STD)) == ("resized_crop", True)
-    small = build_train_transform(config((64, 64), preset="light", backend=backend), MEAN, STD)
+    assert geometry_of(train_pipeline(cfg)) == ("resized_crop", True)
+    small = train_pipeline(config((64, 64), preset="light", backend=backend))
     assert geometry_of(small) == ("jitter", True)  # named presets keep their flip
 
 
@@ -219,7 +233,7 @@ def test_auto_flips_only_mirror_symmetric_data(draw, flips, backend, caplog):
     assert (score > 0.9) if flips else (score < 0.3)
     cfg = config((24, 24), preset="auto", backend=backend)
     with caplog.at_level("INFO", logger="comp.data.augment"):
-        t = build_train_transform(cfg, MEAN, STD, images=images, labels=labels)
+        t = train_pipeline(cfg, images=images, labels=labels)
     assert geometry_of(t) == ("jitter", flips)
     assert t.auto["flip"] is flips and t.auto["flip_symmetry"] == round(score, 3)
     assert f"flip {'on' if flips else 'off'}" in caplog.text  # the decision is in the run's output
@@ -229,7 +243,7 @@ def test_auto_without_data_or_signal_does_not_flip():
     from comp.data.augment import flip_symmetry
 
     cfg = config((24, 24), preset="auto")
-    assert build_train_transform(cfg, MEAN, STD).auto == {"preset": "auto", "geometry": "jitter", "flip": False,
+    assert train_pipeline(cfg).auto == {"preset": "auto", "geometry": "jitter", "flip": False,
                                                           "flip_symmetry": None}
     noise = np.random.default_rng(1).integers(0, 256, (100, 24, 24, 3), dtype=np.uint8)
     assert flip_symmetry(noise, np.arange(100) % 2) is None  # labels unrelated to the pixels: nothing to judge by

@@ -17,6 +17,15 @@ from comp.data.cache import cache_hw
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 
+def train_pipeline(cfg: Config, mean=MEAN, std=STD, **kw):
+    """comp.data.augment.build_train_transform from a whole config's image, augment and train.seed/device."""
+    return build_train_transform(cfg.image, cfg.augment, mean, std, seed=cfg.train.seed, device=cfg.train.device, **kw)
+
+
+def eval_pipeline(cfg: Config, mean=MEAN, std=STD):
+    return build_eval_transform(cfg.image, cfg.augment, mean, std)
+
+
 def config(size, **augment) -> Config:
     return Config.model_validate({"image": {"size": list(size)}, "augment": augment, "train": {"batch_size": 8}})
 
@@ -50,7 +59,7 @@ def test_torch_views_match_albumentations_views(size, preset):
         cfg = config(size, preset=preset, backend=backend)
         hw = cache_hw(cfg.image, cfg.augment)
         img = blob(hw, (hw[0] // 2 - hw[0] // 6, hw[1] // 2 + hw[1] // 5), r=max(1, hw[0] // 24))
-        by[backend] = views(build_train_transform(cfg, MEAN, STD), img, 300)
+        by[backend] = views(train_pipeline(cfg), img, 300)
     a, t = by["albumentations"], by["torch"]
     h = size[0]
     # the blob's mean position: flips put it at +-col, so its mean col is near 0 in both, its row where it was
@@ -77,8 +86,8 @@ def test_centre_views_are_the_image_or_its_mirror_and_equal_the_eval_pipeline():
     """preset none on torch: the eval pipeline's view exactly (no margin, nothing moved), half of them mirrored."""
     cfg = config((24, 32), preset="none", backend="torch")
     img = np.random.default_rng(1).integers(0, 256, (*cache_hw(cfg.image, cfg.augment), 3), dtype=np.uint8)
-    expected = build_eval_transform(cfg, MEAN, STD)(image=img)["image"]
-    plain = build_train_transform(cfg, MEAN, STD)
+    expected = eval_pipeline(cfg)(image=img)["image"]
+    plain = train_pipeline(cfg)
     assert (plain.kind, plain.flip) == ("centre", False)
     torch.testing.assert_close(plain(image=img)["image"], expected, atol=1e-4, rtol=0)
     g = BatchGeometry("centre", in_hw=(24, 32), out_hw=(24, 32), flip=True, mean=MEAN, std=STD)
@@ -96,7 +105,7 @@ def test_crops_stay_inside_the_cached_image(kind, in_hw, out_hw):
     g = BatchGeometry(kind, in_hw=in_hw, out_hw=out_hw, flip=True, mean=MEAN, std=STD, scale=(1.0, 1.0), rotate=0.0)
     theta = torch.from_numpy(g.draws(list(range(200))))
     grid = F.affine_grid(theta, [200, 3, *out_hw], align_corners=False)
-    (H, W), (h, w) = in_hw, out_hw
+    H, W = in_hw
     # sample points are pixel centres: inside means within half a pixel of the image's outer edge
     assert grid[..., 0].abs().max() <= 1 - 1 / W + 1e-5 and grid[..., 1].abs().max() <= 1 - 1 / H + 1e-5
     if kind == "resized_crop":
@@ -106,22 +115,22 @@ def test_crops_stay_inside_the_cached_image(kind, in_hw, out_hw):
 
 def test_backend_torch_refuses_what_it_cannot_render_and_auto_falls_back():
     with pytest.raises(CompError, match="augment.backend=torch .* not augment.preset='medium'.*augment.backend: albumentations"):
-        build_train_transform(config((32, 32), preset="medium", backend="torch"), MEAN, STD)
+        train_pipeline(config((32, 32), preset="medium", backend="torch"))
     for cfg in (config((32, 32), preset="heavy"), config((32, 32), transforms=[{"HorizontalFlip": {"p": 0.5}}])):
-        assert hasattr(build_train_transform(cfg, MEAN, STD), "transforms")  # albumentations, per image
-    assert isinstance(build_train_transform(config((32, 32)), MEAN, STD), BatchGeometry)  # the default: torch
+        assert hasattr(train_pipeline(cfg), "transforms")  # albumentations, per image
+    assert isinstance(train_pipeline(config((32, 32))), BatchGeometry)  # the default: torch
 
 
 def test_auto_backend_renders_in_torch_on_a_gpu_or_small_inputs(monkeypatch):
     """auto: torch on a GPU whatever the size; on a CPU only where it is the faster (inputs up to 64 px)."""
     import comp.data.workers as workers
 
-    assert isinstance(build_train_transform(config((64, 48)), MEAN, STD), BatchGeometry)
-    assert hasattr(build_train_transform(config((96, 96)), MEAN, STD), "transforms")
+    assert isinstance(train_pipeline(config((64, 48))), BatchGeometry)
+    assert hasattr(train_pipeline(config((96, 96))), "transforms")
     monkeypatch.setattr(workers, "uses_gpu", lambda device: True)
-    big = build_train_transform(config((224, 224)), MEAN, STD)
+    big = train_pipeline(config((224, 224)))
     assert isinstance(big, BatchGeometry) and big.kind == "resized_crop"
-    assert hasattr(build_train_transform(config((224, 224), preset="medium"), MEAN, STD), "transforms")
+    assert hasattr(train_pipeline(config((224, 224), preset="medium")), "transforms")
 
 
 def test_raw_batches_render_to_the_shape_they_announce():

@@ -133,7 +133,7 @@ def test_eval_loader_keeps_order_and_every_row(tiny):
     xs, ids = zip(*loader)
     assert torch.cat(ids).tolist() == order.tolist()  # no shuffle, no drop_last
     assert torch.cat(xs).shape == (7, 3, 32, 32)
-    transform = build_eval_transform(cfg, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    transform = build_eval_transform(cfg.image, cfg.augment, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     direct = transform(image=store[30])["image"]
     assert torch.equal(torch.cat(xs)[2], direct)  # the one eval pipeline, test_resnet's norm
     unlabelled = eval_loader(cfg, store, order)

@@ -303,7 +303,7 @@ def test_bundle_code_matches_comp_step_by_step(tmp_path):
     cfg = Config.model_validate({"image": {"size": [20, 18], "bbox_margin": 0.15}, "model": {"name": "test_resnet"}})
     box = np.array([3.0, 5.0, 30.0, 41.0])
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
-    want = build_eval_transform(cfg, mean, std)(image=load_image(str(tmp_path / "a.png"), box, hw=(23, 21), margin=0.15))["image"]
+    want = build_eval_transform(cfg.image, cfg.augment, mean, std)(image=load_image(str(tmp_path / "a.png"), box, hw=(23, 21), margin=0.15))["image"]
     pre = {"cache_hw": [23, 21], "input_hw": [20, 18], "bbox_margin": 0.15, "mean": mean, "std": std}
     got = bp.prepare(str(tmp_path / "a.png"), box, pre, fractional=False)
     assert np.array_equal(got, want.numpy())

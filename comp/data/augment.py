@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Callable
 from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -16,7 +15,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
-from comp.core.config import Config  # noqa: E402
+from comp.core.config import AugmentConfig, ImageConfig  # noqa: E402
 from comp.data.cache import cache_hw  # noqa: E402
 from comp.core.errors import CompError, closest  # noqa: E402
 
@@ -74,9 +73,9 @@ class NormalizeToTensor(ToTensorV2):
         return ("mean", "std")
 
 
-def tail(cfg: Config, mean: Norm, std: Norm) -> list[Any]:
+def tail(image: ImageConfig, mean: Norm, std: Norm) -> list[Any]:
     """What every pipeline ends with: resize to the input, then normalise into a float CHW tensor."""
-    h, w = cfg.image.hw
+    h, w = image.hw
     return [A.Resize(h, w), NormalizeToTensor(mean, std)]
 
 
@@ -86,7 +85,7 @@ PROBE_SIDE = 16  # the flip probe sees images shrunk to 16 x 16
 PROBE_ROWS = 2000  # ... and at most this many training images
 
 
-def geometry(name: str, cfg: Config) -> list[Any]:
+def geometry(name: str, image: ImageConfig) -> list[Any]:
     """The geometric part of a preset, sized to the image.
 
     Small images (shorter side < SMALL_SIDE) get a small affine jitter (scale 0.9-1.1, rotate +-10
@@ -94,7 +93,7 @@ def geometry(name: str, cfg: Config) -> list[Any]:
     the cache margin): every view keeps the whole object at the scale evaluation sees. Larger
     images get RandomResizedCrop (area 0.5-1 for light and auto, 0.35-1 for medium and heavy).
     """
-    h, w = cfg.image.hw
+    h, w = image.hw
     aspect = w / h
     if min(h, w) >= SMALL_SIDE:
         return [A.RandomResizedCrop(size=(h, w), scale=(0.5 if name in ("light", "auto") else 0.35, 1.0),
@@ -106,13 +105,13 @@ def geometry(name: str, cfg: Config) -> list[Any]:
     ]
 
 
-def preset(name: str, cfg: Config, *, flip: bool = True) -> list[Any]:
+def preset(name: str, image: ImageConfig, augment: AugmentConfig, *, flip: bool = True) -> list[Any]:
     """The random part of a preset, from a cached-size image to an input-size one (`flip`: HorizontalFlip)."""
     if name == "none":
-        return eval_crop(cfg)
-    steps: list[Any] = geometry(name, cfg) + ([A.HorizontalFlip(p=0.5)] if flip else [])
+        return eval_crop(image, augment)
+    steps: list[Any] = geometry(name, image) + ([A.HorizontalFlip(p=0.5)] if flip else [])
     if name in ("medium", "heavy"):
-        h, w = cfg.image.hw
+        h, w = image.hw
         if min(h, w) >= SMALL_SIDE:  # small images had their affine in `geometry`
             steps.append(A.Affine(rotate=(-15, 15), scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), p=0.5))
         steps.append(A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.03, p=0.6))
@@ -183,23 +182,24 @@ class Rows:
         return self.images[int(self.index[i])]
 
 
-def auto_choice(cfg: Config, images: Any = None, labels: np.ndarray | None = None) -> dict[str, Any]:
+def auto_choice(image: ImageConfig, images: Any = None, labels: np.ndarray | None = None, *,
+                seed: int = 0) -> dict[str, Any]:
     """What `augment.preset: auto` trains with, decided on the training images when they are given.
 
     Geometry by the image size (see `geometry`); HorizontalFlip only when `flip_symmetry` of the
     training images is at least FLIP_KEEPS (without images, or when the probe cannot judge: no flip).
     """
-    h, w = cfg.image.hw
-    score = None if images is None or labels is None else flip_symmetry(images, labels, seed=cfg.train.seed)
+    h, w = image.hw
+    score = None if images is None or labels is None else flip_symmetry(images, labels, seed=seed)
     return {"preset": "auto", "geometry": "jitter" if min(h, w) < SMALL_SIDE else "resized_crop",
             "flip": score is not None and score >= FLIP_KEEPS,
             "flip_symmetry": None if score is None else round(score, 3)}
 
 
-def eval_crop(cfg: Config) -> list[Any]:
+def eval_crop(image: ImageConfig, augment: AugmentConfig) -> list[Any]:
     """Centre crop from the cached size to the input (nothing when they are equal)."""
-    h, w = cfg.image.hw
-    ch, cw = cache_hw(cfg.image, cfg.augment)
+    h, w = image.hw
+    ch, cw = cache_hw(image, augment)
     return [] if (ch, cw) == (h, w) else [A.CenterCrop(h, w, pad_if_needed=True)]
 
 
@@ -263,13 +263,13 @@ def _explain(exc: Exception) -> tuple[str | None, str]:
     return None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def explicit(cfg: Config) -> list[Any]:
+def explicit(augment: AugmentConfig) -> list[Any]:
     """augment.transforms built and validated (they replace the preset)."""
-    return [build_one(spec, f"augment.transforms[{i}]") for i, spec in enumerate(cfg.augment.transforms)]
+    return [build_one(spec, f"augment.transforms[{i}]") for i, spec in enumerate(augment.transforms)]
 
 
-def build_train_transform(cfg: Config, mean: Norm, std: Norm, *, images: Any = None,
-                          labels: np.ndarray | None = None) -> Any:
+def build_train_transform(image: ImageConfig, augment: AugmentConfig, mean: Norm, std: Norm, *, seed: int = 0,
+                          device: str = "auto", images: Any = None, labels: np.ndarray | None = None) -> Any:
     """Training pipeline: augment.transforms if given, else the preset; then resize, normalise, tensor.
 
     `augment.preset: auto` decides its flip on `images`/`labels` (the fold's training rows), logs the
@@ -280,22 +280,23 @@ def build_train_transform(cfg: Config, mean: Norm, std: Norm, *, images: Any = N
     batches on the training device.
     """
     auto = None
-    batched = on_batches(cfg)
-    if cfg.augment.transforms:
-        steps = explicit(cfg)
-    elif cfg.augment.preset == "auto":
-        auto = auto_choice(cfg, images, labels)
-        steps = [] if batched else preset("auto", cfg, flip=auto["flip"])
+    batched = on_batches(image, augment, device)
+    if augment.transforms:
+        steps = explicit(augment)
+    elif augment.preset == "auto":
+        auto = auto_choice(image, images, labels, seed=seed)
+        steps = [] if batched else preset("auto", image, augment, flip=auto["flip"])
         log.info("augment auto: %s geometry, flip %s (flip symmetry %s of the training images; flips from %.2f)%s",
                  auto["geometry"], "on" if auto["flip"] else "off",
                  "not measured" if auto["flip_symmetry"] is None else f"{auto['flip_symmetry']:.3f}", FLIP_KEEPS,
                  "; on whole batches in torch" if batched else "")
     else:
-        steps = [] if batched else preset(cfg.augment.preset, cfg)
+        steps = [] if batched else preset(augment.preset, image, augment)
     if batched:
-        pipeline = batch_geometry(cfg, mean, std, flip=auto["flip"] if auto else cfg.augment.preset != "none")
+        pipeline = batch_geometry(image, augment, mean, std, flip=auto["flip"] if auto else augment.preset != "none",
+                                  seed=seed)
     else:
-        pipeline = A.Compose([*steps, *tail(cfg, mean, std)], seed=cfg.train.seed)
+        pipeline = A.Compose([*steps, *tail(image, mean, std)], seed=seed)
     pipeline.auto = auto
     return pipeline
 
@@ -307,38 +308,39 @@ BATCH_PRESETS = ("auto", "light", "none")  # geometry and flips only: what comp.
 CPU_BATCH_SIDE = 64
 
 
-def on_batches(cfg: Config) -> bool:
+def on_batches(image: ImageConfig, augment: AugmentConfig, device: str = "auto") -> bool:
     """Whether the training augmentation runs on whole batches in torch (augment.backend, `auto` resolved: where
     torch covers the preset, on a GPU, or on a CPU for inputs up to CPU_BATCH_SIDE)."""
     from comp.data.workers import uses_gpu
 
-    covered = not cfg.augment.transforms and cfg.augment.preset in BATCH_PRESETS
-    if cfg.augment.backend == "torch" and not covered:
-        what = "an augment.transforms list" if cfg.augment.transforms else f"augment.preset={cfg.augment.preset!r}"
+    covered = not augment.transforms and augment.preset in BATCH_PRESETS
+    if augment.backend == "torch" and not covered:
+        what = "an augment.transforms list" if augment.transforms else f"augment.preset={augment.preset!r}"
         raise CompError(f"augment.backend=torch renders the presets {', '.join(BATCH_PRESETS)} (geometry and flips), "
                         f"not {what}; set augment.backend: albumentations (or auto, which picks it for you)")
-    if cfg.augment.backend != "auto":
-        return cfg.augment.backend == "torch"
-    return covered and (max(cfg.image.hw) <= CPU_BATCH_SIDE or uses_gpu(cfg.train.device))
+    if augment.backend != "auto":
+        return augment.backend == "torch"
+    return covered and (max(image.hw) <= CPU_BATCH_SIDE or uses_gpu(device))
 
 
-def batch_geometry(cfg: Config, mean: Norm, std: Norm, *, flip: bool) -> Any:
+def batch_geometry(image: ImageConfig, augment: AugmentConfig, mean: Norm, std: Norm, *, flip: bool,
+                   seed: int = 0) -> Any:
     """The preset's geometry (see `geometry`) as a BatchGeometry from the cached size to image.size."""
     from comp.data.batch_augment import BatchGeometry
 
-    h, w = cfg.image.hw
-    name = cfg.augment.preset
+    h, w = image.hw
+    name = augment.preset
     if name == "none":
         kind = "centre"
     else:
         kind = "jitter" if min(h, w) < SMALL_SIDE else "resized_crop"
-    return BatchGeometry(kind, in_hw=cache_hw(cfg.image, cfg.augment), out_hw=(h, w), flip=flip, mean=mean, std=std,
-                         scale=(0.9, 1.1), rotate=10.0, area=(0.5, 1.0), seed=cfg.train.seed)
+    return BatchGeometry(kind, in_hw=cache_hw(image, augment), out_hw=(h, w), flip=flip, mean=mean, std=std,
+                         scale=(0.9, 1.1), rotate=10.0, area=(0.5, 1.0), seed=seed)
 
 
-def build_eval_transform(cfg: Config, mean: Norm, std: Norm) -> A.Compose:
-    """The one pipeline for validation and test prediction: centre crop, resize, normalise, tensor."""
-    return A.Compose([*eval_crop(cfg), *tail(cfg, mean, std)], seed=cfg.train.seed)
+def build_eval_transform(image: ImageConfig, augment: AugmentConfig, mean: Norm, std: Norm) -> A.Compose:
+    """The one pipeline for validation and test prediction: centre crop, resize, normalise, tensor (no random step)."""
+    return A.Compose([*eval_crop(image, augment), *tail(image, mean, std)], seed=0)
 
 
 class SeededMixup:
@@ -362,17 +364,17 @@ class SeededMixup:
             np.random.set_state(outer)
 
 
-def build_mixup(cfg: Config, n_classes: int, *, seed: int | None = None) -> SeededMixup | None:
-    """Batch MixUp/CutMix (soft targets, label smoothing from train.label_smoothing), or None when both alphas are 0."""
-    aug = cfg.augment
+def build_mixup(aug: AugmentConfig, n_classes: int, *, batch_size: int, seed: int,
+                label_smoothing: float = 0.0) -> SeededMixup | None:
+    """Batch MixUp/CutMix (soft targets, train.label_smoothing), or None when both alphas are 0."""
     if aug.mixup_alpha <= 0 and aug.cutmix_alpha <= 0:
         return None
-    if cfg.train.batch_size % 2:
+    if batch_size % 2:
         raise CompError(
-            f"MixUp/CutMix needs an even train.batch_size, got {cfg.train.batch_size}; use {cfg.train.batch_size + 1}"
+            f"MixUp/CutMix needs an even train.batch_size, got {batch_size}; use {batch_size + 1}"
         )
     from timm.data import Mixup
 
     mixup = Mixup(mixup_alpha=aug.mixup_alpha, cutmix_alpha=aug.cutmix_alpha, prob=aug.mix_prob,
-                  switch_prob=0.5, mode="batch", label_smoothing=cfg.train.label_smoothing, num_classes=n_classes)
-    return SeededMixup(mixup, cfg.train.seed if seed is None else seed)
+                  switch_prob=0.5, mode="batch", label_smoothing=label_smoothing, num_classes=n_classes)
+    return SeededMixup(mixup, seed)

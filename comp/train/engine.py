@@ -284,10 +284,10 @@ def fit_fold(job: FoldJob, *, progress: Progress = SILENT, on_epoch: Callable[[i
         task = tables.task.for_config(cfg)
         if task.kind == "multiclass":
             counts = np.bincount(np.asarray(tables.targets)[train_idx], minlength=tables.n_classes)
-            parts = build_parts(cfg, counts, len(loaders[0]), seed=seed)
+            parts = build_parts(cfg.model, cfg.train, cfg.augment, counts, len(loaders[0]), seed=seed)
         else:
-            parts = build_parts(cfg, np.ones(task.n_outputs), len(loaders[0]), seed=seed, task=task,
-                                targets=np.asarray(tables.targets)[train_idx])
+            parts = build_parts(cfg.model, cfg.train, cfg.augment, np.ones(task.n_outputs), len(loaders[0]), seed=seed,
+                                task=task, targets=np.asarray(tables.targets)[train_idx])
         state = FitState()
         ckpt = matching_last(out_dir, cfg, fold)
         if ckpt is not None and ckpt["finished"]:  # finished, but best.pt is missing or unreadable

@@ -22,12 +22,13 @@ def train_loader(cfg: Config, store: ImageStore, indices: np.ndarray, labels: np
                  transform: Any = None, **options: Any) -> DataLoader:
     """build_train_loader with the experiment's train pipeline and settings (options: sampler_weights, rank, ...)."""
     if transform is None:  # augment.preset auto looks at the training rows it will augment
-        transform = build_train_transform(cfg, *resolve_norm(cfg.model), images=Rows(store, indices), labels=labels)
+        transform = build_train_transform(cfg.image, cfg.augment, *resolve_norm(cfg.model), seed=cfg.train.seed,
+                                          device=cfg.train.device, images=Rows(store, indices), labels=labels)
     return build_train_loader(store, indices, labels, loader_settings(cfg.train), transform=transform, seed=seed,
                               **options)
 
 
 def eval_loader(cfg: Config, store: ImageStore, indices: np.ndarray, **options: Any) -> DataLoader:
     """build_eval_loader with THE eval pipeline (validation and prediction alike) and the experiment's settings."""
-    transform = build_eval_transform(cfg, *resolve_norm(cfg.model))
+    transform = build_eval_transform(cfg.image, cfg.augment, *resolve_norm(cfg.model))
     return build_eval_loader(store, indices, loader_settings(cfg.train), transform=transform, **options)

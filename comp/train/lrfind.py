@@ -176,7 +176,7 @@ def lr_range_test(cfg: Config, tables: Any, fold_of: np.ndarray, fold: int = 0, 
         store = prepare_images(tables.train, run_cfg.image, run_cfg.augment, ws, progress=progress)
         loader = train_loader(run_cfg, store, train_idx, y[train_idx], seed=seed)
         counts = np.bincount(y[train_idx], minlength=tables.n_classes)
-        parts = build_parts(run_cfg, counts, len(loader), seed=seed)
+        parts = build_parts(run_cfg.model, run_cfg.train, run_cfg.augment, counts, len(loader), seed=seed)
         parts.model.train()
         net = parts.forward_model if parts.eval_model is None else parts.eval_model  # never DDP: rank 0 runs alone
         factor = (end / start) ** (1 / (steps - 1))

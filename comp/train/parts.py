@@ -15,7 +15,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 
 from comp.run import distributed
-from comp.core.config import Config, TrainConfig
+from comp.core.config import AugmentConfig, ModelConfig, TrainConfig
 from comp.data.augment import SeededMixup, build_mixup
 from comp.run.device import resolve_amp, resolve_device
 from comp.core.errors import CompError
@@ -147,28 +147,32 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, *, seed: int,
-                task=None, targets: np.ndarray | None = None) -> Parts:  # noqa: ANN001 - task: comp.core.tasks.Task
-    """Model (random init from the current torch RNG), loss, optimizer, schedule, scaler, EMA, mixup.
+def build_parts(model_cfg: ModelConfig, t: TrainConfig, augment: AugmentConfig, class_counts: np.ndarray,
+                steps_per_epoch: int, *, seed: int, task=None,  # noqa: ANN001 - task: comp.core.tasks.Task
+                targets: np.ndarray | None = None) -> Parts:
+    """Model (random init from the current torch RNG), loss, optimizer, schedule, scaler, EMA, mixup, from the
+    model, train and augment sections.
 
     A multiclass fit passes the training rows' class counts; another task kind passes its task (the model gets
-    task.n_outputs outputs) and the training rows' targets (for train.pos_weight: auto). The parts it builds take
-    their sections (build_model: cfg.model, build_loss / build_optimizer: cfg.train); it keeps the whole cfg
-    for comp.data.augment.build_mixup, which reads augment and train.
+    task.n_outputs outputs) and the training rows' targets (for train.pos_weight: auto).
+
+    Examples:
+        >>> cfg = build_config({"model": {"name": "test_resnet", "pretrained": False}})  # doctest: +SKIP
+        >>> parts = build_parts(cfg.model, cfg.train, cfg.augment, np.array([50, 30, 20]), 100, seed=0)  # doctest: +SKIP
     """
     kind = "multiclass" if task is None else task.kind
-    if kind != "multiclass" and (cfg.augment.mixup_alpha > 0 or cfg.augment.cutmix_alpha > 0):
+    if kind != "multiclass" and (augment.mixup_alpha > 0 or augment.cutmix_alpha > 0):
         raise CompError(f"MixUp/CutMix mixes class labels; task {kind!r} does not support it here: set "
                         "augment.mixup_alpha and augment.cutmix_alpha to 0")
     n_outputs = len(class_counts) if task is None else task.n_outputs
-    t = cfg.train
     device = distributed.place(resolve_device(t.device))
     amp_dtype = resolve_amp(t.amp, device)
     channels_last = t.channels_last and device.type == "cuda"
-    model = distributed.prepare_model(build_model(cfg.model, n_outputs), device, sync_bn=t.sync_bn).to(device)
+    model = distributed.prepare_model(build_model(model_cfg, n_outputs), device, sync_bn=t.sync_bn).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    mixup = build_mixup(cfg, len(class_counts), seed=epoch_seed(seed, 0))
+    mixup = build_mixup(augment, len(class_counts), batch_size=t.batch_size, label_smoothing=t.label_smoothing,
+                        seed=epoch_seed(seed, 0))
     optimizer = build_optimizer(model, t)
     n_steps = math.ceil(steps_per_epoch / t.grad_accum)
     ema = ModelEmaV3(model, decay=t.ema_decay, use_warmup=True) if t.ema else None
