@@ -225,16 +225,6 @@ def prepare_images(frame: pd.DataFrame, image: ImageConfig, augment: AugmentConf
     return ImageStore(array_path=target)
 
 
-def is_cached(frame: pd.DataFrame, image: ImageConfig, augment: AugmentConfig, ws: Layout) -> bool:
-    """Whether prepare_images would find a complete cache for `frame` (and decode nothing)."""
-    if not image.cache or not len(frame):
-        return True
-    boxes, hw = frame_boxes(frame), cache_hw(image, augment)
-    key = cache_key(frame["path"].astype(str).tolist(), boxes, hw=hw,
-                    margin=image.bbox_margin if boxes is not None else 0.0, root=ws.root)
-    return _valid(ws.image_cache(key), len(frame), hw)
-
-
 def check_space(folder: Path, n_bytes: int) -> None:
     """Refuse to start a cache that cannot fit on its disk (with 5% to spare)."""
     free = shutil.disk_usage(folder).free
