@@ -57,8 +57,10 @@ def comp_cli(args: list[str], ws: Path) -> float:
     return time.perf_counter() - start
 
 
-def loader_rate(ws: Path, seconds: float = 20.0) -> float:
-    """comp's training loader alone (cache, augmentation, the workers fold-train picks): images/s, no model."""
+def loader_rate(ws: Path, backend: str, seconds: float = 20.0) -> float:
+    """comp's training loader alone (cache, augmentation, the workers fold-train picks): images/s, no model. With
+    augment.backend torch the loader only gathers uint8 images and draws each sample's matrix (the pixels move on
+    the GPU, which this leaves out); with albumentations it augments every image on the CPU."""
     import numpy as np
 
     from comp.core.config import load_config
@@ -68,7 +70,7 @@ def loader_rate(ws: Path, seconds: float = 20.0) -> float:
     from comp.core.layout import Layout
 
     wsp = Layout.at(ws)
-    cfg = load_config(ws, "gpu")
+    cfg = load_config(ws, "gpu", (f"augment.backend={backend}",))
     tables = load_tables(cfg, wsp, check_images=False)
     store = prepare_images(tables.train, cfg.image, cfg.augment, wsp)
     loader = train_loader(cfg, store, np.arange(len(store)), np.zeros(len(store), dtype=int), seed=0)
@@ -148,7 +150,9 @@ def main() -> int:
     print(f"(c) comp predict --tta hflip: {n_test} test images x {views} views in {wall_c:.1f} s "
           f"(whole process) = {n_test * views / wall_c:.0f} view-img/s", flush=True)
     if not b / a >= 0.95:  # also in a smoke run (a is NaN): the loader's path is exercised
-        print(f"comp's training loader alone (no model): {loader_rate(ws):.0f} img/s", flush=True)
+        for backend in ("torch", "albumentations"):
+            print(f"comp's training loader alone (no model), augment.backend {backend}: "
+                  f"{loader_rate(ws, backend):.0f} img/s", flush=True)
     shutil.rmtree(ws, ignore_errors=True)
     return 0
 
