@@ -139,3 +139,19 @@ def test_raw_batches_render_to_the_shape_they_announce():
     out = raw.render("cpu")
     assert out.shape == raw.shape == (5, 3, 64, 64) and out.dtype == torch.float32
     torch.testing.assert_close(out, torch.full_like(out, -2.0))  # black: (0 - 0.5) / 0.25
+
+
+def test_jitter_without_rotation_or_zoom_is_a_whole_pixel_crop():
+    """The shift lands on whole pixels (RandomCrop's offsets): with scale 1 and no rotation each view is an exact crop
+    of the cached image, as sharp as the evaluation view, and every offset within the margin occurs."""
+    g = BatchGeometry("jitter", in_hw=(12, 13), out_hw=(8, 8), flip=False, mean=(0.0, 0.0, 0.0),
+                      std=(1 / 255, 1 / 255, 1 / 255), scale=(1.0, 1.0), rotate=0.0)
+    img = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (12, 13, 3), dtype=np.uint8))
+    out = g.render(img[None].expand(300, -1, -1, -1), torch.from_numpy(g.draws(list(range(300)))))
+    crops = {(y, x): img[y: y + 8, x: x + 8].permute(2, 0, 1).float() for y in range(5) for x in range(6)}
+    found = set()
+    for view in out:
+        hits = [k for k, c in crops.items() if torch.allclose(view, c, atol=1e-3)]
+        assert len(hits) == 1
+        found.add(hits[0])
+    assert found == set(crops)

@@ -75,8 +75,9 @@ class BatchGeometry:
         if self.kind == "jitter":
             s = rng.uniform(*self.scale)
             a = math.radians(rng.uniform(-self.rotate, self.rotate))
-            # the crop's centre in the scaled, rotated image (pixels from its centre)
-            cx, cy = rng.uniform(-1, 1) * (W - w) / 2, rng.uniform(-1, 1) * (H - h) / 2
+            # the crop's centre in the scaled, rotated image (pixels from its centre), at a whole-pixel offset as
+            # RandomCrop's: without rotation or zoom the view is the cached pixels themselves, as sharp as evaluation's
+            cx, cy = rng.integers(0, W - w + 1) - (W - w) / 2, rng.integers(0, H - h + 1) - (H - h) / 2
             m00, m01, m10, m11 = math.cos(a) / s, -math.sin(a) / s, math.sin(a) / s, math.cos(a) / s
             tx, ty = m00 * cx + m01 * cy, m10 * cx + m11 * cy  # input = m @ (output + c): the affine undone
         elif self.kind == "resized_crop":
