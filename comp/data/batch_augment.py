@@ -27,9 +27,16 @@ import torch.nn.functional as F
 from comp.core.errors import CompError
 
 Norm = tuple[float, float, float]
-PCG_MULT = 0x2360ED051FC65DA44385DF649FCCF645  # as comp.data.dataset: spreads small seeds over PCG64's state
-PCG_INC = 0x5851F42D4C957F2D14057B7EF767814F
+PCG_MULT = 0x2360ED051FC65DA44385DF649FCCF645  # spreads small seeds over PCG64's 128-bit state
+PCG_INC = 0x5851F42D4C957F2D14057B7EF767814F  # a fixed odd stream increment
 TRIES = 10  # RandomResizedCrop's attempts at a crop that fits before it falls back to the centre
+
+
+def restart(rng: np.random.Generator, seed: int) -> np.random.Generator:
+    """Set a PCG64 generator's state from `seed` in place (~1 us; a new Generator per sample costs ~10x that)."""
+    rng.bit_generator.state = {"bit_generator": "PCG64", "has_uint32": 0, "uinteger": 0,
+                               "state": {"state": seed * PCG_MULT % 2**128, "inc": PCG_INC}}
+    return rng
 
 
 class BatchGeometry:
@@ -63,9 +70,7 @@ class BatchGeometry:
                 f"scale={self.scale}, rotate={self.rotate}, area={self.area})")
 
     def _reseed(self, seed: int) -> np.random.Generator:
-        self._rng.bit_generator.state = {"bit_generator": "PCG64", "has_uint32": 0, "uinteger": 0,
-                                         "state": {"state": seed * PCG_MULT % 2**128, "inc": PCG_INC}}
-        return self._rng
+        return restart(self._rng, seed)
 
     def draw(self, seed: int) -> list[float]:
         """The affine_grid matrix of one sample, row-major (6 numbers): output coordinates in [-1, 1] -> cached-image

@@ -20,13 +20,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
 from comp.core.config import TrainConfig
-from comp.data.batch_augment import BatchGeometry, RawImages
+from comp.data.batch_augment import BatchGeometry, RawImages, restart
 from comp.data.cache import ImageStore
 from comp.core.errors import CompError
 
 
-PCG_MULT = 0x2360ED051FC65DA44385DF649FCCF645  # spreads small seeds over PCG64's 128-bit state
-PCG_INC = 0x5851F42D4C957F2D14057B7EF767814F  # a fixed odd stream increment
 
 
 class ImageDataset(Dataset):
@@ -101,8 +99,7 @@ class ImageDataset(Dataset):
             return
         if self.transform.random_generator is not self._rng:  # bind once (again after another binding)
             self.transform.set_random_state(self._rng, self._py)
-        self._rng.bit_generator.state = {"bit_generator": "PCG64", "has_uint32": 0, "uinteger": 0,
-                                         "state": {"state": seed * PCG_MULT % 2**128, "inc": PCG_INC}}
+        restart(self._rng, seed)
         self._py.seed(seed)
 
 
