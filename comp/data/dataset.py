@@ -44,7 +44,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         if isinstance(self.transform, BatchGeometry):  # one sample rendered alone, as a batch of one would be
             raw, labels = self._raw_batch([item])
-            return raw.render("cpu")[0], int(labels[0]) if labels.ndim == 1 else labels[0]
+            return raw.render("cpu")[0], labels[0].item() if labels.ndim == 1 else labels[0]
         image, label = self._augment(item)
         if isinstance(image, np.ndarray):  # no transform: raw pixels scaled to [0, 1]
             return torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0), label
