@@ -105,7 +105,9 @@ def test_nested_mode_predicts_with_the_checkpoint_whose_oof_it_reports(tiny_ws) 
     import pandas as pd
     import torch
 
-    scores = train_mode(tiny_ws, "nested", "train.lr=0.05")
+    # a high lr on 36 images makes the validation curve noisy; no augmentation keeps that curve a matter of training
+    # alone (the last assertion needs some fold whose nested epoch is not the last)
+    scores = train_mode(tiny_ws, "nested", "train.lr=0.05", "augment.preset=none")
     exp = tiny_ws / "experiments" / "baseline"
     sel = scores["selection"]
     assert scores["checkpoint"] == "nested" and scores["honest_source"] == "nested"

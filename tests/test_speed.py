@@ -46,6 +46,29 @@ def test_mih_finds_exactly_the_pairs_of_the_dense_search():
     assert len(hamming_pairs(h, threshold=6, block_cells=10)[0]) >= 640  # the dispatcher's MIH path finds them all
 
 
+def test_mih_checks_skewed_buckets_in_blocks_and_finds_the_same_pairs(monkeypatch):
+    """Hashes whose bits are mostly fixed (smooth photos) crowd a few substring buckets; the candidates are then checked
+    in blocks of about `block`, never all at once, and the pairs equal the dense search's."""
+    import comp.eda.duplicates as dup
+
+    rng = np.random.default_rng(1)
+    free = np.uint64(0)
+    for k in rng.choice(64, 12, replace=False):  # 12 of 64 bits vary: every substring has few distinct values
+        free |= np.uint64(1) << np.uint64(int(k))
+    h = rng.integers(0, 2**63, size=3000, dtype=np.uint64) & free
+    largest = []
+    real = dup._ranges_to_pairs
+    monkeypatch.setattr(dup, "_ranges_to_pairs", lambda lo, hi: largest.append(int((hi - lo).sum())) or real(lo, hi))
+    want = dup.dense_hamming_pairs(h, threshold=4)
+    for block in (64, 5_000, 10**9):
+        largest.clear()
+        got = dup.mih_hamming_pairs(h, threshold=4, block=block)
+        assert all(np.array_equal(x, y) for x, y in zip(want, got)), block
+        if block == 5_000:  # no step beyond the budget, except a single query's own bucket
+            assert max(largest) <= block + 3000
+    assert max(largest) > 100_000  # unblocked, one probe alone held far more candidates
+
+
 def _decodes(monkeypatch) -> list[str]:
     import comp.data.images as images
 

@@ -66,9 +66,28 @@ def _ranges_to_pairs(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray,
     return query, np.repeat(starts, counts) + offsets
 
 
-def mih_hamming_pairs(a: np.ndarray, b: np.ndarray | None = None, *,
-                      threshold: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """hamming_pairs by multi-index hashing: probe each 16-bit substring of a within t // 4 flips in b's sorted substrings."""
+MIH_BLOCK = 2_000_000  # candidates checked at once: memory stays O(this) however skewed the hashes' buckets are
+
+
+def _query_blocks(counts: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """[q0, q1) runs of queries whose candidate counts add up to about `budget` (a query alone may exceed it)."""
+    ends = np.cumsum(counts)
+    blocks, q0 = [], 0
+    while q0 < len(counts):
+        done = int(ends[q0 - 1]) if q0 else 0
+        q1 = max(q0 + 1, int(np.searchsorted(ends, done + budget, side="right")))
+        blocks.append((q0, q1))
+        q0 = q1
+    return blocks
+
+
+def mih_hamming_pairs(a: np.ndarray, b: np.ndarray | None = None, *, threshold: int = 6,
+                      block: int = MIH_BLOCK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """hamming_pairs by multi-index hashing: probe each 16-bit substring of a within t // 4 flips in b's sorted substrings.
+
+    Real hashes fill the substring buckets unevenly (photos with smooth backgrounds share many bits): at 100k
+    images one probe can reach ~10^8 candidates, so the queries are checked in blocks of about `block`
+    candidates and only the pairs within the threshold are kept."""
     a = np.asarray(a, dtype=np.uint64)
     same = b is None
     b = a if same else np.asarray(b, dtype=np.uint64)
@@ -83,13 +102,16 @@ def mih_hamming_pairs(a: np.ndarray, b: np.ndarray | None = None, *,
         sub_a = ((a >> shift) & np.uint64(0xFFFF)).astype(np.int64)
         for mask in masks.astype(np.int64):
             probe = sub_a ^ mask
-            i, pos = _ranges_to_pairs(starts[probe], ends[probe])
-            j = order[pos]
-            keep = np.bitwise_count(a[i] ^ b[j]) <= threshold
-            if same:
-                keep &= i < j
-            found_i.append(i[keep])
-            found_j.append(j[keep])
+            lo, hi = starts[probe], ends[probe]
+            for q0, q1 in _query_blocks(hi - lo, block):
+                i, pos = _ranges_to_pairs(lo[q0:q1], hi[q0:q1])
+                i += q0
+                j = order[pos]
+                keep = np.bitwise_count(a[i] ^ b[j]) <= threshold
+                if same:
+                    keep &= i < j
+                found_i.append(i[keep])
+                found_j.append(j[keep])
     i, j = np.concatenate(found_i).astype(np.int64), np.concatenate(found_j).astype(np.int64)
     key = np.unique(i * len(b) + j)  # a pair found through several substrings once, ordered by (i, j)
     i, j = key // len(b), key % len(b)
