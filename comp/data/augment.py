@@ -16,6 +16,7 @@ import torch  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
 from comp.core.config import AugmentConfig, ImageConfig  # noqa: E402
+from comp.data.batch_augment import normalize_affine  # noqa: E402
 from comp.data.cache import cache_hw  # noqa: E402
 from comp.core.errors import CompError, closest  # noqa: E402
 
@@ -46,8 +47,7 @@ class NormalizeToTensor(ToTensorV2):
         super().__init__(p=p)
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
-        self._scale = [1.0 / (255.0 * s) for s in self.std]
-        self._shift = [-m / s for m, s in zip(self.mean, self.std)]  # (x/255 - m)/s = x*scale + shift
+        self._scale, self._shift = normalize_affine(self.mean, self.std)  # (x/255 - m)/s = x*scale + shift
         self.defer = False  # True while ImageDataset.__getitems__ writes whole batches itself
 
     def apply(self, img: np.ndarray, **params: Any) -> torch.Tensor | np.ndarray:

@@ -17,6 +17,7 @@ batch it landed in; comp's rule is that it depends on (seed, epoch, draw) alone.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -30,6 +31,18 @@ Norm = tuple[float, float, float]
 PCG_MULT = 0x2360ED051FC65DA44385DF649FCCF645  # spreads small seeds over PCG64's 128-bit state
 PCG_INC = 0x5851F42D4C957F2D14057B7EF767814F  # a fixed odd stream increment
 TRIES = 10  # RandomResizedCrop's attempts at a crop that fits before it falls back to the centre
+
+
+def normalize_affine(mean: Norm, std: Norm) -> tuple[list[float], list[float]]:
+    """(scale, shift) per channel with (x / 255 - mean) / std = x * scale + shift, for uint8 pixels x."""
+    return [1.0 / (255.0 * s) for s in std], [-m / s for m, s in zip(mean, std)]
+
+
+@functools.lru_cache(maxsize=16)
+def _norm_tensors(mean: Norm, std: Norm, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """normalize_affine as (1, C, 1, 1) tensors on `device`, made once: a tensor built from Python numbers is a
+    blocking copy to a GPU, and a batch from a DataLoader worker brings its own copy of the geometry."""
+    return tuple(torch.tensor(v, device=device).view(1, -1, 1, 1) for v in normalize_affine(mean, std))
 
 
 def restart(rng: np.random.Generator, seed: int) -> np.random.Generator:
@@ -122,8 +135,7 @@ class BatchGeometry:
         x = images.permute(0, 3, 1, 2).float()
         grid = sampling_grid(theta.float(), self.out_hw)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-        scale = torch.tensor([1.0 / (255.0 * s) for s in self.std], device=x.device).view(1, -1, 1, 1)
-        shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], device=x.device).view(1, -1, 1, 1)
+        scale, shift = _norm_tensors(self.mean, self.std, x.device)
         return x.mul_(scale).add_(shift)  # (x / 255 - mean) / std
 
 

@@ -151,6 +151,12 @@ class ImageStore:
         """(H', W') of every image."""
         return tuple(self._hw) if self.paths is not None else tuple(self._data().shape[1:3])
 
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), H', W', 3) uint8: the images of `rows`, gathered in one copy from the cache."""
+        if self.paths is None:
+            return np.asarray(np.take(self._data(), np.asarray(rows, dtype=np.int64), axis=0))  # ndarray, not memmap
+        return np.stack([self[int(i)] for i in rows])
+
     def __getitem__(self, i: int) -> np.ndarray:
         if self.paths is None:
             return np.array(self._data()[i])  # a private writable copy; the memmap stays read-only

@@ -87,7 +87,7 @@ class ImageDataset(Dataset):
     def _raw_batch(self, items: list) -> tuple[RawImages, torch.Tensor]:
         """The cached uint8 images of `items` ((position, seed) pairs, or positions: seed 0) and their geometry."""
         pairs = [item if isinstance(item, tuple) else (item, 0) for item in items]
-        images = np.stack([self.store[int(self.indices[p])] for p, _ in pairs])  # (B, H', W', 3)
+        images = self.store.take(self.indices[[p for p, _ in pairs]])  # (B, H', W', 3)
         theta = self.transform.draws([s for _, s in pairs])
         labels = label_tensor([-1 if self.labels is None else self.labels[p] for p, _ in pairs])
         return RawImages(torch.from_numpy(images), torch.from_numpy(theta), self.transform), labels

@@ -12,6 +12,7 @@ reported with the tail of its log while the others finish.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -138,8 +139,7 @@ class ChildJob:
     device: str | None = None  # where it runs ("cpu" or a GPU number; CUDA_VISIBLE_DEVICES already says so)
 
     def record(self) -> dict:
-        return {"workspace": self.workspace, "experiment": self.experiment, "folds": list(self.folds),
-                "overrides": list(self.overrides), "device": self.device}
+        return dataclasses.asdict(self)  # tuples are written as JSON lists
 
 
 def write_job(path: Path, job: ChildJob) -> Path:
@@ -162,8 +162,9 @@ def read_job(path: Path | str) -> ChildJob:
 
     if not isinstance(record, dict):
         raise bad(f"expected a JSON object, got {type(record).__name__}")
-    fields = {"workspace", "experiment", "folds", "overrides", "device"}
-    missing, unknown = sorted({"workspace", "experiment", "folds"} - set(record)), sorted(set(record) - fields)
+    fields = {f.name: f for f in dataclasses.fields(ChildJob)}
+    required = {name for name, f in fields.items() if f.default is dataclasses.MISSING}
+    missing, unknown = sorted(required - set(record)), sorted(set(record) - set(fields))
     if missing or unknown:
         raise bad(", ".join(([f"missing {missing}"] if missing else []) + ([f"unknown keys {unknown}"] if unknown else [])))
     for key in ("workspace", "experiment"):
