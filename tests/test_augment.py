@@ -247,3 +247,23 @@ def test_auto_without_data_or_signal_does_not_flip():
                                                           "flip_symmetry": None}
     noise = np.random.default_rng(1).integers(0, 256, (100, 24, 24, 3), dtype=np.uint8)
     assert flip_symmetry(noise, np.arange(100) % 2) is None  # labels unrelated to the pixels: nothing to judge by
+
+
+@pytest.mark.parametrize("backend", ["albumentations", "torch"])
+def test_hflip_forces_the_presets_flip_either_way(backend, caplog):
+    rng = np.random.default_rng(0)
+    labels = np.arange(200) % 2
+    images = np.stack([sided(int(c), rng) for c in labels])  # the probe would say: no flip
+    with caplog.at_level("INFO", logger="comp.data.augment"):
+        t = train_pipeline(config((24, 24), preset="auto", backend=backend, hflip=True), images=images, labels=labels)
+    assert geometry_of(t) == ("jitter", True) and t.auto["flip"] is True
+    assert "flip on (augment.hflip)" in caplog.text
+    off = train_pipeline(config((24, 24), preset="light", backend=backend, hflip=False))
+    assert geometry_of(off) == ("jitter", False)  # light flips unless told not to
+
+
+@pytest.mark.parametrize("augment, where", [({"preset": "none", "hflip": True}, "augment.preset none"),
+                                            ({"transforms": [{"Blur": {}}], "hflip": False}, "transforms list")])
+def test_hflip_is_refused_where_no_preset_draws_the_flip(augment, where):
+    with pytest.raises(Exception, match=f"augment.hflip applies to the presets .*{where}"):
+        Config.model_validate({"augment": augment})

@@ -101,3 +101,20 @@ def test_k_below_two_rejected(tmp_path):
 def test_all_keys_cover_sections():
     keys = all_keys()
     assert "train.lr" in keys and "data.group_col" in keys and "tune.space" in keys
+
+
+def test_default_lr_knows_whether_the_model_is_fine_tuned() -> None:
+    from comp.core.config import LR_FINETUNE, LR_SCRATCH
+
+    def lr(**sections) -> object:
+        return Config.model_validate(sections).train.lr
+
+    assert LR_SCRATCH > LR_FINETUNE
+    assert lr() == LR_FINETUNE  # resnet18 from the hub's ImageNet weights
+    assert lr(model={"pretrained": False}) == LR_SCRATCH
+    assert lr(model={"pretrained": False, "pretrained_path": "w.safetensors"}) == LR_FINETUNE  # a local file loads too
+    assert lr(model={"pretrained": False}, train={"lr": 0.05}) == 0.05  # a number the user gives is kept
+    assert lr(train={"lr": "auto"}) == "auto"
+    # the resolved number is what the experiment records: the same hash as writing it out
+    assert Config.model_validate({"model": {"pretrained": False}}).train_hash() == \
+        Config.model_validate({"model": {"pretrained": False}, "train": {"lr": LR_SCRATCH}}).train_hash()

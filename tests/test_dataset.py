@@ -81,6 +81,27 @@ def test_class_weights_values():
     assert np.allclose(class_weights(np.array([1, 1, 1, 1, 2]), "sqrt"), [0.5] * 4 + [1.0])
 
 
+def test_auto_batch_size_buys_small_sets_more_steps_and_keeps_large_ones_at_64(caplog):
+    from comp.data.dataset import AUTO_MIN_STEPS, auto_batch_size
+
+    assert auto_batch_size(1_200, 10) == 16  # 750 steps at 16: the smallest, short of the goal
+    assert auto_batch_size(3_200, 10) == 32 and 10 * (3_200 // 32) >= AUTO_MIN_STEPS > 10 * (3_200 // 64)
+    assert auto_batch_size(6_400, 10) == 64  # 1,000 steps at 64
+    assert auto_batch_size(6_400, 10, grad_accum=2) == 32  # the steps that count are optimizer steps
+    assert auto_batch_size(5, 3) == 5  # never more than the samples of an epoch
+    # fine-tuning starts near a solution: batch 32 at the least, 64 from 300 steps on
+    assert auto_batch_size(1_200, 4, finetune=True) == 32 and auto_batch_size(2_000, 10, finetune=True) == 64
+    cfg = Config.model_validate({"model": {"pretrained": False}, "train": {"epochs": 4}})
+    assert cfg.train.batch_size == "auto"
+    with caplog.at_level("INFO", logger="comp.data.dataset"):
+        loader = train_loader(cfg, memory_store(10_000), np.arange(9_000), None, seed=0)
+    assert loader.batch_size == auto_batch_size(9_000, 4) == 32  # 4 x 140 steps at 64 fall short of 1,000
+    assert "train.batch_size auto: 32 (9000 samples an epoch x 4 epochs: 1124 optimizer steps" in caplog.text
+    assert eval_loader(cfg, memory_store(10), np.arange(10)).batch_size == 128  # evaluation keeps no gradients
+    tuned = Config.model_validate({"model": {"pretrained": False, "pretrained_path": "w.pth"}, "train": {"epochs": 4}})
+    assert train_loader(tuned, memory_store(2_000), np.arange(1_200), None, seed=0).batch_size == 32
+
+
 def test_explicit_sampler_weights_and_their_validation():
     cfg = Config.model_validate({"train": {"batch_size": 2}})
     weights = np.zeros(10)

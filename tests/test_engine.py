@@ -406,14 +406,14 @@ def test_onecycle_step_and_none_schedules() -> None:
 
 def test_scheduler_and_optimizer_states_load_with_weights_only(tmp_path: Path) -> None:
     model = torch.nn.Linear(3, 2)
-    opt = build_optimizer(model, TrainConfig())
-    sched = build_scheduler(opt, TrainConfig(), 5)
+    opt = build_optimizer(model, TrainConfig(lr=3e-4))
+    sched = build_scheduler(opt, TrainConfig(lr=3e-4), 5)
     model(torch.randn(4, 3)).sum().backward()
     opt.step()
     sched.step()
     torch.save({"opt": opt.state_dict(), "sched": sched.state_dict()}, tmp_path / "s.pt")
     back = torch.load(tmp_path / "s.pt", weights_only=True)
-    sched2 = build_scheduler(build_optimizer(model, TrainConfig()), TrainConfig(), 5)
+    sched2 = build_scheduler(build_optimizer(model, TrainConfig(lr=3e-4)), TrainConfig(lr=3e-4), 5)
     sched2.load_state_dict(back["sched"])
     assert sched2.last_epoch == 1
     assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]  # no decay on biases

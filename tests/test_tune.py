@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from comp.cli import app
-from comp.core.config import Config, load_config
+from comp.core.config import LR_FINETUNE, Config, load_config
 from comp.core.errors import CompError
 from comp.tune import default_space, parse_space, tune_experiment
 from comp.data.folds import parse_fold_selection
@@ -94,7 +94,7 @@ def test_trial_config_applies_overrides_without_mutating() -> None:
     cfg = Config()
     tuned = trial_config(cfg, {"train.lr": 0.123, "image.size": 64}, epochs=2)
     assert (tuned.train.lr, tuned.image.size, tuned.train.epochs) == (0.123, 64, 2)
-    assert (cfg.train.lr, cfg.image.size, cfg.train.epochs) == (3.0e-4, 224, 10)
+    assert (cfg.train.lr, cfg.image.size, cfg.train.epochs) == (LR_FINETUNE, 224, 10)  # resnet18 pretrained
     with pytest.raises(CompError, match=r"train.batch_size must be 1 or more, got 0"):
         apply_params(cfg, {"train.batch_size": 0})
 

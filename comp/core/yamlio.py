@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +112,62 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CompError(f"{path} must hold a mapping of keys, got {type(data).__name__}")
     return data
+
+
+# ---------------------------------------------------------------- overrides and merging
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """A new dict: `top` over `base`, merging nested mappings key by key."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "space":
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """'train.lr=1e-3' -> {'train': {'lr': 0.001}} (the value parsed as a YAML scalar)."""
+    if "=" not in text:
+        raise CompError(f"--set expects dotted.key=value, got {text!r}; e.g. --set train.lr=1e-3")
+    key, value = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise CompError(f"--set expects dotted.key=value, got {text!r}")
+    try:
+        parsed = load_yaml(value, source=f"--set {key}") if value.strip() else None
+    except yaml.YAMLError as exc:
+        raise CompError(f"--set {text!r}: value is not valid YAML ({yaml_problem(exc)})") from None
+    if isinstance(parsed, str):
+        parsed = _yaml11_float(parsed)
+    return nest(key, parsed)
+
+
+def nest(key: str, value: Any) -> dict[str, Any]:
+    """'train.lr', 1e-3 -> {'train': {'lr': 1e-3}}."""
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def _yaml11_float(text: str) -> Any:
+    """YAML 1.1 reads '1e-3' as a string; a user means the number."""
+    try:
+        return float(text) if any(c in text for c in "eE") and not text.isalpha() else text
+    except ValueError:
+        return text
+
+
+def _float_fix(node: Any) -> Any:
+    """Apply `_yaml11_float` through a parsed YAML document."""
+    if isinstance(node, dict):
+        return {k: _float_fix(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_float_fix(v) for v in node]
+    return _yaml11_float(node) if isinstance(node, str) else node

@@ -284,17 +284,20 @@ def build_train_transform(image: ImageConfig, augment: AugmentConfig, mean: Norm
     if augment.transforms:
         steps = explicit(augment)
     elif augment.preset == "auto":
-        auto = auto_choice(image, images, labels, seed=seed)
+        auto = auto_choice(image, images if augment.hflip is None else None, labels, seed=seed)
+        if augment.hflip is not None:
+            auto["flip"] = augment.hflip
         steps = [] if batched else preset("auto", image, augment, flip=auto["flip"])
-        log.info("augment auto: %s geometry, flip %s (flip symmetry %s of the training images; flips from %.2f)%s",
-                 auto["geometry"], "on" if auto["flip"] else "off",
-                 "not measured" if auto["flip_symmetry"] is None else f"{auto['flip_symmetry']:.3f}", FLIP_KEEPS,
+        why = "augment.hflip" if augment.hflip is not None else \
+            "flip symmetry %s of the training images; flips from %.2f" % (
+                "not measured" if auto["flip_symmetry"] is None else f"{auto['flip_symmetry']:.3f}", FLIP_KEEPS)
+        log.info("augment auto: %s geometry, flip %s (%s)%s", auto["geometry"], "on" if auto["flip"] else "off", why,
                  "; on whole batches in torch" if batched else "")
     else:
-        steps = [] if batched else preset(augment.preset, image, augment)
+        steps = [] if batched else preset(augment.preset, image, augment, flip=augment.hflip is not False)
     if batched:
-        pipeline = batch_geometry(image, augment, mean, std, flip=auto["flip"] if auto else augment.preset != "none",
-                                  seed=seed)
+        flip = auto["flip"] if auto else augment.preset != "none" and augment.hflip is not False
+        pipeline = batch_geometry(image, augment, mean, std, flip=flip, seed=seed)
     else:
         pipeline = A.Compose([*steps, *tail(image, mean, std)], seed=seed)
     pipeline.auto = auto

@@ -9,6 +9,7 @@ from typing import Any
 from comp.core.config import Config
 from comp.core.errors import CompError
 from comp.core.layout import Layout, write_bytes
+from comp.data.dataset import eval_batch_size
 
 log = logging.getLogger("comp.export")
 
@@ -55,7 +56,7 @@ def member_spec(cfg: Config, ws: Layout, exp: str, classes: tuple, folder: Path,
     mean, std = resolve_norm(trained.model)
     spec: dict[str, Any] = {
         "name": exp, "train_hash": train_hash, "folds": list(ckpts), "amp": trained.train.amp,
-        "batch_size": 2 * trained.train.batch_size, "config": f"{exp}.config.yaml",
+        "batch_size": eval_batch_size(trained.train.batch_size), "config": f"{exp}.config.yaml",
         "model": {"name": trained.model.name, "num_classes": len(classes), "drop_rate": trained.model.drop_rate,
                   "drop_path_rate": trained.model.drop_path_rate},
         "preprocess": {"input_hw": list(trained.image.hw), "cache_hw": list(cache_hw(trained.image, trained.augment)),

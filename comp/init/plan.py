@@ -176,7 +176,7 @@ def baseline_experiment(size: int | list[int]) -> dict[str, Any]:
         "model": {"name": "resnet34", "pretrained": True},
         "image": {"size": size},
         "augment": {"preset": "auto"},
-        "train": {"epochs": 10, "batch_size": 32, "lr": 3.0e-4, "scheduler": "cosine", "warmup_epochs": 1,
+        "train": {"epochs": 10, "batch_size": "auto", "scheduler": "cosine", "warmup_epochs": 1,
                   "checkpoint": "last", "seed": 42},  # the last epoch of the schedule: a CV chosen on nothing
         "tta": {"transforms": "none"},  # `comp predict --tta auto` chooses one on out-of-fold predictions
     }
@@ -185,6 +185,8 @@ def baseline_experiment(size: int | list[int]) -> dict[str, Any]:
 BASELINE_HEADER = (
     "# The first experiment, written by `comp init`: edit freely, or copy to experiments/<name>.yaml.\n"
     "# Keys you may set: model, image, augment, train, tta, tune (see comp.core.config).\n"
+    "# train.lr unset: 1e-3 fine-tuning pretrained weights, 3e-3 from scratch. train.batch_size auto: fine-tuning the\n"
+    "# larger of 64/32 that gives the run 300 optimizer steps, from scratch the largest of 64/32/16 that gives 1,000.\n"
 )
 
 

@@ -24,7 +24,8 @@ def train_loader(cfg: Config, store: ImageStore, indices: np.ndarray, labels: np
     if transform is None:  # augment.preset auto looks at the training rows it will augment
         transform = build_train_transform(cfg.image, cfg.augment, *resolve_norm(cfg.model), seed=cfg.train.seed,
                                           device=cfg.train.device, images=Rows(store, indices), labels=labels)
-    return build_train_loader(store, indices, labels, loader_settings(cfg.train), transform=transform, seed=seed,
+    settings = loader_settings(cfg.train, finetune=cfg.model.fine_tunes)
+    return build_train_loader(store, indices, labels, settings, transform=transform, seed=seed,
                               **options)
 
 
