@@ -19,7 +19,7 @@ mobilenetv2_100 from $COMP_WEIGHTS_DIR/mobilenetv2_100_tv_in1k.safetensors, defa
 
 For each case, in one run and on the same folds (comp's folds/k5-s42.csv; 5 group folds as the issue measures):
   comp     comp.Workspace: folds, fold_train, predict with the experiment's defaults; only model (name, pretrained,
-           pretrained_path), image.size, train.epochs, train.lr and train.batch_size are set (plus --set)
+           pretrained_path), image.size and train.epochs are set (plus --set): comp picks lr and batch size itself
   hand     in-memory uint8 tensors normalised with the weights' mean/std, per-sample flip + small affine on the
            batch, AdamW + OneCycle, the last epoch's weights, soft voting over the fold models; -pt: the same
            weights file loaded without its classifier
@@ -73,7 +73,7 @@ class Case:
     model: str
     size: int
     epochs: int
-    lr: float
+    lr: float  # the hand loop's lr and batch (the issue's settings); comp chooses its own (train.lr, batch_size auto)
     batch: int
     pretrained: bool = False  # fine-tune from WEIGHTS[model] in weights_dir()
     k: int = 5
@@ -128,18 +128,18 @@ def hidden_score(root: Path, ids: list[str], probs: np.ndarray, classes: list[st
     return get_metric(metric)(y, probs)
 
 
-def run_comp(root: Path, case: Case, extra: list[str]) -> Result:
-    """comp with its defaults: only model, image size, epochs, lr and batch set (and `extra` overrides)."""
+def run_comp(root: Path, case: Case, extra: list[str], repeat: int = 0) -> Result:
+    """comp with its defaults: only model, image size and epochs set (and `extra` overrides; the case's lr and batch
+    are the loop's); repeat r trains with train.seed 42 + r (an override in `extra` wins)."""
     import comp
     from comp.core.layout import read_json
 
     model = {"name": case.model, "pretrained": case.pretrained}
     if case.pretrained:
         model["pretrained_path"] = str(weights_file(case))
-    exp = {"model": model, "image": {"size": case.size},
-           "train": {"epochs": case.epochs, "lr": case.lr, "batch_size": case.batch}}
+    exp = {"model": model, "image": {"size": case.size}, "train": {"epochs": case.epochs}}
     (root / "experiments" / "baseline.yaml").write_text(yaml.safe_dump(exp, sort_keys=False))
-    extra = [f"folds.k={case.k}", *extra]
+    extra = [f"folds.k={case.k}", *([f"train.seed={42 + repeat}"] if repeat else []), *extra]
     start = time.perf_counter()
     ws = comp.Workspace(root, progress=False)
     ws.folds(k=case.k)
@@ -153,7 +153,8 @@ def run_comp(root: Path, case: Case, extra: list[str]) -> Result:
     hidden = hidden_score(root, test["id"].astype(str).tolist(), test[columns].to_numpy(), classes, cfg.metric)
     plain = ws.predict("baseline", tta="none", overrides=extra)  # the same models without test-time augmentation
     saved = read_json(root / "experiments" / "baseline" / "scores.json")
-    notes = {"tta": cfg.tta.transforms,
+    notes = {"lr": cfg.train.lr, "batch": log_value(root, "train.batch_size auto: ") or cfg.train.batch_size,
+             "tta": cfg.tta.transforms,
              "hidden_without_tta": round(hidden_score(root, plain["id"].astype(str).tolist(), plain[columns].to_numpy(),
                                                       classes, cfg.metric), 4),
              "cv_last_epoch": round(last_epoch_cv(root), 4),
@@ -170,6 +171,14 @@ def last_epoch_cv(root: Path) -> float:
     """The mean fold score of the last epoch (history.csv), beside CV of the kept checkpoints."""
     rows = [pd.read_csv(h).iloc[-1]["metric"] for h in sorted((root / "experiments" / "baseline").glob("fold*/history.csv"))]
     return float(np.mean(rows)) if rows else math.nan
+
+
+def log_value(root: Path, prefix: str) -> str:
+    """The word after `prefix` in the first fold's train.log (e.g. the batch size auto chose), or ''."""
+    log = root / "experiments" / "baseline" / "fold0" / "train.log"
+    lines = [ln.split(prefix, 1)[1].split()[0] for ln in log.read_text().splitlines() if prefix in ln] \
+        if log.is_file() else []
+    return lines[-1] if lines else ""
 
 
 def augment_note(root: Path) -> str:
@@ -212,8 +221,9 @@ def hand_model(case: Case, n_classes: int) -> "object":
     return model
 
 
-def run_hand(root: Path, case: Case) -> Result:
-    """A plain timm loop: in-memory tensors, flip + small affine on the batch, AdamW + OneCycle, last epoch, soft vote."""
+def run_hand(root: Path, case: Case, repeat: int = 0) -> Result:
+    """A plain timm loop: in-memory tensors, flip + small affine on the batch, AdamW + OneCycle, last epoch, soft vote.
+    Repeat r seeds its shuffling and augmentation with r and fold f's initial weights with f + 1000 r."""
     import torch
     import torch.nn.functional as F
 
@@ -243,12 +253,12 @@ def run_hand(root: Path, case: Case) -> Result:
         with torch.no_grad():
             return torch.cat([model((x[s: s + 256].float() - mean) / std).softmax(1) for s in range(0, len(x), 256)])
 
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(repeat)
     scores, test_probs = [], torch.zeros(len(test), len(labels))
     n_folds = case.train_folds or case.k
     for fold in range(n_folds):
         tr, va = torch.nonzero(fold_of != fold).squeeze(1), torch.nonzero(fold_of == fold).squeeze(1)
-        torch.manual_seed(fold)
+        torch.manual_seed(fold + 1000 * repeat)
         model = hand_model(case, len(labels))
         opt = torch.optim.AdamW(model.parameters(), lr=case.lr, weight_decay=0.01)
         steps = len(tr) // case.batch
@@ -285,19 +295,48 @@ def goals(comp: Result, hand: Result) -> dict[str, str]:
             "gap": "met" if comp.gap <= hand.gap + GOAL_GAP + 1e-12 else "missed"}
 
 
-def case_record(case: Case, root: Path, results: dict[str, Result]) -> dict:
-    """One case's entry in --json: its data and settings, each system's figures, and the goals."""
+def mean_result(results: list[Result]) -> Result:
+    """The repeats' mean CV, hidden score and seconds (notes from the first repeat)."""
+    return Result(float(np.mean([r.cv for r in results])), float(np.mean([r.hidden for r in results])),
+                  float(np.mean([r.seconds for r in results])), results[0].notes)
+
+
+def paired(comp: list[Result], hand: list[Result]) -> dict:
+    """comp - hand per repeat (the same split and folds), with its mean and standard error over the repeats.
+
+    `decided` says whether each goal's verdict holds beyond two standard errors of the mean difference (None
+    with one repeat: no spread to judge by)."""
+    out: dict = {}
+    for key, goal in (("hidden", GOAL_HIDDEN), ("gap", GOAL_GAP)):
+        diffs = [getattr(c, key) - getattr(h, key) for c, h in zip(comp, hand)]
+        mean = float(np.mean(diffs))
+        se = float(np.std(diffs, ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else None
+        decided = None if se is None else abs(mean - goal) > 2 * se
+        out[key] = {"diffs": [round(d, 4) for d in diffs], "mean": round(mean, 4),
+                    "se": None if se is None else round(se, 4), "decided": decided}
+    return out
+
+
+def case_record(case: Case, root: Path, runs: list[dict[str, Result]]) -> dict:
+    """One case's entry in --json: its data and settings, each system's figures (the mean over the repeats), each
+    repeat's figures, the paired comp - hand differences, and the goals judged on the means."""
     train = pd.read_csv(root / "data" / "train.csv", dtype=str)
     group = next((c for c in train.columns if c not in ("id", "path", "label")), None)
+
+    def figures(r: Result) -> dict:
+        return {"cv": r.cv, "hidden": r.hidden, "gap": r.gap, "seconds": round(r.seconds, 1), **r.notes}
+
+    systems = {s: mean_result([run[s] for run in runs]) for s in runs[0]}
     record = {"case": case.name, "data": case.data, "model": case.model, "pretrained": case.pretrained,
               "size": case.size, "epochs": case.epochs, "lr": case.lr, "batch": case.batch, "k": case.k,
               "folds_trained": case.train_folds or case.k, "n_train": len(train),
               "n_hidden": sum(1 for _ in open(root / "data" / "test.csv")) - 1,
               "n_groups": int(train[group].nunique()) if group else None, "n_classes": int(train["label"].nunique()),
-              "systems": {s: {"cv": r.cv, "hidden": r.hidden, "gap": r.gap, "seconds": round(r.seconds, 1),
-                              **r.notes} for s, r in results.items()}}
-    if "comp" in results and "hand" in results:
-        record["goals"] = goals(results["comp"], results["hand"])
+              "systems": {s: figures(r) for s, r in systems.items()},
+              "repeats": [{"split": i, "systems": {s: figures(r) for s, r in run.items()}} for i, run in enumerate(runs)]}
+    if "comp" in systems and "hand" in systems:
+        record["goals"] = goals(systems["comp"], systems["hand"])
+        record["paired"] = paired([run["comp"] for run in runs], [run["hand"] for run in runs])
     return record
 
 
@@ -315,12 +354,17 @@ def run_info(args: argparse.Namespace) -> dict:
 
 
 def print_table(records: list[dict]) -> None:
-    print("\n| case | system | CV | hidden | CV-hidden | seconds | hidden goal | gap goal |\n|---|---|---|---|---|---|---|---|")
+    """The markdown table: per case and system the mean over the repeats; comp's row adds comp - hand on the hidden
+    set (+- its standard error over the repeats) and the two goals."""
+    print("\n| case | system | repeats | CV | hidden | CV-hidden | seconds | comp - hand hidden | hidden goal | gap goal |"
+          "\n|---|---|---|---|---|---|---|---|---|---|")
     for rec in records:
         for system, r in rec["systems"].items():
             met = rec.get("goals", {}) if system == "comp" else {}
-            print(f"| {rec['case']} | {system} | {r['cv']:.4f} | {r['hidden']:.4f} | {r['gap']:+.4f} | "
-                  f"{r['seconds']:.0f} | {met.get('hidden', '')} | {met.get('gap', '')} |")
+            diff = rec.get("paired", {}).get("hidden") if system == "comp" else None
+            diff_text = "" if diff is None else f"{diff['mean']:+.4f}" + (f" +- {diff['se']:.4f}" if diff["se"] else "")
+            print(f"| {rec['case']} | {system} | {len(rec.get('repeats', [1]))} | {r['cv']:.4f} | {r['hidden']:.4f} | "
+                  f"{r['gap']:+.4f} | {r['seconds']:.0f} | {diff_text} | {met.get('hidden', '')} | {met.get('gap', '')} |")
 
 
 # ---------------------------------------------------------------- the run
@@ -336,6 +380,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[Case]]:
                     help="a comp override for experiments (comp only; repeatable)")
     ap.add_argument("--folds", type=int, help="train only the first N of the k folds (quick experiments; CV and "
                     "hidden then come from those folds)")
+    ap.add_argument("--repeats", type=int, default=1, help="train and score each case this many times, repeat r on "
+                    "the hidden split drawn with seed r and with training seeds from r; the table shows the means and "
+                    "the paired comp - hand difference +- its standard error (default 1)")
     ap.add_argument("--keep", type=Path, help="build the workspaces under this folder and keep them")
     ap.add_argument("--json", type=Path, help="write every figure here (rewritten after each case)")
     ap.add_argument("--threads", type=int, help="torch threads for both systems (default: torch's; 1 is faster "
@@ -352,6 +399,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[Case]]:
     bad = [s for s in args.systems.split(",") if s not in ("comp", "hand")]
     if bad:
         ap.error(f"unknown system {bad[0]!r}; known: comp, hand")
+    if args.repeats < 1:
+        ap.error(f"--repeats must be 1 or more, got {args.repeats}")
     if args.epochs:
         cases = [replace(c, epochs=args.epochs) for c in cases]
     if args.folds:
@@ -360,38 +409,53 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[Case]]:
 
 
 def run_case(case: Case, root: Path, args: argparse.Namespace) -> dict | None:
-    """Build, train and score one case with each system; its --json record (None when skipped)."""
+    """Build, train and score one case with each system, once per repeat; its --json record (None when skipped).
+
+    Repeat r draws the hidden split with seed r and trains comp with train.seed 42 + r and the loop with seed r,
+    so the repeats sample both the hidden split's and the training's noise, and each repeat pairs the systems on
+    the same split and folds."""
     if case.pretrained and not weights_file(case).is_file():
         print(f"{case.name}: skipped, no weights file {weights_file(case)}; set COMP_WEIGHTS_DIR to the folder "
               f"holding {WEIGHTS[case.model][0]}", flush=True)
         return None
-    shutil.rmtree(root, ignore_errors=True)
-    try:
-        BUILDERS[case.data](root, args.quick)
-    except Missing as exc:
-        print(f"{case.name}: skipped, its data is not installed; get it with: {exc}", flush=True)
-        return None
     import comp
 
-    comp.Workspace(root, progress=False).folds(k=case.k)  # the hand loop trains on comp's folds
-    n_train = sum(1 for _ in open(root / "data" / "train.csv")) - 1
-    n_test = sum(1 for _ in open(root / "data" / "test.csv")) - 1
-    print(f"== {case.name}: {n_train} train / {n_test} hidden images, {case.model} {case.size}px"
-          f"{' fine-tuned' if case.pretrained else ''}, {case.epochs} epochs, lr {case.lr:g}, batch {case.batch}, "
-          f"{case.train_folds or case.k} of {case.k} folds", flush=True)
-    results: dict[str, Result] = {}
-    for system in args.systems.split(","):
-        result = run_comp(root, case, args.overrides) if system == "comp" else run_hand(root, case)
-        results[system] = result
-        extra = "".join(f"  {k} {v}" for k, v in result.notes.items() if v not in (None, "", []))
-        print(f"  {system:5s} CV {result.cv:.4f}  hidden {result.hidden:.4f}  gap {result.gap:+.4f}  "
-              f"{result.seconds:7.1f} s{extra}", flush=True)
-    record = case_record(case, root, results)
-    if "goals" in record:
-        c, h = results["comp"], results["hand"]
-        print(f"  comp - hand: hidden {c.hidden - h.hidden:+.4f} ({record['goals']['hidden']}: >= +{GOAL_HIDDEN})  "
-              f"gap {c.gap - h.gap:+.4f} ({record['goals']['gap']}: <= +{GOAL_GAP})  seconds {c.seconds / h.seconds:.3f}",
-              flush=True)
+    runs: list[dict[str, Result]] = []
+    for repeat in range(args.repeats):
+        shutil.rmtree(root, ignore_errors=True)
+        try:
+            BUILDERS[case.data](root, args.quick, split=repeat)
+        except Missing as exc:
+            print(f"{case.name}: skipped, its data is not installed; get it with: {exc}", flush=True)
+            return None
+        comp.Workspace(root, progress=False).folds(k=case.k)  # the hand loop trains on comp's folds
+        n_train = sum(1 for _ in open(root / "data" / "train.csv")) - 1
+        n_test = sum(1 for _ in open(root / "data" / "test.csv")) - 1
+        print(f"== {case.name}{f' repeat {repeat + 1}/{args.repeats}' if args.repeats > 1 else ''}: {n_train} train / "
+              f"{n_test} hidden images, {case.model} {case.size}px{' fine-tuned' if case.pretrained else ''}, "
+              f"{case.epochs} epochs, the loop's lr {case.lr:g} and batch {case.batch}, {case.train_folds or case.k} of {case.k} "
+              "folds", flush=True)
+        results: dict[str, Result] = {}
+        for system in args.systems.split(","):
+            result = run_comp(root, case, args.overrides, repeat) if system == "comp" else run_hand(root, case, repeat)
+            results[system] = result
+            extra = "".join(f"  {k} {v}" for k, v in result.notes.items() if v not in (None, "", []))
+            print(f"  {system:5s} CV {result.cv:.4f}  hidden {result.hidden:.4f}  gap {result.gap:+.4f}  "
+                  f"{result.seconds:7.1f} s{extra}", flush=True)
+        runs.append(results)
+        if "comp" in results and "hand" in results:
+            c, h = results["comp"], results["hand"]
+            verdict = goals(c, h)
+            print(f"  comp - hand: hidden {c.hidden - h.hidden:+.4f} ({verdict['hidden']}: >= +{GOAL_HIDDEN})  "
+                  f"gap {c.gap - h.gap:+.4f} ({verdict['gap']}: <= +{GOAL_GAP})  seconds {c.seconds / h.seconds:.3f}",
+                  flush=True)
+    record = case_record(case, root, runs)
+    if "paired" in record and args.repeats > 1:
+        p = record["paired"]
+        print(f"  over {args.repeats} repeats, comp - hand: hidden {p['hidden']['mean']:+.4f} +- {p['hidden']['se']:.4f} "
+              f"({record['goals']['hidden']}{'' if p['hidden']['decided'] else ', within 2 SE of the goal'})  gap "
+              f"{p['gap']['mean']:+.4f} +- {p['gap']['se']:.4f} ({record['goals']['gap']}"
+              f"{'' if p['gap']['decided'] else ', within 2 SE of the goal'})", flush=True)
     return record
 
 

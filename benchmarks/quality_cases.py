@@ -1,9 +1,9 @@
 """The quality suite's data: each builder writes one comp workspace with a hidden test split drawn by group.
 
-Every builder takes (root, quick) and writes data/images/*.png, data/{train,test,sample_submission}.csv,
+Every builder takes (root, quick, split) and writes data/images/*.png, data/{train,test,sample_submission}.csv,
 hidden/solution.csv (read only by benchmarks/quality.py) and comp.yaml. The hidden split is ~22% of the
-groups, drawn at random within each class (`draw_hidden`), so a group never straddles train and hidden and a
-plain loop's CV - hidden gap is near zero. A builder whose data is not on this machine raises Missing with the
+groups, drawn at random within each class (`draw_hidden`, seeded by `split`: quality.py's --repeats draws a new
+one per repeat), so a group never straddles train and hidden and a plain loop's CV - hidden gap is near zero. A builder whose data is not on this machine raises Missing with the
 command that gets it.
 """
 
@@ -92,9 +92,10 @@ def on_white(img: Image.Image) -> Image.Image:
 # ---------------------------------------------------------------- digits (the --quick case)
 
 
-def build_digits(root: Path, quick: bool) -> None:
+def build_digits(root: Path, quick: bool, split: int = 0) -> None:
     """comp's demo workspace (digits photographed per subject; its test split is ~20% of the subjects of each
-    class, drawn at random); its solution becomes hidden/solution.csv."""
+    class, drawn at random); its solution becomes hidden/solution.csv. The demo draws one fixed split: `split` is
+    not used."""
     from comp.init.demo import build_demo
 
     demo = build_demo(root, force=True, photos=2 if quick else 3, max_per_class=20 if quick else 60)
@@ -127,7 +128,7 @@ def lookalike_groups(images: np.ndarray, *, per_group: int = 7, seed: int = 0) -
     return KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(small)
 
 
-def build_fashion(root: Path, quick: bool) -> None:
+def build_fashion(root: Path, quick: bool, split: int = 0) -> None:
     """Fashion-MNIST, 260 images per class from its train set, grouped by look-alike clusters.
 
     Fashion-MNIST ships no groups, but its Zalando product shots come in near-identical runs (one article in
@@ -150,7 +151,7 @@ def build_fashion(root: Path, quick: bool) -> None:
             rows.append({"id": f"f{i:05d}", "path": f"f{i:05d}.png", "label": FASHION_CLASSES[c],
                          "group": f"{FASHION_CLASSES[c]}-{g:02d}"})
     frame = pd.DataFrame(rows)
-    frame["hidden"] = draw_hidden(frame["label"], frame["group"])
+    frame["hidden"] = draw_hidden(frame["label"], frame["group"], seed=split)
     write_workspace(root, frame, metric="accuracy", group_col="group")
 
 
@@ -174,7 +175,7 @@ def icon_rows() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def build_icons(root: Path, quick: bool) -> None:
+def build_icons(root: Path, quick: bool, split: int = 0) -> None:
     """Icons by context (actions, apps, devices, mimetypes, places, status), at most 320 per context (whole icon
     names), grouped by icon name (one name drawn by several themes is one group), 32 px on white."""
     missing = [t for t, sub in ICON_THEMES.items() if not (ICON_ROOT / t / sub).is_dir()]
@@ -195,7 +196,7 @@ def build_icons(root: Path, quick: bool) -> None:
         on_white(Image.open(r["file"])).resize((32, 32), Image.LANCZOS).save(root / "data" / "images" / rel)
         out.append({"id": f"icon{i:05d}", "path": rel, "label": r["context"], "name": r["name"]})
     frame = pd.DataFrame(out)
-    frame["hidden"] = draw_hidden(frame["label"], frame["name"])
+    frame["hidden"] = draw_hidden(frame["label"], frame["name"], seed=split)
     write_workspace(root, frame, metric="macro_f1", group_col="name")
 
 
@@ -270,7 +271,7 @@ def pick_emoji(rows: pd.DataFrame, *, n_classes: int, per_group: int, per_class:
     return pd.concat(kept).reset_index(drop=True)
 
 
-def build_emoji(root: Path, quick: bool) -> None:
+def build_emoji(root: Path, quick: bool, split: int = 0) -> None:
     """Emoji of Google and Twitter (npm emoji-datasource-*, 16.0.0) by subcategory: the 16 subcategories with the
     most emoji, at most 6 images of one emoji and 150 of one subcategory; grouped by the base emoji (its skin
     tones and both vendors' drawings share it); 64 px on white; macro-F1."""
@@ -282,7 +283,7 @@ def build_emoji(root: Path, quick: bool) -> None:
     frame["path"] = [f"{v}_{var}.png" for v, var in zip(frame["vendor"], frame["variant"])]
     for rel, file in zip(frame["path"], frame["file"]):
         on_white(Image.open(file)).save(root / "data" / "images" / rel)
-    frame["hidden"] = draw_hidden(frame["label"], frame["group"])
+    frame["hidden"] = draw_hidden(frame["label"], frame["group"], seed=split)
     write_workspace(root, frame, metric="macro_f1", group_col="group")
 
 
