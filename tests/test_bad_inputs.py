@@ -224,7 +224,7 @@ CASES = [
     Case("--set without =", None, (*FOLDS, "--set", "train.lr"), r"--set expects dotted\.key=value, got 'train\.lr'", "--set"),
     Case("image.size type", set_yaml("experiments/x.yaml", "image.size", "big"), ("fold-train", "-e", "x", "--k", "2"),
          r"^error: image\.size: expected an integer or \[h, w\], got 'big' \(experiments/x\.yaml\)$", "image.size"),
-    Case("lr not a number", None, (*FOLDS, "--set", "train.lr=abc"), r"train\.lr: expected a number or auto, got 'abc' \(--set\)$",
+    Case("lr not a number", None, (*FOLDS, "--set", "train.lr=abc"), r"train\.lr: expected a number or auto or null, got 'abc' \(--set\)$",
          "train.lr"),
     Case("optimizer literal", set_yaml("comp.yaml", "train.optimizer", "adam"), FOLDS,
          r"train\.optimizer: expected one of adamw, sgd, got 'adam' \(comp\.yaml\)$", "train.optimizer"),

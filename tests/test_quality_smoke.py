@@ -78,6 +78,29 @@ def test_goals_are_the_issues_two_checks(quality):
     assert q.goals(q.Result(0.85, 0.81, 1), hand) == {"hidden": "missed", "gap": "missed"}
 
 
+def test_repeats_pair_the_systems_and_judge_the_goals_on_the_mean(quality):
+    q, _ = quality
+    hand = [q.Result(0.70, 0.75, 1), q.Result(0.72, 0.70, 1), q.Result(0.71, 0.80, 1)]
+    # comp beats the loop by 0.05 on every split's hidden set, whatever the split's own level
+    comp = [q.Result(h.cv + 0.01, h.hidden + 0.05 + d, 1) for h, d in zip(hand, (-0.004, 0.0, 0.004))]
+    p = q.paired(comp, hand)
+    assert p["hidden"]["diffs"] == [0.046, 0.05, 0.054] and p["hidden"]["mean"] == 0.05
+    assert p["hidden"]["se"] == pytest.approx(0.004 / np.sqrt(3), abs=1e-4)
+    assert p["hidden"]["decided"] is True  # 0.05 is far beyond +0.02 at this spread
+    # a spread as wide as the margin leaves the verdict undecided
+    noisy = [q.Result(h.cv, h.hidden + 0.03 + d, 1) for h, d in zip(hand, (-0.05, 0.0, 0.05))]
+    assert q.paired(noisy, hand)["hidden"]["decided"] is False
+    assert q.paired(comp[:1], hand[:1])["hidden"]["se"] is None  # one repeat: no spread
+    assert q.mean_result(comp).hidden == pytest.approx(np.mean([r.hidden for r in comp]))
+
+
+def test_repeats_must_be_positive(quality, capsys):
+    q, _ = quality
+    with pytest.raises(SystemExit):
+        q.parse_args(["--cases", "emoji", "--repeats", "0"])
+    assert "--repeats must be 1 or more, got 0" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_quick_quality_run_scores_both_systems(tmp_path):
     out_json = tmp_path / "quality.json"
