@@ -227,11 +227,16 @@ def auto_batch_size(samples_per_epoch: int, epochs: int, *, grad_accum: int = 1,
         >>> auto_batch_size(1_166, 4, finetune=True), auto_batch_size(15_000, 10, finetune=True)
         (32, 64)
     """
-    sizes, goal = (AUTO_FINETUNE_SIZES, AUTO_FINETUNE_STEPS) if finetune else (AUTO_BATCH_SIZES, AUTO_MIN_STEPS)
+    sizes, goal = auto_batch_rule(finetune)
     for size in sizes:
         if epochs * (samples_per_epoch // (size * grad_accum)) >= goal:
             return size
     return max(1, min(sizes[-1], samples_per_epoch))
+
+
+def auto_batch_rule(finetune: bool) -> tuple[tuple[int, ...], int]:
+    """(candidate batch sizes, largest first; optimizer steps the run should get) for train.batch_size auto."""
+    return (AUTO_FINETUNE_SIZES, AUTO_FINETUNE_STEPS) if finetune else (AUTO_BATCH_SIZES, AUTO_MIN_STEPS)
 
 
 @dataclass(frozen=True)
@@ -317,8 +322,7 @@ def build_train_loader(
         batch_size = auto_batch_size(len(sampler), settings.epochs, grad_accum=settings.grad_accum,
                                      finetune=settings.finetune)
         steps = settings.epochs * (len(sampler) // (batch_size * settings.grad_accum))
-        sizes, goal = (AUTO_FINETUNE_SIZES, AUTO_FINETUNE_STEPS) if settings.finetune else \
-            (AUTO_BATCH_SIZES, AUTO_MIN_STEPS)
+        sizes, goal = auto_batch_rule(settings.finetune)
         log.info("train.batch_size auto: %d (%d samples an epoch x %d epochs: %d optimizer steps; %s: the largest of "
                  "%s giving %d)", batch_size, len(sampler), settings.epochs, steps,
                  "fine-tuning" if settings.finetune else "from scratch", "/".join(map(str, sizes)), goal)
