@@ -173,21 +173,24 @@ def last_epoch_cv(root: Path) -> float:
     return float(np.mean(rows)) if rows else math.nan
 
 
+def logged(root: Path, prefix: str) -> list[str]:
+    """Per fold (fold{i}/train.log, in fold order), the text after `prefix` on the last line that has it."""
+    found = []
+    for log in sorted((root / "experiments" / "baseline").glob("fold*/train.log")):
+        hits = [ln.split(prefix, 1)[1].strip() for ln in log.read_text().splitlines() if prefix in ln]
+        found += hits[-1:]
+    return found
+
+
 def log_value(root: Path, prefix: str) -> str:
-    """The word after `prefix` in the first fold's train.log (e.g. the batch size auto chose), or ''."""
-    log = root / "experiments" / "baseline" / "fold0" / "train.log"
-    lines = [ln.split(prefix, 1)[1].split()[0] for ln in log.read_text().splitlines() if prefix in ln] \
-        if log.is_file() else []
-    return lines[-1] if lines else ""
+    """The word after `prefix` in the first fold's log (e.g. the batch size auto chose), or ''."""
+    found = logged(root, prefix)
+    return found[0].split()[0] if found else ""
 
 
 def augment_note(root: Path) -> str:
-    """The `augment auto` decisions the folds logged (fold{i}/train.log), when the preset is auto."""
-    lines = []
-    for log in sorted((root / "experiments" / "baseline").glob("fold*/train.log")):
-        found = [ln.split("augment auto: ", 1)[1].strip() for ln in log.read_text().splitlines() if "augment auto: " in ln]
-        lines += found[-1:]
-    return "; ".join(sorted(set(lines)))
+    """The `augment auto` decisions the folds logged, when the preset is auto."""
+    return "; ".join(sorted(set(logged(root, "augment auto: "))))
 
 
 # ---------------------------------------------------------------- the hand-written loop
