@@ -183,16 +183,18 @@ class Rows:
 
 
 def auto_choice(image: ImageConfig, images: Any = None, labels: np.ndarray | None = None, *,
-                seed: int = 0) -> dict[str, Any]:
+                seed: int = 0, hflip: bool | None = None) -> dict[str, Any]:
     """What `augment.preset: auto` trains with, decided on the training images when they are given.
 
     Geometry by the image size (see `geometry`); HorizontalFlip only when `flip_symmetry` of the
-    training images is at least FLIP_KEEPS (without images, or when the probe cannot judge: no flip).
+    training images is at least FLIP_KEEPS (without images, or when the probe cannot judge: no flip),
+    unless `hflip` (augment.hflip) decides it: then the probe does not run.
     """
     h, w = image.hw
-    score = None if images is None or labels is None else flip_symmetry(images, labels, seed=seed)
+    probe = hflip is None and images is not None and labels is not None
+    score = flip_symmetry(images, labels, seed=seed) if probe else None
     return {"preset": "auto", "geometry": "jitter" if min(h, w) < SMALL_SIDE else "resized_crop",
-            "flip": score is not None and score >= FLIP_KEEPS,
+            "flip": hflip if hflip is not None else score is not None and score >= FLIP_KEEPS,
             "flip_symmetry": None if score is None else round(score, 3)}
 
 
@@ -281,24 +283,18 @@ def build_train_transform(image: ImageConfig, augment: AugmentConfig, mean: Norm
     """
     auto = None
     batched = on_batches(image, augment, device)
-    if augment.transforms:
-        steps = explicit(augment)
-    elif augment.preset == "auto":
-        auto = auto_choice(image, images if augment.hflip is None else None, labels, seed=seed)
-        if augment.hflip is not None:
-            auto["flip"] = augment.hflip
-        steps = [] if batched else preset("auto", image, augment, flip=auto["flip"])
+    if augment.preset == "auto" and not augment.transforms:
+        auto = auto_choice(image, images, labels, seed=seed, hflip=augment.hflip)
         why = "augment.hflip" if augment.hflip is not None else \
             "flip symmetry %s of the training images; flips from %.2f" % (
                 "not measured" if auto["flip_symmetry"] is None else f"{auto['flip_symmetry']:.3f}", FLIP_KEEPS)
         log.info("augment auto: %s geometry, flip %s (%s)%s", auto["geometry"], "on" if auto["flip"] else "off", why,
                  "; on whole batches in torch" if batched else "")
-    else:
-        steps = [] if batched else preset(augment.preset, image, augment, flip=augment.hflip is not False)
+    flip = auto["flip"] if auto else augment.preset != "none" and augment.hflip is not False
     if batched:
-        flip = auto["flip"] if auto else augment.preset != "none" and augment.hflip is not False
         pipeline = batch_geometry(image, augment, mean, std, flip=flip, seed=seed)
     else:
+        steps = explicit(augment) if augment.transforms else preset(augment.preset, image, augment, flip=flip)
         pipeline = A.Compose([*steps, *tail(image, mean, std)], seed=seed)
     pipeline.auto = auto
     return pipeline
