@@ -363,12 +363,13 @@ class SeededMixup:
             np.random.set_state(outer)
 
 
-def build_mixup(aug: AugmentConfig, n_classes: int, *, batch_size: int, seed: int,
+def build_mixup(aug: AugmentConfig, n_classes: int, *, batch_size: int | None, seed: int,
                 label_smoothing: float = 0.0) -> SeededMixup | None:
-    """Batch MixUp/CutMix (soft targets, train.label_smoothing), or None when both alphas are 0."""
+    """Batch MixUp/CutMix (soft targets, train.label_smoothing), or None when both alphas are 0. batch_size None:
+    train.batch_size auto (its candidates are even)."""
     if aug.mixup_alpha <= 0 and aug.cutmix_alpha <= 0:
         return None
-    if batch_size % 2:
+    if batch_size is not None and batch_size % 2:
         raise CompError(
             f"MixUp/CutMix needs an even train.batch_size, got {batch_size}; use {batch_size + 1}"
         )

@@ -229,9 +229,14 @@ def auto_batch_size(samples_per_epoch: int, epochs: int, *, grad_accum: int = 1,
     """
     sizes, goal = auto_batch_rule(finetune)
     for size in sizes:
-        if epochs * (samples_per_epoch // (size * grad_accum)) >= goal:
+        if run_steps(samples_per_epoch, epochs, size, grad_accum) >= goal:
             return size
     return max(1, min(sizes[-1], samples_per_epoch))
+
+
+def run_steps(samples_per_epoch: int, epochs: int, batch_size: int, grad_accum: int = 1) -> int:
+    """Optimizer steps of a run: full batches only (the loader drops the last), one step per grad_accum batches."""
+    return epochs * (samples_per_epoch // (batch_size * grad_accum))
 
 
 def auto_batch_rule(finetune: bool) -> tuple[tuple[int, ...], int]:
@@ -251,10 +256,6 @@ class LoaderSettings:
     epochs: int = 1  # for batch_size auto
     grad_accum: int = 1
     finetune: bool = False  # the model starts from pretrained weights (batch_size auto)
-
-    @property
-    def eval_batch_size(self) -> int:
-        return eval_batch_size(self.batch_size)
 
 
 def eval_batch_size(batch_size: int | str | None) -> int:
@@ -317,15 +318,7 @@ def build_train_loader(
     dataset = ImageDataset(store, indices, labels, transform)
     sampler = _sampler(dataset.labels, len(dataset), settings, seed=seed, weights=sampler_weights,
                        rank=rank, world_size=world_size)
-    batch_size = settings.batch_size
-    if batch_size is None:
-        batch_size = auto_batch_size(len(sampler), settings.epochs, grad_accum=settings.grad_accum,
-                                     finetune=settings.finetune)
-        steps = settings.epochs * (len(sampler) // (batch_size * settings.grad_accum))
-        sizes, goal = auto_batch_rule(settings.finetune)
-        log.info("train.batch_size auto: %d (%d samples an epoch x %d epochs: %d optimizer steps; %s: the largest of "
-                 "%s giving %d)", batch_size, len(sampler), settings.epochs, steps,
-                 "fine-tuning" if settings.finetune else "from scratch", "/".join(map(str, sizes)), goal)
+    batch_size = settings.batch_size or logged_auto_batch_size(len(sampler), settings)
     if len(sampler) < batch_size:
         raise CompError(
             f"train.batch_size={batch_size} is larger than the {len(sampler)} training samples per epoch, "
@@ -333,6 +326,18 @@ def build_train_loader(
         )
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, collate_fn=collate,
                       **_worker_args(settings.num_workers, seed), pin_memory=settings.pin_memory)
+
+
+def logged_auto_batch_size(samples_per_epoch: int, settings: LoaderSettings) -> int:
+    """auto_batch_size for these settings, with one log line (console and train.log) saying what it chose and why."""
+    size = auto_batch_size(samples_per_epoch, settings.epochs, grad_accum=settings.grad_accum,
+                           finetune=settings.finetune)
+    sizes, goal = auto_batch_rule(settings.finetune)
+    log.info("train.batch_size auto: %d (%d samples an epoch x %d epochs: %d optimizer steps; %s: the largest of %s "
+             "giving %d)", size, samples_per_epoch, settings.epochs,
+             run_steps(samples_per_epoch, settings.epochs, size, settings.grad_accum),
+             "fine-tuning" if settings.finetune else "from scratch", "/".join(map(str, sizes)), goal)
+    return size
 
 
 def _worker_args(num_workers: int, seed: int) -> dict[str, Any]:
@@ -363,5 +368,5 @@ def build_eval_loader(
     dataset = ImageDataset(store, indices, labels, transform)
     workers = settings.num_workers
     extra = {"num_workers": workers, "persistent_workers": True} if workers > 0 else {}
-    return DataLoader(dataset, batch_size=batch_size or settings.eval_batch_size, shuffle=False, drop_last=False,
-                      collate_fn=collate, pin_memory=settings.pin_memory, **extra)
+    return DataLoader(dataset, batch_size=batch_size or eval_batch_size(settings.batch_size), shuffle=False,
+                      drop_last=False, collate_fn=collate, pin_memory=settings.pin_memory, **extra)

@@ -171,8 +171,8 @@ def build_parts(model_cfg: ModelConfig, t: TrainConfig, augment: AugmentConfig, 
     model = distributed.prepare_model(build_model(model_cfg, n_outputs), device, sync_bn=t.sync_bn).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    mixup = build_mixup(augment, len(class_counts), batch_size=2 if t.batch_size == "auto" else t.batch_size,
-                        label_smoothing=t.label_smoothing, seed=epoch_seed(seed, 0))  # auto's batches are even
+    mixup = build_mixup(augment, len(class_counts), batch_size=None if t.batch_size == "auto" else t.batch_size,
+                        label_smoothing=t.label_smoothing, seed=epoch_seed(seed, 0))
     optimizer = build_optimizer(model, t)
     n_steps = math.ceil(steps_per_epoch / t.grad_accum)
     ema = ModelEmaV3(model, decay=t.ema_decay, use_warmup=True) if t.ema else None
