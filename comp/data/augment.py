@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
-from comp.core.config import AugmentConfig, ImageConfig  # noqa: E402
+from comp.core.config import SMALL_SIDE, AugmentConfig, ImageConfig  # noqa: E402
 from comp.data.batch_augment import normalize_affine  # noqa: E402
 from comp.data.cache import cache_hw  # noqa: E402
 from comp.core.errors import CompError, closest  # noqa: E402
@@ -79,7 +79,6 @@ def tail(image: ImageConfig, mean: Norm, std: Norm) -> list[Any]:
     return [A.Resize(h, w), NormalizeToTensor(mean, std)]
 
 
-SMALL_SIDE = 128  # below this many pixels a preset jitters (shift, scale, rotate) instead of RandomResizedCrop
 FLIP_KEEPS = 0.9  # auto flips when a flipped image keeps this share of the probe's above-chance accuracy
 PROBE_SIDE = 16  # the flip probe sees images shrunk to 16 x 16
 PROBE_ROWS = 2000  # ... and at most this many training images
@@ -90,7 +89,8 @@ def geometry(name: str, image: ImageConfig) -> list[Any]:
 
     Small images (shorter side < SMALL_SIDE) get a small affine jitter (scale 0.9-1.1, rotate +-10
     degrees, medium and heavy: +-15) and a random crop of the input from the cached image (a shift of up to
-    the cache margin): every view keeps the whole object at the scale evaluation sees. Larger
+    the cache margin; none at their default image.cache_scale 1.0, which keeps the whole frame for evaluation
+    too): every view keeps the whole object at the scale evaluation sees. Larger
     images get RandomResizedCrop (area 0.5-1 for light and auto, 0.35-1 for medium and heavy).
     """
     h, w = image.hw

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock  # a dependency of torch
 
-from comp.core.config import AugmentConfig, ImageConfig
+from comp.core.config import AugmentConfig, ImageConfig, default_cache_scale
 from comp.data.images import key_path, read_rgb  # key_path: the image caches' one path key
 from comp.core.errors import CompError
 from comp.core.progress import SILENT, Progress
@@ -56,7 +56,7 @@ def _names_crop(node: object) -> bool:
 
 def cache_hw(image: ImageConfig, augment: AugmentConfig) -> tuple[int, int]:
     """(H', W') of cached images: image.hw, scaled by image.cache_scale when the augmentation crops."""
-    scale = image.cache_scale
+    scale = default_cache_scale(image, augment) if image.cache_scale is None else image.cache_scale
     if scale < 1.0:
         raise CompError(f"image.cache_scale must be 1.0 or more, got {scale}; cached images cannot be smaller than the input")
     h, w = image.hw
