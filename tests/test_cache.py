@@ -362,3 +362,25 @@ def test_a_copied_workspace_reuses_its_image_checks(tmp_path, monkeypatch):
     os.utime(moved[0], ns=(0, 0))  # a changed file (its time) is checked again, alone
     images.check_images(moved, copy.image_check_json)
     assert opened == [moved[0]]
+
+
+@pytest.mark.parametrize("size, scale, keeps_edges", [(32, None, True), (32, 1.14, False), (128, None, False)])
+def test_evaluation_of_small_inputs_sees_the_whole_frame(tmp_path, ws, size, scale, keeps_edges):
+    """Unset, image.cache_scale leaves small inputs no margin, so the evaluation view keeps the image's edges (where
+    an object filling the frame has its outline); from 128 px up the ImageNet margin and its centre crop stay."""
+    from comp.data.augment import build_eval_transform
+
+    folder = tmp_path / "img"
+    folder.mkdir()
+    pixels = np.zeros((8 * size // 5, 8 * size // 5, 3), dtype=np.uint8)  # a dark image with a white outer ring
+    ring = max(2, size // 16)
+    pixels[:ring], pixels[-ring:], pixels[:, :ring], pixels[:, -ring:] = 255, 255, 255, 255
+    Image.fromarray(pixels).save(folder / "ring.png")
+    image = {"size": size} if scale is None else {"size": size, "cache_scale": scale}
+    cfg = Config.model_validate({"image": image, "augment": {"preset": "auto"}})
+    assert cfg.image.cache_scale == (scale or (1.0 if size < 128 else 1.14))  # config.yaml records the number
+    store = prepare(frame_of([folder / "ring.png"]), cfg, ws)
+    view = build_eval_transform(cfg.image, cfg.augment, (0.0,) * 3, (1.0,) * 3)(image=store[0])["image"]
+    assert tuple(view.shape) == (3, size, size)
+    edges = float(np.asarray(view)[:, [0, -1], :].mean())  # the top and bottom rows the model sees (0-1 scale)
+    assert (edges > 0.5) == keeps_edges, f"edge brightness {edges:.2f} at size {size}, cache_scale {cfg.image.cache_scale}"
