@@ -19,9 +19,10 @@ from comp.core.layout import Layout
 
 @pytest.fixture(params=["torch", "albumentations"])
 def tiny(tiny_ws, request):
-    """(store, labels, cfg) for the tiny workspace: 36 training images cached at 36x36 for a 32 px input; the
-    training augmentation on whole batches in torch, or per image in albumentations (augment.backend)."""
-    cfg = load_config(tiny_ws, overrides=(f"augment.backend={request.param}",))
+    """(store, labels, cfg) for the tiny workspace: 36 training images cached at 36x36 (a 1.14 margin to crop from)
+    for a 32 px input; the training augmentation on whole batches in torch, or per image in albumentations
+    (augment.backend)."""
+    cfg = load_config(tiny_ws, overrides=(f"augment.backend={request.param}", "image.cache_scale=1.14"))
     ws = Layout.at(tiny_ws)
     tables = load_tables(cfg, ws)
     return prepare_images(tables.train, cfg.image, cfg.augment, ws), tables.train["y"].to_numpy(), cfg

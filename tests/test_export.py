@@ -300,7 +300,8 @@ def test_bundle_code_matches_comp_step_by_step(tmp_path):
 
     img = rng.integers(0, 255, (50, 37, 3), dtype=np.uint8)
     Image.fromarray(img).save(tmp_path / "a.png")
-    cfg = Config.model_validate({"image": {"size": [20, 18], "bbox_margin": 0.15}, "model": {"name": "test_resnet"}})
+    cfg = Config.model_validate({"image": {"size": [20, 18], "bbox_margin": 0.15, "cache_scale": 1.14},
+                                 "model": {"name": "test_resnet"}})
     box = np.array([3.0, 5.0, 30.0, 41.0])
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
     want = build_eval_transform(cfg.image, cfg.augment, mean, std)(image=load_image(str(tmp_path / "a.png"), box, hw=(23, 21), margin=0.15))["image"]
