@@ -99,6 +99,15 @@ def test_trial_config_applies_overrides_without_mutating() -> None:
         apply_params(cfg, {"train.batch_size": 0})
 
 
+def test_a_trial_at_another_size_gets_that_sizes_cache_margin_unless_one_was_set() -> None:
+    """image.cache_scale unset follows the trial's image.size (none under 128 px, 1.14 from there up), as a run at
+    that size would; a number the experiment set stays."""
+    assert apply_params(Config.model_validate({"image": {"size": 96}}), {"image.size": 160}).image.cache_scale == 1.14
+    assert apply_params(Config(), {"image.size": 64}).image.cache_scale == 1.0
+    chosen = Config.model_validate({"image": {"size": 96, "cache_scale": 1.3}})
+    assert apply_params(chosen, {"image.size": 160}).image.cache_scale == 1.3
+
+
 def test_parse_fold_selection() -> None:
     assert parse_fold_selection("all", 3) == (0, 1, 2)
     assert parse_fold_selection("0,2", 3) == (0, 2)
