@@ -386,13 +386,19 @@ class Config(Strict):
             raise ValueError("task multitask needs data.targets: {head: column, ...} (one classification head each)")
         if self.data.combine is not None and self.task != "multitask":
             raise ValueError(f"data.combine builds a label from the heads of task multitask; task is {self.task!r}")
-        if self.train.lr is None:  # the default lr knows whether the model is fine-tuned
-            train = self.train.model_copy(update={"lr": LR_FINETUNE if self.model.fine_tunes else LR_SCRATCH})
-            object.__setattr__(self, "train", train)  # frozen: a validator may still complete its own fields
-        if self.image.cache_scale is None:
-            image = self.image.model_copy(update={"cache_scale": default_cache_scale(self.image, self.augment)})
-            object.__setattr__(self, "image", image)
+        for dotted, value in self.filled_defaults().items():
+            section, key = dotted.split(".")
+            part = getattr(self, section)
+            if getattr(part, key) is None:  # frozen: a validator may still complete its own fields
+                object.__setattr__(self, section, part.model_copy(update={key: value}))
         return self
+
+    def filled_defaults(self) -> dict[str, Any]:
+        """What an unset key becomes, worked out from the rest of the config (dotted key -> value): train.lr by
+        whether the model is fine-tuned, image.cache_scale by the input size (default_cache_scale). The Config is
+        read with them filled in, so config.yaml records and hashes the numbers."""
+        return {"train.lr": LR_FINETUNE if self.model.fine_tunes else LR_SCRATCH,
+                "image.cache_scale": default_cache_scale(self.image, self.augment)}
 
     @property
     def uses_recipes(self) -> bool:

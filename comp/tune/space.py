@@ -11,7 +11,7 @@ from typing import Any
 
 import optuna
 
-from comp.core.config import Config, all_keys, build_config, check_keys, deep_merge, default_cache_scale, nest
+from comp.core.config import Config, all_keys, build_config, check_keys, deep_merge, nest
 from comp.core.errors import CompError, did_you_mean
 
 KINDS = ("float", "int", "categorical")
@@ -143,8 +143,10 @@ def resolve_space(cfg: Config) -> tuple[Param, ...]:
 def apply_params(cfg: Config, params: dict[str, Any]) -> Config:
     """A new Config: `cfg` with the sampled values applied as overrides (CompError if invalid)."""
     raw = cfg.model_dump(mode="json")
-    if cfg.image.cache_scale == default_cache_scale(cfg.image, cfg.augment):  # the default: follow the trial's size
-        raw["image"]["cache_scale"] = None  # (a 96 px base tried at 160 px gets 160 px's margin, as its run would)
+    for dotted, value in cfg.filled_defaults().items():  # a default follows the trial's own settings, as its run's
+        section, key = dotted.split(".")                  # would (a 96 px base tried at 160 px: 160 px's margin)
+        if raw[section][key] == value:
+            raw[section][key] = None
     for key, value in params.items():
         raw = deep_merge(raw, nest(key, value))
     return build_config(raw, source="trial config: ")
