@@ -43,6 +43,7 @@ img/s at 32 px; mobilenetv2_100 ~150-300 img/s at 64 px) one scratch case (both 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -331,7 +332,7 @@ def paired(comp: list[Result], hand: list[Result]) -> dict:
     return out
 
 
-def case_record(case: Case, root: Path, runs: list[dict[str, Result]]) -> dict:
+def case_record(case: Case, root: Path, runs: list[dict[str, Result]], first: int = 0) -> dict:
     """One case's entry in --json: its data and settings, each system's figures (the mean over the repeats), each
     repeat's figures, the paired comp - hand differences, and the goals judged on the means."""
     train = pd.read_csv(root / "data" / "train.csv", dtype=str)
@@ -347,11 +348,54 @@ def case_record(case: Case, root: Path, runs: list[dict[str, Result]]) -> dict:
               "n_hidden": sum(1 for _ in open(root / "data" / "test.csv")) - 1,
               "n_groups": int(train[group].nunique()) if group else None, "n_classes": int(train["label"].nunique()),
               "systems": {s: figures(r) for s, r in systems.items()},
-              "repeats": [{"split": i, "systems": {s: figures(r) for s, r in run.items()}} for i, run in enumerate(runs)]}
+              "repeats": [{"split": first + i, "systems": {s: figures(r) for s, r in run.items()}} for i, run in enumerate(runs)]}
     if "comp" in systems and "hand" in systems:
         record["goals"] = goals(systems["comp"], systems["hand"])
         record["paired"] = paired([run["comp"] for run in runs], [run["hand"] for run in runs])
     return record
+
+
+def merge_records(records: list[dict]) -> dict:
+    """One case's records from runs over different repeats (--first-repeat) as one record over all their repeats:
+    the means, the paired differences and the goals worked out again. The runs must agree on the case's settings
+    and comp's overrides (pass each record's run info under "overrides") and not repeat a split."""
+    first = records[0]
+    settings = ("case", "model", "pretrained", "size", "epochs", "lr", "batch", "k", "folds_trained", "overrides")
+    for rec in records[1:]:
+        differ = [k for k in settings if rec.get(k) != first.get(k)]
+        if differ:
+            raise ValueError(f"cannot merge runs of {first['case']!r} that differ in {', '.join(differ)}: "
+                             f"{[first.get(k) for k in differ]} vs {[rec.get(k) for k in differ]}")
+    repeats = sorted((r for rec in records for r in rec["repeats"]), key=lambda r: r["split"])
+    splits = [r["split"] for r in repeats]
+    if len(set(splits)) != len(splits):
+        raise ValueError(f"cannot merge runs of {first['case']!r}: split {max(splits, key=splits.count)} is in more "
+                         "than one; run the extra repeats with --first-repeat past the others")
+
+    def result(figures: dict) -> Result:
+        notes = {k: v for k, v in figures.items() if k not in ("cv", "hidden", "gap", "seconds")}
+        return Result(figures["cv"], figures["hidden"], figures["seconds"], notes)
+
+    runs = [{s: result(f) for s, f in r["systems"].items()} for r in repeats]
+    systems = {s: mean_result([run[s] for run in runs]) for s in runs[0]}
+    merged = {**first, "repeats": repeats,
+              "systems": {s: {"cv": r.cv, "hidden": r.hidden, "gap": r.gap, "seconds": round(r.seconds, 1), **r.notes}
+                          for s, r in systems.items()}}
+    if "comp" in systems and "hand" in systems:
+        merged["goals"] = goals(systems["comp"], systems["hand"])
+        merged["paired"] = paired([run["comp"] for run in runs], [run["hand"] for run in runs])
+    return merged
+
+
+def merge_files(paths: list[Path]) -> list[dict]:
+    """--merge: the cases of several --json files, each case's runs merged (merge_records), in first-seen order."""
+    by_case: dict[str, list[dict]] = {}
+    for path in paths:
+        data = json.loads(path.read_text())
+        for rec in data["cases"]:
+            overrides = rec.get("overrides", data["run"].get("overrides", []))  # a merged file's records keep theirs
+            by_case.setdefault(rec["case"], []).append({**rec, "overrides": overrides})
+    return [merge_records(recs) for recs in by_case.values()]
 
 
 def run_info(args: argparse.Namespace) -> dict:
@@ -397,8 +441,13 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[Case]]:
     ap.add_argument("--repeats", type=int, default=1, help="train and score each case this many times, repeat r on "
                     "the hidden split drawn with seed r and with training seeds from r; the table shows the means and "
                     "the paired comp - hand difference +- its standard error (default 1)")
+    ap.add_argument("--first-repeat", type=int, default=0, help="number the repeats from here (repeats are "
+                    "deterministic, so --first-repeat 3 --repeats 3 runs repeats 3-5 of a --repeats 6 run: more "
+                    "repeats on a second machine or core; default 0)")
     ap.add_argument("--keep", type=Path, help="build the workspaces under this folder and keep them")
     ap.add_argument("--json", type=Path, help="write every figure here (rewritten after each case)")
+    ap.add_argument("--merge", type=Path, nargs="+", metavar="JSON", help="train nothing: merge earlier --json files "
+                    "(the same cases run over different --first-repeat ranges) into one table, and into --json")
     ap.add_argument("--threads", type=int, help="torch threads for both systems (default: torch's; 1 is faster "
                     "on 2 cores that other jobs share)")
     args = ap.parse_args(argv)
@@ -415,6 +464,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[Case]]:
         ap.error(f"unknown system {bad[0]!r}; known: comp, hand")
     if args.repeats < 1:
         ap.error(f"--repeats must be 1 or more, got {args.repeats}")
+    if args.first_repeat < 0:
+        ap.error(f"--first-repeat must be 0 or more, got {args.first_repeat}")
     if args.epochs:
         cases = [replace(c, epochs=args.epochs) for c in cases]
     if args.folds:
@@ -435,7 +486,8 @@ def run_case(case: Case, root: Path, args: argparse.Namespace) -> dict | None:
     import comp
 
     runs: list[dict[str, Result]] = []
-    for repeat in range(args.repeats):
+    last = args.first_repeat + args.repeats
+    for repeat in range(args.first_repeat, last):
         shutil.rmtree(root, ignore_errors=True)
         try:
             BUILDERS[case.data](root, args.quick, split=repeat)
@@ -445,7 +497,7 @@ def run_case(case: Case, root: Path, args: argparse.Namespace) -> dict | None:
         comp.Workspace(root, progress=False).folds(k=case.k)  # the hand loop trains on comp's folds
         n_train = sum(1 for _ in open(root / "data" / "train.csv")) - 1
         n_test = sum(1 for _ in open(root / "data" / "test.csv")) - 1
-        print(f"== {case.name}{f' repeat {repeat + 1}/{args.repeats}' if args.repeats > 1 else ''}: {n_train} train / "
+        print(f"== {case.name}{f' repeat {repeat + 1}/{last}' if last > 1 else ''}: {n_train} train / "
               f"{n_test} hidden images, {case.model} {case.size}px{' fine-tuned' if case.pretrained else ''}, "
               f"{case.epochs} epochs, the loop's lr {case.lr:g} and batch {case.batch}, {case.train_folds or case.k} of {case.k} "
               "folds", flush=True)
@@ -463,7 +515,7 @@ def run_case(case: Case, root: Path, args: argparse.Namespace) -> dict | None:
             print(f"  comp - hand: hidden {c.hidden - h.hidden:+.4f} ({verdict['hidden']}: >= +{GOAL_HIDDEN})  "
                   f"gap {c.gap - h.gap:+.4f} ({verdict['gap']}: <= +{GOAL_GAP})  seconds {c.seconds / h.seconds:.3f}",
                   flush=True)
-    record = case_record(case, root, runs)
+    record = case_record(case, root, runs, first=args.first_repeat)
     if "paired" in record and args.repeats > 1:
         p = record["paired"]
         print(f"  over {args.repeats} repeats, comp - hand: hidden {p['hidden']['mean']:+.4f} +- {p['hidden']['se']:.4f} "
@@ -481,6 +533,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.merge:
+        records = merge_files(args.merge)
+        print_table(records)
+        if args.json:
+            write_json(args.json, {"run": {**run_info(args), "merged": [str(p) for p in args.merge]}, "cases": records})
+            print(f"wrote {args.json}")
+        return 0
     info = run_info(args)
     print(f"torch threads {info['torch_threads']}; comp overrides: {args.overrides or 'none'}", flush=True)
     records = []

@@ -101,6 +101,54 @@ def test_repeats_must_be_positive(quality, capsys):
     assert "--repeats must be 1 or more, got 0" in capsys.readouterr().err
 
 
+def test_first_repeat_must_not_be_negative(quality, capsys):
+    q, _ = quality
+    with pytest.raises(SystemExit):
+        q.parse_args(["--cases", "emoji", "--first-repeat", "-1"])
+    assert "--first-repeat must be 0 or more, got -1" in capsys.readouterr().err
+
+
+def quality_file(path, q, splits, overrides=(), case="emoji"):
+    """A --json file of one case over `splits`, its figures drawn per split (the same split: the same figures)."""
+    def figures(split, system):
+        rng = np.random.default_rng([split, system == "comp"])
+        cv, hidden = rng.uniform(0.6, 0.8, 2)
+        return {"cv": cv, "hidden": hidden, "gap": cv - hidden, "seconds": 10.0 + split, "hidden_single": hidden - 0.01}
+
+    runs = [{s: q.Result(**{k: v for k, v in figures(i, s).items() if k in ("cv", "hidden", "seconds")})
+             for s in ("comp", "hand")} for i in splits]
+    rec = {"case": case, "model": "m", "pretrained": False, "size": 32, "epochs": 2, "lr": 0.1, "batch": 8, "k": 5,
+           "folds_trained": 5, "repeats": [{"split": i, "systems": {s: figures(i, s) for s in ("comp", "hand")}}
+                                           for i in splits],
+           "paired": q.paired([r["comp"] for r in runs], [r["hand"] for r in runs])}
+    path.write_text(json.dumps({"run": {"overrides": list(overrides)}, "cases": [rec]}))
+    return rec
+
+
+def test_merged_runs_judge_the_goals_as_one_run_over_all_repeats(quality, tmp_path):
+    q, _ = quality
+    whole = quality_file(tmp_path / "all.json", q, [0, 1, 2, 3])
+    quality_file(tmp_path / "b.json", q, [2, 3])
+    quality_file(tmp_path / "a.json", q, [0, 1])
+    [merged] = q.merge_files([tmp_path / "b.json", tmp_path / "a.json"])
+    assert [r["split"] for r in merged["repeats"]] == [0, 1, 2, 3]
+    assert merged["paired"] == whole["paired"]
+    assert merged["systems"]["comp"]["hidden"] == pytest.approx(np.mean([r["systems"]["comp"]["hidden"]
+                                                                         for r in whole["repeats"]]))
+    assert merged["systems"]["hand"]["hidden_single"] is not None  # notes ride along
+
+
+def test_merge_refuses_a_split_twice_and_runs_that_differ(quality, tmp_path):
+    q, _ = quality
+    quality_file(tmp_path / "a.json", q, [0, 1])
+    quality_file(tmp_path / "b.json", q, [1, 2])
+    with pytest.raises(ValueError, match="split 1 is in more than one; run the extra repeats with --first-repeat"):
+        q.merge_files([tmp_path / "a.json", tmp_path / "b.json"])
+    quality_file(tmp_path / "c.json", q, [2, 3], overrides=["train.ema=true"])
+    with pytest.raises(ValueError, match=r"differ in overrides: \[\[\]\] vs \[\['train.ema=true'\]\]"):
+        q.merge_files([tmp_path / "a.json", tmp_path / "c.json"])
+
+
 @pytest.mark.slow
 def test_quick_quality_run_scores_both_systems(tmp_path):
     out_json = tmp_path / "quality.json"
