@@ -412,17 +412,23 @@ def run_info(args: argparse.Namespace) -> dict:
 
 
 def print_table(records: list[dict]) -> None:
-    """The markdown table: per case and system the mean over the repeats; comp's row adds comp - hand on the hidden
-    set (+- its standard error over the repeats) and the two goals."""
-    print("\n| case | system | repeats | CV | hidden | CV-hidden | seconds | comp - hand hidden | hidden goal | gap goal |"
-          "\n|---|---|---|---|---|---|---|---|---|---|")
+    """The markdown table: per case and system the mean over the repeats, with CV - hidden split in two by the fold
+    models' mean hidden score alone (single): CV - single, what a fold's CV sees, and hidden - single, what averaging
+    the folds adds (the ensemble gain); comp's row adds comp - hand on the hidden set (+- its standard error over the
+    repeats) and the two goals."""
+    print("\n| case | system | repeats | CV | hidden | CV-hidden | single | ensemble gain | seconds | comp - hand hidden "
+          "| hidden goal | gap goal |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     for rec in records:
         for system, r in rec["systems"].items():
             met = rec.get("goals", {}) if system == "comp" else {}
             diff = rec.get("paired", {}).get("hidden") if system == "comp" else None
             diff_text = "" if diff is None else f"{diff['mean']:+.4f}" + (f" +- {diff['se']:.4f}" if diff["se"] else "")
+            singles = [x["systems"][system].get("hidden_single") for x in rec.get("repeats", [])]
+            single = float(np.mean(singles)) if singles and None not in singles else None
+            split = ("| |" if single is None else f"| {single:.4f} | {r['hidden'] - single:+.4f} |")
             print(f"| {rec['case']} | {system} | {len(rec.get('repeats', [1]))} | {r['cv']:.4f} | {r['hidden']:.4f} | "
-                  f"{r['gap']:+.4f} | {r['seconds']:.0f} | {diff_text} | {met.get('hidden', '')} | {met.get('gap', '')} |")
+                  f"{r['gap']:+.4f} {split} {r['seconds']:.0f} | {diff_text} | {met.get('hidden', '')} | "
+                  f"{met.get('gap', '')} |")
 
 
 # ---------------------------------------------------------------- the run

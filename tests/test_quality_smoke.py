@@ -138,6 +138,19 @@ def test_merged_runs_judge_the_goals_as_one_run_over_all_repeats(quality, tmp_pa
     assert merged["systems"]["hand"]["hidden_single"] is not None  # notes ride along
 
 
+def test_the_table_splits_cv_minus_hidden_by_the_fold_models_alone(quality, tmp_path, capsys):
+    q, _ = quality
+    rec = quality_file(tmp_path / "a.json", q, [0, 1])
+    [merged] = q.merge_files([tmp_path / "a.json"])
+    q.print_table([merged])
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| emoji | comp |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    single = np.mean([r["systems"]["comp"]["hidden_single"] for r in rec["repeats"]])
+    hidden = np.mean([r["systems"]["comp"]["hidden"] for r in rec["repeats"]])
+    assert float(cells[6]) == pytest.approx(single, abs=1e-4)
+    assert float(cells[7]) == pytest.approx(hidden - single, abs=1e-4)  # the ensemble gain
+
+
 def test_merge_refuses_a_split_twice_and_runs_that_differ(quality, tmp_path):
     q, _ = quality
     quality_file(tmp_path / "a.json", q, [0, 1])
