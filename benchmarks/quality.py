@@ -38,6 +38,12 @@ img/s at 32 px; mobilenetv2_100 ~150-300 img/s at 64 px) one scratch case (both 
     .venv/bin/python benchmarks/quality.py --quick                       # one tiny case (~1-2 min): the CI smoke
     .venv/bin/python benchmarks/quality.py --cases icons --systems comp --set augment.preset=none
     .venv/bin/python benchmarks/quality.py --cases emoji-pt --folds 1 --epochs 1   # does a case work at all
+
+More repeats of a case on a second core, then judged with the first ones as one run (--merge trains nothing):
+
+    .venv/bin/python benchmarks/quality.py --cases fashion-pt --repeats 3 --json a.json
+    .venv/bin/python benchmarks/quality.py --cases fashion-pt --repeats 3 --first-repeat 3 --json b.json
+    .venv/bin/python benchmarks/quality.py --merge a.json b.json --json all.json
 """
 
 from __future__ import annotations
