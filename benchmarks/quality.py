@@ -393,11 +393,14 @@ def merge_records(records: list[dict]) -> dict:
     return merged
 
 
-def merge_files(paths: list[Path]) -> list[dict]:
-    """--merge: the cases of several --json files, each case's runs merged (merge_records), in first-seen order."""
+def merge_files(paths: list[Path], sources: list[dict] | None = None) -> list[dict]:
+    """--merge: the cases of several --json files, each case's runs merged (merge_records), in first-seen order.
+    `sources` gets each file's name and run record (its commit, start, arguments; a merged file's own sources)."""
     by_case: dict[str, list[dict]] = {}
     for path in paths:
         data = json.loads(path.read_text())
+        if sources is not None:
+            sources.extend(data["run"].get("merged") or [{"file": path.name, **data["run"]}])
         for rec in data["cases"]:
             overrides = rec.get("overrides", data["run"].get("overrides", []))  # a merged file's records keep theirs
             by_case.setdefault(rec["case"], []).append({**rec, "overrides": overrides})
@@ -546,10 +549,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.merge:
-        records = merge_files(args.merge)
+        sources: list[dict] = []
+        records = merge_files(args.merge, sources)
         print_table(records)
         if args.json:
-            write_json(args.json, {"run": {**run_info(args), "merged": [str(p) for p in args.merge]}, "cases": records})
+            write_json(args.json, {"run": {**run_info(args), "merged": sources}, "cases": records})
             print(f"wrote {args.json}")
         return 0
     info = run_info(args)

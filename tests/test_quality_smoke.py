@@ -130,8 +130,10 @@ def test_merged_runs_judge_the_goals_as_one_run_over_all_repeats(quality, tmp_pa
     whole = quality_file(tmp_path / "all.json", q, [0, 1, 2, 3])
     quality_file(tmp_path / "b.json", q, [2, 3])
     quality_file(tmp_path / "a.json", q, [0, 1])
-    [merged] = q.merge_files([tmp_path / "b.json", tmp_path / "a.json"])
+    sources = []
+    [merged] = q.merge_files([tmp_path / "b.json", tmp_path / "a.json"], sources)
     assert [r["split"] for r in merged["repeats"]] == [0, 1, 2, 3]
+    assert [s["file"] for s in sources] == ["b.json", "a.json"]  # where each repeat's run came from
     assert merged["paired"] == whole["paired"]
     assert merged["systems"]["comp"]["hidden"] == pytest.approx(np.mean([r["systems"]["comp"]["hidden"]
                                                                          for r in whole["repeats"]]))
