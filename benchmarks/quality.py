@@ -338,27 +338,40 @@ def paired(comp: list[Result], hand: list[Result]) -> dict:
     return out
 
 
+def figures(r: Result) -> dict:
+    """A Result as --json writes it (notes beside the scores); from_figures reads it back."""
+    return {"cv": r.cv, "hidden": r.hidden, "gap": r.gap, "seconds": round(r.seconds, 1), **r.notes}
+
+
+def from_figures(fig: dict) -> Result:
+    return Result(fig["cv"], fig["hidden"], fig["seconds"],
+                  {k: v for k, v in fig.items() if k not in ("cv", "hidden", "gap", "seconds")})
+
+
+def judged(runs: list[dict[str, Result]]) -> dict:
+    """Over a case's repeats: each system's figures (the mean), and with both systems the goals judged on the means
+    and the paired comp - hand differences."""
+    systems = {s: mean_result([run[s] for run in runs]) for s in runs[0]}
+    out: dict = {"systems": {s: figures(r) for s, r in systems.items()}}
+    if "comp" in systems and "hand" in systems:
+        out["goals"] = goals(systems["comp"], systems["hand"])
+        out["paired"] = paired([run["comp"] for run in runs], [run["hand"] for run in runs])
+    return out
+
+
 def case_record(case: Case, root: Path, runs: list[dict[str, Result]], first: int = 0) -> dict:
-    """One case's entry in --json: its data and settings, each system's figures (the mean over the repeats), each
-    repeat's figures, the paired comp - hand differences, and the goals judged on the means."""
+    """One case's entry in --json: its data and settings, each repeat's figures (repeat i is split first + i), and
+    what `judged` works out over them."""
     train = pd.read_csv(root / "data" / "train.csv", dtype=str)
     group = next((c for c in train.columns if c not in ("id", "path", "label")), None)
-
-    def figures(r: Result) -> dict:
-        return {"cv": r.cv, "hidden": r.hidden, "gap": r.gap, "seconds": round(r.seconds, 1), **r.notes}
-
-    systems = {s: mean_result([run[s] for run in runs]) for s in runs[0]}
-    record = {"case": case.name, "data": case.data, "model": case.model, "pretrained": case.pretrained,
-              "size": case.size, "epochs": case.epochs, "lr": case.lr, "batch": case.batch, "k": case.k,
-              "folds_trained": case.train_folds or case.k, "n_train": len(train),
-              "n_hidden": sum(1 for _ in open(root / "data" / "test.csv")) - 1,
-              "n_groups": int(train[group].nunique()) if group else None, "n_classes": int(train["label"].nunique()),
-              "systems": {s: figures(r) for s, r in systems.items()},
-              "repeats": [{"split": first + i, "systems": {s: figures(r) for s, r in run.items()}} for i, run in enumerate(runs)]}
-    if "comp" in systems and "hand" in systems:
-        record["goals"] = goals(systems["comp"], systems["hand"])
-        record["paired"] = paired([run["comp"] for run in runs], [run["hand"] for run in runs])
-    return record
+    return {"case": case.name, "data": case.data, "model": case.model, "pretrained": case.pretrained,
+            "size": case.size, "epochs": case.epochs, "lr": case.lr, "batch": case.batch, "k": case.k,
+            "folds_trained": case.train_folds or case.k, "n_train": len(train),
+            "n_hidden": sum(1 for _ in open(root / "data" / "test.csv")) - 1,
+            "n_groups": int(train[group].nunique()) if group else None, "n_classes": int(train["label"].nunique()),
+            "repeats": [{"split": first + i, "systems": {s: figures(r) for s, r in run.items()}}
+                        for i, run in enumerate(runs)],
+            **judged(runs)}
 
 
 def merge_records(records: list[dict]) -> dict:
@@ -377,20 +390,8 @@ def merge_records(records: list[dict]) -> dict:
     if len(set(splits)) != len(splits):
         raise ValueError(f"cannot merge runs of {first['case']!r}: split {max(splits, key=splits.count)} is in more "
                          "than one; run the extra repeats with --first-repeat past the others")
-
-    def result(figures: dict) -> Result:
-        notes = {k: v for k, v in figures.items() if k not in ("cv", "hidden", "gap", "seconds")}
-        return Result(figures["cv"], figures["hidden"], figures["seconds"], notes)
-
-    runs = [{s: result(f) for s, f in r["systems"].items()} for r in repeats]
-    systems = {s: mean_result([run[s] for run in runs]) for s in runs[0]}
-    merged = {**first, "repeats": repeats,
-              "systems": {s: {"cv": r.cv, "hidden": r.hidden, "gap": r.gap, "seconds": round(r.seconds, 1), **r.notes}
-                          for s, r in systems.items()}}
-    if "comp" in systems and "hand" in systems:
-        merged["goals"] = goals(systems["comp"], systems["hand"])
-        merged["paired"] = paired([run["comp"] for run in runs], [run["hand"] for run in runs])
-    return merged
+    return {**first, "repeats": repeats,
+            **judged([{s: from_figures(f) for s, f in r["systems"].items()} for r in repeats])}
 
 
 def merge_files(paths: list[Path], sources: list[dict] | None = None) -> list[dict]:
