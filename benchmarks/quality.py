@@ -44,6 +44,11 @@ More repeats of a case on a second core, then judged with the first ones as one 
     .venv/bin/python benchmarks/quality.py --cases fashion-pt --repeats 3 --json a.json
     .venv/bin/python benchmarks/quality.py --cases fashion-pt --repeats 3 --first-repeat 3 --json b.json
     .venv/bin/python benchmarks/quality.py --merge a.json b.json --json all.json
+
+Where one system's average wins (the probabilities kept, then compared split by split):
+
+    .venv/bin/python benchmarks/quality.py --cases fashion-pt --repeats 3 --probs probs/
+    .venv/bin/python benchmarks/quality_agreement.py probs/
 """
 
 from __future__ import annotations
@@ -95,6 +100,8 @@ class Result:
     hidden: float
     seconds: float
     notes: dict = field(default_factory=dict)
+    # the hidden-set probabilities behind `hidden` (see Kept); written by --probs, never to --json
+    kept: "Kept | None" = field(default=None, repr=False, compare=False)
 
     @property
     def gap(self) -> float:
@@ -129,12 +136,53 @@ def weights_file(case: Case) -> Path:
 # ---------------------------------------------------------------- comp
 
 
+def hidden_labels(root: Path, ids: list[str], classes: list[str]) -> np.ndarray:
+    """The hidden solution of `ids` as indices into `classes`."""
+    solution = pd.read_csv(root / "hidden" / "solution.csv", dtype=str).set_index("id")["label"]
+    return np.array([classes.index(v) for v in solution.loc[ids]])
+
+
 def hidden_score(root: Path, ids: list[str], probs: np.ndarray, classes: list[str], metric: str) -> float:
     from comp.core.metrics import get_metric
 
-    solution = pd.read_csv(root / "hidden" / "solution.csv", dtype=str).set_index("id")["label"]
-    y = np.array([classes.index(v) for v in solution.loc[ids]])
-    return get_metric(metric)(y, probs)
+    return get_metric(metric)(hidden_labels(root, ids, classes), probs)
+
+
+@dataclass
+class Kept:
+    """One system's hidden-set probabilities in one repeat: the submitted average and each fold model alone,
+    columns in sorted class-name order so both systems' files line up (benchmarks/quality_agreement.py reads them)."""
+    ids: list[str]
+    classes: list[str]
+    y: np.ndarray  # (n,) the hidden solution, indices into classes
+    ensemble: np.ndarray  # (n, C) the prediction the system's hidden score is of
+    folds: np.ndarray  # (k, n, C) each fold model's own prediction of the same rows
+    metric: str
+
+    @classmethod
+    def of(cls, root: Path, ids: list[str], classes: list[str], ensemble: np.ndarray, folds: list[np.ndarray],
+           metric: str) -> "Kept":
+        order = np.argsort(classes, kind="stable")
+        names = [classes[i] for i in order]
+        return cls(list(ids), names, hidden_labels(root, list(ids), names), np.asarray(ensemble)[:, order],
+                   np.stack([np.asarray(f)[:, order] for f in folds]), metric)
+
+    def save(self, path: Path) -> Path:
+        """An .npz written atomically."""
+        import io
+
+        from comp.core.layout import write_bytes
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, ids=np.array(self.ids), classes=np.array(self.classes), y=self.y,
+                            ensemble=self.ensemble, folds=self.folds, metric=np.array(self.metric))
+        return write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> "Kept":
+        with np.load(path, allow_pickle=False) as z:
+            return cls([str(v) for v in z["ids"]], [str(v) for v in z["classes"]], z["y"], z["ensemble"], z["folds"],
+                       str(z["metric"]))
 
 
 def run_comp(root: Path, case: Case, extra: list[str], repeat: int = 0) -> Result:
@@ -159,9 +207,11 @@ def run_comp(root: Path, case: Case, extra: list[str], repeat: int = 0) -> Resul
     cfg = ws.config("baseline", extra)
     columns = [c for c in test.columns if c != "id"]  # p_<class>, in comp's class order
     classes = [c[2:] if c.startswith("p_") else c for c in columns]
-    hidden = hidden_score(root, test["id"].astype(str).tolist(), test[columns].to_numpy(), classes, cfg.metric)
-    single = [hidden_score(root, t["id"].astype(str).tolist(), t[columns].to_numpy(), classes, cfg.metric)
-              for t in fold_tests(root)]  # each fold model alone, before the re-prediction below rewrites them
+    ids = test["id"].astype(str).tolist()
+    hidden = hidden_score(root, ids, test[columns].to_numpy(), classes, cfg.metric)
+    alone = [t.set_index("id").loc[ids, columns].to_numpy() for t in fold_tests(root)]  # each fold model, before
+    single = [hidden_score(root, ids, p, classes, cfg.metric) for p in alone]  # the re-prediction below rewrites them
+    kept = Kept.of(root, ids, classes, test[columns].to_numpy(), alone, cfg.metric)
     plain = ws.predict("baseline", tta="none", overrides=extra)  # the same models without test-time augmentation
     saved = read_json(root / "experiments" / "baseline" / "scores.json")
     notes = {"lr": cfg.train.lr, "batch": log_value(root, "train.batch_size auto: ") or cfg.train.batch_size,
@@ -175,7 +225,7 @@ def run_comp(root: Path, case: Case, extra: list[str], repeat: int = 0) -> Resul
         notes["honest_source"] = saved.get("honest_source")
     if saved.get("checkpoint") is not None:
         notes["checkpoint"] = saved["checkpoint"]
-    return Result(float(scores.attrs["mean"]), hidden, seconds, notes)
+    return Result(float(scores.attrs["mean"]), hidden, seconds, notes, kept)
 
 
 def fold_tests(root: Path) -> list[pd.DataFrame]:
@@ -273,7 +323,7 @@ def run_hand(root: Path, case: Case, repeat: int = 0) -> Result:
             return torch.cat([model((x[s: s + 256].float() - mean) / std).softmax(1) for s in range(0, len(x), 256)])
 
     g = torch.Generator().manual_seed(repeat)
-    scores, test_probs, single = [], torch.zeros(len(test), len(labels)), []
+    scores, test_probs, single, alone = [], torch.zeros(len(test), len(labels)), [], []
     n_folds = case.train_folds or case.k
     for fold in range(n_folds):
         tr, va = torch.nonzero(fold_of != fold).squeeze(1), torch.nonzero(fold_of == fold).squeeze(1)
@@ -301,10 +351,12 @@ def run_hand(root: Path, case: Case, repeat: int = 0) -> Result:
         scores.append(metric(y[va].numpy(), probs.numpy()))
         fold_probs = predict(model, test_images)
         single.append(hidden_score(root, test["id"].tolist(), fold_probs.numpy(), labels, cfg["metric"]))
+        alone.append(fold_probs.numpy())
         test_probs += fold_probs / n_folds
     seconds = time.perf_counter() - start
     hidden = hidden_score(root, test["id"].tolist(), test_probs.numpy(), labels, cfg["metric"])
-    return Result(float(np.mean(scores)), hidden, seconds, {"hidden_single": round(float(np.mean(single)), 4)})
+    kept = Kept.of(root, test["id"].tolist(), labels, test_probs.numpy(), alone, cfg["metric"])
+    return Result(float(np.mean(scores)), hidden, seconds, {"hidden_single": round(float(np.mean(single)), 4)}, kept)
 
 
 # ---------------------------------------------------------------- goals, table, JSON
@@ -462,6 +514,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[Case]]:
                     "repeats on a second machine or core; default 0)")
     ap.add_argument("--keep", type=Path, help="build the workspaces under this folder and keep them")
     ap.add_argument("--json", type=Path, help="write every figure here (rewritten after each case)")
+    ap.add_argument("--probs", type=Path, help="keep each system's hidden-set probabilities (the average and each "
+                    "fold model) in this folder as CASE-splitR-SYSTEM.npz; benchmarks/quality_agreement.py compares them")
     ap.add_argument("--merge", type=Path, nargs="+", metavar="JSON", help="train nothing: merge earlier --json files "
                     "(the same cases run over different --first-repeat ranges) into one table, and into --json")
     ap.add_argument("--threads", type=int, help="torch threads for both systems (default: torch's; 1 is faster "
@@ -521,6 +575,8 @@ def run_case(case: Case, root: Path, args: argparse.Namespace) -> dict | None:
         for system in args.systems.split(","):
             result = run_comp(root, case, args.overrides, repeat) if system == "comp" else run_hand(root, case, repeat)
             results[system] = result
+            if args.probs and result.kept is not None:
+                result.kept.save(args.probs / f"{case.name}-split{repeat}-{system}.npz")
             extra = "".join(f"  {k} {v}" for k, v in result.notes.items() if v not in (None, "", []))
             print(f"  {system:5s} CV {result.cv:.4f}  hidden {result.hidden:.4f}  gap {result.gap:+.4f}  "
                   f"{result.seconds:7.1f} s{extra}", flush=True)

@@ -164,11 +164,72 @@ def test_merge_refuses_a_split_twice_and_runs_that_differ(quality, tmp_path):
         q.merge_files([tmp_path / "a.json", tmp_path / "c.json"])
 
 
+def kept_pair(q, root):
+    """Both systems' kept probabilities on 4 hidden rows of 3 classes (given in an unsorted order), 2 fold models
+    each: comp's folds disagree on r3 only; the loop's on r0 and r3, and its average never predicts "b"."""
+    (root / "hidden").mkdir(parents=True)
+    pd.DataFrame({"id": ["r0", "r1", "r2", "r3"], "label": ["a", "b", "c", "b"]}).to_csv(root / "hidden" / "solution.csv",
+                                                                                        index=False)
+    classes = ["c", "a", "b"]  # columns in this order below
+
+    def onehot(*labels, p=0.8):
+        out = np.full((len(labels), 3), (1 - p) / 2)
+        out[np.arange(len(labels)), [classes.index(v) for v in labels]] = p
+        return out
+
+    ids = ["r0", "r1", "r2", "r3"]
+    comp_folds = [onehot("a", "b", "c", "b"), onehot("a", "b", "c", "a", p=0.6)]  # the first wins row 3
+    comp = q.Kept.of(root, ids, classes, np.mean(comp_folds, 0), comp_folds, "accuracy")
+    rev = ids[::-1]  # the loop wrote its rows in another order
+    hand_folds = [onehot("c", "c", "c", "a")[::-1], onehot("a", "c", "c", "c")[::-1]]  # ties go to "a"
+    hand = q.Kept.of(root, rev, classes, np.mean(hand_folds, 0), hand_folds, "accuracy")
+    return comp, hand
+
+
+def test_kept_probabilities_round_trip_in_sorted_class_order(quality, tmp_path):
+    q, _ = quality
+    comp, _ = kept_pair(q, tmp_path / "ws")
+    assert comp.classes == ["a", "b", "c"] and comp.y.tolist() == [0, 1, 2, 1]
+    assert comp.ensemble.argmax(1).tolist() == [0, 1, 2, 1]  # the columns moved with their class names
+    back = q.Kept.load(comp.save(tmp_path / "probs" / "emoji-split0-comp.npz"))
+    assert back.ids == comp.ids and back.classes == comp.classes and back.metric == "accuracy"
+    assert np.array_equal(back.folds, comp.folds) and np.array_equal(back.ensemble, comp.ensemble)
+
+
+def test_agreement_compares_the_systems_row_by_row(quality, tmp_path, monkeypatch, capsys):
+    q, _ = quality
+    import quality_agreement as qa
+
+    comp, hand = kept_pair(q, tmp_path / "ws")
+    comp.save(tmp_path / "probs" / "emoji-split3-comp.npz")
+    hand.save(tmp_path / "probs" / "emoji-split3-hand.npz")
+    hand.save(tmp_path / "probs" / "emoji-split4-hand.npz")  # no comp file: not a pair
+    pairs = qa.load([tmp_path / "probs"])
+    assert list(pairs) == [("emoji", 3)]
+    r = qa.compare(pairs["emoji", 3]["comp"], pairs["emoji", 3]["hand"])
+    c, h = r["comp"], r["hand"]
+    # comp: folds right on 4 and 3 of 4 rows, disagree on 1, the average right on all 4
+    assert (c["accuracy"], c["single"], c["disagreement"], c["any_right"]) == (1.0, 0.875, 0.25, 1.0)
+    # the loop (rows re-aligned to comp's order): folds right on 1 and 2 of 4, disagree on r0 and r3
+    assert (h["single"], h["disagreement"], h["any_right"]) == (0.375, 0.5, 0.5)
+    assert h["share"][1] == 0.0 and r["class"] == "b" and (r["true_share"], r["comp_share"], r["hand_share"]) == (0.5, 0.5, 0.0)
+    assert (r["comp_recall"], r["hand_recall"]) == (1.0, 0.0)
+    assert qa.main([str(tmp_path / "probs")]) == 0
+    assert re.search(r"^\| emoji \| 3 \| \+0\.\d{3} \|", capsys.readouterr().out, re.M)
+    with pytest.raises(SystemExit):
+        qa.main([str(tmp_path / "ws")])
+    assert "no split with both systems' files" in capsys.readouterr().err
+    other = q.Kept(hand.ids, ["a", "b", "x"], hand.y, hand.ensemble, hand.folds, "accuracy")
+    with pytest.raises(ValueError, match="not of the same hidden rows and classes"):
+        qa.compare(comp, other)
+
+
 @pytest.mark.slow
 def test_quick_quality_run_scores_both_systems(tmp_path):
     out_json = tmp_path / "quality.json"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--quick", "--keep", str(tmp_path),
-                           "--json", str(out_json)], capture_output=True, text=True, timeout=900, cwd=ROOT)
+                           "--json", str(out_json), "--probs", str(tmp_path / "probs")],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     out = done.stdout
     scores = {m.group(1): m.groups()[1:] for m in re.finditer(r"^  (comp|hand)\s+" + SCORE, out, re.M)}
@@ -186,3 +247,14 @@ def test_quick_quality_run_scores_both_systems(tmp_path):
     record = json.loads(out_json.read_text())["cases"][0]
     assert record["case"] == "digits" and set(record["systems"]) == {"comp", "hand"}
     assert set(record["goals"]) == {"hidden", "gap"} and record["systems"]["comp"]["checkpoint"]
+    # the kept probabilities are of the submitted prediction: both systems submit the mean of their fold models
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import quality
+
+    from comp.core.metrics import get_metric
+
+    for system in ("comp", "hand"):
+        kept = quality.Kept.load(tmp_path / "probs" / f"digits-split0-{system}.npz")
+        assert kept.folds.shape == (5, len(kept.ids), len(kept.classes)) and len(kept.y) == len(kept.ids)
+        assert np.allclose(kept.ensemble, kept.folds.mean(0), atol=2e-6), system
+        assert get_metric(kept.metric)(kept.y, kept.ensemble) == pytest.approx(record["systems"][system]["hidden"]), system
