@@ -209,8 +209,9 @@ def run_comp(root: Path, case: Case, extra: list[str], repeat: int = 0) -> Resul
     classes = [c[2:] if c.startswith("p_") else c for c in columns]
     ids = test["id"].astype(str).tolist()
     hidden = hidden_score(root, ids, test[columns].to_numpy(), classes, cfg.metric)
-    alone = [t.set_index("id").loc[ids, columns].to_numpy() for t in fold_tests(root)]  # each fold model, before
-    single = [hidden_score(root, ids, p, classes, cfg.metric) for p in alone]  # the re-prediction below rewrites them
+    # each fold model alone, read before the re-prediction below rewrites the folds' test.csv
+    alone = [t.set_index("id").loc[ids, columns].to_numpy() for t in fold_tests(root)]
+    single = [hidden_score(root, ids, p, classes, cfg.metric) for p in alone]
     kept = Kept.of(root, ids, classes, test[columns].to_numpy(), alone, cfg.metric)
     plain = ws.predict("baseline", tta="none", overrides=extra)  # the same models without test-time augmentation
     saved = read_json(root / "experiments" / "baseline" / "scores.json")
