@@ -148,6 +148,15 @@ def hidden_score(root: Path, ids: list[str], probs: np.ndarray, classes: list[st
     return get_metric(metric)(hidden_labels(root, ids, classes), probs)
 
 
+def scored(ids: list[str], classes: list[str], y: np.ndarray, ensemble: np.ndarray, folds: list[np.ndarray],
+           metric: str) -> tuple[float, list[float], "Kept"]:
+    """(the average's hidden score, each fold model's alone, the Kept of them): the solution read once."""
+    from comp.core.metrics import get_metric
+
+    score = get_metric(metric)
+    return score(y, ensemble), [score(y, f) for f in folds], Kept.of(ids, classes, y, ensemble, folds, metric)
+
+
 @dataclass
 class Kept:
     """One system's hidden-set probabilities in one repeat: the submitted average and each fold model alone,
@@ -160,11 +169,12 @@ class Kept:
     metric: str
 
     @classmethod
-    def of(cls, root: Path, ids: list[str], classes: list[str], ensemble: np.ndarray, folds: list[np.ndarray],
+    def of(cls, ids: list[str], classes: list[str], y: np.ndarray, ensemble: np.ndarray, folds: list[np.ndarray],
            metric: str) -> "Kept":
+        """From a system's own class order (y indexes `classes`), re-ordered by class name."""
         order = np.argsort(classes, kind="stable")
-        names = [classes[i] for i in order]
-        return cls(list(ids), names, hidden_labels(root, list(ids), names), np.asarray(ensemble)[:, order],
+        rank = np.argsort(order)  # old column -> new column
+        return cls(list(ids), [classes[i] for i in order], rank[np.asarray(y)], np.asarray(ensemble)[:, order],
                    np.stack([np.asarray(f)[:, order] for f in folds]), metric)
 
     def save(self, path: Path) -> Path:
@@ -208,11 +218,10 @@ def run_comp(root: Path, case: Case, extra: list[str], repeat: int = 0) -> Resul
     columns = [c for c in test.columns if c != "id"]  # p_<class>, in comp's class order
     classes = [c[2:] if c.startswith("p_") else c for c in columns]
     ids = test["id"].astype(str).tolist()
-    hidden = hidden_score(root, ids, test[columns].to_numpy(), classes, cfg.metric)
     # each fold model alone, read before the re-prediction below rewrites the folds' test.csv
     alone = [t.set_index("id").loc[ids, columns].to_numpy() for t in fold_tests(root)]
-    single = [hidden_score(root, ids, p, classes, cfg.metric) for p in alone]
-    kept = Kept.of(root, ids, classes, test[columns].to_numpy(), alone, cfg.metric)
+    hidden, single, kept = scored(ids, classes, hidden_labels(root, ids, classes), test[columns].to_numpy(), alone,
+                                  cfg.metric)
     plain = ws.predict("baseline", tta="none", overrides=extra)  # the same models without test-time augmentation
     saved = read_json(root / "experiments" / "baseline" / "scores.json")
     notes = {"lr": cfg.train.lr, "batch": log_value(root, "train.batch_size auto: ") or cfg.train.batch_size,
@@ -324,7 +333,7 @@ def run_hand(root: Path, case: Case, repeat: int = 0) -> Result:
             return torch.cat([model((x[s: s + 256].float() - mean) / std).softmax(1) for s in range(0, len(x), 256)])
 
     g = torch.Generator().manual_seed(repeat)
-    scores, test_probs, single, alone = [], torch.zeros(len(test), len(labels)), [], []
+    scores, test_probs, alone = [], torch.zeros(len(test), len(labels)), []
     n_folds = case.train_folds or case.k
     for fold in range(n_folds):
         tr, va = torch.nonzero(fold_of != fold).squeeze(1), torch.nonzero(fold_of == fold).squeeze(1)
@@ -351,12 +360,12 @@ def run_hand(root: Path, case: Case, repeat: int = 0) -> Result:
         probs = predict(model, images[va])
         scores.append(metric(y[va].numpy(), probs.numpy()))
         fold_probs = predict(model, test_images)
-        single.append(hidden_score(root, test["id"].tolist(), fold_probs.numpy(), labels, cfg["metric"]))
         alone.append(fold_probs.numpy())
         test_probs += fold_probs / n_folds
     seconds = time.perf_counter() - start
-    hidden = hidden_score(root, test["id"].tolist(), test_probs.numpy(), labels, cfg["metric"])
-    kept = Kept.of(root, test["id"].tolist(), labels, test_probs.numpy(), alone, cfg["metric"])
+    ids = test["id"].tolist()
+    hidden, single, kept = scored(ids, labels, hidden_labels(root, ids, labels), test_probs.numpy(), alone,
+                                  cfg["metric"])
     return Result(float(np.mean(scores)), hidden, seconds, {"hidden_single": round(float(np.mean(single)), 4)}, kept)
 
 
@@ -375,6 +384,12 @@ def mean_result(results: list[Result]) -> Result:
                   float(np.mean([r.seconds for r in results])), results[0].notes)
 
 
+def mean_se(values: list[float]) -> tuple[float, float | None]:
+    """The mean and its standard error (None for a single value: no spread to judge by)."""
+    mean = float(np.mean(values))
+    return mean, float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None
+
+
 def paired(comp: list[Result], hand: list[Result]) -> dict:
     """comp - hand per repeat (the same split and folds), with its mean and standard error over the repeats.
 
@@ -383,8 +398,7 @@ def paired(comp: list[Result], hand: list[Result]) -> dict:
     out: dict = {}
     for key, goal in (("hidden", GOAL_HIDDEN), ("gap", GOAL_GAP)):
         diffs = [getattr(c, key) - getattr(h, key) for c, h in zip(comp, hand)]
-        mean = float(np.mean(diffs))
-        se = float(np.std(diffs, ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else None
+        mean, se = mean_se(diffs)
         decided = None if se is None else abs(mean - goal) > 2 * se
         out[key] = {"diffs": [round(d, 4) for d in diffs], "mean": round(mean, 4),
                     "se": None if se is None else round(se, 4), "decided": decided}

@@ -26,7 +26,7 @@ from sklearn.metrics import f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import Kept  # noqa: E402
+from quality import Kept, mean_se  # noqa: E402
 
 NAME = re.compile(r"^(?P<case>.+)-split(?P<split>\d+)-(?P<system>comp|hand)\.npz$")
 
@@ -78,10 +78,9 @@ def compare(comp: Kept, hand: Kept) -> dict:
             "comp_recall": float(c["recall"][cls]), "hand_recall": float(h["recall"][cls])}
 
 
-def mean_se(values: list[float]) -> str:
-    v = np.asarray(values, float)
-    se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
-    return f"{v.mean():+.3f} +- {se:.3f}"
+def shown(values: list[float]) -> str:
+    mean, se = mean_se(values)
+    return f"{mean:+.3f} +- {float('nan') if se is None else se:.3f}"
 
 
 def table(rows: dict[tuple[str, int], dict]) -> list[str]:
@@ -99,9 +98,9 @@ def table(rows: dict[tuple[str, int], dict]) -> list[str]:
         rs = [r for (c, _), r in rows.items() if c == case]
 
         def diff(key: str, rs: list[dict] = rs) -> str:
-            return mean_se([r["comp"][key] - r["hand"][key] for r in rs])
+            return shown([r["comp"][key] - r["hand"][key] for r in rs])
 
-        gain = mean_se([(r["comp"]["accuracy"] - r["comp"]["single"]) - (r["hand"]["accuracy"] - r["hand"]["single"])
+        gain = shown([(r["comp"]["accuracy"] - r["comp"]["single"]) - (r["hand"]["accuracy"] - r["hand"]["single"])
                         for r in rs])
         out.append(f"\n{case}, {len(rs)} splits, comp - loop: accuracy {diff('accuracy')}, macro-F1 {diff('macro_f1')}, "
                    f"fold models alone {diff('single')} (macro-F1 {diff('single_f1')}), ensemble gain {gain}, "

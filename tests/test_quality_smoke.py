@@ -179,10 +179,12 @@ def kept_pair(q, root):
 
     ids = ["r0", "r1", "r2", "r3"]
     comp_folds = [onehot("a", "b", "c", "b"), onehot("a", "b", "c", "a", p=0.6)]  # the first wins row 3
-    comp = q.Kept.of(root, ids, classes, np.mean(comp_folds, 0), comp_folds, "accuracy")
+    comp = q.Kept.of(ids, classes, q.hidden_labels(root, ids, classes), np.mean(comp_folds, 0), comp_folds,
+                      "accuracy")
     rev = ids[::-1]  # the loop wrote its rows in another order
     hand_folds = [onehot("c", "c", "c", "a")[::-1], onehot("a", "c", "c", "c")[::-1]]  # ties go to "a"
-    hand = q.Kept.of(root, rev, classes, np.mean(hand_folds, 0), hand_folds, "accuracy")
+    hand = q.Kept.of(rev, classes, q.hidden_labels(root, rev, classes), np.mean(hand_folds, 0), hand_folds,
+                      "accuracy")
     return comp, hand
 
 
